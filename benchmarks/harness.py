@@ -1,0 +1,124 @@
+"""Shared timing and reporting for every benchmark script.
+
+The rules (DESIGN.md): validate every variant against the reference *before* timing it; time the
+first call apart (it includes Numba's compile); then repeat and report median and min; compute
+ratios from timings taken side by side in the same run; record the machine with every result.
+
+    from harness import time_call, machine_info, write_report
+    t = time_call(lambda: kernel(a, b), repeats=20)       # {'first_s', 'median_s', 'min_s', 'times_s'}
+    write_report("xnor_gemm", rows, columns=[...])        # results/xnor_gemm.json + .md
+"""
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def time_call(fn, repeats=10, warmup=1, min_time=0.0):
+    """Time ``fn()``: the first call alone (compile + run), then ``warmup`` untimed calls, then
+    ``repeats`` timed calls (more if ``min_time`` seconds have not passed). Seconds."""
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    for _ in range(warmup):
+        fn()
+    times, start = [], time.perf_counter()
+    while len(times) < repeats or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {"first_s": first, "median_s": statistics.median(times), "min_s": min(times),
+            "repeats": len(times), "times_s": times}
+
+
+def interleaved(fns, repeats=10, warmup=1):
+    """Time several callables round-robin (a, b, a, b, ...) so that machine noise hits all alike.
+    ``fns`` maps a name to a callable; returns name -> the dict of ``time_call``."""
+    first = {}
+    for name, fn in fns.items():
+        t0 = time.perf_counter()
+        fn()
+        first[name] = time.perf_counter() - t0
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: {"first_s": first[name], "median_s": statistics.median(ts), "min_s": min(ts),
+                   "repeats": len(ts), "times_s": ts} for name, ts in times.items()}
+
+
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return sorted(f for f in flags if f.startswith("avx") or f in ("popcnt", "fma"))
+    except OSError:
+        pass
+    return []
+
+
+def machine_info():
+    """CPU, cores, thread counts and library versions (BLAS from threadpoolctl)."""
+    import numba
+    from threadpoolctl import threadpool_info
+
+    blas = [{k: p.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+            for p in threadpool_info() if p.get("user_api") == "blas"]
+    return {
+        "cpu": cpu_model(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(),
+        "python": sys.version.split()[0], "numpy": np.__version__, "numba": numba.__version__,
+        "numba_threads": numba.get_num_threads(), "blas": blas,
+        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
+                                           "OPENBLAS_CORETYPE") if k in os.environ},
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def markdown_table(rows, columns):
+    """``rows``: list of dicts; ``columns``: list of (key, header, format) triples."""
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        cells = []
+        for key, _, fmt in columns:
+            value = row.get(key, "")
+            cells.append(fmt.format(value) if fmt and value != "" and value is not None else str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(name, rows, columns, extra=None, title=None):
+    """Write ``results/<name>.json`` (rows + machine + extra) and ``results/<name>.md``; print the table."""
+    RESULTS.mkdir(exist_ok=True)
+    machine = machine_info()
+    payload = {"benchmark": name, "machine": machine, "rows": rows, **(extra or {})}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    table = markdown_table(rows, columns)
+    header = f"## {title or name}\n\nMachine: {machine['cpu']}, {machine['cores']} cores, numba threads " \
+             f"{machine['numba_threads']}, BLAS {machine['blas']}; numpy {machine['numpy']}, numba " \
+             f"{machine['numba']}; {machine['date']}\n\n"
+    (RESULTS / f"{name}.md").write_text(header + table + "\n")
+    print(header + table)
+    return payload
