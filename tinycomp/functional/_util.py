@@ -1,0 +1,44 @@
+"""Argument handling shared by the op wrappers: turning constants into Tensors, checking dtypes."""
+import numpy as np
+
+from ..tensor import Tensor
+
+
+def operands(op, a, b):
+    """Both operands as Tensors of one floating dtype. A Python number or array constant takes the
+    dtype of the Tensor operand (so float64 checks stay float64); two Tensors must already agree."""
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        if a.dtype != b.dtype:
+            raise TypeError(f"{op}: dtypes differ, {a.dtype} and {b.dtype}; cast one with .float() or .double()")
+        return a, b
+    if isinstance(a, Tensor):
+        return a, Tensor(np.asarray(b, dtype=a.dtype))
+    if isinstance(b, Tensor):
+        return Tensor(np.asarray(a, dtype=b.dtype)), b
+    raise TypeError(f"{op}: at least one operand must be a Tensor, got {type(a).__name__} and {type(b).__name__}")
+
+
+def check_tensor(op, x, name="input"):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: {name} must be a Tensor, got {type(x).__name__}")
+    return x
+
+
+def check_float(op, x, name="input"):
+    check_tensor(op, x, name)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"{op}: {name} must be floating point, got {x.dtype}")
+    return x
+
+
+def normalize_axis(op, axis, ndim):
+    """``axis`` (None, int or tuple) as a sorted tuple of non-negative axes, checked against ``ndim``."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
+        out.append(int(a) % ndim)
+    return tuple(sorted(set(out)))

@@ -1,0 +1,141 @@
+"""Ops that move elements without changing them: their backward moves the gradient back.
+
+    reshape(x, shape):        dx = g reshaped to x's shape
+    permute(x, axes):         dx = g permuted by the inverse permutation
+    getitem(x, index):        dx = zeros with g scattered (added, for repeated indices) at index
+    concatenate(xs, axis):    dx_i = the slice of g that came from x_i
+    pad(x, pad_width, value): dx = g with the padding cut off
+"""
+import numpy as np
+
+from ..autograd import Function
+from ..tensor import Tensor
+from ._util import check_tensor
+
+
+class Reshape(Function):
+    @staticmethod
+    def forward(ctx, x, shape):
+        ctx.shape = x.shape
+        return x.reshape(shape)
+
+    @staticmethod
+    def backward(ctx, dout):
+        return dout.reshape(ctx.shape), None
+
+
+class Permute(Function):
+    @staticmethod
+    def forward(ctx, x, axes):
+        ctx.inverse = tuple(np.argsort(axes))
+        return x.transpose(axes)
+
+    @staticmethod
+    def backward(ctx, dout):
+        return dout.transpose(ctx.inverse), None
+
+
+def _is_advanced(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(p, (list, np.ndarray)) for p in parts)
+
+
+class GetItem(Function):
+    @staticmethod
+    def forward(ctx, x, index):
+        ctx.shape, ctx.dtype, ctx.index = x.shape, x.dtype, index
+        return np.asarray(x[index])
+
+    @staticmethod
+    def backward(ctx, dout):
+        dx = np.zeros(ctx.shape, ctx.dtype)
+        if _is_advanced(ctx.index):
+            np.add.at(dx, ctx.index, dout)  # repeated indices must add up, which dx[i] += g does not
+        else:
+            dx[ctx.index] = dout
+        return dx, None
+
+
+class Concatenate(Function):
+    @staticmethod
+    def forward(ctx, *xs, axis):
+        ctx.axis = axis
+        ctx.bounds = np.cumsum([x.shape[axis] for x in xs])[:-1]
+        return np.concatenate(xs, axis=axis)
+
+    @staticmethod
+    def backward(ctx, dout):
+        return tuple(np.split(dout, ctx.bounds, axis=ctx.axis))
+
+
+class Pad(Function):
+    @staticmethod
+    def forward(ctx, x, pad_width, value):
+        ctx.crop = tuple(slice(lo, lo + n) for (lo, _), n in zip(pad_width, x.shape))
+        return np.pad(x, pad_width, constant_values=value)
+
+    @staticmethod
+    def backward(ctx, dout):
+        return np.ascontiguousarray(dout[ctx.crop]), None, None
+
+
+def reshape(x, shape):
+    check_tensor("reshape", x)
+    shape = tuple(int(s) for s in shape)
+    known = int(np.prod([s for s in shape if s != -1]))
+    free = shape.count(-1)
+    ok = free <= 1 and all(s >= -1 for s in shape) and (
+        known == x.data.size if free == 0 else known > 0 and x.data.size % known == 0)
+    if not ok:
+        raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} ({x.data.size} elements) "
+                         f"into {shape}")
+    return Reshape.apply(x, shape)
+
+
+def permute(x, axes):
+    check_tensor("permute", x)
+    axes = tuple(int(a) % x.ndim if x.ndim else int(a) for a in axes)
+    if sorted(axes) != list(range(x.ndim)):
+        raise ValueError(f"permute: {axes} is not a permutation of the {x.ndim} axes of shape {x.shape}")
+    return Permute.apply(x, axes)
+
+
+def transpose(x, dim0, dim1):
+    axes = list(range(x.ndim))
+    axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+    return permute(x, axes)
+
+
+def getitem(x, index):
+    check_tensor("getitem", x)
+    if isinstance(index, Tensor):
+        index = index.data
+    return GetItem.apply(x, index)
+
+
+def concatenate(tensors, axis=0):
+    tensors = [check_tensor("concatenate", t, f"tensors[{i}]") for i, t in enumerate(tensors)]
+    if not tensors:
+        raise ValueError("concatenate: needs at least one tensor")
+    ref = tensors[0]
+    axis = int(axis) % ref.ndim
+    for i, t in enumerate(tensors):
+        if t.ndim != ref.ndim or any(a != b for d, (a, b) in enumerate(zip(t.shape, ref.shape)) if d != axis):
+            raise ValueError(f"concatenate: tensors[{i}] has shape {t.shape}, incompatible with {ref.shape} "
+                             f"along every axis but {axis}")
+        if t.dtype != ref.dtype:
+            raise TypeError(f"concatenate: tensors[{i}] is {t.dtype}, tensors[0] is {ref.dtype}")
+    return Concatenate.apply(*tensors, axis=axis)
+
+
+cat = concatenate
+
+
+def pad(x, pad_width, value=0.0):
+    """Pad with a constant. ``pad_width``: one (before, after) pair per axis, as ``np.pad``."""
+    check_tensor("pad", x)
+    pad_width = tuple((int(lo), int(hi)) for lo, hi in pad_width)
+    if len(pad_width) != x.ndim or any(lo < 0 or hi < 0 for lo, hi in pad_width):
+        raise ValueError(f"pad: need one non-negative (before, after) pair per axis of shape {x.shape}, "
+                         f"got {pad_width}")
+    return Pad.apply(x, pad_width, float(value))

@@ -1,0 +1,73 @@
+"""Optimizer base: parameter groups, zero_grad, and a state dict of plain arrays and numbers.
+
+``params`` is an iterable of Parameters, or of dicts ``{"params": [...], "weight_decay": 0, ...}``
+(parameter groups: e.g. no weight decay on BatchNorm and biases). Unset options take the defaults.
+State is keyed by the parameter's position across all groups, as PyTorch does, so a state dict
+loads into a freshly built optimizer over the same model.
+"""
+import numpy as np
+
+
+class Optimizer:
+    def __init__(self, params, defaults):
+        self.defaults = dict(defaults)
+        params = list(params)
+        if not params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        self.param_groups = []
+        seen = set()
+        for i, g in enumerate(groups):
+            unknown = set(g) - set(defaults) - {"params", "initial_lr", "max_lr", "min_lr", "base_momentum",
+                                                "max_momentum"}
+            if unknown:
+                raise ValueError(f"{type(self).__name__}: parameter group {i} has unknown options {sorted(unknown)}")
+            group = {**self.defaults, **g, "params": list(g["params"])}
+            for p in group["params"]:
+                if id(p) in seen:
+                    raise ValueError(f"{type(self).__name__}: a parameter appears in more than one group")
+                seen.add(id(p))
+            self.param_groups.append(group)
+        self.state = {}  # id(param) -> dict of arrays / numbers
+
+    def zero_grad(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
+    def _indexed_params(self):
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def state_dict(self):
+        params = self._indexed_params()
+        state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.state[id(p)].items()}
+                 for i, p in enumerate(params) if id(p) in self.state}
+        groups, start = [], 0
+        for g in self.param_groups:
+            n = len(g["params"])
+            groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": list(range(start, start + n))})
+            start += n
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        params = self._indexed_params()
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups) or any(
+                len(g["params"]) != len(mine["params"]) for g, mine in zip(groups, self.param_groups)):
+            raise ValueError(f"{type(self).__name__}.load_state_dict: the saved parameter groups "
+                             f"({[len(g['params']) for g in groups]}) do not match this optimizer's "
+                             f"({[len(g['params']) for g in self.param_groups]})")
+        for i, entry in state_dict["state"].items():
+            i = int(i)
+            for k, v in entry.items():
+                if isinstance(v, np.ndarray) and v.shape != params[i].shape and v.ndim > 0:
+                    raise ValueError(f"{type(self).__name__}.load_state_dict: state '{k}' of parameter {i} has "
+                                     f"shape {v.shape}, the parameter has {params[i].shape}")
+        self.state = {id(params[int(i)]): {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v)
+                                           for k, v in entry.items()}
+                      for i, entry in state_dict["state"].items()}
+        for g, mine in zip(groups, self.param_groups):
+            mine.update({k: v for k, v in g.items() if k != "params"})
+
+    def step(self):
+        raise NotImplementedError

@@ -1,0 +1,128 @@
+"""Learning-rate schedules, stepped by the caller (per epoch or per batch, as each says).
+
+Each scheduler sets ``group["lr"]`` (and, for OneCycleLR, ``momentum``) from the step count alone,
+so a resumed run gets the same values: its state dict is just the step count.
+
+    StepLR:            lr = base · gamma^floor(step / step_size)
+    CosineAnnealingLR: lr = eta_min + (base - eta_min) · (1 + cos(pi · step / T_max)) / 2
+    LinearWarmup:      lr = base · (start_factor + (1 - start_factor) · min(step, warmup) / warmup),
+                       then the wrapped scheduler (if any) counted from the end of warm-up
+    OneCycleLR:        PyTorch's defaults (two phases, cosine annealing):
+                       initial = max_lr / div_factor, final = initial / final_div_factor;
+                       step 0 .. pct_start·total - 1: lr initial -> max_lr, momentum max -> base;
+                       then -> total - 1: lr max_lr -> final, momentum base -> max
+"""
+import math
+
+
+def _cos_anneal(start, end, pct):
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+
+class LRScheduler:
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+        for g in optimizer.param_groups:
+            g.setdefault("initial_lr", g["lr"])
+        self.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+        self.last_step = 0
+        self._apply()
+
+    def values(self, step):
+        """[(lr, momentum or None)] per parameter group at ``step``."""
+        raise NotImplementedError
+
+    def _apply(self):
+        for g, (lr, momentum) in zip(self.optimizer.param_groups, self.values(self.last_step)):
+            g["lr"] = lr
+            if momentum is not None:
+                if "betas" in g:
+                    g["betas"] = (momentum, g["betas"][1])
+                else:
+                    g["momentum"] = momentum
+
+    def step(self):
+        self.last_step += 1
+        self._apply()
+
+    def get_last_lr(self):
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    def state_dict(self):
+        return {"last_step": self.last_step}
+
+    def load_state_dict(self, state):
+        self.last_step = int(state["last_step"])
+        self._apply()
+
+
+class StepLR(LRScheduler):
+    def __init__(self, optimizer, step_size, gamma=0.1):
+        if step_size < 1:
+            raise ValueError(f"StepLR: step_size must be >= 1, got {step_size}")
+        self.step_size, self.gamma = step_size, gamma
+        super().__init__(optimizer)
+
+    def values(self, step):
+        return [(b * self.gamma ** (step // self.step_size), None) for b in self.base_lrs]
+
+
+class CosineAnnealingLR(LRScheduler):
+    def __init__(self, optimizer, T_max, eta_min=0.0):
+        if T_max < 1:
+            raise ValueError(f"CosineAnnealingLR: T_max must be >= 1, got {T_max}")
+        self.T_max, self.eta_min = T_max, eta_min
+        super().__init__(optimizer)
+
+    def values(self, step):
+        pct = min(step, self.T_max) / self.T_max
+        return [(_cos_anneal(b, self.eta_min, pct), None) for b in self.base_lrs]
+
+
+class LinearWarmup(LRScheduler):
+    def __init__(self, optimizer, warmup_steps, start_factor=0.1, after=None):
+        """``after``: a function ``optimizer -> scheduler`` for what follows warm-up (or None)."""
+        if warmup_steps < 1 or not 0 < start_factor <= 1:
+            raise ValueError(f"LinearWarmup: need warmup_steps >= 1 and 0 < start_factor <= 1, got "
+                             f"{warmup_steps}, {start_factor}")
+        self.warmup_steps, self.start_factor = warmup_steps, start_factor
+        self.after = after(optimizer) if after is not None else None
+        super().__init__(optimizer)
+
+    def values(self, step):
+        if step < self.warmup_steps or self.after is None:
+            f = self.start_factor + (1 - self.start_factor) * min(step, self.warmup_steps) / self.warmup_steps
+            return [(b * f, None) for b in self.base_lrs]
+        return self.after.values(step - self.warmup_steps)
+
+
+class OneCycleLR(LRScheduler):
+    def __init__(self, optimizer, max_lr, total_steps, pct_start=0.3, div_factor=25.0, final_div_factor=1e4,
+                 cycle_momentum=True, base_momentum=0.85, max_momentum=0.95):
+        if total_steps < 2 or not 0 < pct_start < 1:
+            raise ValueError(f"OneCycleLR: need total_steps >= 2 and 0 < pct_start < 1, got {total_steps}, "
+                             f"{pct_start}")
+        self.total_steps, self.cycle_momentum = total_steps, cycle_momentum
+        self.phase1_end = float(pct_start * total_steps) - 1
+        groups = optimizer.param_groups
+        max_lrs = max_lr if isinstance(max_lr, (list, tuple)) else [max_lr] * len(groups)
+        self.lrs = [(m / div_factor, m, m / div_factor / final_div_factor) for m in max_lrs]
+        self.momenta = (max_momentum, base_momentum)
+        for g, (initial, _, _) in zip(groups, self.lrs):
+            g["initial_lr"] = initial
+        super().__init__(optimizer)
+
+    def values(self, step):
+        if step >= self.total_steps:
+            raise ValueError(f"OneCycleLR: stepped {step} times, but total_steps is {self.total_steps}")
+        hi_m, lo_m = self.momenta
+        out = []
+        for initial, peak, final in self.lrs:
+            if step <= self.phase1_end:
+                pct = step / self.phase1_end
+                lr, m = _cos_anneal(initial, peak, pct), _cos_anneal(hi_m, lo_m, pct)
+            else:
+                pct = (step - self.phase1_end) / (self.total_steps - 1 - self.phase1_end)
+                lr, m = _cos_anneal(peak, final, pct), _cos_anneal(lo_m, hi_m, pct)
+            out.append((lr, m if self.cycle_momentum else None))
+        return out
