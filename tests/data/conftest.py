@@ -106,7 +106,7 @@ def http_server(tmp_path):
         thread.join(timeout=5)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cifar10_root():
     """The real CIFAR-10 data root (skips, or fails under TINYCOMP_REQUIRE_DATA=1, when absent)."""
     return require_data("cifar10")
