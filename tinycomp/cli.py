@@ -1,0 +1,156 @@
+"""Command line: ``tinycomp train | eval | summary`` (also ``python -m tinycomp ...``).
+
+Exit codes: 0 success; 2 bad arguments, bad data, bad checkpoint or an existing run folder (with a
+message naming what was wrong); 3 the training diverged (NaN/Inf loss; the last good checkpoint is
+kept); 128 + signal number when SIGINT / SIGTERM stopped training (after a checkpoint was written).
+"""
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+from . import models
+
+def _train_parser(sub):
+    from .train import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a model on CIFAR", description="Train a network on CIFAR-10/100 "
+                       "on the CPU. The run folder gets last.npz, best.npz (with --val) and log.jsonl.")
+    p.add_argument("--model", default=None, help=f"one of {', '.join(models.names())} (default {d.model})")
+    p.add_argument("--width", type=float, default=None, help=f"channel width multiplier (default {d.width})")
+    p.add_argument("--dataset", choices=["cifar10", "cifar100"], default=None, help="default cifar10")
+    p.add_argument("--epochs", type=int, default=None, help=f"default {d.epochs}")
+    p.add_argument("--batch-size", type=int, default=None, help=f"default {d.batch_size}; the last partial "
+                   "batch of each epoch is dropped")
+    p.add_argument("--lr", type=float, default=None, help=f"peak (onecycle) or initial learning rate (default {d.lr})")
+    p.add_argument("--schedule", choices=["onecycle", "cosine", "step", "constant"], default=None,
+                   help="learning-rate schedule, stepped every batch (default onecycle)")
+    p.add_argument("--pct-start", type=float, default=None, help=f"onecycle warm-up fraction (default {d.pct_start})")
+    p.add_argument("--momentum", type=float, default=None, help=f"SGD momentum (default {d.momentum})")
+    p.add_argument("--no-nesterov", dest="nesterov", action="store_false", default=None,
+                   help="plain momentum instead of Nesterov")
+    p.add_argument("--weight-decay", type=float, default=None, help=f"default {d.weight_decay}, on all parameters")
+    p.add_argument("--no-decay-bn-bias", action="store_true", default=None,
+                   help="no weight decay on BatchNorm parameters and biases")
+    p.add_argument("--label-smoothing", type=float, default=None, help="default 0")
+    p.add_argument("--seed", type=int, default=None, help="default 0")
+    p.add_argument("--threads", type=int, default=None, help="Numba and BLAS threads (default: all cores)")
+    p.add_argument("--data-dir", default=None, help="folder containing cifar-10-batches-bin/ (default "
+                   "$TINYCOMP_DATA, else ~/.cache/tinycomp; downloaded there if absent)")
+    p.add_argument("--no-download", dest="download", action="store_false", default=None,
+                   help="fail instead of downloading a missing dataset")
+    p.add_argument("--val", type=int, default=None, help="hold out N training images for validation "
+                   "(best.npz is chosen on them)")
+    p.add_argument("--subset", type=int, default=None, help="train on the first N training images only")
+    p.add_argument("--init", default=None, help="start from the weights of this checkpoint")
+    p.add_argument("--out", required=True, help="run folder (must not exist, unless --resume)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.npz")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return p
+
+
+# flags that may differ on --resume without changing the result
+RESUME_MAY_CHANGE = {"threads", "data_dir", "download"}
+
+
+def _config_from_args(args):
+    from .train import RunError, TrainConfig
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if getattr(args, f.name, None) is not None}
+    if not args.resume:
+        return TrainConfig(**given)
+    from .checkpoint import load
+
+    saved = load(f"{args.out}/last.npz")["meta"]["config"]
+    changed = sorted(k for k, v in given.items() if k not in RESUME_MAY_CHANGE and saved.get(k) != v)
+    if changed:
+        raise RunError(f"--resume continues the saved run; these options differ from it: "
+                         f"{', '.join('--' + k.replace('_', '-') for k in changed)}")
+    return TrainConfig(**{**saved, **given})
+
+
+def cmd_train(args):
+    from .train import RunError, Trainer
+
+    if args.resume and not os.path.isfile(os.path.join(args.out, "last.npz")):
+        raise RunError(f"--resume: {args.out}/last.npz does not exist; nothing to resume")
+    cfg = _config_from_args(args)
+    signum = Trainer(cfg, args.out, resume=args.resume, progress=args.progress).run()
+    if signum is not None:
+        print(f"tinycomp train: stopped by signal {signum}; checkpoint saved in {args.out}/last.npz. "
+              f"Continue with: tinycomp train --out {args.out} --resume", file=sys.stderr)
+        return 128 + signum
+    return 0
+
+
+def cmd_eval(args):
+    from .train import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, download=args.download,
+                                 batch_size=args.batch_size, progress=not args.json)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"{result['model']} on {result['dataset']} test set: accuracy {100 * result['test_acc']:.2f} %, "
+          f"loss {result['test_loss']:.4f}")
+    for name, acc in result["per_class_acc"].items():
+        print(f"  {name:<14} {100 * acc:6.2f} %")
+    return 0
+
+
+def cmd_summary(args):
+    from .summary import format_summary, summarize
+
+    model = models.get(args.model, num_classes=args.num_classes, width=args.width)
+    s = summarize(model)
+    if args.json:
+        print(json.dumps({"model": args.model, "width": args.width, **s}, indent=1))
+    else:
+        print(format_summary(s, f"{args.model} (width {args.width}, {args.num_classes} classes, 3x32x32 input)"))
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="tinycomp", description="Train, evaluate and inspect compressed "
+                                     "networks on CIFAR, on a CPU.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    p = sub.add_parser("eval", help="test accuracy of a checkpoint", description="Test accuracy and per-class "
+                       "accuracy of a checkpoint written by tinycomp train.")
+    p.add_argument("checkpoint")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--no-download", dest="download", action="store_false")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = sub.add_parser("summary", help="parameters, MACs and memory per layer",
+                       description="Per-layer and total parameters, MACs and memory of a model.")
+    p.add_argument("--model", required=True, choices=models.names())
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = {"train": cmd_train, "eval": cmd_eval, "summary": cmd_summary}[args.command]
+    from .checkpoint import CheckpointError
+    from .data import DatasetError
+    from .train import DivergedError, RunError
+
+    try:
+        return command(args)
+    except DivergedError as exc:
+        print(f"tinycomp {args.command}: error: {exc}", file=sys.stderr)
+        return 3
+    except (RunError, DatasetError, CheckpointError) as exc:
+        print(f"tinycomp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
