@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import folder_members, make_archive
+from data_helpers import folder_members, make_archive
 
 from tinycomp.data import DatasetError, ensure_dataset, load_cifar, resolve_root
 from tinycomp.data.download import check_url, dataset_source, default_root, safe_extract

@@ -3,7 +3,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import CLASS_NAMES, write_folder
+from data_helpers import CLASS_NAMES, write_folder
 
 from tinycomp.data import CIFAR10, CIFAR100, DatasetError, get_spec, load_cifar
 from tinycomp.data.formats import check_folder, read_names, read_records, read_split
