@@ -1,0 +1,202 @@
+"""im2col and col2im: the patch matrix that turns a 2-D convolution into one GEMM.
+
+Layout (stable: other kernels build on it)::
+
+    x    (N, C, H, W)                 NCHW, float32 or float64
+    cols (C*KH*KW, N*OH*OW)           row    r = (c*KH + kh)*KW + kw
+                                      column j = (n*OH + oh)*OW + ow
+    cols[r, j] = x[n, c, oh*sh - ph + kh*dil_h, ow*sw - pw + kw*dil_w]   (0 where that falls in the padding)
+
+    OH = (H + 2*ph - dil_h*(KH-1) - 1) // sh + 1,   OW likewise.
+
+Why this layout: the batch is folded into the GEMM's long dimension, so a convolution is a single
+``w.reshape(O, C*KH*KW) @ cols -> (O, N*OH*OW)`` (one big BLAS call instead of N small ones), the
+weight gradient is ``dout_mat @ cols.T`` and the input gradient is ``col2im(w_mat.T @ dout_mat)``.
+The innermost loop runs along ``ow`` on both sides, so for stride 1 it is a contiguous copy. The rows
+of one group of a grouped convolution (channels ``g*C/G .. (g+1)*C/G``) are a contiguous block of rows.
+
+``col2im`` is the adjoint of ``im2col``: ``<im2col(x), c> == <x, col2im(c)>``. It *adds* every column
+entry back into the pixel it came from (a pixel read by several kernel taps gets the sum); entries that
+came from padding are dropped. Both kernels run in parallel: im2col over rows (each row of ``cols`` is
+written by one thread), col2im over (n, c) image planes (each plane is accumulated by one thread, so
+no two threads ever add into the same pixel).
+
+Reference: the "unfold" formulation of convolution (Chellapilla et al., 2006; Caffe's im2col).
+"""
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["conv_output_size", "im2col", "col2im", "im2col_ref", "col2im_ref", "as_pair"]
+
+
+def as_pair(value, name, op="im2col", minimum=0):
+    """``value`` as a pair of ints (an int ``v`` means ``(v, v)``), each at least ``minimum``."""
+    if isinstance(value, (int, np.integer)):
+        pair = (int(value), int(value))
+    else:
+        try:
+            pair = tuple(int(v) for v in value)
+        except TypeError:
+            raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") from None
+        if len(pair) != 2 or any(p != v for p, v in zip(pair, value)):
+            raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    return pair
+
+
+def conv_output_size(H, W, KH, KW, stride=1, padding=0, dilation=1):
+    """(OH, OW) of a convolution or pooling window sliding over an H x W plane."""
+    (sh, sw), (ph, pw), (dil_h, dil_w) = as_pair(stride, "stride"), as_pair(padding, "padding"), as_pair(dilation, "dilation")
+    return (H + 2 * ph - dil_h * (KH - 1) - 1) // sh + 1, (W + 2 * pw - dil_w * (KW - 1) - 1) // sw + 1
+
+
+# --- references: NumPy slicing of the zero-padded input -----------------------------------------
+def im2col_ref(x, KH, KW, stride=1, padding=0, dilation=1):
+    """NumPy oracle: each (kh, kw) tap is a strided slice of the zero-padded input."""
+    (sh, sw), (ph, pw), (dil_h, dil_w) = as_pair(stride, "stride"), as_pair(padding, "padding"), as_pair(dilation, "dilation")
+    N, C, H, W = x.shape
+    OH, OW = conv_output_size(H, W, KH, KW, stride, padding, dilation)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    taps = np.empty((C, KH, KW, N, OH, OW), dtype=x.dtype)
+    for kh in range(KH):
+        for kw in range(KW):
+            patch = xp[:, :, kh * dil_h: kh * dil_h + sh * (OH - 1) + 1: sh, kw * dil_w: kw * dil_w + sw * (OW - 1) + 1: sw]
+            taps[:, kh, kw] = patch.transpose(1, 0, 2, 3)  # (N, C, OH, OW) -> (C, N, OH, OW)
+    return taps.reshape(C * KH * KW, N * OH * OW)
+
+
+def col2im_ref(cols, x_shape, KH, KW, stride=1, padding=0, dilation=1):
+    """NumPy oracle of the adjoint: add each tap's slice back into the zero-padded image, then crop."""
+    (sh, sw), (ph, pw), (dil_h, dil_w) = as_pair(stride, "stride"), as_pair(padding, "padding"), as_pair(dilation, "dilation")
+    N, C, H, W = x_shape
+    OH, OW = conv_output_size(H, W, KH, KW, stride, padding, dilation)
+    taps = cols.reshape(C, KH, KW, N, OH, OW)
+    xp = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
+    for kh in range(KH):
+        for kw in range(KW):
+            xp[:, :, kh * dil_h: kh * dil_h + sh * (OH - 1) + 1: sh,
+               kw * dil_w: kw * dil_w + sw * (OW - 1) + 1: sw] += taps[:, kh, kw].transpose(1, 0, 2, 3)
+    return xp[:, :, ph: ph + H, pw: pw + W].copy()
+
+
+# --- loops --------------------------------------------------------------------------------------
+def _valid_range(OW, W, sw, off):
+    """[lo, hi): the ow for which iw = ow*sw + off lies inside 0..W-1 (empty when lo >= hi)."""
+    lo = 0
+    while lo < OW and lo * sw + off < 0:
+        lo += 1
+    hi = OW
+    while hi > lo and (hi - 1) * sw + off >= W:
+        hi -= 1
+    return lo, hi
+
+
+_valid_range_jit = njit(cache=True, inline="always")(_valid_range)
+
+
+def _im2col_loops(cols, x, KH, KW, sh, sw, ph, pw, dil_h, dil_w, OH, OW):
+    N, C, H, W = x.shape
+    P = OH * OW
+    for r in prange(C * KH * KW):
+        c = r // (KH * KW)
+        kh = (r // KW) % KH
+        kw = r % KW
+        off = kw * dil_w - pw
+        lo, hi = _valid_range_jit(OW, W, sw, off)
+        for n in range(N):
+            for oh in range(OH):
+                base = n * P + oh * OW
+                ih = oh * sh - ph + kh * dil_h
+                if ih < 0 or ih >= H:
+                    for ow in range(OW):
+                        cols[r, base + ow] = 0
+                    continue
+                for ow in range(lo):
+                    cols[r, base + ow] = 0
+                for ow in range(lo, hi):
+                    cols[r, base + ow] = x[n, c, ih, ow * sw + off]
+                for ow in range(hi, OW):
+                    cols[r, base + ow] = 0
+
+
+def _col2im_loops(x, cols, KH, KW, sh, sw, ph, pw, dil_h, dil_w, OH, OW):
+    N, C, H, W = x.shape
+    P = OH * OW
+    for t in prange(N * C):
+        n = t // C
+        c = t % C
+        for ih in range(H):
+            for iw in range(W):
+                x[n, c, ih, iw] = 0
+        for kh in range(KH):
+            for kw in range(KW):
+                r = (c * KH + kh) * KW + kw
+                off = kw * dil_w - pw
+                lo, hi = _valid_range_jit(OW, W, sw, off)
+                for oh in range(OH):
+                    ih = oh * sh - ph + kh * dil_h
+                    if ih < 0 or ih >= H:
+                        continue
+                    base = n * P + oh * OW
+                    for ow in range(lo, hi):
+                        x[n, c, ih, ow * sw + off] += cols[r, base + ow]
+
+
+im2col_jit = njit(parallel=True, cache=True)(_im2col_loops)
+col2im_jit = njit(parallel=True, cache=True)(_col2im_loops)
+
+
+# --- wrappers -----------------------------------------------------------------------------------
+def _check_float(name, arr, op):
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{op}: {name} must be a NumPy array, got {type(arr).__name__}")
+    if arr.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: {name} must be float32 or float64, got {arr.dtype} (shape {arr.shape})")
+
+
+def _geometry(op, H, W, KH, KW, stride, padding, dilation):
+    if int(KH) != KH or int(KW) != KW or KH < 1 or KW < 1:
+        raise ValueError(f"{op}: kernel size must be positive ints, got ({KH}, {KW})")
+    s = as_pair(stride, "stride", op, 1)
+    p = as_pair(padding, "padding", op, 0)
+    d = as_pair(dilation, "dilation", op, 1)
+    OH, OW = conv_output_size(H, W, KH, KW, s, p, d)
+    if OH < 1 or OW < 1:
+        raise ValueError(f"{op}: a {KH}x{KW} kernel with dilation {d} and padding {p} does not fit a "
+                         f"{H}x{W} input (output would be {OH}x{OW})")
+    return s, p, d, OH, OW
+
+
+def im2col(x, KH, KW, stride=1, padding=0, dilation=1, out=None):
+    """Patch matrix of ``x`` (N, C, H, W): returns cols (C*KH*KW, N*OH*OW), see the module docstring.
+
+    ``stride``, ``padding``, ``dilation``: int or (h, w) pair. ``out``, if given, is a C-contiguous
+    array of that shape and dtype to fill (lets callers reuse a buffer)."""
+    _check_float("x", x, "im2col")
+    if x.ndim != 4:
+        raise ValueError(f"im2col: x must be 4-D (N, C, H, W), got shape {x.shape}")
+    N, C, H, W = x.shape
+    (sh, sw), (ph, pw), (dil_h, dil_w), OH, OW = _geometry("im2col", H, W, KH, KW, stride, padding, dilation)
+    shape = (C * KH * KW, N * OH * OW)
+    if out is None:
+        out = np.empty(shape, dtype=x.dtype)
+    elif out.shape != shape or out.dtype != x.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"im2col: out must be C-contiguous {x.dtype} of shape {shape}, got {out.dtype} {out.shape}")
+    im2col_jit(out, np.ascontiguousarray(x), int(KH), int(KW), sh, sw, ph, pw, dil_h, dil_w, OH, OW)
+    return out
+
+
+def col2im(cols, x_shape, KH, KW, stride=1, padding=0, dilation=1):
+    """Adjoint of ``im2col``: cols (C*KH*KW, N*OH*OW) -> x (N, C, H, W), summing overlapping taps."""
+    _check_float("cols", cols, "col2im")
+    if len(x_shape) != 4:
+        raise ValueError(f"col2im: x_shape must be (N, C, H, W), got {x_shape}")
+    N, C, H, W = (int(v) for v in x_shape)
+    (sh, sw), (ph, pw), (dil_h, dil_w), OH, OW = _geometry("col2im", H, W, KH, KW, stride, padding, dilation)
+    if cols.shape != (C * KH * KW, N * OH * OW):
+        raise ValueError(f"col2im: cols has shape {cols.shape} but x_shape {tuple(x_shape)} with a {KH}x{KW} "
+                         f"kernel needs {(C * KH * KW, N * OH * OW)}")
+    x = np.empty((N, C, H, W), dtype=cols.dtype)
+    col2im_jit(x, np.ascontiguousarray(cols), int(KH), int(KW), sh, sw, ph, pw, dil_h, dil_w, OH, OW)
+    return x
