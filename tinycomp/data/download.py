@@ -68,20 +68,22 @@ def dataset_source(spec, url=None, md5=None):
     return url, md5.lower()
 
 
+def _is_loopback(host):
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_url(url):
     """Allow https anywhere and plain http only to a loopback host; raise DatasetError otherwise."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "https" and parts.hostname:
         return
-    if parts.scheme == "http" and parts.hostname:
-        host = parts.hostname
-        if host == "localhost":
-            return
-        try:
-            if ipaddress.ip_address(host).is_loopback:
-                return
-        except ValueError:
-            pass
+    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+        return
     raise DatasetError(f"refusing to download from {url!r}: only https:// URLs (or http:// to a "
                        "loopback address, for tests) are allowed")
 
@@ -93,8 +95,11 @@ def fetch(url, dest, md5, progress=True, timeout=60):
 
     check_url(url)
     digest = hashlib.md5()
+    # a loopback server is this machine: never route it through an http(s)_proxy from the environment
+    handlers = [urllib.request.ProxyHandler({})] if _is_loopback(urllib.parse.urlsplit(url).hostname) else []
+    opener = urllib.request.build_opener(*handlers)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as out:
+        with opener.open(url, timeout=timeout) as response, open(dest, "wb") as out:
             total = response.headers.get("Content-Length")
             with tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
                       unit_divisor=1024, desc=f"download {url.rsplit('/', 1)[-1]}",
