@@ -131,3 +131,17 @@ def test_set_num_threads():
     tinycomp.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     with pytest.raises(ValueError):
         tinycomp.set_num_threads(0)
+
+
+def test_profile_counts_forward_and_backward_by_op():
+    from tinycomp.autograd import profile
+
+    x = Tensor(np.ones((3, 3)), requires_grad=True)
+    with profile() as prof:
+        (F.relu(x) * 2.0).sum().backward()
+    table = prof.table()
+    assert table[("ReLU", "forward")][0] == 1 and table[("ReLU", "backward")][0] == 1
+    assert table[("Mul", "backward")][0] == 1 and all(s >= 0 for _, s in table.values())
+    y = F.relu(x)  # outside the block nothing is recorded
+    assert ("ReLU", "forward") in table and table[("ReLU", "forward")][0] == 1
+    assert y.shape == (3, 3)

@@ -12,9 +12,12 @@ requires them, records the node (function, context, parent tensors) on the outpu
 10,000-op chain is fine), walks it from the output to the leaves and *adds* every contribution:
 a tensor used twice gets both. Accumulation happens here and nowhere else.
 """
+import time
+
 import numpy as np
 
 _grad_enabled = True
+_profile = None  # {(op name, "forward" | "backward"): [calls, seconds]} while a profile() is active
 
 
 def is_grad_enabled():
@@ -72,12 +75,46 @@ class Function:
         needs = tuple(isinstance(t, Tensor) and t.requires_grad for t in inputs)
         ctx = Context(needs)
         arrays = [t.data if isinstance(t, Tensor) else t for t in inputs]
-        out = cls.forward(ctx, *arrays, **params)
+        if _profile is None:
+            out = cls.forward(ctx, *arrays, **params)
+        else:
+            t0 = time.perf_counter()
+            out = cls.forward(ctx, *arrays, **params)
+            _record(cls.__name__, "forward", time.perf_counter() - t0)
         record = _grad_enabled and any(needs)
         result = Tensor(out, requires_grad=record)
         if record:
             result._node = (cls, ctx, inputs)
         return result
+
+
+class profile:
+    """Context manager timing every op's forward and backward by op name::
+
+        with tinycomp.autograd.profile() as prof:
+            loss = F.cross_entropy(model(x), y); loss.backward()
+        prof.table()   # {(op, "forward" | "backward"): [calls, seconds]}
+    """
+
+    def __enter__(self):
+        global _profile
+        self._previous, self.records = _profile, {}
+        _profile = self.records
+        return self
+
+    def __exit__(self, *exc):
+        global _profile
+        _profile = self._previous
+        return False
+
+    def table(self):
+        return dict(sorted(self.records.items(), key=lambda kv: -kv[1][1]))
+
+
+def _record(name, phase, seconds):
+    entry = _profile.setdefault((name, phase), [0, 0.0])
+    entry[0] += 1
+    entry[1] += seconds
 
 
 def unbroadcast(grad, shape):
@@ -123,7 +160,12 @@ def run_backward(root, grad, retain_graph=False):
             tensor.grad = g.copy() if tensor.grad is None else tensor.grad + g
             continue
         fn, ctx, inputs = tensor._node
-        input_grads = fn.backward(ctx, g)
+        if _profile is None:
+            input_grads = fn.backward(ctx, g)
+        else:
+            t0 = time.perf_counter()
+            input_grads = fn.backward(ctx, g)
+            _record(fn.__name__, "backward", time.perf_counter() - t0)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
         if len(input_grads) != len(inputs):

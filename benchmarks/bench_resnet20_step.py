@@ -1,0 +1,140 @@
+"""ResNet-20 training step: batch 128, 3×32×32 float32; forward, cross-entropy, backward, SGD step
+(Nesterov momentum 0.9, weight decay 5e-4). Reports images/s, the time split by op, peak memory, and
+— when PyTorch is installed — PyTorch's full step for the same network and weights, in a separate
+process with the same thread count, and the throughput ratio.
+
+    python benchmarks/bench_resnet20_step.py [--threads 2] [--repeats 10] [--quick] [--no-torch]
+
+Validation first: tinycomp's eval-mode logits must match PyTorch's for the same weights (when
+PyTorch is there), and a step must reduce nothing to NaN.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import time_call, write_report  # noqa: E402
+
+import tinycomp  # noqa: E402
+from tinycomp import Tensor, functional as F, models, optim  # noqa: E402
+from tinycomp.autograd import profile  # noqa: E402
+
+
+def make_step(model, x, y):
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+
+    def step():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(Tensor(x)), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def torch_available():
+    try:
+        import importlib.util
+
+        return importlib.util.find_spec("torch") is not None
+    except ImportError:
+        return False
+
+
+def run_torch(model, x, y, threads, repeats):
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(os.path.join(tmp, "w.npz"), **model.state_dict())
+        np.savez(os.path.join(tmp, "x.npz"), x=x, y=y)
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_resnet20.py")
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        out = subprocess.run([sys.executable, script, "--threads", str(threads), "--batch", str(len(y)),
+                              "--repeats", str(repeats), "--weights", os.path.join(tmp, "w.npz"),
+                              "--input", os.path.join(tmp, "x.npz")],
+                             capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="3 repeats, for a smoke run")
+    ap.add_argument("--no-torch", action="store_true")
+    args = ap.parse_args()
+    repeats = 3 if args.quick else args.repeats
+    tinycomp.set_num_threads(args.threads)
+    tinycomp.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, args.batch).astype(np.int64)
+    model = models.get("resnet20")
+    use_torch = torch_available() and not args.no_torch
+
+    # 1. validate (before anything is timed)
+    torch_result = None
+    if use_torch:
+        torch_result = run_torch(model, x, y, args.threads, repeats)
+        model.eval()
+        with tinycomp.no_grad():
+            ours = model(Tensor(x)).data
+        model.train()
+        diff = float(np.abs(ours - np.array(torch_result["eval_logits"], np.float32)).max())
+        if diff > 1e-3:
+            raise SystemExit(f"validation failed: eval logits differ from PyTorch's by {diff}")
+        print(f"validated: eval-mode logits match PyTorch's within {diff:.2e}")
+    step = make_step(model, x, y)
+
+    # 2. time the full step
+    t = time_call(step, repeats=repeats, warmup=1)
+    if not np.isfinite(step().item()):
+        raise SystemExit("validation failed: the loss is not finite")
+
+    # 3. where the time goes: op totals over 3 profiled steps
+    with profile() as prof:
+        t0 = time.perf_counter()
+        for _ in range(3):
+            step()
+        profiled = (time.perf_counter() - t0) / 3
+    split = {f"{name} {phase}": seconds / 3 for (name, phase), (_, seconds) in prof.table().items()}
+    split["rest (Python, optimizer, graph)"] = profiled - sum(split.values())
+
+    # 4. memory of one step: NumPy allocations (tracemalloc) and the process's peak RSS
+    tracemalloc.start()
+    step()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    ips = args.batch / t["median_s"]
+    rows = [{"side": "tinycomp", "median_s": t["median_s"], "min_s": t["min_s"], "first_s": t["first_s"],
+             "images_per_s": ips, "ratio_vs_torch": None}]
+    if torch_result:
+        tips = args.batch / torch_result["median_s"]
+        rows[0]["ratio_vs_torch"] = ips / tips
+        rows.append({"side": f"PyTorch {torch_result['torch']}", "median_s": torch_result["median_s"],
+                     "min_s": torch_result["min_s"], "first_s": torch_result["first_s"], "images_per_s": tips,
+                     "ratio_vs_torch": 1.0})
+    columns = [("side", "side", None), ("median_s", "median s/step", "{:.4f}"), ("min_s", "min s/step", "{:.4f}"),
+               ("first_s", "first step s (compile)", "{:.2f}"), ("images_per_s", "images/s", "{:.0f}"),
+               ("ratio_vs_torch", "throughput vs PyTorch", "{:.2f}")]
+    extra = {"batch": args.batch, "threads": args.threads, "repeats": repeats,
+             "time_split_s": split, "peak_numpy_bytes": peak, "peak_rss_bytes": rss_peak}
+    write_report("resnet20_step", rows, columns, extra=extra, title="ResNet-20 training step (batch 128)")
+    print("\ntime split per step (s), profiled:")
+    for k, v in sorted(split.items(), key=lambda kv: -kv[1]):
+        print(f"  {k:<40} {v:.4f}  ({100 * v / profiled:.0f} %)")
+    print(f"peak NumPy memory in one step: {peak / 2**20:.0f} MiB; process peak RSS: {rss_peak / 2**20:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

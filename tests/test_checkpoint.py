@@ -1,0 +1,108 @@
+"""Checkpoints: round trip, atomic writes, refusal of pickles, garbage and other models."""
+import numpy as np
+import pytest
+
+import tinycomp
+from tinycomp import checkpoint, nn, optim
+from tinycomp.checkpoint import CheckpointError
+
+
+def small_model():
+    return nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+
+
+def trained_optimizer(model, cls=optim.SGD, **kw):
+    opt = cls(model.parameters(), lr=0.1, **kw)
+    for p in model.parameters():
+        p.grad = np.ones_like(p.data)
+    opt.step()
+    opt.step()
+    return opt
+
+
+@pytest.mark.parametrize("cls, kw", [(optim.SGD, {"momentum": 0.9}), (optim.Adam, {})])
+def test_round_trip_model_optimizer_and_meta(tmp_path, cls, kw):
+    tinycomp.manual_seed(0)
+    model = small_model()
+    opt = trained_optimizer(model, cls, **kw)
+    meta = {"epoch": 3, "rng": tinycomp.random.generator().bit_generator.state, "note": "x"}
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, model.state_dict(), opt.state_dict(), meta)
+    other = small_model()
+    opt2 = cls(other.parameters(), lr=0.1, **kw)
+    ckpt = checkpoint.load_into(path, other, opt2)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(other.state_dict()[k], v)
+    assert ckpt["meta"]["epoch"] == 3 and ckpt["meta"]["rng"] == meta["rng"]
+    # the restored optimizer continues exactly like the original
+    for p, q in zip(model.parameters(), other.parameters()):
+        p.grad = q.grad = np.full_like(p.data, 0.5)
+    opt.step()
+    opt2.step()
+    for p, q in zip(model.parameters(), other.parameters()):
+        np.testing.assert_array_equal(p.data, q.data)
+
+
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    model = small_model()
+    path = tmp_path / "last.npz"
+    checkpoint.save(path, model.state_dict(), None, {"epoch": 1})
+    before = path.read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        checkpoint.save(path, model.state_dict(), None, {"epoch": 2})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.npz"]  # no temporary file left
+
+
+def test_pickled_arrays_are_refused(tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, meta=np.array('{"format": "tinycomp-checkpoint-1"}'),
+             **{"model/w": np.array([{"a": 1}], dtype=object)})
+    with pytest.raises(CheckpointError, match="nothing pickled"):
+        checkpoint.load(path)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a zip file at all", "not a readable tinycomp checkpoint"),
+    (None, "no such file"),
+])
+def test_garbage_and_missing_files(tmp_path, content, message):
+    path = tmp_path / "c.npz"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        checkpoint.load(path)
+
+
+def test_truncated_file_is_refused(tmp_path):
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, small_model().state_dict(), None, {})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError):
+        checkpoint.load(path)
+
+
+def test_foreign_npz_is_refused(tmp_path):
+    path = tmp_path / "c.npz"
+    np.savez(path, weights=np.zeros(3))
+    with pytest.raises(CheckpointError, match="no 'meta' entry"):
+        checkpoint.load(path)
+
+
+def test_another_model_is_refused_and_left_unchanged(tmp_path):
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, nn.Linear(5, 2).state_dict(), None, {"config": {"model": "linear5"}})
+    model = small_model()
+    before = model.state_dict()
+    with pytest.raises(CheckpointError, match="does not fit the model"):
+        checkpoint.load_into(path, model)
+    with pytest.raises(CheckpointError, match="holds a 'linear5' model"):
+        checkpoint.load_into(path, model, expect_model="resnet20")
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
