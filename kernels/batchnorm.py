@@ -1,0 +1,175 @@
+"""Batch normalisation over the channel axis: training forward, eval forward, backward.
+
+Shapes: x (N, C, L) — a (N, C, H, W) input is viewed as L = H*W, a (N, C) input as L = 1.
+M = N*L values per channel. gamma, beta (C,) (ones / zeros when the layer has no affine part).
+
+training:  mean_c = sum x / M,  var_c = sum (x - mean_c)^2 / M  (biased),  inv_std_c = 1/sqrt(var_c + eps)
+           x_hat = (x - mean_c) * inv_std_c,   y = gamma_c * x_hat + beta_c
+eval:      y = x * scale_c + shift_c,  scale_c = gamma_c / sqrt(running_var_c + eps),
+           shift_c = beta_c - running_mean_c * scale_c
+backward (training; the standard fused formula, x_hat recomputed from x, mean, inv_std):
+           dbeta_c = sum dout,  dgamma_c = sum dout * x_hat
+           dx = gamma_c * inv_std_c / M * (M * dout - dbeta_c - x_hat * dgamma_c)
+
+Memory traffic: the training forward reads x twice (sums; then writes y) and the backward reads
+(x, dout) twice (sums; then writes dx). x_hat is never stored: recomputing it costs one FMA, storing it
+an extra array the size of the activation. Sums are accumulated in float64 around a per-channel shift
+(the channel's first value), so sum-of-squares does not cancel when |mean| >> std. Parallel over
+channels (each thread owns whole channels: no atomics, deterministic sums).
+Reference: Ioffe & Szegedy, 2015; ``*_ref`` below are NumPy formulations of the same formulas.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["batch_norm_train_forward", "batch_norm_eval_forward", "batch_norm_backward",
+           "batch_norm_train_forward_ref", "batch_norm_backward_ref"]
+
+
+# --- references ---------------------------------------------------------------------------------
+def batch_norm_train_forward_ref(x, gamma, beta, eps):
+    """x (N, C, L) -> (y, mean, var_biased, inv_std) in NumPy."""
+    mean = x.mean(axis=(0, 2), dtype=np.float64)
+    var = x.var(axis=(0, 2), dtype=np.float64)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    y = (x - mean[:, None]) * (inv_std * gamma)[:, None] + beta[:, None]
+    return y.astype(x.dtype), mean, var, inv_std
+
+
+def batch_norm_backward_ref(dout, x, gamma, mean, inv_std):
+    """(dx, dgamma, dbeta) by the chain rule through mean and variance, written out step by step."""
+    M = x.shape[0] * x.shape[2]
+    xc = x - mean[:, None]
+    x_hat = xc * inv_std[:, None]
+    dxhat = dout * gamma[:, None]
+    dvar = np.sum(dxhat * xc, axis=(0, 2)) * -0.5 * inv_std ** 3
+    dmean = -np.sum(dxhat, axis=(0, 2)) * inv_std - 2.0 * dvar * xc.sum(axis=(0, 2)) / M
+    dx = dxhat * inv_std[:, None] + dvar[:, None] * 2.0 * xc / M + dmean[:, None] / M
+    return dx, np.sum(dout * x_hat, axis=(0, 2)), dout.sum(axis=(0, 2))
+
+
+# --- loops --------------------------------------------------------------------------------------
+def _batch_norm_train_loops(y, mean, var, inv_std, x, gamma, beta, eps):
+    N, C, L = x.shape
+    M = N * L
+    for c in prange(C):
+        shift = np.float64(x[0, c, 0])
+        s = 0.0
+        ss = 0.0
+        for n in range(N):
+            for i in range(L):
+                d = x[n, c, i] - shift
+                s += d
+                ss += d * d
+        m = s / M
+        v = max(ss / M - m * m, 0.0)
+        mean[c] = shift + m
+        var[c] = v
+        r = 1.0 / math.sqrt(v + eps)
+        inv_std[c] = r
+        a = gamma[c] * r                  # y = a * x + b, one FMA per element
+        b = beta[c] - (shift + m) * a
+        for n in range(N):
+            for i in range(L):
+                y[n, c, i] = x[n, c, i] * a + b
+
+
+def _batch_norm_eval_loops(y, x, scale, shift):
+    N, C, L = x.shape
+    for t in prange(N * C):
+        n = t // C
+        c = t % C
+        a = scale[c]
+        b = shift[c]
+        for i in range(L):
+            y[n, c, i] = x[n, c, i] * a + b
+
+
+def _batch_norm_backward_loops(dx, dgamma, dbeta, dout, x, gamma, mean, inv_std):
+    N, C, L = x.shape
+    M = N * L
+    for c in prange(C):
+        mu = mean[c]
+        r = inv_std[c]
+        sd = 0.0
+        sdx = 0.0
+        for n in range(N):
+            for i in range(L):
+                g = np.float64(dout[n, c, i])
+                sd += g
+                sdx += g * (x[n, c, i] - mu)
+        dbeta[c] = sd
+        dgamma[c] = sdx * r
+        k = gamma[c] * r / M               # dx = k * (M*dout - sd - x_hat*dgamma) = a*dout + b*x + e
+        a = k * M
+        b = -k * sdx * r * r
+        e = -k * sd - b * mu
+        for n in range(N):
+            for i in range(L):
+                dx[n, c, i] = dout[n, c, i] * a + x[n, c, i] * b + e
+
+
+batch_norm_train_jit = njit(parallel=True, cache=True)(_batch_norm_train_loops)
+batch_norm_eval_jit = njit(parallel=True, cache=True)(_batch_norm_eval_loops)
+batch_norm_backward_jit = njit(parallel=True, cache=True)(_batch_norm_backward_loops)
+
+
+# --- wrappers -----------------------------------------------------------------------------------
+def _as3d(op, x):
+    if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: input must be a float32 or float64 array, got "
+                        f"{getattr(x, 'dtype', type(x).__name__)}")
+    if x.ndim not in (2, 3, 4):
+        raise ValueError(f"{op}: input must be (N, C), (N, C, L) or (N, C, H, W), got shape {x.shape}")
+    return np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
+
+
+def _per_channel(op, name, v, C, dtype, default):
+    if v is None:
+        return np.full(C, default, dtype=np.float64)
+    v = np.asarray(v)
+    if v.shape != (C,):
+        raise ValueError(f"{op}: {name} must have shape ({C},) for {C} channels, got {v.shape}")
+    return v.astype(np.float64)
+
+
+def batch_norm_train_forward(x, gamma=None, beta=None, eps=1e-5):
+    """(y like x, mean (C,), biased var (C,), inv_std (C,)); the statistics are float64."""
+    x3 = _as3d("batch_norm", x)
+    N, C, L = x3.shape
+    if N * L < 1:
+        raise ValueError(f"batch_norm: needs at least one value per channel, got input {x.shape}")
+    g = _per_channel("batch_norm", "weight", gamma, C, x.dtype, 1.0)
+    b = _per_channel("batch_norm", "bias", beta, C, x.dtype, 0.0)
+    y = np.empty_like(x3)
+    mean, var, inv_std = np.empty(C), np.empty(C), np.empty(C)
+    batch_norm_train_jit(y, mean, var, inv_std, x3, g, b, float(eps))
+    return y.reshape(x.shape), mean, var, inv_std
+
+
+def batch_norm_eval_forward(x, running_mean, running_var, gamma=None, beta=None, eps=1e-5):
+    """y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta, per channel."""
+    x3 = _as3d("batch_norm", x)
+    C = x3.shape[1]
+    rm = _per_channel("batch_norm", "running_mean", running_mean, C, x.dtype, 0.0)
+    rv = _per_channel("batch_norm", "running_var", running_var, C, x.dtype, 1.0)
+    scale = _per_channel("batch_norm", "weight", gamma, C, x.dtype, 1.0) / np.sqrt(rv + eps)
+    shift = _per_channel("batch_norm", "bias", beta, C, x.dtype, 0.0) - rm * scale
+    y = np.empty_like(x3)
+    batch_norm_eval_jit(y, x3, scale.astype(x.dtype), shift.astype(x.dtype))
+    return y.reshape(x.shape)
+
+
+def batch_norm_backward(dout, x, gamma, mean, inv_std):
+    """(dx like x, dgamma (C,), dbeta (C,)) of the training forward; gamma None means ones."""
+    x3 = _as3d("batch_norm_backward", x)
+    if dout.shape != x.shape:
+        raise ValueError(f"batch_norm_backward: dout {dout.shape} and input {x.shape} differ")
+    C = x3.shape[1]
+    g = _per_channel("batch_norm_backward", "weight", gamma, C, x.dtype, 1.0)
+    dx = np.empty_like(x3)
+    dgamma, dbeta = np.empty(C), np.empty(C)
+    batch_norm_backward_jit(dx, dgamma, dbeta, np.ascontiguousarray(dout, dtype=x.dtype).reshape(x3.shape), x3, g,
+                            np.asarray(mean, np.float64), np.asarray(inv_std, np.float64))
+    return dx.reshape(x.shape), dgamma, dbeta
