@@ -1,0 +1,415 @@
+"""XNOR/popcount GEMM and binary convolution on bit-packed ±1 operands.
+
+The identity (METHODS.md, "The kernel identity"): for a, b in {-1,+1}^n packed as bits (bit 1 <-> +1,
+``tinycomp_kernels.bits``; tail bits 0 in every operand, so they never differ),
+
+    a . b = n - 2 * popcount(a XOR b)
+
+GEMM.  ``xnor_gemm(a_bits, b_bits, n_bits)``: a (M, words), b (N, words) uint64 packed along the last
+axis from ±1 matrices with n_bits columns (words = ceil(n_bits / 64)); returns int32 (M, N) equal to
+``a_sign @ b_sign.T``. Internally b is transposed to (words, N) so that one word of one row of a,
+broadcast to 8 lanes, meets 8 consecutive columns of b in one 512-bit XOR + VPOPCNTQ + add. The
+micro-kernel (``tinycomp_kernels.popcount.xor_popcount_tile_4x32``) keeps a 4 x 32 block of counts in
+16 zmm registers while it walks all words; the loops around it cut the output into work items of
+64 rows x (a multiple of 32) columns, run in parallel (``prange``). For a work item the 32-column
+strip of b (words x 256 bytes, <= 18 KiB for K <= 4608) stays in L1 while the 4-row tiles of a stream
+from L2, so no further K-blocking is needed for the layer sizes of ResNets. Columns left over after
+the 32-wide strips go through a 4 x 8 tile, then scalar loops; rows left over (M % 4) are scalar.
+
+Binary convolution.  ``binary_conv2d(x_bits, w_bits, channels, ...)``, layout **NHWC with the channels
+packed**: x_bits (N, H, W, CW) and w_bits (O, KH, KW, CW) uint64 with CW = ceil(C / 64) words per pixel
+(tap). Why NHWC: every tap of a patch is CW whole words, so a patch row is a concatenation of word
+runs (a word-level im2col, (N*OH*OW, KH*KW*CW), C/64 times smaller than the float one) and the layer
+is one XNOR GEMM with weights (KH*KW*CW, O). ``pack_activations`` packs float NCHW (or NHWC)
+activations into this layout; ``pack_conv_weights`` packs float OIHW weights.
+
+    y[n, o, oh, ow] = (n_valid - 2 * popcount(patch XOR w[o]))  * alpha[o] * bn_scale[o] + bn_bias[o]
+
+Padding (``pad_mode``):
+- ``"zero"`` (default, the float model's semantics): a padded tap has no sign and contributes 0. The
+  patch holds zero words there, so the popcount counts the weight's own set bits on those taps;
+  they are subtracted again (per tap and output channel, precomputed), and n_valid = C * (number of
+  in-bounds taps). The integer part then equals float conv2d(sign(x), sign(w)) with zero padding.
+- ``"one"`` (Larq's choice; changes the model): padded taps are +1 on every channel, n_valid = C*KH*KW.
+
+The output is float32 (N, O, OH, OW) (``layout="NHWC"``: (N, OH, OW, O)); without alpha and BN it
+holds the exact integers (|value| <= C*KH*KW < 2^24). Dilation and groups are not supported.
+
+Vector width (measured with numba 0.68 / llvmlite 0.50 = LLVM 22 on AMD EPYC Zen 4, CPU name
+``znver4``): Numba compiles for the host CPU, and LLVM's znver4 model does not prefer 256-bit vectors,
+so ``llvm.ctpop.v8i64`` becomes ``vpopcntq %zmm``. ``popcount_instruction_counts()`` scans the compiled
+GEMM: here 40 on zmm (16 in the 4 x 32 tile, 4 in the 4 x 8 tile, the rest where the loop
+vectoriser widened the scalar remainder loops) and 1 on ymm (a remainder's remainder). On CPUs whose LLVM model prefers 256-bit
+vectors (Intel Skylake-X/Ice Lake, ``NUMBA_CPU_NAME=skylake-avx512``), the loop vectoriser picks ymm
+and explicit 512-bit IR is split into pairs of ymm instructions; ``NUMBA_CPU_FEATURES`` (the host's
+feature string plus ``-prefer-256-bit``) lifts that tuning flag. Zen 4 executes a zmm instruction as
+two 256-bit halves, so there zmm vs ymm changes the instruction count, not the throughput; what
+matters is that the accumulators stay in registers (this micro-kernel) instead of memory.
+
+References: ``xnor_gemm_ref`` (unpack, float matmul) and ``binary_conv2d_ref`` (unpack, pad, im2col,
+matmul, all NumPy) never call the loops.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .bits import n_words, pack_signs, pack_signs_jit, unpack_signs
+from .popcount import TILE_ROWS, popcount64, xor_popcount_tile_4x8, xor_popcount_tile_4x32
+
+__all__ = ["xnor_gemm", "xnor_gemm_ref", "binary_conv2d", "binary_conv2d_ref", "pack_activations",
+           "pack_conv_weights", "popcount_instruction_counts", "PAD_MODES"]
+
+PAD_MODES = ("zero", "one")
+ROW_CHUNK = 64  # rows per parallel work item: 16 micro-tiles of 4 rows
+STRIP = 32  # columns per micro-tile strip
+
+
+# --- references ---------------------------------------------------------------------------------
+def xnor_gemm_ref(a_sign, b_sign):
+    """NumPy oracle: (M, K) ±1 @ (N, K).T ±1 -> int32 (M, N), by float64 matmul."""
+    return (np.asarray(a_sign, np.float64) @ np.asarray(b_sign, np.float64).T).astype(np.int32)
+
+
+def binary_conv2d_ref(x_sign, w_sign, stride=1, padding=0, pad_mode="zero"):
+    """NumPy oracle: float conv2d of ±1 NCHW x with ±1 OIHW w by explicit padding, im2col and matmul.
+
+    ``pad_mode="zero"`` pads with 0 (the float model), ``"one"`` with +1 (Larq). Returns float64.
+    """
+    (sh, sw), (ph, pw) = _pair(stride, "stride", 1), _pair(padding, "padding", 0)
+    N, C, H, W = x_sign.shape
+    O, _, KH, KW = w_sign.shape
+    OH, OW = (H + 2 * ph - KH) // sh + 1, (W + 2 * pw - KW) // sw + 1
+    xp = np.pad(np.asarray(x_sign, np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)),
+                constant_values=0.0 if pad_mode == "zero" else 1.0)  # (N, C, H+2ph, W+2pw)
+    cols = np.empty((N, OH, OW, C, KH, KW))
+    for kh in range(KH):
+        for kw in range(KW):
+            tap = xp[:, :, kh:kh + sh * (OH - 1) + 1:sh, kw:kw + sw * (OW - 1) + 1:sw]  # (N, C, OH, OW)
+            cols[..., kh, kw] = tap.transpose(0, 2, 3, 1)
+    out = cols.reshape(N * OH * OW, C * KH * KW) @ np.asarray(w_sign, np.float64).reshape(O, -1).T  # (N*OH*OW, O)
+    return out.reshape(N, OH, OW, O).transpose(0, 3, 1, 2)  # (N, O, OH, OW)
+
+
+# --- loops --------------------------------------------------------------------------------------
+@njit(cache=True)
+def _xnor_counts_block(counts, a, b_t, r0, r1, c0, c1):
+    """counts[i, j] = sum_w popcount(a[i, w] ^ b_t[w, j]) for r0 <= i < r1, c0 <= j < c1."""
+    words = a.shape[1]
+    r_tiles = r0 + (r1 - r0) // TILE_ROWS * TILE_ROWS
+    c_strips = c0 + (c1 - c0) // STRIP * STRIP
+    c_eights = c_strips + (c1 - c_strips) // 8 * 8
+    for j in range(c0, c_strips, STRIP):  # the strip of b_t stays in L1 across the row tiles
+        for i in range(r0, r_tiles, TILE_ROWS):
+            xor_popcount_tile_4x32(counts, a, b_t, i, j)
+    for j in range(c_strips, c_eights, 8):
+        for i in range(r0, r_tiles, TILE_ROWS):
+            xor_popcount_tile_4x8(counts, a, b_t, i, j)
+    for i in range(r0, r1):
+        for j in range(c_eights if i < r_tiles else c0, c1):
+            s = 0
+            for w in range(words):
+                s += popcount64(a[i, w] ^ b_t[w, j])
+            counts[i, j] = s
+
+
+def _xnor_gemm_loops(out, a_bits, b_bits_t, n_bits, col_group):
+    """out (M, N) int32 <- n_bits - 2 * popcount(a_bits[i] XOR b_bits_t[:, j]); b_bits_t is (words, N)."""
+    M = a_bits.shape[0]
+    N = b_bits_t.shape[1]
+    n_rows = (M + ROW_CHUNK - 1) // ROW_CHUNK
+    n_cols = (N + col_group - 1) // col_group
+    for item in prange(n_rows * n_cols):
+        r0 = (item // n_cols) * ROW_CHUNK
+        c0 = (item % n_cols) * col_group
+        r1 = min(r0 + ROW_CHUNK, M)
+        c1 = min(c0 + col_group, N)
+        _xnor_counts_block(out, a_bits, b_bits_t, r0, r1, c0, c1)
+        for i in range(r0, r1):
+            for j in range(c0, c1):
+                out[i, j] = n_bits - 2 * out[i, j]
+
+
+def _patches_loops(patches, x_bits, pad_word, KH, KW, sh, sw, ph, pw, OH, OW):
+    """Word-level im2col: patches (N*OH*OW, KH*KW*CW) <- x_bits (N, H, W, CW), pad_word where out of bounds."""
+    N, H, W, CW = x_bits.shape
+    for m in prange(N * OH * OW):
+        n = m // (OH * OW)
+        oh = (m // OW) % OH
+        ow = m % OW
+        for kh in range(KH):
+            ih = oh * sh - ph + kh
+            for kw in range(KW):
+                iw = ow * sw - pw + kw
+                base = (kh * KW + kw) * CW
+                if 0 <= ih < H and 0 <= iw < W:
+                    for c in range(CW):
+                        patches[m, base + c] = x_bits[n, ih, iw, c]
+                else:
+                    for c in range(CW):
+                        patches[m, base + c] = pad_word[c]
+
+
+def _binary_conv2d_loops(out, counts, patches, w_bits_t, tap_pop, mult, add, C, H, W, KH, KW, sh, sw, ph, pw,
+                         OH, OW, zero_pad, nchw, col_group):
+    """out <- (n_valid - 2 * (popcount(patch XOR w) - padded-tap correction)) * mult + add.
+
+    counts (M, O) int32 scratch; patches (M, KH*KW*CW) from ``_patches_loops``; w_bits_t (KH*KW*CW, O);
+    tap_pop (KH*KW, O) set bits of each weight tap; mult, add (O,) float32; out flat float32, NCHW
+    or NHWC order. With zero padding a padded tap's patch words are 0, so the popcount counted the
+    weight's own bits there: subtract them, and count only in-bounds taps in n_valid.
+    """
+    M = patches.shape[0]
+    O = w_bits_t.shape[1]
+    n_rows = (M + ROW_CHUNK - 1) // ROW_CHUNK
+    n_cols = (O + col_group - 1) // col_group
+    for item in prange(n_rows * n_cols):
+        r0 = (item // n_cols) * ROW_CHUNK
+        c0 = (item % n_cols) * col_group
+        r1 = min(r0 + ROW_CHUNK, M)
+        c1 = min(c0 + col_group, O)
+        _xnor_counts_block(counts, patches, w_bits_t, r0, r1, c0, c1)
+        for m in range(r0, r1):
+            n = m // (OH * OW)
+            pos = m % (OH * OW)
+            ih0 = (pos // OW) * sh - ph
+            iw0 = (pos % OW) * sw - pw
+            kh0, kh1 = max(0, -ih0), min(KH, H - ih0)  # in-bounds taps: kh0 <= kh < kh1
+            kw0, kw1 = max(0, -iw0), min(KW, W - iw0)
+            border = zero_pad and (kh0 > 0 or kw0 > 0 or kh1 < KH or kw1 < KW)
+            n_valid = C * KH * KW
+            if zero_pad:
+                n_valid = C * max(0, kh1 - kh0) * max(0, kw1 - kw0)
+            for o in range(c0, c1):
+                pop = counts[m, o]
+                if border:
+                    for kh in range(KH):
+                        for kw in range(KW):
+                            if not (kh0 <= kh < kh1 and kw0 <= kw < kw1):
+                                pop -= tap_pop[kh * KW + kw, o]
+                y = np.float32(n_valid - 2 * pop) * mult[o] + add[o]
+                if nchw:
+                    out[(n * O + o) * (OH * OW) + pos] = y
+                else:
+                    out[m * O + o] = y
+
+
+def _pack_nchw_loops(out, x, scratch):
+    """out (N, H, W, CW) uint64 <- signs of x (N, C, H, W): bit c % 64 of word c // 64 at each pixel.
+
+    scratch (N*H, W) uint64: one row of words per (n, h), built with the inner loop running along
+    the contiguous W axis of x (so it vectorises), then written to the strided word column.
+    """
+    N, C, H, W = x.shape
+    CW = out.shape[3]
+    for t in prange(N * H):
+        n = t // H
+        h = t % H
+        for wd in range(CW):
+            for w in range(W):
+                scratch[t, w] = 0
+            for b in range(min(64, C - wd * 64)):
+                bit = np.uint64(1) << np.uint64(b)
+                for w in range(W):
+                    if x[n, wd * 64 + b, h, w] >= 0:
+                        scratch[t, w] |= bit
+            for w in range(W):
+                out[n, h, w, wd] = scratch[t, w]
+
+
+xnor_gemm_jit = njit(parallel=True, cache=True)(_xnor_gemm_loops)
+patches_jit = njit(parallel=True, cache=True)(_patches_loops)
+binary_conv2d_jit = njit(parallel=True, cache=True)(_binary_conv2d_loops)
+pack_nchw_jit = njit(parallel=True, cache=True)(_pack_nchw_loops)
+
+
+# --- wrappers -----------------------------------------------------------------------------------
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _pair(value, name, minimum, op="binary_conv2d"):
+    """An int or a pair of ints -> (int, int), each >= minimum."""
+    pair = (value, value) if _is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else None
+    if pair is None or len(pair) != 2 or not all(_is_int(v) for v in pair):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _check_bits(op, name, arr, ndim):
+    """uint64 array of ``ndim`` dimensions, returned C-contiguous (a copy only if it was not)."""
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{op}: {name} must be a numpy array, got {type(arr).__name__}")
+    if arr.dtype != np.uint64:
+        raise TypeError(f"{op}: {name} must have dtype uint64 (use tinycomp_kernels.bits.pack_signs), got {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{op}: {name} must have {ndim} dimensions, got shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def _check_n_bits(op, name, n_bits, words, arg):
+    if not _is_int(n_bits):
+        raise TypeError(f"{op}: {name} must be an int, got {type(n_bits).__name__}")
+    if n_bits <= 0 or n_words(n_bits) != words:
+        raise ValueError(f"{op}: {name}={n_bits} needs {n_words(max(int(n_bits), 0))} words per row, but {arg} "
+                         f"has {words}")
+
+
+def _check_tail(op, name, arr, n_bits):
+    """Tail bits beyond n_bits in the last word must be 0 (pack_signs guarantees it), else the XOR counts them."""
+    r = int(n_bits) % 64
+    if r and arr.size and (arr[..., -1] >> np.uint64(r)).any():
+        raise ValueError(f"{op}: {name} has nonzero tail bits beyond bit {n_bits} (pack it with pack_signs)")
+
+
+def _col_group(rows, cols):
+    """Columns per work item: whole rows of the output unless there are too few row chunks to share out."""
+    import numba
+    row_items = -(-rows // ROW_CHUNK)
+    want = 4 * numba.get_num_threads()
+    groups = 1 if row_items >= want else min(-(-want // max(row_items, 1)), max(1, cols // STRIP))
+    return max(STRIP, -(-(-(-cols // groups)) // STRIP) * STRIP)
+
+
+def xnor_gemm(a_bits, b_bits, n_bits):
+    """int32 (M, N) = a_sign @ b_sign.T from packed a_bits (M, words) and b_bits (N, words).
+
+    Both packed along the last axis by ``pack_signs`` from ±1 (or any float) matrices with n_bits
+    columns; words must be ceil(n_bits / 64) and the tail bits 0.
+    """
+    a = _check_bits("xnor_gemm", "a_bits", a_bits, 2)
+    b = _check_bits("xnor_gemm", "b_bits", b_bits, 2)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"xnor_gemm: a_bits has {a.shape[1]} words per row but b_bits has {b.shape[1]}")
+    _check_n_bits("xnor_gemm", "n_bits", n_bits, a.shape[1], "a_bits")
+    _check_tail("xnor_gemm", "a_bits", a, n_bits)
+    _check_tail("xnor_gemm", "b_bits", b, n_bits)
+    M, N = a.shape[0], b.shape[0]
+    out = np.empty((M, N), dtype=np.int32)
+    if M and N:
+        b_t = np.ascontiguousarray(b.T)  # (words, N): 8 consecutive columns = one 512-bit load
+        xnor_gemm_jit(out, a, b_t, int(n_bits), _col_group(M, N))
+    return out
+
+
+def pack_activations(x, layout="NCHW"):
+    """Signs of float activations -> (N, H, W, CW) uint64, the input layout of ``binary_conv2d``.
+
+    ``layout`` is the layout of ``x``: "NCHW" (N, C, H, W) or "NHWC" (N, H, W, C). Bit c % 64 of word
+    c // 64 at each pixel is 1 where x >= 0 (sign(0) = +1); tail bits 0. NaN packs as -1 (not checked:
+    this runs in every binary layer's forward pass; ``bits.pack_signs`` rejects NaN).
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"pack_activations: x must be a numpy array, got {type(x).__name__}")
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"pack_activations: x must be float32 or float64, got {x.dtype}")
+    if x.ndim != 4 or 0 in x.shape:
+        raise ValueError(f"pack_activations: x must be a non-empty 4-D array, got shape {x.shape}")
+    if layout == "NHWC":
+        N, H, W, C = x.shape
+        flat = np.ascontiguousarray(x).reshape(N * H * W, C)  # (N*H*W, C)
+        out = np.empty((N * H * W, n_words(C)), dtype=np.uint64)
+        pack_signs_jit(out, flat)
+        return out.reshape(N, H, W, -1)
+    if layout != "NCHW":
+        raise ValueError(f"pack_activations: layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    N, C, H, W = x.shape
+    x = np.ascontiguousarray(x)
+    out = np.empty((N, H, W, n_words(C)), dtype=np.uint64)
+    pack_nchw_jit(out, x, np.empty((N * H, W), dtype=np.uint64))
+    return out
+
+
+def pack_conv_weights(w):
+    """Signs of float OIHW weights (O, C, KH, KW) -> (O, KH, KW, CW) uint64, the layout of ``binary_conv2d``."""
+    if not isinstance(w, np.ndarray) or w.ndim != 4:
+        raise TypeError("pack_conv_weights: w must be a 4-D numpy array (O, C, KH, KW)")
+    return pack_signs(np.transpose(w, (0, 2, 3, 1)), axis=-1)  # (O, KH, KW, C) -> (O, KH, KW, CW)
+
+
+def _channel_vector(name, v, O, default):
+    if v is None:
+        return np.full(O, default, dtype=np.float32)
+    if not isinstance(v, np.ndarray) or v.dtype.kind not in "fiu":
+        raise TypeError(f"binary_conv2d: {name} must be a real numpy array of shape ({O},) or None")
+    if v.shape != (O,):
+        raise ValueError(f"binary_conv2d: {name} must have shape ({O},) (one per output channel), got {v.shape}")
+    return v.astype(np.float32)
+
+
+def binary_conv2d(x_bits, w_bits, channels, stride=1, padding=0, alpha=None, bn_scale=None, bn_bias=None,
+                  pad_mode="zero", layout="NCHW"):
+    """Binary (XNOR) convolution of packed NHWC activations with packed weights; float32 output.
+
+    x_bits (N, H, W, CW) from ``pack_activations``; w_bits (O, KH, KW, CW) from ``pack_conv_weights``;
+    channels = C (CW = ceil(C / 64)). Returns (N, O, OH, OW) (``layout="NHWC"``: (N, OH, OW, O)) with
+    y = conv(sign x, sign w) * alpha[o] * bn_scale[o] + bn_bias[o] (each factor optional). ``pad_mode``
+    "zero": padded taps contribute 0 (exact float-model semantics); "one": padded taps are +1 (Larq).
+    """
+    op = "binary_conv2d"
+    x = _check_bits(op, "x_bits", x_bits, 4)
+    w = _check_bits(op, "w_bits", w_bits, 4)
+    N, H, W, CW = x.shape
+    O, KH, KW, CWw = w.shape
+    if CWw != CW:
+        raise ValueError(f"{op}: w_bits has {CWw} words per tap but x_bits has {CW} per pixel")
+    _check_n_bits(op, "channels", channels, CW, "x_bits")
+    if 0 in x.shape or 0 in w.shape:
+        raise ValueError(f"{op}: empty x_bits {x.shape} or w_bits {w.shape}")
+    _check_tail(op, "x_bits", x, channels)
+    _check_tail(op, "w_bits", w, channels)
+    (sh, sw), (ph, pw) = _pair(stride, "stride", 1), _pair(padding, "padding", 0)
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"{op}: pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError(f"{op}: layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    OH, OW = (H + 2 * ph - KH) // sh + 1, (W + 2 * pw - KW) // sw + 1
+    if OH < 1 or OW < 1:
+        raise ValueError(f"{op}: kernel {KH}x{KW} does not fit the padded input {H + 2 * ph}x{W + 2 * pw}")
+    if channels * KH * KW >= 2 ** 24:
+        raise ValueError(f"{op}: channels*KH*KW = {channels * KH * KW} is too large for exact float32 output")
+    alpha_v = _channel_vector("alpha", alpha, O, 1.0)
+    mult = alpha_v * _channel_vector("bn_scale", bn_scale, O, 1.0)  # float32 (O,)
+    add = _channel_vector("bn_bias", bn_bias, O, 0.0)
+    taps = KH * KW
+    w_t = np.ascontiguousarray(w.reshape(O, taps * CW).T)  # (KH*KW*CW, O)
+    tap_pop = np.unpackbits(w.view(np.uint8).reshape(O, taps, CW * 8), axis=2).sum(axis=2, dtype=np.int32)
+    tap_pop = np.ascontiguousarray(tap_pop.T)  # (KH*KW, O): set bits of each weight tap
+    M = N * OH * OW
+    if KH == KW == 1 and sh == sw == 1 and ph == pw == 0:
+        patches = x.reshape(M, CW)  # a 1x1 conv's patch matrix is the input itself
+    else:
+        pad_word = np.zeros(CW, dtype=np.uint64)
+        if pad_mode == "one":
+            pad_word[:] = np.uint64(0xFFFFFFFFFFFFFFFF)
+            if channels % 64:
+                pad_word[-1] = np.uint64((1 << (channels % 64)) - 1)  # +1 on real channels, tail stays 0
+        patches = np.empty((M, taps * CW), dtype=np.uint64)  # (N*OH*OW, KH*KW*CW)
+        patches_jit(patches, x, pad_word, KH, KW, sh, sw, ph, pw, OH, OW)
+    counts = np.empty((M, O), dtype=np.int32)
+    out = np.empty(M * O, dtype=np.float32)
+    binary_conv2d_jit(out, counts, patches, w_t, tap_pop, mult, add, int(channels), H, W, KH, KW, sh, sw, ph, pw,
+                      OH, OW, pad_mode == "zero", layout == "NCHW", _col_group(M, O))
+    return out.reshape((N, O, OH, OW) if layout == "NCHW" else (N, OH, OW, O))
+
+
+def popcount_instruction_counts():
+    """Count popcount instructions in the compiled XNOR GEMM: {'zmm', 'ymm', 'xmm', 'scalar', 'cpu'}.
+
+    Compiles a fresh, uncached copy of the GEMM loops (a cache-loaded function has no assembly text)
+    for C-contiguous int32/uint64 operands and scans its x86 assembly.
+    """
+    import os
+
+    import llvmlite.binding as llvm
+    from numba import types
+
+    sig = (types.int32[:, ::1], types.uint64[:, ::1], types.uint64[:, ::1], types.int64, types.int64)
+    fresh = njit(parallel=True)(_xnor_gemm_loops)
+    fresh.compile(sig)
+    lines = [ln.split("#")[0] for ln in fresh.inspect_asm(sig).splitlines()]
+    vec = [ln for ln in lines if "vpopcnt" in ln]
+    return {"zmm": sum("%zmm" in ln for ln in vec), "ymm": sum("%ymm" in ln for ln in vec),
+            "xmm": sum("%xmm" in ln for ln in vec),
+            "scalar": sum(ln.split()[0].startswith("popcnt") for ln in lines if ln.split()),
+            "cpu": os.environ.get("NUMBA_CPU_NAME", llvm.get_host_cpu_name())}
