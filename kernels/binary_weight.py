@@ -39,7 +39,7 @@ from tinycomp_kernels.bits import pack_signs
 from tinycomp_kernels.im2col import as_pair, conv_output_size
 
 _LT = 64    # output positions per tile: 4 AVX-512 vectors of float32
-_KC = 256   # taps per reduction chunk: a multiple of 64 (one packed word = 16 groups of 4)
+_KC = 256   # taps per reduction chunk: a multiple of 64, so a chunk starts on a word boundary
 _OPS = "binary_weight_conv2d"
 
 
@@ -79,10 +79,11 @@ def _bwconv_loops(out, xp, w_bits, alpha, KH, KW, sh, sw, dh, dw, n_oblocks, col
     acc (T, O, _LT), offs (T, _LT) int64 (offset of each tile column's window in a padded plane).
     """
     N, C, Hp, Wp = xp.shape
-    O, words = w_bits.shape
+    O = w_bits.shape[0]
     OH, OW = out.shape[2], out.shape[3]
     L = OH * OW
     K = C * KH * KW
+    K16 = (K + 15) // 16 * 16                    # taps processed: K rounded up to 4 groups of 4
     n_tiles = (L + _LT - 1) // _LT
     n_items = N * n_tiles * n_oblocks
     ob_size = (O + n_oblocks - 1) // n_oblocks
@@ -106,8 +107,8 @@ def _bwconv_loops(out, xp, w_bits, alpha, KH, KW, sh, sw, dh, dw, n_oblocks, col
             for o in range(o0, o1):
                 for j in range(_LT):
                     acc[t, o, j] = 0.0
-            for k0 in range(0, words * 64, _KC):
-                kc = min(_KC, words * 64 - k0)   # a multiple of 64
+            for k0 in range(0, K16, _KC):
+                kc = min(_KC, K16 - k0)          # a multiple of 16
                 # patches of this chunk: col[kk, j] = xp[n, c, oh*sh + kh*dh, ow*sw + kw*dw]
                 for kk in range(kc):
                     k = k0 + kk
@@ -118,7 +119,7 @@ def _bwconv_loops(out, xp, w_bits, alpha, KH, KW, sh, sw, dh, dw, n_oblocks, col
                         base = ((n * C + c) * Hp + kh * dh) * Wp + kw * dw
                         for j in range(_LT):
                             col[t, kk, j] = xf[base + offs[t, j]]
-                    else:  # taps past K: zero rows, so the (zero) tail bits add nothing
+                    else:  # taps past K: zero rows, so the tail bits add nothing
                         for j in range(_LT):
                             col[t, kk, j] = 0.0
                 # table[g, p] = sum over the 4 taps of group g of (+1 if bit q of p else -1) * col
@@ -134,20 +135,19 @@ def _bwconv_loops(out, xp, w_bits, alpha, KH, KW, sh, sw, dh, dw, n_oblocks, col
                         for j in range(_LT):
                             table[t, g, p, j] = table[t, g, prev, j] + 2.0 * col[t, 4 * g + q, j]
                 # one add per group of 4 taps and output channel; 4 groups per pass keep the
-                # accumulator in registers for 4 table rows
-                wd0 = k0 // 64
+                # accumulator in registers across 4 table rows
                 for o in range(o0, o1):
-                    for wi in range(kc // 64):
-                        word = w_bits[o, wd0 + wi]
-                        for s in range(0, 16, 4):
-                            g = wi * 16 + s
-                            p0 = np.int64((word >> np.uint64(4 * s)) & np.uint64(15))
-                            p1 = np.int64((word >> np.uint64(4 * s + 4)) & np.uint64(15))
-                            p2 = np.int64((word >> np.uint64(4 * s + 8)) & np.uint64(15))
-                            p3 = np.int64((word >> np.uint64(4 * s + 12)) & np.uint64(15))
-                            for j in range(_LT):
-                                acc[t, o, j] += ((table[t, g, p0, j] + table[t, g + 1, p1, j])
-                                                 + (table[t, g + 2, p2, j] + table[t, g + 3, p3, j]))
+                    for ps in range(kc // 16):
+                        k = k0 + 16 * ps         # 16 taps = 4 nibbles, never straddling a word
+                        word = w_bits[o, k // 64] >> np.uint64(k % 64)
+                        g = 4 * ps
+                        p0 = np.int64(word & np.uint64(15))
+                        p1 = np.int64((word >> np.uint64(4)) & np.uint64(15))
+                        p2 = np.int64((word >> np.uint64(8)) & np.uint64(15))
+                        p3 = np.int64((word >> np.uint64(12)) & np.uint64(15))
+                        for j in range(_LT):
+                            acc[t, o, j] += ((table[t, g, p0, j] + table[t, g + 1, p1, j])
+                                             + (table[t, g + 2, p2, j] + table[t, g + 3, p3, j]))
             for o in range(o0, o1):
                 a = alpha[o]
                 for j in range(nl):
