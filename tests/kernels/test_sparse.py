@@ -1,0 +1,220 @@
+"""tinycomp_kernels.sparse: the JIT kernels equal dense masked NumPy products (float32, atol 1e-4 scaled)."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from strategies import csr_matrices
+from tinycomp_kernels import sparse as S
+
+# float32 sums of up to ~500 products of O(1) terms: an absolute 1e-4 per unit of scale is ample
+TOL = dict(rtol=1e-4, atol=1e-4)
+
+
+def _b(rng, k, n):
+    return rng.standard_normal((k, n)).astype(np.float32)
+
+
+def test_csr_from_dense_layout_and_dtypes():
+    w = np.array([[0, 2, 0, 3], [0, 0, 0, 0], [5, 0, 0, -1]], dtype=np.float32)
+    indptr, indices, values = S.csr_from_dense(w)
+    assert indptr.dtype == np.int64 and indices.dtype == np.int32 and values.dtype == np.float32
+    np.testing.assert_array_equal(indptr, [0, 2, 2, 4])
+    np.testing.assert_array_equal(indices, [1, 3, 0, 3])
+    np.testing.assert_array_equal(values, [2, 3, 5, -1])
+    mask = w != 0
+    mask[1, 2] = True  # a kept weight that is exactly zero keeps its slot
+    indptr, indices, values = S.csr_from_dense(w, mask=mask)
+    np.testing.assert_array_equal(indptr, [0, 2, 3, 5])
+    np.testing.assert_array_equal(S.csr_to_dense(indptr, indices, values, 4), w)
+
+
+@given(csr_matrices(max_rows=30, max_cols=30), st.integers(1, 70), st.integers(0, 2**32 - 1))
+def test_csr_matmul_equals_dense(wm, n, seed):
+    w, mask = wm
+    indptr, indices, values = S.csr_from_dense(w, mask=mask)
+    b = _b(np.random.default_rng(seed), w.shape[1], n)
+    expected = w.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_allclose(S.csr_matmul(indptr, indices, values, b), expected, **TOL)
+    np.testing.assert_allclose(S.csr_matmul_ref(indptr, indices, values, b), expected, **TOL)
+
+
+@given(csr_matrices(max_rows=30, max_cols=30), st.integers(1, 70), st.integers(0, 2**32 - 1))
+def test_csr_matmul_t_equals_dense(wm, n, seed):
+    w, mask = wm
+    indptr, indices, values = S.csr_from_dense(w, mask=mask)
+    b = _b(np.random.default_rng(seed), w.shape[0], n)
+    got = S.csr_matmul_t(indptr, indices, values, b, w.shape[1])
+    np.testing.assert_allclose(got, w.T.astype(np.float64) @ b, **TOL)
+
+
+@given(csr_matrices(max_rows=30, max_cols=30), st.integers(1, 70), st.integers(0, 2**32 - 1))
+def test_csr_sddmm_equals_masked_dense_gradient(wm, n, seed):
+    w, mask = wm
+    indptr, indices, _ = S.csr_from_dense(w, mask=mask)
+    rng = np.random.default_rng(seed)
+    a, b = _b(rng, w.shape[0], n), _b(rng, w.shape[1], n)
+    dense = a.astype(np.float64) @ b.astype(np.float64).T  # dL/dW of out = W @ b with dL/dout = a
+    np.testing.assert_allclose(S.csr_sddmm(indptr, indices, a, b), dense[mask], **TOL)
+
+
+@given(csr_matrices(max_rows=20, max_cols=20), st.integers(0, 2**32 - 1))
+def test_csr_transpose_roundtrip(wm, seed):
+    w, mask = wm
+    indptr, indices, values = S.csr_from_dense(w, mask=mask)
+    it, jt, vt, perm = S.csr_transpose(indptr, indices, values, w.shape[1])
+    np.testing.assert_array_equal(S.csr_to_dense(it, jt, vt, w.shape[0]), w.T)
+    np.testing.assert_array_equal(vt, values[perm])
+    assert np.all(np.diff(it) >= 0) and it[-1] == len(values)
+
+
+def test_all_zero_and_wide_tiles():
+    rng = np.random.default_rng(1)
+    w = np.zeros((5, 7), dtype=np.float32)
+    b = _b(rng, 7, 2500)  # more than one column tile
+    indptr, indices, values = S.csr_from_dense(w)
+    assert len(values) == 0
+    np.testing.assert_array_equal(S.csr_matmul(indptr, indices, values, b), np.zeros((5, 2500), np.float32))
+    np.testing.assert_array_equal(S.csr_matmul_t(indptr, indices, values, _b(rng, 5, 3), 7), np.zeros((7, 3)))
+    w = rng.standard_normal((9, 7)).astype(np.float32)
+    w[rng.random(w.shape) < 0.5] = 0
+    np.testing.assert_allclose(S.csr_matmul(*S.csr_from_dense(w), b), w.astype(np.float64) @ b, **TOL)
+
+
+conv_cases = st.fixed_dictionaries(dict(
+    N=st.integers(1, 3), C=st.integers(1, 5), O=st.integers(1, 6), H=st.integers(3, 8), W=st.integers(3, 8),
+    K=st.sampled_from([1, 3]), stride=st.sampled_from([1, 2]), padding=st.integers(0, 1),
+    dilation=st.sampled_from([1, 1, 2]), density=st.sampled_from([0.0, 0.3, 1.0]), seed=st.integers(0, 2**32 - 1)))
+
+
+def _conv_inputs(cfg):
+    rng = np.random.default_rng(cfg["seed"])
+    k = cfg["K"]
+    x = rng.standard_normal((cfg["N"], cfg["C"], cfg["H"], cfg["W"])).astype(np.float32)
+    w = rng.standard_normal((cfg["O"], cfg["C"], k, k)).astype(np.float32)
+    mask = rng.random(w.shape) < cfg["density"]
+    mask[0] = False  # an output channel with no kept weight: an empty CSR row
+    return x, np.where(mask, w, 0).astype(np.float32), mask
+
+
+def _im2col_matmul(x, w, stride, padding, dilation):
+    """Independent of both the kernel and sparse_conv2d_ref: explicit loop im2col + np.matmul."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    oh = (h + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
+    ow = (wd + 2 * padding - dilation * (kw - 1) - 1) // stride + 1
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    cols = np.empty((n, oh, ow, c, kh, kw))
+    for y in range(oh):
+        for z in range(ow):
+            ys, zs = y * stride, z * stride
+            cols[:, y, z] = xp[:, :, ys:ys + dilation * (kh - 1) + 1:dilation, zs:zs + dilation * (kw - 1) + 1:dilation]
+    out = cols.reshape(n * oh * ow, -1) @ w.reshape(o, -1).T.astype(np.float64)  # (N*OH*OW, O)
+    return out.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
+
+
+@settings(max_examples=20)
+@given(conv_cases)
+def test_sparse_conv2d_forward_and_backward(cfg):
+    x, w, mask = _conv_inputs(cfg)
+    s, p, d = cfg["stride"], cfg["padding"], cfg["dilation"]
+    if (cfg["H"] + 2 * p - d * (cfg["K"] - 1)) < 1 or (cfg["W"] + 2 * p - d * (cfg["K"] - 1)) < 1:
+        return
+    indptr, indices, values = S.csr_from_dense(w.reshape(w.shape[0], -1), mask=mask.reshape(w.shape[0], -1))
+    y, cols = S.sparse_conv2d(x, indptr, indices, values, w.shape, s, p, d, return_cols=True)
+    np.testing.assert_allclose(y, _im2col_matmul(x, w, s, p, d), **TOL)
+    np.testing.assert_allclose(y, S.sparse_conv2d_ref(x, w, s, p, d), **TOL)
+    dout = np.random.default_rng(cfg["seed"] + 1).standard_normal(y.shape).astype(np.float32)
+    dx, dvalues = S.sparse_conv2d_backward(dout, cols, x.shape, indptr, indices, values, w.shape, s, p, d)
+    dx_ref, dw_ref = S.sparse_conv2d_backward_ref(dout, x, w, s, p, d)
+    np.testing.assert_allclose(dx, dx_ref, **TOL)
+    np.testing.assert_allclose(dvalues, dw_ref[mask], **TOL)  # the kept weights, in CSR (row-major) order
+    # adjoint identity <conv(x), dout> = <x, dx> ties forward and backward together
+    np.testing.assert_allclose(np.vdot(y.astype(np.float64), dout), np.vdot(x.astype(np.float64), dx),
+                               rtol=1e-4, atol=1e-3)
+
+
+def test_loops_run_in_plain_python():
+    rng = np.random.default_rng(2)
+    w = np.array([[1.5, 0, -2, 0, 0, 1], [0, 0, 0, 0, 0, 0], [0, 3, 0, 1, 1, 0]], dtype=np.float32)
+    indptr, indices, values = S.csr_from_dense(w)
+    b = _b(rng, 6, 5)
+    out = np.empty((3, 5), np.float32)
+    S._csr_matmul_loops(out, indptr, indices, values, b, 2, 1)  # tiles of 2 columns, 1-row blocks
+    np.testing.assert_allclose(out, w @ b, **TOL)
+    a = _b(rng, 3, 5)
+    g = np.empty(len(values), np.float32)
+    S._csr_sddmm_loops(g, indptr, indices, a, b)
+    np.testing.assert_allclose(g, (a @ b.T)[w != 0], **TOL)
+    it, jt, perm = np.empty(7, np.int64), np.empty(len(values), np.int32), np.empty(len(values), np.int64)
+    S._csr_transpose_loops(it, jt, perm, indptr, indices)
+    np.testing.assert_array_equal(S.csr_to_dense(it, jt, values[perm], 3), w.T)
+    x = rng.standard_normal((1, 2, 4, 3)).astype(np.float32)
+    cols = np.empty((2 * 9, 1, 2 * 2), np.float32)
+    S._im2col_loops(cols, x, 3, 3, 2, 1, 1)
+    dx = np.empty_like(x)
+    S._col2im_loops(dx, cols, 3, 3, 2, 1, 1)
+    ww = rng.standard_normal((1, 2, 3, 3)).astype(np.float32)
+    np.testing.assert_allclose((ww.reshape(1, -1) @ cols.reshape(18, -1)).reshape(1, 1, 2, 2),
+                               S.sparse_conv2d_ref(x, ww, 2, 1), **TOL)
+    np.testing.assert_allclose(np.vdot(cols, cols), np.vdot(x, dx), rtol=1e-5)  # col2im is im2col's adjoint
+
+
+def _valid():
+    w = np.array([[1, 0, 2], [0, 0, 3]], dtype=np.float32)
+    return S.csr_from_dense(w) + (np.ones((3, 4), np.float32),)
+
+
+@pytest.mark.parametrize("mutate, exc, word", [
+    (lambda a: (a[0][:-1],) + a[1:], ValueError, "indptr"),                         # mismatched indptr length
+    (lambda a: (a[0], a[1] + 5) + a[2:], ValueError, "indices"),                    # out of range
+    (lambda a: (a[0], a[1] - 5) + a[2:], ValueError, "indices"),                    # negative
+    (lambda a: (a[0], a[1].astype(np.float64)) + a[2:], TypeError, "indices"),      # wrong dtype
+    (lambda a: (a[0].astype(np.float32),) + a[1:], TypeError, "indptr"),
+    (lambda a: a[:2] + (a[2].astype(np.float64), a[3]), TypeError, "values"),
+    (lambda a: a[:2] + (a[2][:1], a[3]), ValueError, "values"),                    # nnz mismatch
+    (lambda a: a[:3] + (a[3].astype(np.float64),), TypeError, "b"),
+    (lambda a: a[:3] + (np.ones((3, 8), np.float32)[:, ::2],), ValueError, "b"),    # non-contiguous
+    (lambda a: a[:3] + (np.ones((2, 4), np.float32),), ValueError, "indices"),       # index 2 >= K = 2 rows of b
+    (lambda a: a[:3] + (np.ones(3, np.float32),), ValueError, "b"),                 # wrong ndim
+    (lambda a: (np.array([0, 2, 1], np.int64),) + a[1:], ValueError, "indptr"),     # decreasing
+])
+def test_csr_matmul_bad_input(mutate, exc, word):
+    args = mutate(_valid())
+    with pytest.raises(exc, match=f"csr_matmul: .*{word}"):
+        S.csr_matmul(*args)
+
+
+def test_other_wrappers_bad_input():
+    indptr, indices, values, _ = _valid()
+    with pytest.raises(ValueError, match="csr_matmul_t: b has 3 rows"):
+        S.csr_matmul_t(indptr, indices, values, np.ones((3, 4), np.float32), 3)
+    with pytest.raises(ValueError, match="csr_matmul_t: indices out of range"):
+        S.csr_matmul_t(indptr, indices, values, np.ones((2, 4), np.float32), 2)
+    with pytest.raises(ValueError, match="csr_sddmm: a"):
+        S.csr_sddmm(indptr, indices, np.ones((2, 4), np.float32), np.ones((3, 5), np.float32))
+    with pytest.raises(TypeError, match="csr_sddmm: b must be float32"):
+        S.csr_sddmm(indptr, indices, np.ones((2, 4), np.float32), np.ones((3, 4)))
+    with pytest.raises(ValueError, match="csr_transpose: indices out of range"):
+        S.csr_transpose(indptr, indices, values, 1)
+    x = np.ones((1, 2, 5, 5), np.float32)
+    w = np.ones((3, 2, 3, 3), np.float32)
+    ip, ix, v = S.csr_from_dense(w.reshape(3, -1))
+    with pytest.raises(ValueError, match="sparse_conv2d: x has 2 channels"):
+        S.sparse_conv2d(x, ip, ix, v, (3, 4, 3, 3))
+    with pytest.raises(ValueError, match="sparse_conv2d: indptr has length 4"):
+        S.sparse_conv2d(x, ip, ix, v, (2, 2, 3, 3))
+    with pytest.raises(ValueError, match="sparse_conv2d: x must be C-contiguous"):
+        S.sparse_conv2d(np.ones((1, 2, 5, 10), np.float32)[..., ::2], ip, ix, v, w.shape)
+    with pytest.raises(TypeError, match="sparse_conv2d: x must be float32"):
+        S.sparse_conv2d(x.astype(np.float64), ip, ix, v, w.shape)
+    with pytest.raises(ValueError, match="sparse_conv2d: kernel 3x3"):
+        S.sparse_conv2d(np.ones((1, 2, 2, 2), np.float32), ip, ix, v, w.shape)
+    y, cols = S.sparse_conv2d(x, ip, ix, v, w.shape, padding=1, return_cols=True)
+    with pytest.raises(ValueError, match="sparse_conv2d_backward: dout has shape"):
+        S.sparse_conv2d_backward(y[:, :2].copy(), cols, x.shape, ip, ix, v, w.shape, padding=1)
+    with pytest.raises(ValueError, match="sparse_conv2d_backward: cols has shape"):
+        S.sparse_conv2d_backward(y, cols[:, :3].copy(), x.shape, ip, ix, v, w.shape, padding=1)
+    with pytest.raises(ValueError, match="csr_from_dense: w must be 2-D"):
+        S.csr_from_dense(w)
+    with pytest.raises(ValueError, match="csr_from_dense: mask"):
+        S.csr_from_dense(w.reshape(3, -1), mask=np.ones((3, 2), bool))
