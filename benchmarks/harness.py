@@ -91,9 +91,20 @@ def machine_info():
         "python": sys.version.split()[0], "numpy": np.__version__, "numba": numba.__version__,
         "numba_threads": numba.get_num_threads(), "blas": blas,
         "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
-                                           "OPENBLAS_CORETYPE") if k in os.environ},
+                                           "OPENBLAS_CORETYPE", "OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")
+                if k in os.environ},
+        "numba_threading_layer": _threading_layer(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+
+
+def _threading_layer():
+    import numba
+
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet in this process
+        return numba.config.THREADING_LAYER
 
 
 def markdown_table(rows, columns):
