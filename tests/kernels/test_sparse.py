@@ -148,15 +148,6 @@ def test_loops_run_in_plain_python():
     it, jt, perm = np.empty(7, np.int64), np.empty(len(values), np.int32), np.empty(len(values), np.int64)
     S._csr_transpose_loops(it, jt, perm, indptr, indices)
     np.testing.assert_array_equal(S.csr_to_dense(it, jt, values[perm], 3), w.T)
-    x = rng.standard_normal((1, 2, 4, 3)).astype(np.float32)
-    cols = np.empty((2 * 9, 1, 2 * 2), np.float32)
-    S._im2col_loops(cols, x, 3, 3, 2, 1, 1)
-    dx = np.empty_like(x)
-    S._col2im_loops(dx, cols, 3, 3, 2, 1, 1)
-    ww = rng.standard_normal((1, 2, 3, 3)).astype(np.float32)
-    np.testing.assert_allclose((ww.reshape(1, -1) @ cols.reshape(18, -1)).reshape(1, 1, 2, 2),
-                               S.sparse_conv2d_ref(x, ww, 2, 1), **TOL)
-    np.testing.assert_allclose(np.vdot(cols, cols), np.vdot(x, dx), rtol=1e-5)  # col2im is im2col's adjoint
 
 
 def _valid():
