@@ -2,9 +2,10 @@
 
 What:
 - ``popcount64(x)``: the number of set bits of a 64-bit integer, as an int64.
-- ``xor_popcount_tile_4x32(out, a, b_t, i0, j0)`` and ``xor_popcount_tile_4x8(...)``: the micro-kernel
-  of the XNOR GEMM. For r < 4 and c < 32 (or 8) they store into ``out[i0 + r, j0 + c]`` (int32)
-      sum over w < words of popcount(a[i0 + r, w] XOR b_t[w, j0 + c])
+- ``xor_popcount_tile_4x32(out, a, b_t, i0, j0, n_bits)`` and ``xor_popcount_tile_4x8(...)``: the
+  micro-kernel of the XNOR GEMM. For r < 4 and c < 32 (or 8) they store into ``out[i0 + r, j0 + c]``
+  (int32) the XNOR dot product
+      n_bits - 2 * sum over w < words of popcount(a[i0 + r, w] XOR b_t[w, j0 + c])
   with ``a`` (M, words) and ``b_t`` (words, N) C-contiguous uint64 arrays. No bounds are checked: the
   caller guarantees i0 + 4 <= M and j0 + 32 (or 8) <= N.
 
@@ -84,17 +85,20 @@ def _tile_codegen(rows, vecs):
     vty = ir.VectorType(_I64, _LANES)
 
     def codegen(context, builder, signature, args):
-        out_t, a_t, b_t, i0_t, j0_t = signature.args
+        out_t, a_t, b_t, i0_t, j0_t, n_t = signature.args
         out = context.make_array(out_t)(context, builder, args[0])
         a = context.make_array(a_t)(context, builder, args[1])
         b = context.make_array(b_t)(context, builder, args[2])
         i0 = context.cast(builder, args[3], i0_t, types.intp)
         j0 = context.cast(builder, args[4], j0_t, types.intp)
+        n_bits = context.cast(builder, args[5], n_t, types.int64)
         words = cgutils.unpack_tuple(builder, a.shape, 2)[1]
         a_stride = cgutils.unpack_tuple(builder, a.strides, 2)[0]  # bytes
         b_stride = cgutils.unpack_tuple(builder, b.strides, 2)[0]
         out_stride = cgutils.unpack_tuple(builder, out.strides, 2)[0]
         ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty]), "llvm.ctpop.v8i64")
+        undef = ir.Constant(vty, ir.Undefined)
+        splat_mask = ir.Constant(ir.VectorType(_I32, _LANES), [0] * _LANES)  # shuffle lane 0 everywhere
         a_rows = [builder.gep(a.data, [builder.mul(builder.add(i0, _I64(r)), a_stride)], source_etype=_I8)
                   for r in range(rows)]
         b_col0 = builder.gep(b.data, [j0], source_etype=_I64)
@@ -116,8 +120,6 @@ def _tile_codegen(rows, vecs):
         b_row = builder.gep(b_col0, [builder.mul(w, b_stride)], source_etype=_I8)
         b_vecs = [builder.load(builder.gep(b_row, [_I64(_LANES * v)], source_etype=_I64), typ=vty, align=8)
                   for v in range(vecs)]
-        undef = ir.Constant(vty, ir.Undefined)
-        splat_mask = ir.Constant(ir.VectorType(_I32, _LANES), [0] * _LANES)
         updated = []
         for r in range(rows):
             a_word = builder.load(builder.gep(a_rows[r], [w], source_etype=_I64), typ=_I64, align=8)
@@ -133,11 +135,13 @@ def _tile_codegen(rows, vecs):
         builder.position_at_end(done)
         out_col0 = builder.gep(out.data, [j0], source_etype=_I32)
         vty32 = ir.VectorType(_I32, _LANES)
+        n_vec = builder.shuffle_vector(builder.insert_element(undef, n_bits, _I32(0)), undef, splat_mask)
         for r in range(rows):
             out_row = builder.gep(out_col0, [builder.mul(builder.add(i0, _I64(r)), out_stride)], source_etype=_I8)
             for v in range(vecs):
                 dst = builder.bitcast(builder.gep(out_row, [_I64(_LANES * v)], source_etype=_I32), vty32.as_pointer())
-                builder.store(builder.trunc(accs[r * vecs + v], vty32), dst, align=4)
+                dot = builder.sub(n_vec, builder.shl(accs[r * vecs + v], ir.Constant(vty, [1] * _LANES)))
+                builder.store(builder.trunc(dot, vty32), dst, align=4)
         return context.get_dummy_value()
 
     return codegen
@@ -147,32 +151,32 @@ def _make_tile(vecs):
     """Build the Python function and its Numba intrinsic for a 4 x (8 * vecs) tile."""
     cols = _LANES * vecs
 
-    def tile(out, a, b_t, i0, j0):
+    def tile(out, a, b_t, i0, j0, n_bits):
         words = a.shape[1]
         for r in range(TILE_ROWS):
             for c in range(cols):
                 s = 0
                 for w in range(words):
                     s += popcount64(a[i0 + r, w] ^ b_t[w, j0 + c])
-                out[i0 + r, j0 + c] = s
+                out[i0 + r, j0 + c] = n_bits - 2 * s
 
     codegen = _tile_codegen(TILE_ROWS, vecs)
 
-    def typer(typingctx, out, a, b_t, i0, j0):
+    def typer(typingctx, out, a, b_t, i0, j0, n_bits):
         if not (_is_matrix(out, types.int32) and _is_matrix(a, types.uint64) and _is_matrix(b_t, types.uint64)
-                and isinstance(i0, types.Integer) and isinstance(j0, types.Integer)):
+                and all(isinstance(v, types.Integer) for v in (i0, j0, n_bits))):
             return None
-        return types.void(out, a, b_t, i0, j0), codegen
+        return types.void(out, a, b_t, i0, j0, n_bits), codegen
 
     typer.__name__ = f"_xor_popcount_tile_4x{cols}_ir"
     tile_ir = intrinsic(typer)
 
     @overload(tile, inline="always")
-    def _tile_numba(out, a, b_t, i0, j0):
-        return lambda out, a, b_t, i0, j0: tile_ir(out, a, b_t, i0, j0)
+    def _tile_numba(out, a, b_t, i0, j0, n_bits):
+        return lambda out, a, b_t, i0, j0, n_bits: tile_ir(out, a, b_t, i0, j0, n_bits)
 
     tile.__name__ = tile.__qualname__ = f"xor_popcount_tile_4x{cols}"
-    tile.__doc__ = f"out[i0:i0+4, j0:j0+{cols}] = popcount counts of a-rows XOR b_t-columns (see module doc)."
+    tile.__doc__ = f"out[i0:i0+4, j0:j0+{cols}] = n_bits - 2 * popcount(a-rows XOR b_t-columns) (module doc)."
     return tile
 
 

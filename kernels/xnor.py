@@ -91,24 +91,24 @@ def binary_conv2d_ref(x_sign, w_sign, stride=1, padding=0, pad_mode="zero"):
 
 # --- loops --------------------------------------------------------------------------------------
 @njit(cache=True)
-def _xnor_counts_block(counts, a, b_t, r0, r1, c0, c1):
-    """counts[i, j] = sum_w popcount(a[i, w] ^ b_t[w, j]) for r0 <= i < r1, c0 <= j < c1."""
+def _xnor_dot_block(out, a, b_t, n_bits, r0, r1, c0, c1):
+    """out[i, j] = n_bits - 2 * sum_w popcount(a[i, w] ^ b_t[w, j]) for r0 <= i < r1, c0 <= j < c1."""
     words = a.shape[1]
     r_tiles = r0 + (r1 - r0) // TILE_ROWS * TILE_ROWS
     c_strips = c0 + (c1 - c0) // STRIP * STRIP
     c_eights = c_strips + (c1 - c_strips) // 8 * 8
     for j in range(c0, c_strips, STRIP):  # the strip of b_t stays in L1 across the row tiles
         for i in range(r0, r_tiles, TILE_ROWS):
-            xor_popcount_tile_4x32(counts, a, b_t, i, j)
+            xor_popcount_tile_4x32(out, a, b_t, i, j, n_bits)
     for j in range(c_strips, c_eights, 8):
         for i in range(r0, r_tiles, TILE_ROWS):
-            xor_popcount_tile_4x8(counts, a, b_t, i, j)
+            xor_popcount_tile_4x8(out, a, b_t, i, j, n_bits)
     for i in range(r0, r1):
         for j in range(c_eights if i < r_tiles else c0, c1):
             s = 0
             for w in range(words):
                 s += popcount64(a[i, w] ^ b_t[w, j])
-            counts[i, j] = s
+            out[i, j] = n_bits - 2 * s
 
 
 def _xnor_gemm_loops(out, a_bits, b_bits_t, n_bits, col_group):
@@ -122,10 +122,7 @@ def _xnor_gemm_loops(out, a_bits, b_bits_t, n_bits, col_group):
         c0 = (item % n_cols) * col_group
         r1 = min(r0 + ROW_CHUNK, M)
         c1 = min(c0 + col_group, N)
-        _xnor_counts_block(out, a_bits, b_bits_t, r0, r1, c0, c1)
-        for i in range(r0, r1):
-            for j in range(c0, c1):
-                out[i, j] = n_bits - 2 * out[i, j]
+        _xnor_dot_block(out, a_bits, b_bits_t, n_bits, r0, r1, c0, c1)
 
 
 def _patches_loops(patches, x_bits, pad_word, KH, KW, sh, sw, ph, pw, OH, OW):
@@ -148,14 +145,15 @@ def _patches_loops(patches, x_bits, pad_word, KH, KW, sh, sw, ph, pw, OH, OW):
                         patches[m, base + c] = pad_word[c]
 
 
-def _binary_conv2d_loops(out, counts, patches, w_bits_t, tap_pop, mult, add, C, H, W, KH, KW, sh, sw, ph, pw,
+def _binary_conv2d_loops(out, dots, patches, w_bits_t, tap_pop, mult, add, C, H, W, KH, KW, sh, sw, ph, pw,
                          OH, OW, zero_pad, nchw, col_group):
     """out <- (n_valid - 2 * (popcount(patch XOR w) - padded-tap correction)) * mult + add.
 
-    counts (M, O) int32 scratch; patches (M, KH*KW*CW) from ``_patches_loops``; w_bits_t (KH*KW*CW, O);
+    dots (M, O) int32 scratch for C*KH*KW - 2 * popcount over all taps; patches (M, KH*KW*CW) from ``_patches_loops``; w_bits_t (KH*KW*CW, O);
     tap_pop (KH*KW, O) set bits of each weight tap; mult, add (O,) float32; out flat float32, NCHW
     or NHWC order. With zero padding a padded tap's patch words are 0, so the popcount counted the
-    weight's own bits there: subtract them, and count only in-bounds taps in n_valid.
+    weight's own bits there: subtract them, and count only in-bounds taps in n_valid:
+    n_valid - 2 * (pop - corr) = dot - (C*KH*KW - n_valid) + 2 * corr.
     """
     M = patches.shape[0]
     O = w_bits_t.shape[1]
@@ -166,7 +164,7 @@ def _binary_conv2d_loops(out, counts, patches, w_bits_t, tap_pop, mult, add, C, 
         c0 = (item % n_cols) * col_group
         r1 = min(r0 + ROW_CHUNK, M)
         c1 = min(c0 + col_group, O)
-        _xnor_counts_block(counts, patches, w_bits_t, r0, r1, c0, c1)
+        _xnor_dot_block(dots, patches, w_bits_t, C * KH * KW, r0, r1, c0, c1)
         for m in range(r0, r1):
             n = m // (OH * OW)
             pos = m % (OH * OW)
@@ -175,17 +173,17 @@ def _binary_conv2d_loops(out, counts, patches, w_bits_t, tap_pop, mult, add, C, 
             kh0, kh1 = max(0, -ih0), min(KH, H - ih0)  # in-bounds taps: kh0 <= kh < kh1
             kw0, kw1 = max(0, -iw0), min(KW, W - iw0)
             border = zero_pad and (kh0 > 0 or kw0 > 0 or kh1 < KH or kw1 < KW)
-            n_valid = C * KH * KW
-            if zero_pad:
-                n_valid = C * max(0, kh1 - kh0) * max(0, kw1 - kw0)
+            missing = 0  # C * (number of padded taps), only counted under zero padding
+            if border:
+                missing = C * (KH * KW - max(0, kh1 - kh0) * max(0, kw1 - kw0))
             for o in range(c0, c1):
-                pop = counts[m, o]
+                v = dots[m, o] - missing
                 if border:
                     for kh in range(KH):
                         for kw in range(KW):
                             if not (kh0 <= kh < kh1 and kw0 <= kw < kw1):
-                                pop -= tap_pop[kh * KW + kw, o]
-                y = np.float32(n_valid - 2 * pop) * mult[o] + add[o]
+                                v += 2 * tap_pop[kh * KW + kw, o]
+                y = np.float32(v) * mult[o] + add[o]
                 if nchw:
                     out[(n * O + o) * (OH * OW) + pos] = y
                 else:
@@ -386,9 +384,9 @@ def binary_conv2d(x_bits, w_bits, channels, stride=1, padding=0, alpha=None, bn_
                 pad_word[-1] = np.uint64((1 << (channels % 64)) - 1)  # +1 on real channels, tail stays 0
         patches = np.empty((M, taps * CW), dtype=np.uint64)  # (N*OH*OW, KH*KW*CW)
         patches_jit(patches, x, pad_word, KH, KW, sh, sw, ph, pw, OH, OW)
-    counts = np.empty((M, O), dtype=np.int32)
+    dots = np.empty((M, O), dtype=np.int32)
     out = np.empty(M * O, dtype=np.float32)
-    binary_conv2d_jit(out, counts, patches, w_t, tap_pop, mult, add, int(channels), H, W, KH, KW, sh, sw, ph, pw,
+    binary_conv2d_jit(out, dots, patches, w_t, tap_pop, mult, add, int(channels), H, W, KH, KW, sh, sw, ph, pw,
                       OH, OW, pad_mode == "zero", layout == "NCHW", _col_group(M, O))
     return out.reshape((N, O, OH, OW) if layout == "NCHW" else (N, OH, OW, O))
 

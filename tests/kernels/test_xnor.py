@@ -69,17 +69,17 @@ def test_loops_in_plain_python(monkeypatch):
     a_bits = pack_signs(rng.standard_normal((6, 70)))
     b_bits = pack_signs(rng.standard_normal((41, 70)))
     expect = xnor_gemm_ref(unpack_signs(a_bits, 70), unpack_signs(b_bits, 70))
-    block = getattr(xnor._xnor_counts_block, "py_func", xnor._xnor_counts_block)
-    monkeypatch.setattr(xnor, "_xnor_counts_block", block)  # no JIT anywhere
+    block = getattr(xnor._xnor_dot_block, "py_func", xnor._xnor_dot_block)
+    monkeypatch.setattr(xnor, "_xnor_dot_block", block)  # no JIT anywhere
     out = np.zeros((6, 41), dtype=np.int32)
     xnor._xnor_gemm_loops(out, a_bits, np.ascontiguousarray(b_bits.T), 70, 32)
     np.testing.assert_array_equal(out, expect)
     tile = np.zeros((4, 32), dtype=np.int32)
-    xor_popcount_tile_4x32(tile, a_bits, np.ascontiguousarray(b_bits.T), 0, 0)
-    np.testing.assert_array_equal(70 - 2 * tile, expect[:4, :32])
+    xor_popcount_tile_4x32(tile, a_bits, np.ascontiguousarray(b_bits.T), 0, 0, 70)
+    np.testing.assert_array_equal(tile, expect[:4, :32])
     tile = np.zeros((6, 41), dtype=np.int32)
-    xor_popcount_tile_4x8(tile, a_bits, np.ascontiguousarray(b_bits.T), 2, 33)
-    np.testing.assert_array_equal(70 - 2 * tile[2:6, 33:41], expect[2:6, 33:41])
+    xor_popcount_tile_4x8(tile, a_bits, np.ascontiguousarray(b_bits.T), 2, 33, 70)
+    np.testing.assert_array_equal(tile[2:6, 33:41], expect[2:6, 33:41])
     # binary convolution: patches + epilogue + NCHW packing, all in Python
     x = rng.standard_normal((1, 3, 4, 3)).astype(np.float32)
     w = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
