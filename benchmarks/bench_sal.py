@@ -1,0 +1,91 @@
+"""SAL inference form (k*k shifted sparse 1x1 matmuls) vs the dense 3x3 convolution it equals.
+
+A 3x3 layer, C = O = 64, 16x16 feature maps, batch 64 (--quick: batch 8), with the rounded attention
+keeping one tap per (o, c) pair (the SAL end state) and with 50 % of the pairs also pruned:
+- sal:        tinycomp_kernels.sal.sal_conv2d on the packed layer (H*W MACs per kept pair);
+- conv:       the project's float conv (tinycomp_kernels.conv.conv2d_forward) with the dense
+              rounded-mask weight (9x the MACs of SAL at one tap per pair);
+- im2col+mm:  tinycomp_kernels.im2col + np.matmul of the same dense weight (the textbook dense path);
+- csr conv:   tinycomp_kernels.sparse.sparse_conv2d with the rounded weight in CSR (same nnz as SAL,
+              but through im2col).
+All validated against sal_conv2d_ref first; timed round-robin (harness.interleaved), same thread count
+for Numba and BLAS.
+
+    flock /tmp/tinycomp-bench.lock python benchmarks/bench_sal.py [--quick] [--threads 2]
+"""
+import argparse
+import os
+import sys
+
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # see bench_conv.py: no spinning workers on 2 cores
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+from harness import interleaved, write_report  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="batch 8, 2 repeats: a smoke run")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=15)
+    args = ap.parse_args()
+
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    threadpool_limits(args.threads, user_api="blas")
+    from tinycomp_kernels.conv import conv2d_forward
+    from tinycomp_kernels.im2col import im2col
+    from tinycomp_kernels.sal import sal_conv2d, sal_conv2d_ref, sal_dense_weight, sal_pack
+    from tinycomp_kernels.sparse import csr_from_dense, sparse_conv2d
+
+    N, C, O, H, k = (8 if args.quick else 64), 64, 64, 16, 3
+    repeats = 2 if args.quick else args.repeats
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((N, C, H, H)).astype(np.float32)
+    w = rng.standard_normal((O, C, k, k)).astype(np.float32)
+    rows = []
+    for pruned in (0.0, 0.5):
+        tap = rng.integers(0, k * k, (O, C))
+        tap[rng.random((O, C)) < pruned] = -1
+        packed = sal_pack(w, tap)
+        wd = sal_dense_weight(w, tap)
+        wm = wd.reshape(O, -1)
+        mask = (tap[:, :, None, None] == np.arange(k * k).reshape(1, 1, k, k)).reshape(O, -1)
+        indptr, indices, values = csr_from_dense(wm, mask=mask)
+
+        def im2col_mm():
+            return (wm @ im2col(x, k, k, 1, 1)).reshape(O, N, H, H).transpose(1, 0, 2, 3)
+
+        ref = sal_conv2d_ref(x[:4], w, tap)
+        variants = {"sal": lambda: sal_conv2d(x, packed), "conv": lambda: conv2d_forward(x, wd, 1, 1),
+                    "im2col+mm": im2col_mm,
+                    "csr conv": lambda: sparse_conv2d(x, indptr, indices, values, wd.shape, 1, 1)}
+        for name, fn in variants.items():
+            assert np.allclose(fn()[:4], ref, rtol=1e-4, atol=1e-3), (pruned, name)
+        t = interleaved(variants, repeats=repeats)
+        med = {name: v["median_s"] for name, v in t.items()}
+        kept = int(len(packed.values))
+        row = {"pruned": pruned, "kept_pairs": kept, "sal_gmacs": N * H * H * kept / 1e9,
+               "dense_gmacs": N * H * H * O * C * k * k / 1e9,
+               **{f"{n}_ms": v * 1e3 for n, v in med.items()},
+               **{f"sal_vs_{n}": med[n] / med["sal"] for n in med if n != "sal"}}
+        rows.append(row)
+        print(row, flush=True)
+    columns = [("pruned", "pairs pruned", "{:.0%}"), ("kept_pairs", "kept pairs", None),
+               ("sal_ms", "sal ms", "{:.2f}"), ("conv_ms", "dense conv ms", "{:.2f}"),
+               ("im2col+mm_ms", "im2col+matmul ms", "{:.2f}"), ("csr conv_ms", "csr conv ms", "{:.2f}"),
+               ("sal_vs_conv", "sal vs conv", "{:.2f}x"), ("sal_vs_im2col+mm", "sal vs im2col+mm", "{:.2f}x"),
+               ("sal_vs_csr conv", "sal vs csr conv", "{:.2f}x")]
+    write_report("sal" + ("_quick" if args.quick else ""), rows, columns,
+                 extra={"shape": {"N": N, "C": C, "O": O, "H": H, "W": H, "k": k}, "threads": args.threads,
+                        "repeats": repeats,
+                        "env": {k_: os.environ.get(k_) for k_ in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}},
+                 title=f"SAL inference vs dense 3x3 conv, C=O=64, 16x16, batch {N}, {args.threads} threads")
+
+
+if __name__ == "__main__":
+    main()

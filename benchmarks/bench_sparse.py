@@ -1,0 +1,121 @@
+"""Sparse (CSR) matmul vs dense np.matmul vs scipy.sparse, and structured vs unstructured pruning.
+
+For conv layers written as matmuls, W (M, K) @ cols (K, N) with W pruned to a sparsity s in
+{0, 50, 70, 80, 90, 95, 99} %:
+- dense:       np.matmul of the full (unpruned-shape) W, float32, OpenBLAS;
+- csr:         tinycomp_kernels.sparse.csr_matmul (unstructured magnitude pruning);
+- scipy:       scipy.sparse.csr_matrix(W) @ cols (scipy's csr @ dense runs on one thread);
+- structured:  the thinned layer: a smaller dense W[:M*(1-s)] @ cols, i.e. the same fraction of
+               rows (filters) removed instead of scattered weights.
+Every variant is validated against the float64 dense masked product before timing; the four are
+timed round-robin in one run (harness.interleaved), medians reported, ratios from that run.
+Numba and BLAS get the same thread count (--threads), recorded in the JSON.
+
+    flock /tmp/tinycomp-bench.lock python benchmarks/bench_sparse.py [--quick] [--threads 2]
+"""
+import argparse
+import os
+import sys
+
+# Numba's and OpenBLAS's workers spin after a parallel region by default; alternating them on two
+# cores then starves whichever runs next (see bench_conv.py). Set before the libraries start.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+from harness import interleaved, write_report  # noqa: E402
+
+# (name, M, K, N): conv layers as W (O, C*3*3) @ cols (C*3*3, batch*OH*OW)
+SHAPES = [
+    ("ResNet-18 layer3 256x(256*9) @ b64*8x8", 256, 2304, 64 * 8 * 8),
+    ("ResNet-20 stage3 64x(64*9) @ b16*32x32", 64, 576, 16 * 32 * 32),
+]
+SPARSITIES = [0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]
+
+
+def magnitude_prune(w, sparsity):
+    """Zero the ``sparsity`` fraction of entries of smallest |w| (exact count)."""
+    n_drop = int(round(sparsity * w.size))
+    out = w.copy()
+    if n_drop:
+        out.reshape(-1)[np.argsort(np.abs(w), axis=None, kind="stable")[:n_drop]] = 0
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="N / 8, 2 repeats: a smoke run")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=9)
+    args = ap.parse_args()
+
+    import numba
+    import scipy
+    import scipy.sparse as sp
+    from threadpoolctl import threadpool_limits
+
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    threadpool_limits(args.threads, user_api="blas")
+    from tinycomp_kernels.sparse import csr_from_dense, csr_matmul
+
+    repeats = 2 if args.quick else args.repeats
+    rng = np.random.default_rng(0)
+    rows, summary = [], {}
+    for name, M, K, N in SHAPES:
+        n = N // 8 if args.quick else N
+        w_full = rng.standard_normal((M, K)).astype(np.float32)
+        b = rng.standard_normal((K, n)).astype(np.float32)
+        shape_rows = []
+        for s in SPARSITIES:
+            w = magnitude_prune(w_full, s)
+            indptr, indices, values = csr_from_dense(w)
+            w_sp = sp.csr_matrix(w)
+            m_keep = max(1, int(round(M * (1 - s))))
+            w_thin = np.ascontiguousarray(w_full[:m_keep])  # structured: whole rows removed
+            # validate against the float64 dense masked product before timing
+            ref = w.astype(np.float64) @ b.astype(np.float64)
+            tol = dict(rtol=1e-3, atol=1e-3 * np.sqrt(K))
+            assert np.allclose(csr_matmul(indptr, indices, values, b), ref, **tol), (name, s, "csr")
+            assert np.allclose(w_sp @ b, ref, **tol), (name, s, "scipy")
+            assert np.allclose(w_thin @ b, w_thin.astype(np.float64) @ b, **tol), (name, s, "structured")
+            t = interleaved({
+                "dense": lambda: np.matmul(w_full, b),
+                "csr": lambda: csr_matmul(indptr, indices, values, b),
+                "scipy": lambda: w_sp @ b,
+                "structured": lambda: np.matmul(w_thin, b),
+            }, repeats=repeats)
+            med = {k: v["median_s"] for k, v in t.items()}
+            row = {"shape": name, "M": M, "K": K, "N": n, "sparsity": s, "nnz": int(len(values)),
+                   **{f"{k}_ms": v * 1e3 for k, v in med.items()},
+                   "csr_x": med["dense"] / med["csr"], "scipy_x": med["dense"] / med["scipy"],
+                   "structured_x": med["dense"] / med["structured"], "csr_vs_scipy": med["scipy"] / med["csr"],
+                   "csr_first_s": t["csr"]["first_s"]}
+            rows.append(row)
+            shape_rows.append(row)
+            print(f"{name} s={s:.2f}: dense {row['dense_ms']:.2f} ms, csr x{row['csr_x']:.2f}, "
+                  f"scipy x{row['scipy_x']:.2f}, structured x{row['structured_x']:.2f}", flush=True)
+        faster = [r["sparsity"] for r in shape_rows if r["csr_x"] > 1]
+        summary[name] = {
+            "crossover_sparsity": min(faster) if faster else None,  # lowest measured sparsity where csr wins
+            "faster_than_dense_at_80": next(r["csr_x"] for r in shape_rows if r["sparsity"] == 0.8) > 1,
+            "speedup_at_95": next(r["csr_x"] for r in shape_rows if r["sparsity"] == 0.95),
+            "beats_scipy_from_50": all(r["csr_vs_scipy"] > 1 for r in shape_rows if r["sparsity"] >= 0.5),
+        }
+    columns = [("shape", "shape", None), ("sparsity", "sparsity", "{:.0%}"), ("dense_ms", "dense ms", "{:.2f}"),
+               ("csr_ms", "csr ms", "{:.2f}"), ("scipy_ms", "scipy ms", "{:.2f}"),
+               ("structured_ms", "structured ms", "{:.2f}"), ("csr_x", "csr vs dense", "{:.2f}x"),
+               ("scipy_x", "scipy vs dense", "{:.2f}x"), ("structured_x", "structured vs dense", "{:.2f}x"),
+               ("csr_vs_scipy", "csr vs scipy", "{:.2f}x")]
+    write_report("sparse" + ("_quick" if args.quick else ""), rows, columns,
+                 extra={"threads": args.threads, "repeats": repeats, "scipy": scipy.__version__,
+                        "scipy_threads": 1, "summary": summary,
+                        "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}},
+                 title=f"sparse matmul vs dense / scipy.sparse / structured, float32, {args.threads} threads "
+                       f"(scipy.sparse: 1 thread)")
+    for name, s in summary.items():
+        print(f"{name}: {s}")
+
+
+if __name__ == "__main__":
+    main()
