@@ -57,9 +57,8 @@ def _pack_signs_loops(out, x2d):
             lo = wd * 64
             hi = min(lo + 64, n)
             acc = np.uint64(0)
-            for j in range(lo, hi):
-                if x2d[r, j] >= 0:
-                    acc |= np.uint64(1) << np.uint64(j - lo)
+            for j in range(lo, hi):  # branch-free: random signs would defeat the branch predictor
+                acc |= np.uint64(x2d[r, j] >= 0) << np.uint64(j - lo)
             out[r, wd] = acc
 
 

@@ -125,96 +125,121 @@ def _xnor_gemm_loops(out, a_bits, b_bits_t, n_bits, col_group):
         _xnor_dot_block(out, a_bits, b_bits_t, n_bits, r0, r1, c0, c1)
 
 
-def _patches_loops(patches, x_bits, pad_word, KH, KW, sh, sw, ph, pw, OH, OW):
-    """Word-level im2col: patches (N*OH*OW, KH*KW*CW) <- x_bits (N, H, W, CW), pad_word where out of bounds."""
-    N, H, W, CW = x_bits.shape
-    for m in prange(N * OH * OW):
-        n = m // (OH * OW)
-        oh = (m // OW) % OH
-        ow = m % OW
-        for kh in range(KH):
-            ih = oh * sh - ph + kh
-            for kw in range(KW):
-                iw = ow * sw - pw + kw
-                base = (kh * KW + kw) * CW
-                if 0 <= ih < H and 0 <= iw < W:
-                    for c in range(CW):
-                        patches[m, base + c] = x_bits[n, ih, iw, c]
-                else:
-                    for c in range(CW):
-                        patches[m, base + c] = pad_word[c]
+def _patches_t_loops(patches_t, x_bits, pad_word, KH, KW, sh, sw, ph, pw, OH, OW):
+    """Word-level im2col, transposed: patches_t (KH*KW*CW, N*OH*OW) <- x_bits (N, H, W, CW).
 
-
-def _binary_conv2d_loops(out, dots, patches, w_bits_t, tap_pop, mult, add, C, H, W, KH, KW, sh, sw, ph, pw,
-                         OH, OW, zero_pad, nchw, col_group):
-    """out <- (n_valid - 2 * (popcount(patch XOR w) - padded-tap correction)) * mult + add.
-
-    dots (M, O) int32 scratch for C*KH*KW - 2 * popcount over all taps; patches (M, KH*KW*CW) from ``_patches_loops``; w_bits_t (KH*KW*CW, O);
-    tap_pop (KH*KW, O) set bits of each weight tap; mult, add (O,) float32; out flat float32, NCHW
-    or NHWC order. With zero padding a padded tap's patch words are 0, so the popcount counted the
-    weight's own bits there: subtract them, and count only in-bounds taps in n_valid:
-    n_valid - 2 * (pop - corr) = dot - (C*KH*KW - n_valid) + 2 * corr.
+    Row (kh*KW + kw)*CW + c, column m = (n*OH + oh)*OW + ow holds word c of pixel (oh*sh - ph + kh,
+    ow*sw - pw + kw) of image n, or pad_word[c] outside the image. Rows are written contiguously.
     """
-    M = patches.shape[0]
-    O = w_bits_t.shape[1]
-    n_rows = (M + ROW_CHUNK - 1) // ROW_CHUNK
-    n_cols = (O + col_group - 1) // col_group
+    N, H, W, CW = x_bits.shape
+    rows = KH * KW * CW
+    for t in prange(rows * N):
+        r = t // N
+        n = t % N
+        c = r % CW
+        kh = r // (CW * KW)
+        kw = (r // CW) % KW
+        for oh in range(OH):
+            ih = oh * sh - ph + kh
+            base = (n * OH + oh) * OW
+            for ow in range(OW):
+                iw = ow * sw - pw + kw
+                if 0 <= ih < H and 0 <= iw < W:
+                    patches_t[r, base + ow] = x_bits[n, ih, iw, c]
+                else:
+                    patches_t[r, base + ow] = pad_word[c]
+
+
+def _padding_adjust_loops(adjust_t, tap_pop, C, H, W, KH, KW, sh, sw, ph, pw, OW):
+    """adjust_t (O, OH*OW) int32: what zero padding adds to the all-taps dot product at each position.
+
+    A padded tap's patch words are 0, so the popcount counted the weight's own set bits there
+    (tap_pop (KH*KW, O)); and the n of the identity must count in-bounds taps only. Hence
+    n_valid - 2 * (pop - corr) = dot_all_taps - C * (padded taps) + 2 * corr. 0 inside the image.
+    """
+    O, P = adjust_t.shape
+    for pos in prange(P):
+        ih0 = (pos // OW) * sh - ph
+        iw0 = (pos % OW) * sw - pw
+        kh0, kh1 = max(0, -ih0), min(KH, H - ih0)  # in-bounds taps: kh0 <= kh < kh1, kw0 <= kw < kw1
+        kw0, kw1 = max(0, -iw0), min(KW, W - iw0)
+        missing = C * (KH * KW - max(0, kh1 - kh0) * max(0, kw1 - kw0))
+        for o in range(O):
+            v = -missing
+            if missing:
+                for kh in range(KH):
+                    for kw in range(KW):
+                        if not (kh0 <= kh < kh1 and kw0 <= kw < kw1):
+                            v += 2 * tap_pop[kh * KW + kw, o]
+            adjust_t[o, pos] = v
+
+
+def _binary_conv2d_loops(out, dots, w_bits, patches_t, adjust_t, mult, add, n_bits, nchw, col_group):
+    """out <- (dot + adjust_t[o, position]) * mult[o] + add[o], dot = n_bits - 2 * popcount(w[o] XOR patch).
+
+    The GEMM runs with the weights as the row operand: w_bits (O, KH*KW*CW) against patches_t
+    (KH*KW*CW, N*OH*OW), into dots (O, N*OH*OW) int32. So a row of dots is one output channel along
+    positions, and the NCHW epilogue reads and writes contiguous runs (one per image). adjust_t
+    (O, OH*OW) from ``_padding_adjust_loops`` (zeros for +1 padding); mult, add (O,) float32; out flat
+    float32 in NCHW order, or NHWC (then written at a stride of O).
+    """
+    O = w_bits.shape[0]
+    M = patches_t.shape[1]
+    P = adjust_t.shape[1]
+    n_rows = (O + ROW_CHUNK - 1) // ROW_CHUNK
+    n_cols = (M + col_group - 1) // col_group
     for item in prange(n_rows * n_cols):
         r0 = (item // n_cols) * ROW_CHUNK
         c0 = (item % n_cols) * col_group
-        r1 = min(r0 + ROW_CHUNK, M)
-        c1 = min(c0 + col_group, O)
-        _xnor_dot_block(dots, patches, w_bits_t, C * KH * KW, r0, r1, c0, c1)
-        for m in range(r0, r1):
-            n = m // (OH * OW)
-            pos = m % (OH * OW)
-            ih0 = (pos // OW) * sh - ph
-            iw0 = (pos % OW) * sw - pw
-            kh0, kh1 = max(0, -ih0), min(KH, H - ih0)  # in-bounds taps: kh0 <= kh < kh1
-            kw0, kw1 = max(0, -iw0), min(KW, W - iw0)
-            border = zero_pad and (kh0 > 0 or kw0 > 0 or kh1 < KH or kw1 < KW)
-            missing = 0  # C * (number of padded taps), only counted under zero padding
-            if border:
-                missing = C * (KH * KW - max(0, kh1 - kh0) * max(0, kw1 - kw0))
-            for o in range(c0, c1):
-                v = dots[m, o] - missing
-                if border:
-                    for kh in range(KH):
-                        for kw in range(KW):
-                            if not (kh0 <= kh < kh1 and kw0 <= kw < kw1):
-                                v += 2 * tap_pop[kh * KW + kw, o]
-                y = np.float32(v) * mult[o] + add[o]
+        r1 = min(r0 + ROW_CHUNK, O)
+        c1 = min(c0 + col_group, M)
+        _xnor_dot_block(dots, w_bits, patches_t, n_bits, r0, r1, c0, c1)
+        m0 = c0
+        while m0 < c1:  # one image at a time: columns m0..m1 are positions p0..p0+L of image n
+            n = m0 // P
+            p0 = m0 - n * P
+            m1 = min(c1, (n + 1) * P)
+            L = m1 - m0
+            for o in range(r0, r1):
+                # slices, so that the inner index starts at 0 and LLVM vectorises without wraparound checks
+                dot_run = dots[o, m0:m1]
+                adj_run = adjust_t[o, p0:p0 + L]
                 if nchw:
-                    out[(n * O + o) * (OH * OW) + pos] = y
+                    out_run = out[(n * O + o) * P + p0:(n * O + o) * P + p0 + L]
                 else:
-                    out[m * O + o] = y
+                    out_run = out[m0 * O + o:m1 * O:O]
+                scale, shift = mult[o], add[o]
+                for k in range(L):
+                    out_run[k] = np.float32(dot_run[k] + adj_run[k]) * scale + shift
+            m0 = m1
 
 
 def _pack_nchw_loops(out, x, scratch):
-    """out (N, H, W, CW) uint64 <- signs of x (N, C, H, W): bit c % 64 of word c // 64 at each pixel.
+    """out (N, H*W, CW) uint64 <- signs of x (N, C, H*W): bit c % 64 of word c // 64 at each pixel.
 
-    scratch (N*H, W) uint64: one row of words per (n, h), built with the inner loop running along
-    the contiguous W axis of x (so it vectorises), then written to the strided word column.
+    One work item per (image, word): scratch[item] (H*W,) collects the word of every pixel with the
+    inner loop running along the contiguous pixels of one channel plane (so it vectorises, and it
+    is branch-free: random signs would defeat the branch predictor), then goes to the strided column.
     """
-    N, C, H, W = x.shape
-    CW = out.shape[3]
-    for t in prange(N * H):
-        n = t // H
-        h = t % H
-        for wd in range(CW):
-            for w in range(W):
-                scratch[t, w] = 0
-            for b in range(min(64, C - wd * 64)):
-                bit = np.uint64(1) << np.uint64(b)
-                for w in range(W):
-                    if x[n, wd * 64 + b, h, w] >= 0:
-                        scratch[t, w] |= bit
-            for w in range(W):
-                out[n, h, w, wd] = scratch[t, w]
+    N, C, HW = x.shape
+    CW = out.shape[2]
+    for item in prange(N * CW):
+        n = item // CW
+        wd = item % CW
+        for p in range(HW):
+            scratch[item, p] = 0
+        for b in range(min(64, C - wd * 64)):
+            plane = x[n, wd * 64 + b]
+            shift = np.uint64(b)
+            for p in range(HW):
+                scratch[item, p] |= np.uint64(plane[p] >= 0) << shift
+        for p in range(HW):
+            out[n, p, wd] = scratch[item, p]
 
 
 xnor_gemm_jit = njit(parallel=True, cache=True)(_xnor_gemm_loops)
-patches_jit = njit(parallel=True, cache=True)(_patches_loops)
+patches_t_jit = njit(parallel=True, cache=True)(_patches_t_loops)
+padding_adjust_jit = njit(parallel=True, cache=True)(_padding_adjust_loops)
 binary_conv2d_jit = njit(parallel=True, cache=True)(_binary_conv2d_loops)
 pack_nchw_jit = njit(parallel=True, cache=True)(_pack_nchw_loops)
 
@@ -269,6 +294,14 @@ def _col_group(rows, cols):
     return max(STRIP, -(-(-(-cols // groups)) // STRIP) * STRIP)
 
 
+def _col_group_conv(rows, cols):
+    """Positions per work item of the convolution: 8 micro-tile strips, fewer if that leaves a thread idle."""
+    import numba
+    row_items = -(-rows // ROW_CHUNK)
+    per = -(-cols // max(1, -(-4 * numba.get_num_threads() // row_items)))  # >= 4 items per thread
+    return max(STRIP, min(8 * STRIP, -(-per // STRIP) * STRIP))
+
+
 def xnor_gemm(a_bits, b_bits, n_bits):
     """int32 (M, N) = a_sign @ b_sign.T from packed a_bits (M, words) and b_bits (N, words).
 
@@ -312,10 +345,10 @@ def pack_activations(x, layout="NCHW"):
     if layout != "NCHW":
         raise ValueError(f"pack_activations: layout must be 'NCHW' or 'NHWC', got {layout!r}")
     N, C, H, W = x.shape
-    x = np.ascontiguousarray(x)
-    out = np.empty((N, H, W, n_words(C)), dtype=np.uint64)
-    pack_nchw_jit(out, x, np.empty((N * H, W), dtype=np.uint64))
-    return out
+    CW = n_words(C)
+    out = np.empty((N, H * W, CW), dtype=np.uint64)
+    pack_nchw_jit(out, np.ascontiguousarray(x).reshape(N, C, H * W), np.empty((N * CW, H * W), dtype=np.uint64))
+    return out.reshape(N, H, W, CW)
 
 
 def pack_conv_weights(w):
@@ -370,24 +403,25 @@ def binary_conv2d(x_bits, w_bits, channels, stride=1, padding=0, alpha=None, bn_
     mult = alpha_v * _channel_vector("bn_scale", bn_scale, O, 1.0)  # float32 (O,)
     add = _channel_vector("bn_bias", bn_bias, O, 0.0)
     taps = KH * KW
-    w_t = np.ascontiguousarray(w.reshape(O, taps * CW).T)  # (KH*KW*CW, O)
-    tap_pop = np.unpackbits(w.view(np.uint8).reshape(O, taps, CW * 8), axis=2).sum(axis=2, dtype=np.int32)
-    tap_pop = np.ascontiguousarray(tap_pop.T)  # (KH*KW, O): set bits of each weight tap
+    adjust_t = np.zeros((O, OH * OW), dtype=np.int32)  # +1 padding (or none): the all-taps dot is right
+    if pad_mode == "zero" and (ph or pw):
+        tap_pop = np.unpackbits(w.view(np.uint8).reshape(O, taps, CW * 8), axis=2).sum(axis=2, dtype=np.int32)
+        padding_adjust_jit(adjust_t, np.ascontiguousarray(tap_pop.T), int(channels), H, W, KH, KW, sh, sw, ph, pw, OW)
     M = N * OH * OW
     if KH == KW == 1 and sh == sw == 1 and ph == pw == 0:
-        patches = x.reshape(M, CW)  # a 1x1 conv's patch matrix is the input itself
+        patches_t = np.ascontiguousarray(x.reshape(M, CW).T)  # a 1x1 conv's patches are the pixels
     else:
         pad_word = np.zeros(CW, dtype=np.uint64)
         if pad_mode == "one":
             pad_word[:] = np.uint64(0xFFFFFFFFFFFFFFFF)
             if channels % 64:
                 pad_word[-1] = np.uint64((1 << (channels % 64)) - 1)  # +1 on real channels, tail stays 0
-        patches = np.empty((M, taps * CW), dtype=np.uint64)  # (N*OH*OW, KH*KW*CW)
-        patches_jit(patches, x, pad_word, KH, KW, sh, sw, ph, pw, OH, OW)
-    dots = np.empty((M, O), dtype=np.int32)
+        patches_t = np.empty((taps * CW, M), dtype=np.uint64)  # (KH*KW*CW, N*OH*OW)
+        patches_t_jit(patches_t, x, pad_word, KH, KW, sh, sw, ph, pw, OH, OW)
+    dots = np.empty((O, M), dtype=np.int32)
     out = np.empty(M * O, dtype=np.float32)
-    binary_conv2d_jit(out, dots, patches, w_t, tap_pop, mult, add, int(channels), H, W, KH, KW, sh, sw, ph, pw,
-                      OH, OW, pad_mode == "zero", layout == "NCHW", _col_group(M, O))
+    binary_conv2d_jit(out, dots, w.reshape(O, taps * CW), patches_t, adjust_t, mult, add, int(channels) * taps,
+                      layout == "NCHW", _col_group_conv(O, M))
     return out.reshape((N, O, OH, OW) if layout == "NCHW" else (N, OH, OW, O))
 
 

@@ -83,18 +83,20 @@ def test_loops_in_plain_python(monkeypatch):
     # binary convolution: patches + epilogue + NCHW packing, all in Python
     x = rng.standard_normal((1, 3, 4, 3)).astype(np.float32)
     w = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
-    x_bits = np.empty((1, 4, 3, 1), dtype=np.uint64)
-    xnor._pack_nchw_loops(x_bits, x, np.empty((4, 3), dtype=np.uint64))
+    x_bits = np.empty((1, 12, 1), dtype=np.uint64)
+    xnor._pack_nchw_loops(x_bits, x.reshape(1, 3, 12), np.empty((1, 12), dtype=np.uint64))
+    x_bits = x_bits.reshape(1, 4, 3, 1)
     np.testing.assert_array_equal(x_bits, pack_activations(x))
     w_bits = pack_conv_weights(w)
     OH, OW = 2, 2  # stride 2, padding 1
-    patches = np.empty((OH * OW, 9), dtype=np.uint64)
-    xnor._patches_loops(patches, x_bits, np.zeros(1, np.uint64), 3, 3, 2, 2, 1, 1, OH, OW)
+    patches_t = np.empty((9, OH * OW), dtype=np.uint64)
+    xnor._patches_t_loops(patches_t, x_bits, np.zeros(1, np.uint64), 3, 3, 2, 2, 1, 1, OH, OW)
     tap_pop = np.array([[bin(int(v)).count("1") for v in w_bits[o].ravel()] for o in range(2)], np.int32).T
+    adjust_t = np.empty((2, OH * OW), dtype=np.int32)
+    xnor._padding_adjust_loops(adjust_t, np.ascontiguousarray(tap_pop), 3, 4, 3, 3, 3, 2, 2, 1, 1, OW)
     y = np.empty(2 * OH * OW, dtype=np.float32)
-    xnor._binary_conv2d_loops(y, np.empty((OH * OW, 2), np.int32), patches, np.ascontiguousarray(w_bits.reshape(2, 9).T),
-                              np.ascontiguousarray(tap_pop), np.ones(2, np.float32), np.zeros(2, np.float32),
-                              3, 4, 3, 3, 3, 2, 2, 1, 1, OH, OW, True, True, 32)
+    xnor._binary_conv2d_loops(y, np.empty((2, OH * OW), np.int32), w_bits.reshape(2, 9), patches_t, adjust_t,
+                              np.ones(2, np.float32), np.zeros(2, np.float32), 27, True, 32)
     np.testing.assert_array_equal(y.reshape(1, 2, OH, OW), binary_conv2d_ref(signs(x), signs(w), 2, 1))
 
 
