@@ -12,6 +12,15 @@ so that runs are reproducible bit for bit on one machine):
   stride is > 1) is already the patch matrix, so ``out[n] = w (O, C) @ x[n] (C, H*W)``.
 - ``"direct"``: C/G == 1 (depthwise and the like). Each output reads one input channel, so a GEMM's
   reduction would be only KH*KW long; plain parallel loops over (n, o) planes are faster.
+- ``"tiles"``: float32, groups 1, O and OW multiples of 8 (every 3x3 conv of the CIFAR ResNets).
+  Implicit GEMM: the input is zero-padded and split into its stride phases once
+  (``xq[n, (c*sh + a)*sw + b, i, j] = xpad[n, c, i*sh + a, j*sw + b]``), after which every tap
+  (c, kh, kw) of a stride-s convolution reads a *contiguous* segment of one phase plane, at the
+  offset ``koff[(c*KH + kh)*KW + kw]``. The register-tile micro-kernel of ``tinycomp_kernels.fma_tile``
+  then computes 8 or 16 output channels x 8-32 output columns per call with its accumulators in
+  vector registers, in parallel over (n, oh) output rows. No patch matrix is written. The input
+  gradient of a stride-1 conv is the same kernel run on dout with the weights flipped and
+  transposed, ``w'[c, o, kh, kw] = w[o, c, KH-1-kh, KW-1-kw]``, padding ``d*(K-1) - p``.
 - ``"im2col"``: everything else. ``cols = im2col(x)`` (C*KH*KW, N*OH*OW) with the batch folded into
   the GEMM's long side, one BLAS call per group ``w_g (Og, Cg*KH*KW) @ cols_g -> (O, N*OH*OW)``,
   then a parallel axis swap to (N, O, OH, OW). Backward: ``dout_mat = swap(dout)`` (O, N*OH*OW),
@@ -24,12 +33,14 @@ weights via einsum); the tests also check against a direct-loop reference.
 import numpy as np
 from numba import njit, prange
 
+from .fma_tile import (dw_tile_4x4_8x1, dw_tile_4x4_16x1, dw_tile_4x4_16x2, fma_tile_8_8x1, fma_tile_8_16x1,
+                       fma_tile_8_16x2, fma_tile_16_8x1, fma_tile_16_16x1)
 from .im2col import _valid_range_jit, as_pair, col2im, conv_output_size, im2col
 
 __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward",
            "conv2d_algorithm", "conv2d_ref", "ALGORITHMS"]
 
-ALGORITHMS = ("matmul1x1", "direct", "im2col")
+ALGORITHMS = ("matmul1x1", "direct", "tiles", "im2col")
 _FAST = {"reassoc", "contract"}  # reorder/fuse sums only: NaN and Inf still behave
 
 
@@ -142,7 +153,89 @@ def _conv2d_direct_backward_weight_loops(dw, dout, x, sh, sw, ph, pw, dil_h, dil
         dw[o, ci, kh, kw] = acc
 
 
+def _phase_split_loops(xq, x, ph, pw, sh, sw):
+    """xq[n, (c*sh + a)*sw + b, i, j] = x[n, c, i*sh + a - ph, j*sw + b - pw], 0 outside x."""
+    N, C, H, W = x.shape
+    Hq, Wq = xq.shape[2], xq.shape[3]
+    for t in prange(N * C):
+        n = t // C
+        c = t % C
+        for a in range(sh):
+            for b in range(sw):
+                q = (c * sh + a) * sw + b
+                for i in range(Hq):
+                    ih = i * sh + a - ph
+                    if ih < 0 or ih >= H:
+                        for j in range(Wq):
+                            xq[n, q, i, j] = 0
+                        continue
+                    for j in range(Wq):
+                        iw = j * sw + b - pw
+                        xq[n, q, i, j] = x[n, c, ih, iw] if 0 <= iw < W else 0
+
+
+def _conv2d_tiles_loops(out, xq, wm, koff):
+    """out (N, O, OH, OW) from the phase-split input xq (N, C*sh*sw, Hq, Wq), weights wm (O, K) and
+    tap offsets koff (K,): row (n, oh) of every output channel starts at n*plane + oh*Wq in xq."""
+    N, O, OH, OW = out.shape
+    Wq = xq.shape[3]
+    plane = xq.shape[1] * xq.shape[2] * Wq
+    P = OH * OW
+    of = out.reshape(-1)
+    xf = xq.reshape(-1)
+    for t in prange(N * OH):
+        n = t // OH
+        oh = t % OH
+        base = n * plane + oh * Wq
+        for o0 in range(0, O, 8):
+            ob = (n * O + o0) * P + oh * OW
+            if OW % 32 == 0:  # 8 x 32 tiles: 16 accumulators
+                for ow0 in range(0, OW, 32):
+                    fma_tile_8_16x2(of, ob + ow0, P, wm, o0, xf, base + ow0, koff)
+            elif O % 16 == 0:  # 16 x 16 or 16 x 8 tiles, two 8-row steps at once
+                if o0 % 16 == 0:
+                    for ow0 in range(0, OW, 16 if OW % 16 == 0 else 8):
+                        if OW % 16 == 0:
+                            fma_tile_16_16x1(of, ob + ow0, P, wm, o0, xf, base + ow0, koff)
+                        else:
+                            fma_tile_16_8x1(of, ob + ow0, P, wm, o0, xf, base + ow0, koff)
+            elif OW % 16 == 0:
+                for ow0 in range(0, OW, 16):
+                    fma_tile_8_16x1(of, ob + ow0, P, wm, o0, xf, base + ow0, koff)
+            else:
+                for ow0 in range(0, OW, 8):
+                    fma_tile_8_8x1(of, ob + ow0, P, wm, o0, xf, base + ow0, koff)
+
+
+def _conv2d_tiles_backward_weight_loops(parts, dout, xq, koff, rows_per_chunk):
+    """parts[ch] (O, Kpad) += the weight gradient of output rows ch*rows_per_chunk .. (+rows_per_chunk)
+    (rows m = n*OH + oh); the caller sums the chunks in a fixed order, so the result does not depend on
+    the thread count. koff is padded to Kpad (a multiple of 4) with valid offsets; those columns are dropped."""
+    nchunks, O, Kpad = parts.shape
+    N, _, OH, OW = dout.shape
+    Wq = xq.shape[3]
+    plane = xq.shape[1] * xq.shape[2] * Wq
+    P = OH * OW
+    df = dout.reshape(-1)
+    xf = xq.reshape(-1)
+    for ch in prange(nchunks):
+        m0 = ch * rows_per_chunk
+        m1 = min(N * OH, m0 + rows_per_chunk)
+        part = parts[ch]
+        for o0 in range(0, O, 4):
+            for k0 in range(0, Kpad, 4):
+                if OW == 32:
+                    dw_tile_4x4_16x2(part, o0, k0, df, xf, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
+                elif OW == 16:
+                    dw_tile_4x4_16x1(part, o0, k0, df, xf, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
+                else:
+                    dw_tile_4x4_8x1(part, o0, k0, df, xf, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
+
+
 swap01_jit = njit(parallel=True, cache=True)(_swap01_loops)
+conv2d_tiles_backward_weight_jit = njit(parallel=True, cache=True)(_conv2d_tiles_backward_weight_loops)
+phase_split_jit = njit(parallel=True, cache=True)(_phase_split_loops)
+conv2d_tiles_jit = njit(parallel=True, cache=True)(_conv2d_tiles_loops)
 conv2d_direct_jit = njit(parallel=True, cache=True, fastmath=_FAST)(_conv2d_direct_loops)
 conv2d_direct_backward_input_jit = njit(parallel=True, cache=True, fastmath=_FAST)(_conv2d_direct_backward_input_loops)
 conv2d_direct_backward_weight_jit = njit(parallel=True, cache=True, fastmath=_FAST)(_conv2d_direct_backward_weight_loops)
@@ -156,14 +249,67 @@ def _swap01(a):
     return out
 
 
-def conv2d_algorithm(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
-    """The algorithm used for these shapes: "matmul1x1", "direct" or "im2col" (see the module docstring)."""
-    C, (O, Cg, KH, KW) = x_shape[1], w_shape
+def _tiles_fit(x_shape, w_shape, stride, padding, dilation, groups, dtype):
+    O, OW = w_shape[0], conv_output_size(x_shape[2], x_shape[3], w_shape[2], w_shape[3], stride, padding, dilation)[1]
+    return np.dtype(dtype) == np.float32 and groups == 1 and O % 8 == 0 and OW % 8 == 0
+
+
+def conv2d_algorithm(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1, dtype=np.float32):
+    """The algorithm used for these shapes and dtype: one of ALGORITHMS (see the module docstring)."""
+    O, Cg, KH, KW = w_shape
     if KH == 1 and KW == 1 and as_pair(padding, "padding") == (0, 0) and groups == 1:
         return "matmul1x1"
     if Cg == 1:
         return "direct"
+    if _tiles_fit(x_shape, w_shape, stride, padding, dilation, groups, dtype):
+        return "tiles"
     return "im2col"
+
+
+def _tiles_backward_input_fits(x_shape, w_shape, stride, padding, dilation, groups, dtype):
+    """The stride-1 input gradient is a tiles conv of dout with C output channels over W columns."""
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    C, W, (O, Cg, KH, KW) = x_shape[1], x_shape[3], w_shape
+    return (np.dtype(dtype) == np.float32 and groups == 1 and (sh, sw) == (1, 1) and C % 8 == 0 and W % 8 == 0
+            and ph <= dh * (KH - 1) and pw <= dw * (KW - 1))
+
+
+def _phase_split(x, KH, KW, s, p, d):
+    """(xq, koff): the padded, phase-split input (N, C*sh*sw, Hq, Wq) and the offset of each tap."""
+    N, C, H, W = x.shape
+    (sh, sw), (ph, pw), (dh, dw) = s, p, d
+    Hq, Wq = -(-(H + 2 * ph) // sh), -(-(W + 2 * pw) // sw)
+    xq = np.empty((N, C * sh * sw, Hq, Wq), dtype=np.float32)
+    phase_split_jit(xq, np.ascontiguousarray(x), ph, pw, sh, sw)
+    c, kh, kw = np.meshgrid(np.arange(C), np.arange(KH), np.arange(KW), indexing="ij")
+    koff = ((((c * sh + kh * dh % sh) * sw + kw * dw % sw) * Hq + kh * dh // sh) * Wq + kw * dw // sw)
+    return xq, koff.reshape(-1).astype(np.int64)                         # koff (C*KH*KW,)
+
+
+def _conv2d_tiles(x, w, s, p, d, OH, OW):
+    """The "tiles" forward (module docstring): phase split, tap offsets, register tiles."""
+    O, C, KH, KW = w.shape
+    xq, koff = _phase_split(x, KH, KW, s, p, d)
+    out = np.empty((x.shape[0], O, OH, OW), dtype=np.float32)
+    conv2d_tiles_jit(out, xq, np.ascontiguousarray(w).reshape(O, C * KH * KW), koff)
+    return out
+
+
+def _tiles_backward_weight_fits(w_shape, OW, groups, dtype):
+    return np.dtype(dtype) == np.float32 and groups == 1 and w_shape[0] % 4 == 0 and OW in (8, 16, 32)
+
+
+def _conv2d_tiles_backward_weight(dout, x, w_shape, s, p, d):
+    """dw (O, C, KH, KW) = sum over output rows of dout-rows x patch-rows, in fixed row chunks."""
+    O, C, KH, KW = w_shape
+    N, _, OH, OW = dout.shape
+    xq, koff = _phase_split(x, KH, KW, s, p, d)
+    K = C * KH * KW
+    koff = np.concatenate([koff, np.full(-K % 4, koff[0], np.int64)])    # pad K to a multiple of 4
+    rows_per_chunk = 32
+    parts = np.zeros((-(-N * OH // rows_per_chunk), O, koff.size), dtype=np.float32)
+    conv2d_tiles_backward_weight_jit(parts, np.ascontiguousarray(dout), xq, koff, rows_per_chunk)
+    return parts.sum(axis=0, dtype=np.float64)[:, :K].astype(np.float32).reshape(w_shape)
 
 
 def _validate(op, x_shape, w_shape, stride, padding, dilation, groups, x_dtype, w_dtype):
@@ -194,13 +340,16 @@ def _validate(op, x_shape, w_shape, stride, padding, dilation, groups, x_dtype, 
     return s, p, d, OH, OW
 
 
-def _pick(algorithm, x_shape, w_shape, stride, padding, dilation, groups, op):
+def _pick(algorithm, x_shape, w_shape, stride, padding, dilation, groups, op, dtype):
     if algorithm is None:
-        return conv2d_algorithm(x_shape, w_shape, stride, padding, dilation, groups)
+        return conv2d_algorithm(x_shape, w_shape, stride, padding, dilation, groups, dtype)
     if algorithm not in ALGORITHMS:
         raise ValueError(f"{op}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
     if algorithm == "matmul1x1" and conv2d_algorithm(x_shape, w_shape, stride, padding, dilation, groups) != algorithm:
         raise ValueError(f"{op}: matmul1x1 needs a 1x1 kernel, padding 0 and groups 1; weight {tuple(w_shape)}")
+    if algorithm == "tiles" and not _tiles_fit(x_shape, w_shape, stride, padding, dilation, groups, dtype):
+        raise ValueError(f"{op}: tiles needs float32, groups 1 and out channels and output width multiples "
+                         f"of 8; input {tuple(x_shape)}, weight {tuple(w_shape)}")
     return algorithm
 
 
@@ -210,7 +359,7 @@ def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1, algorithm=No
     s, p, d, OH, OW = _validate("conv2d_forward", x.shape, w.shape, stride, padding, dilation, groups, x.dtype, w.dtype)
     N, C, H, W = x.shape
     O, Cg, KH, KW = w.shape
-    algo = _pick(algorithm, x.shape, w.shape, s, p, d, groups, "conv2d_forward")
+    algo = _pick(algorithm, x.shape, w.shape, s, p, d, groups, "conv2d_forward", x.dtype)
     if algo == "matmul1x1":
         xs = x[:, :, ::s[0], ::s[1]] if s != (1, 1) else x
         xs = np.ascontiguousarray(xs).reshape(N, C, OH * OW)             # (N, C, P)
@@ -219,6 +368,8 @@ def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1, algorithm=No
         out = np.empty((N, O, OH, OW), dtype=x.dtype)
         conv2d_direct_jit(out, np.ascontiguousarray(x), np.ascontiguousarray(w), *s, *p, *d, groups)
         return out
+    if algo == "tiles":
+        return _conv2d_tiles(x, w, s, p, d, OH, OW)
     cols = im2col(x, KH, KW, s, p, d)                                   # (C*KH*KW, N*P)
     wm = np.ascontiguousarray(w).reshape(groups, O // groups, Cg * KH * KW)
     if groups == 1:
@@ -242,7 +393,7 @@ def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, need_
         raise ValueError(f"conv2d_backward: dout has shape {dout.shape}, expected {(N, O, OH, OW)} for input "
                          f"{x.shape}, weight {w.shape}")
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
-    algo = _pick(algorithm, x.shape, w.shape, s, p, d, groups, "conv2d_backward")
+    algo = _pick(algorithm, x.shape, w.shape, s, p, d, groups, "conv2d_backward", x.dtype)
     dx = dw = None
     if algo == "direct":
         if need_input:
@@ -266,6 +417,17 @@ def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, need_
             dw = np.matmul(dout_mat, _swap01(xs).reshape(C, N * OH * OW).T).reshape(w.shape)  # (O, C)
         return dx, dw
     Og, Kg = O // groups, Cg * KH * KW
+    if need_input and algo in ("tiles", "im2col") and _tiles_backward_input_fits(x.shape, w.shape, s, p, d, groups,
+                                                                                   x.dtype):
+        w_flip = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, O, KH, KW)
+        q = (d[0] * (KH - 1) - p[0], d[1] * (KW - 1) - p[1])
+        dx = _conv2d_tiles(dout, w_flip, (1, 1), q, d, H, W)
+        need_input = False
+    if need_weight and algo in ("tiles", "im2col") and _tiles_backward_weight_fits(w.shape, OW, groups, x.dtype):
+        dw = _conv2d_tiles_backward_weight(dout, x, w.shape, s, p, d)
+        need_weight = False
+    if not need_weight and not need_input:
+        return dx, dw
     dout_mat = _swap01(dout.reshape(N, O, OH * OW)).reshape(O, N * OH * OW)  # (O, N*P)
     if need_input:
         wm = np.ascontiguousarray(w).reshape(groups, Og, Kg)

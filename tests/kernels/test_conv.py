@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from strategies import conv_configs
 from tinycomp_kernels.conv import (ALGORITHMS, _conv2d_direct_backward_input_loops,
@@ -57,7 +58,8 @@ def _data(cfg, dtype, seed=0):
 
 
 def _algorithms(x, w, geo):
-    return [a for a in ALGORITHMS if a != "matmul1x1" or conv2d_algorithm(x.shape, w.shape, *geo) == a]
+    """Every algorithm that accepts these float64 shapes ("tiles" is float32-only: tested below)."""
+    return [a for a in ALGORITHMS if a not in ("matmul1x1", "tiles") or conv2d_algorithm(x.shape, w.shape, *geo) == a]
 
 
 @settings(max_examples=25)
@@ -106,10 +108,67 @@ def test_float32_matches_float64(cfg):
     np.testing.assert_allclose(dw, dw64, rtol=1e-4, atol=1e-3)
 
 
+@st.composite
+def tiles_configs(draw):
+    """float32 shapes the register-tile path takes: O and OW multiples of 8 (OW in 8, 16, 32 also
+    selects the tiled weight gradient, C a multiple of 8 at stride 1 the tiled input gradient)."""
+    k = draw(st.integers(1, 3))
+    s = draw(st.sampled_from([1, 1, 2]))
+    d = draw(st.sampled_from([1, 1, 2]))
+    p = draw(st.integers(0, d * (k - 1)))
+    OW = draw(st.sampled_from([8, 16, 32, 24]))
+    W = (OW - 1) * s + 1 + d * (k - 1) - 2 * p
+    return dict(N=draw(st.integers(1, 2)), C=draw(st.sampled_from([3, 8, 16])), H=draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), 6)),
+                W=W, O=draw(st.sampled_from([8, 16, 24, 32])), KH=k, KW=k, stride=s, padding=p, dilation=d, groups=1)
+
+
+@settings(max_examples=20)
+@given(tiles_configs())
+def test_tiles_float32_forward_and_backward(cfg):
+    x, w, geo = _data(cfg, np.float32)
+    assert conv2d_algorithm(x.shape, w.shape, *geo, dtype=np.float32) in ("tiles", "matmul1x1")
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    ref = conv2d_ref(x64, w64, *geo)
+    np.testing.assert_allclose(conv2d_forward(x, w, *geo, algorithm="tiles"), ref, rtol=1e-4, atol=1e-4)
+    dout = np.random.default_rng(5).standard_normal(ref.shape).astype(np.float32)
+    dx, dw = conv2d_backward(dout, x, w, *geo, algorithm="tiles")
+    dx_ref, dw_ref = conv2d_backward(dout.astype(np.float64), x64, w64, *geo, algorithm="im2col")
+    assert dx.dtype == dw.dtype == np.float32
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-4, atol=1e-3)
+
+
+def test_tiles_loops_run_as_plain_python():
+    from tinycomp_kernels.conv import (_conv2d_tiles_backward_weight_loops, _conv2d_tiles_loops, _phase_split,
+                                       _phase_split_loops)
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 2, 3, 15)).astype(np.float32)   # stride 2, padding 1, 2x2 kernel: OW = 8
+    w = rng.standard_normal((8, 2, 2, 2)).astype(np.float32)
+    xq, koff = _phase_split(x, 2, 2, (2, 2), (1, 1), (1, 1))
+    assert xq.shape == (1, 2 * 2 * 2, 3, 9)
+    xq_py = np.full_like(xq, np.nan)
+    _phase_split_loops(xq_py, x, 1, 1, 2, 2)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))           # (1, 2, 5, 17)
+    np.testing.assert_array_equal(xq_py[0, (1 * 2 + 1) * 2 + 0], np.pad(xp[0, 1, 1::2, 0::2], ((0, 1), (0, 0))))
+    np.testing.assert_array_equal(xq_py, xq)
+    ref = conv2d_ref(x.astype(np.float64), w.astype(np.float64), 2, 1)
+    out = np.empty((1, 8, 2, 8), np.float32)
+    _conv2d_tiles_loops(out, xq, w.reshape(8, -1), koff)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    parts = np.zeros((1, 8, 8), np.float32)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    _conv2d_tiles_backward_weight_loops(parts, dout, xq, koff, 32)
+    dw_ref = conv2d_backward_weight(dout.astype(np.float64), x.astype(np.float64), w.shape, 2, 1, algorithm="im2col")
+    np.testing.assert_allclose(parts[0].reshape(w.shape), dw_ref, rtol=1e-4, atol=1e-4)
+
+
 def test_algorithm_choice_is_a_function_of_the_shapes():
     assert conv2d_algorithm((8, 16, 32, 32), (32, 16, 1, 1), 2, 0, 1, 1) == "matmul1x1"
     assert conv2d_algorithm((8, 16, 32, 32), (16, 1, 3, 3), 1, 1, 1, 16) == "direct"
-    assert conv2d_algorithm((8, 16, 32, 32), (16, 16, 3, 3), 1, 1, 1, 1) == "im2col"
+    assert conv2d_algorithm((8, 16, 32, 32), (16, 16, 3, 3), 1, 1, 1, 1) == "tiles"
+    assert conv2d_algorithm((8, 16, 32, 32), (16, 16, 3, 3), 1, 1, 1, 1, dtype=np.float64) == "im2col"
+    assert conv2d_algorithm((8, 16, 32, 30), (16, 16, 3, 3), 1, 1, 1, 1) == "im2col"  # OW = 30
     assert conv2d_algorithm((8, 16, 32, 32), (32, 16, 1, 1), 1, 1, 1, 1) == "im2col"  # padded 1x1
 
 
@@ -153,5 +212,7 @@ def test_bad_input():
         conv2d_backward_weight(np.zeros((2, 5, 7, 7), np.float32), np.zeros((2, 4, 8, 8), np.float32), (5, 4, 3, 3))
     with pytest.raises(ValueError, match="algorithm must be one of"):
         conv2d_forward(np.zeros((2, 4, 8, 8), np.float32), np.zeros((5, 4, 3, 3), np.float32), algorithm="fft")
+    with pytest.raises(ValueError, match="tiles needs float32"):
+        conv2d_forward(np.zeros((2, 4, 8, 8)), np.zeros((8, 4, 3, 3)), padding=1, algorithm="tiles")
     with pytest.raises(ValueError, match="matmul1x1 needs a 1x1 kernel"):
         conv2d_forward(np.zeros((2, 4, 8, 8), np.float32), np.zeros((5, 4, 3, 3), np.float32), algorithm="matmul1x1")
