@@ -11,6 +11,10 @@ backward (training; the standard fused formula, x_hat recomputed from x, mean, i
            dbeta_c = sum dout,  dgamma_c = sum dout * x_hat
            dx = gamma_c * inv_std_c / M * (M * dout - dbeta_c - x_hat * dgamma_c)
 
+Fused ReLU (``relu=True``): z = max(y, 0) in the same write pass; the backward recomputes y's sign
+from x (y = a*x + b per channel) and uses dy = dout * [y > 0] in both of its passes, so BN + ReLU
+costs what BN alone costs and stores nothing extra.
+
 Memory traffic: the training forward reads x twice (sums; then writes y) and the backward reads
 (x, dout) twice (sums; then writes dx). x_hat is never stored: recomputing it costs one FMA, storing it
 an extra array the size of the activation. Sums are accumulated in float64 around a per-channel shift
@@ -50,7 +54,7 @@ def batch_norm_backward_ref(dout, x, gamma, mean, inv_std):
 
 
 # --- loops --------------------------------------------------------------------------------------
-def _batch_norm_train_loops(y, mean, var, inv_std, x, gamma, beta, eps):
+def _batch_norm_train_loops(y, mean, var, inv_std, coef, x, gamma, beta, eps, relu):
     N, C, L = x.shape
     M = N * L
     for c in prange(C):
@@ -68,46 +72,76 @@ def _batch_norm_train_loops(y, mean, var, inv_std, x, gamma, beta, eps):
         var[c] = v
         r = 1.0 / math.sqrt(v + eps)
         inv_std[c] = r
-        a = gamma[c] * r                  # y = a * x + b, one FMA per element
-        b = beta[c] - (shift + m) * a
+        coef[c, 0] = gamma[c] * r                 # y = a*x + b: one FMA per element, in x's dtype
+        coef[c, 1] = beta[c] - (shift + m) * gamma[c] * r
+        coef[c, 2] = 0                            # a zero of x's dtype: keeps max() in that dtype
+        a = coef[c, 0]
+        b = coef[c, 1]
+        zero = coef[c, 2]
         for n in range(N):
-            for i in range(L):
-                y[n, c, i] = x[n, c, i] * a + b
+            if relu:
+                for i in range(L):
+                    y[n, c, i] = max(x[n, c, i] * a + b, zero)
+            else:
+                for i in range(L):
+                    y[n, c, i] = x[n, c, i] * a + b
 
 
-def _batch_norm_eval_loops(y, x, scale, shift):
+def _batch_norm_eval_loops(y, x, scale, shift, relu):
     N, C, L = x.shape
     for t in prange(N * C):
         n = t // C
         c = t % C
         a = scale[c]
         b = shift[c]
-        for i in range(L):
-            y[n, c, i] = x[n, c, i] * a + b
+        zero = scale[c] - scale[c]  # 0 in x's dtype (scale is finite)
+        if relu:
+            for i in range(L):
+                y[n, c, i] = max(x[n, c, i] * a + b, zero)
+        else:
+            for i in range(L):
+                y[n, c, i] = x[n, c, i] * a + b
 
 
-def _batch_norm_backward_loops(dx, dgamma, dbeta, dout, x, gamma, mean, inv_std):
+def _batch_norm_backward_loops(dx, dgamma, dbeta, coef, dout, x, gamma, beta, mean, inv_std, relu):
     N, C, L = x.shape
     M = N * L
     for c in prange(C):
         mu = mean[c]
         r = inv_std[c]
+        coef[c, 0] = gamma[c] * r                 # the forward's y = a*x + b, for the ReLU mask y > 0
+        coef[c, 1] = beta[c] - mu * gamma[c] * r
+        ya = coef[c, 0]
+        yb = coef[c, 1]
         sd = 0.0
         sdx = 0.0
         for n in range(N):
             for i in range(L):
                 g = np.float64(dout[n, c, i])
+                if relu and x[n, c, i] * ya + yb <= 0:
+                    g = 0.0
                 sd += g
                 sdx += g * (x[n, c, i] - mu)
         dbeta[c] = sd
         dgamma[c] = sdx * r
-        k = gamma[c] * r / M               # dx = k * (M*dout - sd - x_hat*dgamma) = a*dout + b*x + e
-        a = k * M
+        k = gamma[c] * r / M                      # dx = k * (M*dy - sd - x_hat*dgamma) = a*dy + b*x + e
         b = -k * sdx * r * r
-        e = -k * sd - b * mu
+        coef[c, 2] = k * M
+        coef[c, 3] = b
+        coef[c, 4] = -k * sd - b * mu
+        coef[c, 5] = 0
+        a32 = coef[c, 2]
+        b32 = coef[c, 3]
+        e32 = coef[c, 4]
+        zero = coef[c, 5]
         for n in range(N):
-            for i in range(L):
-                dx[n, c, i] = dout[n, c, i] * a + x[n, c, i] * b + e
+            if relu:
+                for i in range(L):
+                    dy = dout[n, c, i] if x[n, c, i] * ya + yb > 0 else zero
+                    dx[n, c, i] = dy * a32 + x[n, c, i] * b32 + e32
+            else:
+                for i in range(L):
+                    dx[n, c, i] = dout[n, c, i] * a32 + x[n, c, i] * b32 + e32
 
 
 batch_norm_train_jit = njit(parallel=True, cache=True)(_batch_norm_train_loops)
@@ -134,8 +168,9 @@ def _per_channel(op, name, v, C, dtype, default):
     return v.astype(np.float64)
 
 
-def batch_norm_train_forward(x, gamma=None, beta=None, eps=1e-5):
-    """(y like x, mean (C,), biased var (C,), inv_std (C,)); the statistics are float64."""
+def batch_norm_train_forward(x, gamma=None, beta=None, eps=1e-5, relu=False):
+    """(y like x, mean (C,), biased var (C,), inv_std (C,)); the statistics are float64.
+    ``relu``: return max(y, 0) instead (fused BN + ReLU, no extra pass over memory)."""
     x3 = _as3d("batch_norm", x)
     N, C, L = x3.shape
     if N * L < 1:
@@ -144,12 +179,13 @@ def batch_norm_train_forward(x, gamma=None, beta=None, eps=1e-5):
     b = _per_channel("batch_norm", "bias", beta, C, x.dtype, 0.0)
     y = np.empty_like(x3)
     mean, var, inv_std = np.empty(C), np.empty(C), np.empty(C)
-    batch_norm_train_jit(y, mean, var, inv_std, x3, g, b, float(eps))
+    coef = np.empty((C, 3), dtype=x.dtype)  # per-channel a, b (and 0) in x's dtype: full-width vector FMAs
+    batch_norm_train_jit(y, mean, var, inv_std, coef, x3, g, b, float(eps), bool(relu))
     return y.reshape(x.shape), mean, var, inv_std
 
 
-def batch_norm_eval_forward(x, running_mean, running_var, gamma=None, beta=None, eps=1e-5):
-    """y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta, per channel."""
+def batch_norm_eval_forward(x, running_mean, running_var, gamma=None, beta=None, eps=1e-5, relu=False):
+    """y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta, per channel (max(y, 0) if relu)."""
     x3 = _as3d("batch_norm", x)
     C = x3.shape[1]
     rm = _per_channel("batch_norm", "running_mean", running_mean, C, x.dtype, 0.0)
@@ -157,19 +193,22 @@ def batch_norm_eval_forward(x, running_mean, running_var, gamma=None, beta=None,
     scale = _per_channel("batch_norm", "weight", gamma, C, x.dtype, 1.0) / np.sqrt(rv + eps)
     shift = _per_channel("batch_norm", "bias", beta, C, x.dtype, 0.0) - rm * scale
     y = np.empty_like(x3)
-    batch_norm_eval_jit(y, x3, scale.astype(x.dtype), shift.astype(x.dtype))
+    batch_norm_eval_jit(y, x3, scale.astype(x.dtype), shift.astype(x.dtype), bool(relu))
     return y.reshape(x.shape)
 
 
-def batch_norm_backward(dout, x, gamma, mean, inv_std):
-    """(dx like x, dgamma (C,), dbeta (C,)) of the training forward; gamma None means ones."""
+def batch_norm_backward(dout, x, gamma, mean, inv_std, beta=None, relu=False):
+    """(dx like x, dgamma (C,), dbeta (C,)) of the training forward; gamma None means ones, beta None
+    zeros. With ``relu``, of the fused BN + ReLU: dout is zeroed where the forward's y was <= 0."""
     x3 = _as3d("batch_norm_backward", x)
     if dout.shape != x.shape:
         raise ValueError(f"batch_norm_backward: dout {dout.shape} and input {x.shape} differ")
     C = x3.shape[1]
     g = _per_channel("batch_norm_backward", "weight", gamma, C, x.dtype, 1.0)
+    b = _per_channel("batch_norm_backward", "bias", beta, C, x.dtype, 0.0)
     dx = np.empty_like(x3)
     dgamma, dbeta = np.empty(C), np.empty(C)
-    batch_norm_backward_jit(dx, dgamma, dbeta, np.ascontiguousarray(dout, dtype=x.dtype).reshape(x3.shape), x3, g,
-                            np.asarray(mean, np.float64), np.asarray(inv_std, np.float64))
+    coef = np.empty((C, 6), dtype=x.dtype)
+    batch_norm_backward_jit(dx, dgamma, dbeta, coef, np.ascontiguousarray(dout, dtype=x.dtype).reshape(x3.shape), x3,
+                            g, b, np.asarray(mean, np.float64), np.asarray(inv_std, np.float64), bool(relu))
     return dx.reshape(x.shape), dgamma, dbeta

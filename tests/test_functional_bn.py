@@ -28,6 +28,22 @@ def test_gradcheck_train_and_eval(shape, seed, affine):
     gradcheck(evaluate, [x] + params)
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_relu_is_relu_of_batch_norm(training):
+    from tinycomp.functional.activation import relu
+
+    rng = np.random.default_rng(4)
+    x, g, b = rng.standard_normal((3, 4, 3, 2)), rng.standard_normal(4), rng.standard_normal(4)
+    bufs = [(np.zeros(4), np.ones(4) * 0.7) for _ in range(2)]
+    fused = Fn.batch_norm_relu(Tensor(x), *bufs[0], Tensor(g), Tensor(b), training=training)
+    plain = relu(Fn.batch_norm(Tensor(x), *bufs[1], Tensor(g), Tensor(b), training=training))
+    np.testing.assert_allclose(fused.data, plain.data, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(bufs[0][0], bufs[1][0])
+    np.testing.assert_allclose(bufs[0][1], bufs[1][1])
+    rm, rv = np.full(4, 0.1), np.full(4, 0.9)
+    gradcheck(lambda x, g, b: Fn.batch_norm_relu(x, rm, rv, g, b, training=training), [x, g, b])
+
+
 def test_training_forward_and_running_stats_by_hand():
     x = np.array([[1.0, 10.0], [3.0, 20.0], [5.0, 60.0]])  # (N=3, C=2)
     rm, rv = np.zeros(2), np.ones(2)

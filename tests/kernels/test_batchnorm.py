@@ -37,6 +37,24 @@ def test_train_forward_and_backward(shape, seed, offset):
     np.testing.assert_allclose(dbeta, db_ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-8), (np.float32, 1e-4)])
+def test_fused_relu_equals_bn_then_relu(dtype, tol):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 4, 5, 6)).astype(dtype)
+    g, b = rng.standard_normal(4), rng.standard_normal(4)
+    y, mean, var, inv_std = batch_norm_train_forward(x, g, b)
+    z, mean2, _, _ = batch_norm_train_forward(x, g, b, relu=True)
+    np.testing.assert_array_equal(z, np.maximum(y, 0))
+    assert z.dtype == dtype and (z == 0).mean() > 0.2   # the clamp really happened
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    dx, dg, db = batch_norm_backward(dout, x, g, mean, inv_std, b, relu=True)
+    x3, d3 = x.reshape(3, 4, -1).astype(np.float64), (dout * (y > 0)).reshape(3, 4, -1).astype(np.float64)
+    for got, ref in zip((dx.reshape(x3.shape), dg, db), batch_norm_backward_ref(d3, x3, g, mean, inv_std)):
+        np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
+    ze = batch_norm_eval_forward(x, mean, var, g, b, relu=True)
+    np.testing.assert_allclose(ze, np.maximum(batch_norm_eval_forward(x, mean, var, g, b), 0), rtol=tol, atol=tol)
+
+
 def test_eval_forward_and_float32():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
@@ -56,16 +74,16 @@ def test_loops_run_as_plain_python():
     x = rng.standard_normal((3, 2, 4))
     g, b = rng.standard_normal(2), rng.standard_normal(2)
     y, mean, var, inv_std = np.empty_like(x), np.empty(2), np.empty(2), np.empty(2)
-    _batch_norm_train_loops(y, mean, var, inv_std, x, g, b, 1e-5)
+    _batch_norm_train_loops(y, mean, var, inv_std, np.empty((2, 3)), x, g, b, 1e-5, False)
     y_ref, m_ref, v_ref, r_ref = batch_norm_train_forward_ref(x, g, b, 1e-5)
     np.testing.assert_allclose(y, y_ref)
     np.testing.assert_allclose(var, v_ref)
     dout = rng.standard_normal(x.shape)
     dx, dg, db = np.empty_like(x), np.empty(2), np.empty(2)
-    _batch_norm_backward_loops(dx, dg, db, dout, x, g, mean, inv_std)
+    _batch_norm_backward_loops(dx, dg, db, np.empty((2, 6)), dout, x, g, b, mean, inv_std, False)
     for got, ref in zip((dx, dg, db), batch_norm_backward_ref(dout, x, g, m_ref, r_ref)):
         np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
-    _batch_norm_eval_loops(y, x, g, b)
+    _batch_norm_eval_loops(y, x, g, b, False)
     np.testing.assert_allclose(y, x * g[:, None] + b[:, None])
 
 

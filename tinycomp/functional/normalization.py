@@ -7,6 +7,7 @@ training:  statistics over every axis but the channel axis (M = N*H*W values per
            running_var  <- (1 - momentum) * running_var  + momentum * var_c * M/(M-1)  (unbiased, in place)
            dx = weight_c * inv_std_c / M * (M*dout - sum dout - x_hat * sum(dout * x_hat)),
            dweight_c = sum dout * x_hat,  dbias_c = sum dout
+batch_norm_relu: z = max(y, 0) fused (dy = dz * [y > 0] in the backward, y's sign recomputed from x)
 eval:      y = (x - running_mean_c) / sqrt(running_var_c + eps) * weight_c + bias_c  (a per-channel affine map)
            dx = dout * weight_c / sqrt(running_var_c + eps),  dweight_c = sum dout * x_hat,  dbias_c = sum dout
 """
@@ -19,9 +20,10 @@ from ._util import check_float
 
 class BatchNormTrain(Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean=None, running_var=None, momentum=0.1, eps=1e-5):
-        y, mean, var, inv_std = batch_norm_train_forward(x, weight, bias, eps)
-        ctx.save_for_backward(x, weight, mean, inv_std)
+    def forward(ctx, x, weight, bias, running_mean=None, running_var=None, momentum=0.1, eps=1e-5, relu=False):
+        y, mean, var, inv_std = batch_norm_train_forward(x, weight, bias, eps, relu)
+        ctx.save_for_backward(x, weight, bias, mean, inv_std)
+        ctx.relu = relu
         M = x.size // x.shape[1]
         if running_mean is not None:
             running_mean *= 1.0 - momentum
@@ -33,8 +35,8 @@ class BatchNormTrain(Function):
 
     @staticmethod
     def backward(ctx, dout):
-        x, weight, mean, inv_std = ctx.saved
-        dx, dw, db = batch_norm_backward(dout, x, weight, mean, inv_std)
+        x, weight, bias, mean, inv_std = ctx.saved
+        dx, dw, db = batch_norm_backward(dout, x, weight, mean, inv_std, bias, ctx.relu)
         need_x, need_w, need_b = ctx.needs_input_grad
         return (dx if need_x else None, dw.astype(x.dtype) if need_w else None,
                 db.astype(x.dtype) if need_b else None)
@@ -42,15 +44,18 @@ class BatchNormTrain(Function):
 
 class BatchNormEval(Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean=None, running_var=None, eps=1e-5):
-        ctx.save_for_backward(x, weight)
+    def forward(ctx, x, weight, bias, running_mean=None, running_var=None, eps=1e-5, relu=False):
+        y = batch_norm_eval_forward(x, running_mean, running_var, weight, bias, eps, relu)
+        ctx.save_for_backward(x, weight, y if relu else None)
         ctx.stats = (running_mean.astype(np.float64), 1.0 / np.sqrt(running_var.astype(np.float64) + eps))
-        return batch_norm_eval_forward(x, running_mean, running_var, weight, bias, eps)
+        return y
 
     @staticmethod
     def backward(ctx, dout):
-        x, weight = ctx.saved
+        x, weight, z = ctx.saved
         mean, inv_std = ctx.stats
+        if z is not None:  # fused ReLU: no gradient where the output was clamped
+            dout = np.where(z > 0, dout, 0).astype(dout.dtype, copy=False)
         shape = (1, -1) + (1,) * (x.ndim - 2)  # broadcast a (C,) vector over (N, C, ...)
         axes = (0,) + tuple(range(2, x.ndim))
         scale = inv_std if weight is None else inv_std * weight
@@ -65,30 +70,41 @@ class BatchNormEval(Function):
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     """PyTorch's ``F.batch_norm``. ``running_mean`` / ``running_var``: float NumPy arrays (C,), updated
     in place when ``training`` (either may be None in training: then that statistic is not tracked)."""
-    check_float("batch_norm", x)
+    return _batch_norm("batch_norm", x, running_mean, running_var, weight, bias, training, momentum, eps, False)
+
+
+def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """``relu(batch_norm(...))`` in one op: the same result and gradients, one pass over memory fewer
+    each way and no intermediate tensor (the backward recomputes the ReLU mask from x)."""
+    return _batch_norm("batch_norm_relu", x, running_mean, running_var, weight, bias, training, momentum, eps, True)
+
+
+def _batch_norm(op, x, running_mean, running_var, weight, bias, training, momentum, eps, relu):
+    check_float(op, x)
     if x.ndim not in (2, 3, 4):
-        raise ValueError(f"batch_norm: input must be (N, C), (N, C, L) or (N, C, H, W), got shape {x.shape}")
+        raise ValueError(f"{op}: input must be (N, C), (N, C, L) or (N, C, H, W), got shape {x.shape}")
     C = x.shape[1]
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None:
-            check_float("batch_norm", t, name)
+            check_float(op, t, name)
             if t.shape != (C,):
-                raise ValueError(f"batch_norm: {name} has shape {t.shape}, expected ({C},) for input {x.shape}")
+                raise ValueError(f"{op}: {name} has shape {t.shape}, expected ({C},) for input {x.shape}")
             if t.dtype != x.dtype:
-                raise TypeError(f"batch_norm: {name} is {t.dtype} but input is {x.dtype}")
+                raise TypeError(f"{op}: {name} is {t.dtype} but input is {x.dtype}")
     for name, buf in (("running_mean", running_mean), ("running_var", running_var)):
         if buf is None:
             if not training:
-                raise ValueError(f"batch_norm: eval mode needs {name} (got None)")
+                raise ValueError(f"{op}: eval mode needs {name} (got None)")
             continue
         if not isinstance(buf, np.ndarray) or not np.issubdtype(buf.dtype, np.floating):
-            raise TypeError(f"batch_norm: {name} must be a float NumPy array (updated in place), got "
+            raise TypeError(f"{op}: {name} must be a float NumPy array (updated in place), got "
                             f"{type(buf).__name__}")
         if buf.shape != (C,):
-            raise ValueError(f"batch_norm: {name} has shape {buf.shape}, expected ({C},) for input {x.shape}")
+            raise ValueError(f"{op}: {name} has shape {buf.shape}, expected ({C},) for input {x.shape}")
     if training:
         if x.numel() // C < 2:
-            raise ValueError(f"batch_norm: training needs more than one value per channel, got input {x.shape}")
+            raise ValueError(f"{op}: training needs more than one value per channel, got input {x.shape}")
         return BatchNormTrain.apply(x, weight, bias, running_mean=running_mean, running_var=running_var,
-                                    momentum=float(momentum), eps=float(eps))
-    return BatchNormEval.apply(x, weight, bias, running_mean=running_mean, running_var=running_var, eps=float(eps))
+                                    momentum=float(momentum), eps=float(eps), relu=relu)
+    return BatchNormEval.apply(x, weight, bias, running_mean=running_mean, running_var=running_var, eps=float(eps),
+                               relu=relu)
