@@ -24,7 +24,8 @@ GEMM takes the weights (O, KH*KW*CW) as its row operand and the patches, built t
 (KH*KW*CW, N*OH*OW), as its column operand, so its output (O, N*OH*OW) holds each output channel
 contiguously along positions and the epilogue writes NCHW with contiguous runs. ``pack_activations``
 packs float NCHW (or NHWC) activations into this layout; ``pack_conv_weights`` packs OIHW weights.
-Channels are padded to whole words per tap, so C = 16 or 32 (ResNet-20) uses 1/4 or 1/2 of each word.
+Channels are padded to whole words per tap, except when C divides 64 (ResNet-20's C = 16, 32): then
+64 // C taps share a word (``_patches_t_tight_loops``), the bit order of a packed C*KH*KW-bit row.
 
     y[n, o, oh, ow] = (n_valid - 2 * popcount(patch XOR w[o]))  * alpha[o] * bn_scale[o] + bn_bias[o]
 
@@ -156,6 +157,43 @@ def _patches_t_loops(patches_t, x_bits, pad_word, KH, KW, sh, sw, ph, pw, OH, OW
                     patches_t[r, base + ow] = pad_word[c]
 
 
+def _patches_t_tight_loops(patches_t, x_bits, pad_word, C, KH, KW, sh, sw, ph, pw, OH, OW):
+    """Bit-tight transposed im2col for C dividing 64: 64 // C taps share a word.
+
+    patches_t (ceil(KH*KW*C / 64), N*OH*OW): tap t = kh*KW + kw occupies bits (t*C) % 64 .. + C - 1 of
+    word (t*C) // 64, i.e. bit j of the patch is channel j % C of tap j // C, exactly the bit order of
+    a C*KH*KW-bit row packed by ``pack_signs``. x_bits (N, H, W, 1); pad_word[0] fills padded taps.
+    """
+    N, H, W, _ = x_bits.shape
+    rows = patches_t.shape[0]
+    per = 64 // C
+    taps = KH * KW
+    for item in prange(rows * N):
+        r = item // N
+        n = item % N
+        row = patches_t[r, n * OH * OW:(n + 1) * OH * OW]  # this image's positions, contiguous
+        for p in range(OH * OW):
+            row[p] = 0
+        for t in range(r * per, min(taps, (r + 1) * per)):  # taps outermost: no division per position
+            kh = t // KW
+            kw = t % KW
+            shift = np.uint64((t - r * per) * C)
+            pad = pad_word[0] << shift
+            for oh in range(OH):
+                ih = oh * sh - ph + kh
+                out_row = row[oh * OW:(oh + 1) * OW]
+                if ih < 0 or ih >= H:
+                    for ow in range(OW):
+                        out_row[ow] |= pad
+                else:
+                    for ow in range(OW):
+                        iw = ow * sw - pw + kw
+                        if 0 <= iw < W:
+                            out_row[ow] |= x_bits[n, ih, iw, 0] << shift
+                        else:
+                            out_row[ow] |= pad
+
+
 def _padding_adjust_loops(adjust_t, tap_pop, C, H, W, KH, KW, sh, sw, ph, pw, OW):
     """adjust_t (O, OH*OW) int32: what zero padding adds to the all-taps dot product at each position.
 
@@ -247,6 +285,7 @@ def _pack_nchw_loops(out, x, scratch):
 
 xnor_gemm_jit = njit(parallel=True, cache=True)(_xnor_gemm_loops)
 patches_t_jit = njit(parallel=True, cache=True)(_patches_t_loops)
+patches_t_tight_jit = njit(parallel=True, cache=True)(_patches_t_tight_loops)
 padding_adjust_jit = njit(parallel=True, cache=True)(_padding_adjust_loops)
 binary_conv2d_jit = njit(parallel=True, cache=True)(_binary_conv2d_loops)
 pack_nchw_jit = njit(parallel=True, cache=True)(_pack_nchw_loops)
@@ -416,19 +455,29 @@ def binary_conv2d(x_bits, w_bits, channels, stride=1, padding=0, alpha=None, bn_
         tap_pop = np.unpackbits(w.view(np.uint8).reshape(O, taps, CW * 8), axis=2).sum(axis=2, dtype=np.int32)
         padding_adjust_jit(adjust_t, np.ascontiguousarray(tap_pop.T), int(channels), H, W, KH, KW, sh, sw, ph, pw, OW)
     M = N * OH * OW
+    pad_word = np.zeros(CW, dtype=np.uint64)
+    if pad_mode == "one":
+        pad_word[:] = np.uint64(0xFFFFFFFFFFFFFFFF)
+        if channels % 64:
+            pad_word[-1] = np.uint64((1 << (channels % 64)) - 1)  # +1 on real channels, tail stays 0
+    w_rows = w.reshape(O, taps * CW)  # (O, KH*KW*CW)
     if KH == KW == 1 and sh == sw == 1 and ph == pw == 0:
         patches_t = np.ascontiguousarray(x.reshape(M, CW).T)  # a 1x1 conv's patches are the pixels
+    elif channels < 64 and 64 % channels == 0 and taps > 1:
+        # C divides 64 (ResNet-20's 16 and 32): pack 64 // C taps per word instead of one, so the
+        # GEMM reduces over ceil(C*KH*KW / 64) words rather than KH*KW mostly empty ones.
+        per = 64 // channels
+        w_rows = np.zeros((O, n_words(channels * taps)), dtype=np.uint64)
+        for t in range(taps):
+            w_rows[:, t // per] |= w[:, t // KW, t % KW, 0] << np.uint64((t % per) * channels)
+        patches_t = np.empty((w_rows.shape[1], M), dtype=np.uint64)  # (ceil(C*KH*KW/64), N*OH*OW)
+        patches_t_tight_jit(patches_t, x, pad_word, int(channels), KH, KW, sh, sw, ph, pw, OH, OW)
     else:
-        pad_word = np.zeros(CW, dtype=np.uint64)
-        if pad_mode == "one":
-            pad_word[:] = np.uint64(0xFFFFFFFFFFFFFFFF)
-            if channels % 64:
-                pad_word[-1] = np.uint64((1 << (channels % 64)) - 1)  # +1 on real channels, tail stays 0
         patches_t = np.empty((taps * CW, M), dtype=np.uint64)  # (KH*KW*CW, N*OH*OW)
         patches_t_jit(patches_t, x, pad_word, KH, KW, sh, sw, ph, pw, OH, OW)
     dots = np.empty((O, M), dtype=np.int32)
     out = np.empty(M * O, dtype=np.float32)
-    binary_conv2d_jit(out, dots, w.reshape(O, taps * CW), patches_t, adjust_t, mult, add, int(channels) * taps,
+    binary_conv2d_jit(out, dots, w_rows, patches_t, adjust_t, mult, add, int(channels) * taps,
                       layout == "NCHW", _col_group_conv(O, M))
     return out.reshape((N, O, OH, OW) if layout == "NCHW" else (N, OH, OW, O))
 

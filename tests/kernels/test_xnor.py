@@ -91,6 +91,10 @@ def test_loops_in_plain_python(monkeypatch):
     OH, OW = 2, 2  # stride 2, padding 1
     patches_t = np.empty((9, OH * OW), dtype=np.uint64)
     xnor._patches_t_loops(patches_t, x_bits, np.zeros(1, np.uint64), 3, 3, 2, 2, 1, 1, OH, OW)
+    tight = np.empty((1, OH * OW), dtype=np.uint64)  # C = 3 does not divide 64; the loop does not care
+    xnor._patches_t_tight_loops(tight, x_bits, np.zeros(1, np.uint64), 3, 3, 3, 2, 2, 1, 1, OH, OW)
+    np.testing.assert_array_equal(tight[0] & np.uint64(0b111), patches_t[0])
+    np.testing.assert_array_equal((tight[0] >> np.uint64(3)) & np.uint64(0b111), patches_t[1])
     tap_pop = np.array([[bin(int(v)).count("1") for v in w_bits[o].ravel()] for o in range(2)], np.int32).T
     adjust_t = np.empty((2, OH * OW), dtype=np.int32)
     xnor._padding_adjust_loops(adjust_t, np.ascontiguousarray(tap_pop), 3, 4, 3, 3, 3, 2, 2, 1, 1, OW)
@@ -104,7 +108,7 @@ def test_loops_in_plain_python(monkeypatch):
 @st.composite
 def conv_case(draw):
     N = draw(st.integers(1, 2))
-    C = draw(st.sampled_from([1, 3, 16, 63, 64, 65, 130]))
+    C = draw(st.sampled_from([1, 3, 8, 16, 32, 63, 64, 65, 130]))
     k = draw(st.sampled_from([1, 2, 3]))
     stride = draw(st.integers(1, 2))
     padding = draw(st.integers(0, 2 if k > 1 else 1))
@@ -128,6 +132,15 @@ def test_binary_conv2d_equals_float_conv_of_signs(case, pad_mode, layout):
         ref = ref.transpose(0, 2, 3, 1)
     assert y.dtype == np.float32
     np.testing.assert_array_equal(y, ref)
+
+
+@pytest.mark.parametrize("C, stride, pad_mode", [(16, 1, "zero"), (32, 2, "one"), (8, 1, "one"), (2, 2, "zero")])
+def test_bit_tight_patches_for_channels_dividing_64(C, stride, pad_mode):
+    rng = np.random.default_rng(C)
+    x = rng.standard_normal((2, C, 7, 6)).astype(np.float32)
+    w = rng.standard_normal((20, C, 3, 3)).astype(np.float32)
+    y = binary_conv2d(pack_activations(x), pack_conv_weights(w), C, stride=stride, padding=1, pad_mode=pad_mode)
+    np.testing.assert_array_equal(y, binary_conv2d_ref(signs(x), signs(w), stride, 1, pad_mode))
 
 
 def test_zero_padding_differs_from_plus_one_padding():
