@@ -19,8 +19,11 @@ so that runs are reproducible bit for bit on one machine):
   offset ``koff[(c*KH + kh)*KW + kw]``. The register-tile micro-kernel of ``tinycomp_kernels.fma_tile``
   then computes 8 or 16 output channels x 8-32 output columns per call with its accumulators in
   vector registers, in parallel over (n, oh) output rows. No patch matrix is written. The input
-  gradient of a stride-1 conv is the same kernel run on dout with the weights flipped and
-  transposed, ``w'[c, o, kh, kw] = w[o, c, KH-1-kh, KW-1-kw]``, padding ``d*(K-1) - p``.
+  gradient runs the same kernel once per stride phase (a, b) of dx: the pixels (i*sh + a, j*sw + b)
+  are reached only by the taps with (a + ph - kh*dh) % sh == 0 (likewise for columns), each reading
+  zero-padded dout at a fixed shift, so a phase is a stride-1 conv of dout with C output channels
+  (for stride 1: the flipped, transposed weights). The weight gradient uses a second tile
+  (``dw_tile``) that accumulates dout-row x patch-row dot products over fixed chunks of output rows.
 - ``"im2col"``: everything else. ``cols = im2col(x)`` (C*KH*KW, N*OH*OW) with the batch folded into
   the GEMM's long side, one BLAS call per group ``w_g (Og, Cg*KH*KW) @ cols_g -> (O, N*OH*OW)``,
   then a parallel axis swap to (N, O, OH, OW). Backward: ``dout_mat = swap(dout)`` (O, N*OH*OW),
@@ -267,11 +270,56 @@ def conv2d_algorithm(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1
 
 
 def _tiles_backward_input_fits(x_shape, w_shape, stride, padding, dilation, groups, dtype):
-    """The stride-1 input gradient is a tiles conv of dout with C output channels over W columns."""
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    C, W, (O, Cg, KH, KW) = x_shape[1], x_shape[3], w_shape
-    return (np.dtype(dtype) == np.float32 and groups == 1 and (sh, sw) == (1, 1) and C % 8 == 0 and W % 8 == 0
-            and ph <= dh * (KH - 1) and pw <= dw * (KW - 1))
+    """Each stride phase of dx is a tiles conv of dout with C output channels over W/sw columns."""
+    (sh, sw), C, W = stride, x_shape[1], x_shape[3]
+    return (np.dtype(dtype) == np.float32 and groups == 1 and C % 8 == 0 and W % sw == 0
+            and (W // sw) % 8 == 0)
+
+
+def _phase_taps(a, k, s, p, d):
+    """The taps of a kernel axis that reach input positions of phase a (i*s + a), with their shifts:
+    position i*s + a reads dout row i + delta, delta = (a + p - kh*d) / s, for each kh listed."""
+    return [(kh, (a + p - kh * d) // s) for kh in range(k) if (a + p - kh * d) % s == 0]
+
+
+def _conv2d_tiles_backward_input(dout, w, x_shape, s, p, d):
+    """dx by stride phases: the pixels (i*sh + a, j*sw + b) of dx only meet the taps listed by
+    _phase_taps, each at a fixed shift of dout, so each phase is a stride-1 tiles conv of zero-padded
+    dout with the (C, O*taps) weight block of its taps; the phases are then interleaved into dx."""
+    N, C, H, W = x_shape
+    O, _, KH, KW = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = s, p, d
+    OH, OW = dout.shape[2:]
+    rows = [_phase_taps(a, KH, sh, ph, dh) for a in range(sh)]
+    cols = [_phase_taps(b, KW, sw, pw, dw) for b in range(sw)]
+    shifts_h = [t for r in rows for _, t in r] or [0]
+    shifts_w = [t for c in cols for _, t in c] or [0]
+    top, left = max(0, -min(shifts_h)), max(0, -min(shifts_w))
+    Hi, Wi = -(-H // sh), W // sw
+    Hd = top + max(OH, Hi + max(shifts_h))
+    Wd = left + max(OW, Wi + max(shifts_w))
+    dpad = np.zeros((N, O, Hd, Wd), dtype=np.float32)                 # dout, zero-padded for every shift
+    dpad[:, :, top:top + OH, left:left + OW] = dout
+    dx = np.empty(x_shape, dtype=np.float32) if (sh, sw) != (1, 1) else None
+    for a in range(sh):
+        for b in range(sw):
+            Ha = -(-(H - a) // sh)                                        # rows of dx in phase a
+            taps = [(kh, th, kw, tw) for kh, th in rows[a] for kw, tw in cols[b]]
+            if Ha <= 0:
+                continue
+            if not taps:
+                dx[:, :, a::sh, b::sw] = 0
+                continue
+            kh, th, kw, tw = (np.array(v) for v in zip(*taps))
+            wm = np.ascontiguousarray(w[:, :, kh, kw].transpose(1, 0, 2)).reshape(C, O * len(taps))  # (C, O*T)
+            o = np.arange(O)[:, None]
+            koff = ((o * Hd + top + th[None, :]) * Wd + left + tw[None, :]).reshape(-1).astype(np.int64)
+            out = np.empty((N, C, Ha, Wi), dtype=np.float32)
+            conv2d_tiles_jit(out, dpad, wm, koff)
+            if dx is None:
+                return out
+            dx[:, :, a::sh, b::sw] = out
+    return dx
 
 
 def _phase_split(x, KH, KW, s, p, d):
@@ -419,9 +467,7 @@ def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, need_
     Og, Kg = O // groups, Cg * KH * KW
     if need_input and algo in ("tiles", "im2col") and _tiles_backward_input_fits(x.shape, w.shape, s, p, d, groups,
                                                                                    x.dtype):
-        w_flip = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, O, KH, KW)
-        q = (d[0] * (KH - 1) - p[0], d[1] * (KW - 1) - p[1])
-        dx = _conv2d_tiles(dout, w_flip, (1, 1), q, d, H, W)
+        dx = _conv2d_tiles_backward_input(dout, w, x.shape, s, p, d)
         need_input = False
     if need_weight and algo in ("tiles", "im2col") and _tiles_backward_weight_fits(w.shape, OW, groups, x.dtype):
         dw = _conv2d_tiles_backward_weight(dout, x, w.shape, s, p, d)
