@@ -59,7 +59,7 @@ matmul, all NumPy) never call the loops.
 import numpy as np
 from numba import njit, prange
 
-from .bits import n_words, pack_signs, pack_signs_jit, unpack_signs
+from .bits import n_words, pack_signs, pack_signs_jit
 from .popcount import TILE_ROWS, popcount64, xor_popcount_tile_4x8, xor_popcount_tile_4x32
 
 __all__ = ["xnor_gemm", "xnor_gemm_ref", "binary_conv2d", "binary_conv2d_ref", "pack_activations",
