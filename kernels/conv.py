@@ -36,8 +36,8 @@ weights via einsum); the tests also check against a direct-loop reference.
 import numpy as np
 from numba import njit, prange
 
-from .fma_tile import (dw_tile_4x4_8x1, dw_tile_4x4_16x1, dw_tile_4x4_16x2, fma_tile_8_8x1, fma_tile_8_16x1,
-                       fma_tile_8_16x2, fma_tile_16_8x1, fma_tile_16_16x1)
+from .fma_tile import (dw_tile_4x4_8x1, dw_tile_4x4_16x1, dw_tile_4x4_16x2, fma_tile_8_8x1, fma_tile_8_8x2,
+                       fma_tile_8_16x1, fma_tile_8_16x2, fma_tile_16_16x1)
 from .im2col import _valid_range_jit, as_pair, col2im, conv_output_size, im2col
 
 __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward",
@@ -179,35 +179,40 @@ def _phase_split_loops(xq, x, ph, pw, sh, sw):
 
 def _conv2d_tiles_loops(out, xq, wm, koff):
     """out (N, O, OH, OW) from the phase-split input xq (N, C*sh*sw, Hq, Wq), weights wm (O, K) and
-    tap offsets koff (K,): row (n, oh) of every output channel starts at n*plane + oh*Wq in xq."""
+    tap offsets koff (K,): row (n, oh) of every output channel starts at n*plane + oh*Wq in xq.
+    Tiles keep 16 vector accumulators: 8 channels x 32 columns, 16 channels x 16 columns, or 8 channels
+    x two rows of 8 columns; other widths (multiples of 8) use 8 x 16 or 8 x 8 tiles."""
     N, O, OH, OW = out.shape
     Wq = xq.shape[3]
     plane = xq.shape[1] * xq.shape[2] * Wq
     P = OH * OW
     of = out.reshape(-1)
     xf = xq.reshape(-1)
-    for t in prange(N * OH):
-        n = t // OH
-        oh = t % OH
+    pairs = OW == 8 and OH % 2 == 0       # two output rows per tile
+    step = 2 if pairs else 1
+    for t in prange(N * (OH // step)):
+        n = t // (OH // step)
+        oh = (t % (OH // step)) * step
         base = n * plane + oh * Wq
-        for o0 in range(0, O, 8):
+        o0 = 0
+        while o0 < O:
             ob = (n * O + o0) * P + oh * OW
-            if OW % 32 == 0:  # 8 x 32 tiles: 16 accumulators
+            if pairs:
+                fma_tile_8_8x2(of, ob, P, wm, o0, xf, base, koff, Wq, OW)
+            elif OW % 32 == 0:
                 for ow0 in range(0, OW, 32):
-                    fma_tile_8_16x2(of, ob + ow0, P, wm, o0, xf, base + ow0, koff)
-            elif O % 16 == 0:  # 16 x 16 or 16 x 8 tiles, two 8-row steps at once
-                if o0 % 16 == 0:
-                    for ow0 in range(0, OW, 16 if OW % 16 == 0 else 8):
-                        if OW % 16 == 0:
-                            fma_tile_16_16x1(of, ob + ow0, P, wm, o0, xf, base + ow0, koff)
-                        else:
-                            fma_tile_16_8x1(of, ob + ow0, P, wm, o0, xf, base + ow0, koff)
+                    fma_tile_8_16x2(of, ob + ow0, P, wm, o0, xf, base + ow0, koff, 16, 16)
+            elif OW % 16 == 0 and O - o0 >= 16:
+                for ow0 in range(0, OW, 16):
+                    fma_tile_16_16x1(of, ob + ow0, P, wm, o0, xf, base + ow0, koff, 16, 16)
+                o0 += 8  # this tile covered 16 channels
             elif OW % 16 == 0:
                 for ow0 in range(0, OW, 16):
-                    fma_tile_8_16x1(of, ob + ow0, P, wm, o0, xf, base + ow0, koff)
+                    fma_tile_8_16x1(of, ob + ow0, P, wm, o0, xf, base + ow0, koff, 16, 16)
             else:
                 for ow0 in range(0, OW, 8):
-                    fma_tile_8_8x1(of, ob + ow0, P, wm, o0, xf, base + ow0, koff)
+                    fma_tile_8_8x1(of, ob + ow0, P, wm, o0, xf, base + ow0, koff, 8, 8)
+            o0 += 8
 
 
 def _conv2d_tiles_backward_weight_loops(parts, dout, xq, koff, rows_per_chunk):

@@ -1,8 +1,12 @@
 """A float32 register-tile micro-kernel for convolutions: R rows x (lanes * vecs) columns.
 
-What: ``fma_tile_R_LxV(out, out_off, out_rs, a, r0, x, base, koff)`` stores, for r < R and j < L*V,
+What: ``fma_tile_R_LxV(out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs)`` stores, for r < R,
+v < V and j < L,
 
-    out[out_off + r*out_rs + j] = sum over k < K of  a[r0 + r, k] * x[base + koff[k] + j]
+    out[out_off + r*out_rs + v*ovs + j] = sum over k < K of  a[r0 + r, k] * x[base + v*xvs + koff[k] + j]
+
+(xvs = ovs = L: V*L contiguous columns; xvs = one input row, ovs = one output row: V output rows of L
+columns each, which keeps enough accumulators busy when an output row is only 8 wide.)
 
 with ``a`` (M, K) C-contiguous float32 (the weights, one row per output channel), ``x`` a flat
 float32 array and ``koff`` (K,) int64 the offset of "row" k of the virtual patch matrix. With
@@ -32,12 +36,14 @@ from numba.extending import intrinsic, overload
 _I8, _I32, _I64, _F32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
 
 
-def fma_tile_ref(out, out_off, out_rs, a, r0, x, base, koff, rows, cols):
-    """NumPy oracle: gather the K x cols patch block, multiply by the rows x K weights."""
-    patch = x[base + koff[:, None] + np.arange(cols)[None, :]]          # (K, cols)
-    block = a[r0:r0 + rows].astype(np.float64) @ patch.astype(np.float64)  # (rows, cols)
-    for r in range(rows):
-        out[out_off + r * out_rs: out_off + r * out_rs + cols] = block[r]
+def fma_tile_ref(out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs, rows, lanes, vecs):
+    """NumPy oracle: gather each vector's K x lanes patch block, multiply by the rows x K weights."""
+    for v in range(vecs):
+        patch = x[base + v * xvs + koff[:, None] + np.arange(lanes)[None, :]]   # (K, lanes)
+        block = a[r0:r0 + rows].astype(np.float64) @ patch.astype(np.float64)   # (rows, lanes)
+        for r in range(rows):
+            start = out_off + r * out_rs + v * ovs
+            out[start:start + lanes] = block[r]
 
 
 def _is(t, ndim, dtype):
@@ -48,7 +54,7 @@ def _tile_codegen(rows, lanes, vecs):
     vty = ir.VectorType(_F32, lanes)
 
     def codegen(context, builder, signature, args):
-        out_t, oo_t, ors_t, a_t, r0_t, x_t, base_t, koff_t = signature.args
+        out_t, oo_t, ors_t, a_t, r0_t, x_t, base_t, koff_t, xvs_t, ovs_t = signature.args
         out = context.make_array(out_t)(context, builder, args[0])
         a = context.make_array(a_t)(context, builder, args[3])
         x = context.make_array(x_t)(context, builder, args[5])
@@ -57,6 +63,8 @@ def _tile_codegen(rows, lanes, vecs):
         out_rs = context.cast(builder, args[2], ors_t, types.int64)
         r0 = context.cast(builder, args[4], r0_t, types.int64)
         base = context.cast(builder, args[6], base_t, types.int64)
+        xvs = context.cast(builder, args[8], xvs_t, types.int64)
+        ovs = context.cast(builder, args[9], ovs_t, types.int64)
         K = cgutils.unpack_tuple(builder, a.shape, 2)[1]
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]),
                                              f"llvm.fma.v{lanes}f32")
@@ -82,7 +90,7 @@ def _tile_codegen(rows, lanes, vecs):
         builder.position_at_end(body)
         off = builder.load(builder.gep(koff.data, [k], source_etype=_I64), typ=_I64, align=8)
         x_row = builder.gep(x_base, [off], source_etype=_F32)
-        xv = [builder.load(builder.bitcast(builder.gep(x_row, [_I64(lanes * v)], source_etype=_F32),
+        xv = [builder.load(builder.bitcast(builder.gep(x_row, [builder.mul(xvs, _I64(v))], source_etype=_F32),
                                            vty.as_pointer()), typ=vty, align=4) for v in range(vecs)]
         updated = []
         for r in range(rows):
@@ -100,7 +108,8 @@ def _tile_codegen(rows, lanes, vecs):
         for r in range(rows):
             row = builder.gep(out0, [builder.mul(out_rs, _I64(r))], source_etype=_F32)
             for v in range(vecs):
-                dst = builder.bitcast(builder.gep(row, [_I64(lanes * v)], source_etype=_F32), vty.as_pointer())
+                dst = builder.bitcast(builder.gep(row, [builder.mul(ovs, _I64(v))], source_etype=_F32),
+                                      vty.as_pointer())
                 builder.store(accs[r * vecs + v], dst, align=4)
         return context.get_dummy_value()
 
@@ -110,30 +119,32 @@ def _tile_codegen(rows, lanes, vecs):
 def _make_tile(rows, lanes, vecs):
     cols = lanes * vecs
 
-    def tile(out, out_off, out_rs, a, r0, x, base, koff):
+    def tile(out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs):
         K = a.shape[1]
         for r in range(rows):
-            for j in range(cols):
-                s = np.float32(0.0)
-                for k in range(K):
-                    s += a[r0 + r, k] * x[base + koff[k] + j]
-                out[out_off + r * out_rs + j] = s
+            for v in range(vecs):
+                for j in range(lanes):
+                    s = np.float32(0.0)
+                    for k in range(K):
+                        s += a[r0 + r, k] * x[base + v * xvs + koff[k] + j]
+                    out[out_off + r * out_rs + v * ovs + j] = s
 
     codegen = _tile_codegen(rows, lanes, vecs)
 
-    def typer(typingctx, out, out_off, out_rs, a, r0, x, base, koff):
+    def typer(typingctx, out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs):
         if not (_is(out, 1, types.float32) and _is(a, 2, types.float32) and _is(x, 1, types.float32)
                 and _is(koff, 1, types.int64)
-                and all(isinstance(v, types.Integer) for v in (out_off, out_rs, r0, base))):
+                and all(isinstance(v, types.Integer) for v in (out_off, out_rs, r0, base, xvs, ovs))):
             return None
-        return types.void(out, out_off, out_rs, a, r0, x, base, koff), codegen
+        return types.void(out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs), codegen
 
     typer.__name__ = f"_fma_tile_{rows}_{lanes}x{vecs}_ir"
     tile_ir = intrinsic(typer)
 
     @overload(tile, inline="always")
-    def _tile_numba(out, out_off, out_rs, a, r0, x, base, koff):
-        return lambda out, out_off, out_rs, a, r0, x, base, koff: tile_ir(out, out_off, out_rs, a, r0, x, base, koff)
+    def _tile_numba(out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs):
+        return lambda out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs: tile_ir(
+            out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs)
 
     tile.__name__ = tile.__qualname__ = f"fma_tile_{rows}_{lanes}x{vecs}"
     tile.__doc__ = f"{rows} x {cols} float32 tile: out[...] = a-rows @ x-gathered-rows (module doc)."
@@ -143,8 +154,8 @@ def _make_tile(rows, lanes, vecs):
 fma_tile_8_16x2 = _make_tile(8, 16, 2)   # 32 output columns per row (OW = 32, 64, ...)
 fma_tile_8_16x1 = _make_tile(8, 16, 1)   # 16 columns
 fma_tile_8_8x1 = _make_tile(8, 8, 1)     # 8 columns
+fma_tile_8_8x2 = _make_tile(8, 8, 2)     # two output rows of 8 columns (OW = 8)
 fma_tile_16_16x1 = _make_tile(16, 16, 1)  # 16 rows x 16 columns: 16 accumulators when OW = 16
-fma_tile_16_8x1 = _make_tile(16, 8, 1)    # 16 rows x 8 columns (OW = 8)
 
 
 # --- weight-gradient tile: a R x T block of dout-rows x patch-rows dot products ------------------
@@ -174,24 +185,30 @@ def _dw_tile_codegen(rows, taps, lanes, vecs):
                                              f"llvm.fma.v{lanes}f32")
         tap_off = [builder.load(builder.gep(koff.data, [builder.add(k0, _I64(t))], source_etype=_I64), typ=_I64,
                                 align=8) for t in range(taps)]
+        # walk the rows m0..m1 without a division per row: (oh, dout offset, x offset) step by one
+        # output row and wrap to the next image when oh reaches OH
+        n0, oh0 = builder.sdiv(m0, OH), builder.srem(m0, OH)
+        d_start = builder.add(builder.add(builder.mul(n0, OP), builder.mul(o0, P)), builder.mul(oh0, OW))
+        x_start = builder.add(builder.mul(n0, plane), builder.mul(oh0, Wq))
+        d_wrap = builder.sub(OP, builder.mul(OH, OW))       # from past the last row to the next image
+        x_wrap = builder.sub(plane, builder.mul(OH, Wq))
         entry = builder.block
         head = builder.append_basic_block("dwtile.head")
         body = builder.append_basic_block("dwtile.body")
         done = builder.append_basic_block("dwtile.done")
         builder.branch(head)
         builder.position_at_end(head)
-        m = builder.phi(_I64)
+        m, oh, d_off, x_off = (builder.phi(_I64) for _ in range(4))
         accs = [builder.phi(vty) for _ in range(rows * taps)]
-        m.add_incoming(m0, entry)
+        for phi, start in ((m, m0), (oh, oh0), (d_off, d_start), (x_off, x_start)):
+            phi.add_incoming(start, entry)
         for acc in accs:
             acc.add_incoming(ir.Constant(vty, [0.0] * lanes), entry)
         builder.cbranch(builder.icmp_signed("<", m, m1), body, done)
 
         builder.position_at_end(body)
-        n, oh = builder.sdiv(m, OH), builder.srem(m, OH)
-        d_row = builder.gep(dout.data, [builder.add(builder.add(builder.mul(n, OP), builder.mul(o0, P)),
-                                                    builder.mul(oh, OW))], source_etype=_F32)
-        x_row = builder.gep(x.data, [builder.add(builder.mul(n, plane), builder.mul(oh, Wq))], source_etype=_F32)
+        d_row = builder.gep(dout.data, [d_off], source_etype=_F32)
+        x_row = builder.gep(x.data, [x_off], source_etype=_F32)
         new = list(accs)
         for v in range(vecs):
             dv = [builder.load(builder.bitcast(builder.gep(d_row, [builder.add(builder.mul(P, _I64(r)),
@@ -203,7 +220,12 @@ def _dw_tile_codegen(rows, taps, lanes, vecs):
             for r in range(rows):
                 for t in range(taps):
                     new[r * taps + t] = builder.call(fma, [dv[r], xv[t], new[r * taps + t]])
+        oh_next = builder.add(oh, _I64(1))
+        wrap = builder.icmp_signed("==", oh_next, OH)
         m.add_incoming(builder.add(m, _I64(1)), builder.block)
+        oh.add_incoming(builder.select(wrap, _I64(0), oh_next), builder.block)
+        d_off.add_incoming(builder.add(builder.add(d_off, OW), builder.select(wrap, d_wrap, _I64(0))), builder.block)
+        x_off.add_incoming(builder.add(builder.add(x_off, Wq), builder.select(wrap, x_wrap, _I64(0))), builder.block)
         for acc, upd in zip(accs, new):
             acc.add_incoming(upd, builder.block)
         builder.branch(head)
