@@ -59,7 +59,8 @@ def _data(cfg, dtype, seed=0):
 
 def _algorithms(x, w, geo):
     """Every algorithm that accepts these float64 shapes ("tiles" is float32-only: tested below)."""
-    return [a for a in ALGORITHMS if a not in ("matmul1x1", "tiles") or conv2d_algorithm(x.shape, w.shape, *geo) == a]
+    return [a for a in ALGORITHMS
+            if a not in ("matmul1x1", "tiles") or conv2d_algorithm(x.shape, w.shape, *geo, dtype=x.dtype) == a]
 
 
 @settings(max_examples=25)
