@@ -1,10 +1,13 @@
 """tinycomp_kernels.sparse: the JIT kernels equal dense masked NumPy products (float32, atol 1e-4 scaled)."""
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from numba import njit
 
 from strategies import csr_matrices
-from tinycomp_kernels import sparse as S
+from tinycomp_kernels import csr_tile as T, sparse as S
 
 # float32 sums of up to ~500 products of O(1) terms: an absolute 1e-4 per unit of scale is ample
 TOL = dict(rtol=1e-4, atol=1e-4)
@@ -80,6 +83,62 @@ def test_all_zero_and_wide_tiles():
     np.testing.assert_allclose(S.csr_matmul(*S.csr_from_dense(w), b), w.astype(np.float64) @ b, **TOL)
 
 
+@given(csr_matrices(max_rows=20, max_cols=40), st.integers(1, 150), st.integers(1, 24), st.integers(0, 2**32 - 1))
+def test_csr_block_matmul_equals_dense(wm, n, k_block, seed):
+    """K not a multiple of k_block, N not a multiple of the 64-column tile, empty rows and blocks."""
+    w, mask = wm
+    indptr, indices, values = S.csr_from_dense(w, mask=mask)
+    bw = S.csr_block(indptr, indices, values, w.shape[1], k_block=k_block)
+    k_block = min(k_block, w.shape[1])
+    assert bw.k_block == k_block and bw.ptr[-1] == len(values)
+    np.testing.assert_array_equal(bw.values, values[bw.perm])
+    np.testing.assert_array_equal(np.sort(bw.perm), np.arange(len(values)))
+    rows = np.repeat(np.arange(w.shape[0]), np.diff(indptr))
+    for kb in range((len(bw.ptr) - 1) // w.shape[0]):  # every entry sits in its (K-block, row) slot
+        for i in range(w.shape[0]):
+            q = bw.perm[bw.ptr[kb * w.shape[0] + i]:bw.ptr[kb * w.shape[0] + i + 1]]
+            assert np.all(rows[q] == i) and np.all(indices[q] // k_block == kb)
+            np.testing.assert_array_equal(indices[q] % k_block, bw.indices[bw.ptr[kb * w.shape[0] + i]:
+                                                                          bw.ptr[kb * w.shape[0] + i + 1]])
+    b = _b(np.random.default_rng(seed), w.shape[1], n)
+    np.testing.assert_allclose(S.csr_matmul_blocked(bw, b), w.astype(np.float64) @ b, **TOL)
+
+
+def test_csr_row_tile_plain_python_and_jit():
+    rng = np.random.default_rng(3)
+    b = _b(rng, 9, 150)
+    indices = np.array([4, 0, 8, 4, 2], np.int32)
+    values = rng.standard_normal(5).astype(np.float32)
+    for tile, j0, bj0, ncols in ((T.csr_row_tile_full, 64, 10, 64), (T.csr_row_tile, 100, 3, 37)):
+        for acc in (False, True):
+            out = _b(rng, 3, 170)
+            expected = out.copy()
+            T.csr_row_tile_ref(expected, 1, j0, ncols, 1, 5, indices, values, b, bj0, acc)
+            got_py, got_jit = out.copy(), out.copy()
+            tile(got_py, 1, j0, ncols, 1, 5, indices, values, b, bj0, acc)
+            _tile_caller(tile is T.csr_row_tile, got_jit, j0, ncols, indices, values, b, bj0, acc)
+            np.testing.assert_allclose(got_py, expected, **TOL)
+            np.testing.assert_allclose(got_jit, expected, **TOL)  # masked lanes beyond ncols untouched
+
+
+@njit
+def _tile_caller(masked, out, j0, ncols, indices, values, b, bj0, acc):
+    if masked:
+        T.csr_row_tile(out, 1, j0, ncols, 1, 5, indices, values, b, bj0, acc)
+    else:
+        T.csr_row_tile_full(out, 1, j0, ncols, 1, 5, indices, values, b, bj0, acc)
+
+
+def test_csr_matmul_asm_uses_zmm_fma():
+    """The register tile compiles to 512-bit FMAs (no scalar or 256-bit fallback in the hot loop)."""
+    fresh = njit(parallel=True)(S._csr_matmul_loops)  # not the cached dispatcher: its asm is not inspectable
+    bw = S.csr_block(*S.csr_from_dense(np.eye(3, dtype=np.float32)), 3)
+    fresh(np.empty((3, 3), np.float32), bw.ptr, bw.indices, bw.values, np.ones((3, 3), np.float32), 3, 64, 3,
+          np.empty((1, 3, 64), np.float32))
+    asm = "\n".join(fresh.inspect_asm().values())
+    assert len(re.findall(r"vfmadd\w*ps\s+[^\n]*zmm", asm)) >= 8
+
+
 conv_cases = st.fixed_dictionaries(dict(
     N=st.integers(1, 3), C=st.integers(1, 5), O=st.integers(1, 6), H=st.integers(3, 8), W=st.integers(3, 8),
     K=st.sampled_from([1, 3]), stride=st.sampled_from([1, 2]), padding=st.integers(0, 1),
@@ -139,8 +198,15 @@ def test_loops_run_in_plain_python():
     indptr, indices, values = S.csr_from_dense(w)
     b = _b(rng, 6, 5)
     out = np.empty((3, 5), np.float32)
-    S._csr_matmul_loops(out, indptr, indices, values, b, 2, 1)  # tiles of 2 columns, 1-row blocks
+    bw = S.csr_block(indptr, indices, values, 6, k_block=4)  # two K-blocks, the second partial
+    buf = np.empty((2, 4, 2), np.float32)  # two workers, column blocks of 2 (the last one 1 wide)
+    S._csr_matmul_loops(out, bw.ptr, bw.indices, bw.values, b, 4, 2, 2, buf)
     np.testing.assert_allclose(out, w @ b, **TOL)
+    ptr, ib, vb, perm = np.empty(2 * 3 + 1, np.int64), np.empty_like(indices), np.empty_like(values), \
+        np.empty(len(values), np.int64)
+    S._csr_block_loops(ptr, ib, vb, perm, indptr, indices, values, 4)
+    np.testing.assert_array_equal(ptr, bw.ptr)
+    np.testing.assert_array_equal(vb, values[perm])
     a = _b(rng, 3, 5)
     g = np.empty(len(values), np.float32)
     S._csr_sddmm_loops(g, indptr, indices, a, b)
@@ -205,6 +271,21 @@ def test_other_wrappers_bad_input():
         S.sparse_conv2d_backward(y[:, :2].copy(), cols, x.shape, ip, ix, v, w.shape, padding=1)
     with pytest.raises(ValueError, match="sparse_conv2d_backward: cols has shape"):
         S.sparse_conv2d_backward(y, cols[:, :3].copy(), x.shape, ip, ix, v, w.shape, padding=1)
+    with pytest.raises(ValueError, match="csr_block: indices out of range"):
+        S.csr_block(indptr, indices, values, 2)
+    with pytest.raises(ValueError, match="csr_block: k_block"):
+        S.csr_block(indptr, indices, values, 3, k_block=0)
+    bw = S.csr_block(indptr, indices, values, 3, k_block=2)
+    with pytest.raises(ValueError, match="csr_matmul_blocked: b has 4 rows"):
+        S.csr_matmul_blocked(bw, np.ones((4, 5), np.float32))
+    with pytest.raises(TypeError, match="csr_matmul_blocked: b must be float32"):
+        S.csr_matmul_blocked(bw, np.ones((3, 5)))
+    with pytest.raises(ValueError, match="csr_matmul_blocked: b must be C-contiguous"):
+        S.csr_matmul_blocked(bw, np.ones((3, 10), np.float32)[:, ::2])
+    with pytest.raises(TypeError, match="csr_matmul_blocked: bw must be a BlockedCSR"):
+        S.csr_matmul_blocked((indptr, indices, values), np.ones((3, 5), np.float32))
+    with pytest.raises(ValueError, match="csr_matmul_blocked: bw is inconsistent"):
+        S.csr_matmul_blocked(bw._replace(ptr=bw.ptr[:-1]), np.ones((3, 5), np.float32))
     with pytest.raises(ValueError, match="csr_from_dense: w must be 2-D"):
         S.csr_from_dense(w)
     with pytest.raises(ValueError, match="csr_from_dense: mask"):

@@ -1,0 +1,199 @@
+"""The register micro-kernel of the sparse (CSR) matmul: one output row segment of 64 columns.
+
+What: ``csr_row_tile(out, i, j0, ncols, p0, p1, indices, values, b, bj0, accumulate)`` computes, for
+c < ncols (ncols <= TILE = 64),
+
+    out[i, j0 + c] = (out[i, j0 + c] if accumulate else 0) + sum over p in [p0, p1) of
+                     values[p] * b[indices[p], j0 + c]
+
+with ``out`` (M, N) and ``b`` (K, N) C-contiguous float32, ``indices`` int32 and ``values`` float32.
+``csr_row_tile_full`` is the same with ncols fixed at 64 (ncols is ignored). No bounds are checked: the
+caller guarantees j0 + ncols <= N, 0 <= p0 <= p1 <= len(indices) and every indices[p] in [0, K).
+
+Why: an axpy formulation (out row += v * b row, one pass per kept weight) loads and stores the output
+once per kept weight, and Numba's loop vectoriser keeps accumulators in memory. Here the 64-column
+output segment lives in four <16 x float> registers (zmm) for the whole list of kept weights of the
+row: per kept weight one index load, one broadcast of the value, four vector loads of b and four fused
+multiply-adds; the output is loaded (when accumulating) and stored once. Two independent sets of
+accumulators (even / odd kept weights, summed at the end) give eight FMA chains to cover the FMA
+latency. The partial-width variant uses masked vector loads/stores (llvm.masked.load/store), so any
+N is handled at vector speed. The IR is emitted through ``numba.extending.intrinsic`` like
+``tinycomp_kernels.popcount`` and ``tinycomp_kernels.fma_tile``.
+
+Outside Numba (``NUMBA_DISABLE_JIT=1`` or a plain call) both names are ordinary Python functions with
+the same result up to float rounding order.
+Reference: ``csr_row_tile_ref`` (NumPy gather + dot); ``tinycomp_kernels.sparse`` tests the products.
+"""
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+LANES = 16          # float32 lanes of a 512-bit vector
+VECS = 4            # vectors per tile
+TILE = LANES * VECS  # output columns per tile
+_I1, _I8, _I32, _I64, _F32 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
+
+
+def csr_row_tile_ref(out, i, j0, ncols, p0, p1, indices, values, b, bj0, accumulate):
+    """NumPy oracle: gather the kept rows of b, one dot product with the kept values (float64)."""
+    seg = values[p0:p1].astype(np.float64) @ b[indices[p0:p1], bj0:bj0 + ncols].astype(np.float64)
+    out[i, j0:j0 + ncols] = (out[i, j0:j0 + ncols] if accumulate else 0) + seg
+
+
+def _is(t, ndim, dtype):
+    return isinstance(t, types.Array) and t.ndim == ndim and t.dtype == dtype and t.layout == "C"
+
+
+def _codegen(masked):
+    vty = ir.VectorType(_F32, LANES)
+    mty = ir.VectorType(_I1, LANES)
+    zero = ir.Constant(vty, [0.0] * LANES)
+
+    def codegen(context, builder, signature, args):
+        tys = signature.args
+        out = context.make_array(tys[0])(context, builder, args[0])
+        indices = context.make_array(tys[6])(context, builder, args[6])
+        values = context.make_array(tys[7])(context, builder, args[7])
+        b = context.make_array(tys[8])(context, builder, args[8])
+        i, j0, ncols, p0, p1 = (context.cast(builder, args[a], tys[a], types.int64) for a in (1, 2, 3, 4, 5))
+        bj0 = context.cast(builder, args[9], tys[9], types.int64)
+        accumulate = context.cast(builder, args[10], tys[10], types.boolean)
+        b_rs = cgutils.unpack_tuple(builder, b.shape, 2)[1]
+        out_rs = cgutils.unpack_tuple(builder, out.shape, 2)[1]
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+                                             "llvm.fma.v16f32")
+        pty = vty.as_pointer()
+        if masked:
+            mload = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vty, [pty, _I32, mty, vty]), "llvm.masked.load.v16f32.p0v16f32")
+            mstore = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [vty, pty, _I32, mty]),
+                "llvm.masked.store.v16f32.p0v16f32")
+            nsplat = builder.shuffle_vector(builder.insert_element(ir.Constant(ir.VectorType(_I64, LANES), ir.Undefined),
+                                                                   ncols, _I32(0)),
+                                            ir.Constant(ir.VectorType(_I64, LANES), ir.Undefined),
+                                            ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+            masks = [builder.icmp_signed("<", ir.Constant(ir.VectorType(_I64, LANES),
+                                                          [LANES * v + l for l in range(LANES)]), nsplat)
+                     for v in range(VECS)]
+
+        def vload(ptr, v):
+            p = builder.bitcast(builder.gep(ptr, [_I64(LANES * v)], source_etype=_F32), pty)
+            if masked:
+                return builder.call(mload, [p, _I32(4), masks[v], zero])
+            return builder.load(p, typ=vty, align=4)
+
+        def vstore(val, ptr, v):
+            p = builder.bitcast(builder.gep(ptr, [_I64(LANES * v)], source_etype=_F32), pty)
+            if masked:
+                builder.call(mstore, [val, p, _I32(4), masks[v]])
+            else:
+                builder.store(val, p, align=4)
+
+        undef = ir.Constant(vty, ir.Undefined)
+        splat = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
+        b_col0 = builder.gep(b.data, [bj0], source_etype=_F32)
+        out_seg = builder.gep(out.data, [builder.add(builder.mul(i, out_rs), j0)], source_etype=_F32)
+
+        # initial accumulators: the output segment (accumulate) or zeros
+        entry = builder.block
+        load_blk = builder.append_basic_block("csrtile.load")
+        start = builder.append_basic_block("csrtile.start")
+        builder.cbranch(accumulate, load_blk, start)
+        builder.position_at_end(load_blk)
+        loaded = [vload(out_seg, v) for v in range(VECS)]
+        builder.branch(start)
+        builder.position_at_end(start)
+        init = []
+        for v in range(VECS):
+            phi = builder.phi(vty)
+            phi.add_incoming(zero, entry)
+            phi.add_incoming(loaded[v], load_blk)
+            init.append(phi)
+
+        def step(p, accs):
+            k = builder.sext(builder.load(builder.gep(indices.data, [p], source_etype=_I32), typ=_I32, align=4), _I64)
+            val = builder.load(builder.gep(values.data, [p], source_etype=_F32), typ=_F32, align=4)
+            vs = builder.shuffle_vector(builder.insert_element(undef, val, _I32(0)), undef, splat)
+            row = builder.gep(b_col0, [builder.mul(k, b_rs)], source_etype=_F32)
+            return [builder.call(fma, [vs, vload(row, v), accs[v]]) for v in range(VECS)]
+
+        # main loop: two kept weights per iteration into two accumulator sets (8 independent chains)
+        head = builder.append_basic_block("csrtile.head")
+        body = builder.append_basic_block("csrtile.body")
+        tail = builder.append_basic_block("csrtile.tail")
+        odd = builder.append_basic_block("csrtile.odd")
+        done = builder.append_basic_block("csrtile.done")
+        builder.branch(head)
+        builder.position_at_end(head)
+        p = builder.phi(_I64)
+        acc_a = [builder.phi(vty) for _ in range(VECS)]
+        acc_b = [builder.phi(vty) for _ in range(VECS)]
+        p.add_incoming(p0, start)
+        for v in range(VECS):
+            acc_a[v].add_incoming(init[v], start)
+            acc_b[v].add_incoming(zero, start)
+        builder.cbranch(builder.icmp_signed("<", builder.add(p, _I64(1)), p1), body, tail)
+        builder.position_at_end(body)
+        new_a = step(p, acc_a)
+        new_b = step(builder.add(p, _I64(1)), acc_b)
+        p.add_incoming(builder.add(p, _I64(2)), body)
+        for v in range(VECS):
+            acc_a[v].add_incoming(new_a[v], body)
+            acc_b[v].add_incoming(new_b[v], body)
+        builder.branch(head)
+
+        builder.position_at_end(tail)
+        summed = [builder.fadd(acc_a[v], acc_b[v]) for v in range(VECS)]
+        builder.cbranch(builder.icmp_signed("<", p, p1), odd, done)
+        builder.position_at_end(odd)
+        last = step(p, summed)
+        builder.branch(done)
+        builder.position_at_end(done)
+        results = [builder.phi(vty) for _ in range(VECS)]  # phis first: LLVM wants them at the block top
+        for v in range(VECS):
+            results[v].add_incoming(summed[v], tail)
+            results[v].add_incoming(last[v], odd)
+            vstore(results[v], out_seg, v)
+        return context.get_dummy_value()
+
+    return codegen
+
+
+def _make(masked):
+    def tile(out, i, j0, ncols, p0, p1, indices, values, b, bj0, accumulate):
+        width = ncols if masked else TILE
+        acc = out[i, j0:j0 + width].copy() if accumulate else np.zeros(width, np.float32)
+        for p in range(p0, p1):
+            acc += values[p] * b[indices[p], bj0:bj0 + width]
+        out[i, j0:j0 + width] = acc
+
+    codegen = _codegen(masked)
+
+    def typer(typingctx, out, i, j0, ncols, p0, p1, indices, values, b, bj0, accumulate):
+        if not (_is(out, 2, types.float32) and _is(b, 2, types.float32) and _is(indices, 1, types.int32)
+                and _is(values, 1, types.float32) and isinstance(accumulate, types.Boolean)
+                and all(isinstance(v, types.Integer) for v in (i, j0, ncols, p0, p1, bj0))):
+            return None
+        return types.void(out, i, j0, ncols, p0, p1, indices, values, b, bj0, accumulate), codegen
+
+    name = "csr_row_tile" if masked else "csr_row_tile_full"
+    typer.__name__ = f"_{name}_ir"
+    tile_ir = intrinsic(typer)
+
+    @overload(tile, inline="always")
+    def _tile_numba(out, i, j0, ncols, p0, p1, indices, values, b, bj0, accumulate):
+        return lambda out, i, j0, ncols, p0, p1, indices, values, b, bj0, accumulate: tile_ir(
+            out, i, j0, ncols, p0, p1, indices, values, b, bj0, accumulate)
+
+    tile.__name__ = tile.__qualname__ = name
+    tile.__doc__ = (f"out[i, j0:j0+{'ncols' if masked else TILE}] (+)= sum_p values[p] * b[indices[p], ...] "
+                    "(module doc).")
+    return tile
+
+
+csr_row_tile = _make(True)
+csr_row_tile_full = _make(False)
+
