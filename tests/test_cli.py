@@ -1,0 +1,151 @@
+"""The command line through subprocesses: exit codes, messages, and a real training run with resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from data_helpers import require_data
+
+# A run small enough for a test: ResNet-20 at width 0.25 on 512 images, batches of 64.
+SMALL = ["--model", "resnet20", "--width", "0.25", "--subset", "512", "--batch-size", "64", "--threads", "1",
+         "--no-progress", "--no-download"]
+
+
+def tinycomp(*args, timeout=600, **kwargs):
+    return subprocess.run([sys.executable, "-m", "tinycomp", *args], capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def model_arrays(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files if k.startswith("model/")}
+
+
+def assert_same_weights(a, b):
+    wa, wb = model_arrays(a), model_arrays(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        np.testing.assert_array_equal(wa[k], wb[k], err_msg=k)
+
+
+def test_help_everywhere():
+    for args in ([], ["train"], ["eval"], ["summary"]):
+        r = tinycomp(*args, "--help")
+        assert r.returncode == 0 and "usage:" in r.stdout
+
+
+def test_summary_of_resnet20():
+    r = tinycomp("summary", "--model", "resnet20", "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["total"]["params"] == 272_474
+    # 3×3 convs of ResNet-20 + projections + classifier, per 32×32 image
+    assert 40e6 < s["total"]["macs"] < 42e6
+    text = tinycomp("summary", "--model", "resnet20", "--width", "0.5").stdout
+    assert "total:" in text and "layer1.0.conv1" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["summary", "--model", "nope"], "invalid choice"),
+    (["train", "--out", "{tmp}/r", "--epochs", "0"], "--epochs must be >= 1"),
+    (["train", "--out", "{tmp}/r", "--model", "nope"], "unknown model 'nope'"),
+    (["train", "--out", "{tmp}/r", "--lr", "abc"], "invalid float value"),
+    (["train", "--out", "{tmp}/r", "--resume"], "nothing to resume"),
+    (["train", "--out", "{tmp}/r", "--data-dir", "{tmp}/nowhere", "--no-download"], "{tmp}/nowhere"),
+    (["eval", "{tmp}/missing.npz"], "no such file"),
+])
+def test_bad_input_exits_2_with_a_message(tmp_path, args, message):
+    r = tinycomp(*[a.format(tmp=tmp_path) for a in args])
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert message.format(tmp=tmp_path) in r.stderr
+
+
+def test_missing_dataset_says_how_to_point_at_it(tmp_path):
+    r = tinycomp("train", "--out", str(tmp_path / "r"), "--data-dir", str(tmp_path / "nowhere"), "--no-download")
+    assert r.returncode == 2
+    assert "TINYCOMP_DATA" in r.stderr or "--data-dir" in r.stderr
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "last.npz").write_bytes(b"precious")
+    r = tinycomp("train", "--out", str(out))
+    assert r.returncode == 2 and "already exists" in r.stderr
+    assert (out / "last.npz").read_bytes() == b"precious"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """A 2-epoch reference run, shared by the resume tests."""
+    require_data()
+    out = tmp_path_factory.mktemp("runs") / "ref"
+    r = tinycomp("train", *SMALL, "--epochs", "2", "--val", "256", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_run_folder_contents_and_eval(uninterrupted):
+    out = uninterrupted
+    assert {p.name for p in out.iterdir()} >= {"last.npz", "best.npz", "log.jsonl", "config.json"}
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in log] == [1, 2]
+    assert all({"train_loss", "val_acc", "test_acc", "wall_time_s"} <= e.keys() for e in log)
+    r = tinycomp("eval", str(out / "last.npz"), "--json", "--no-download")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert abs(result["test_acc"] - log[-1]["test_acc"]) < 1e-9
+    assert len(result["per_class_acc"]) == 10
+
+
+def _start(out, *extra):
+    return subprocess.Popen([sys.executable, "-m", "tinycomp", "train", *SMALL, "--epochs", "2", "--val", "256",
+                             "--out", str(out), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, proc, timeout=300):
+    start = time.time()
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended early: {proc.stderr.read()}")
+        if time.time() - start > timeout:
+            proc.kill()
+            raise AssertionError("timed out waiting for the run")
+        time.sleep(0.05)
+
+
+def test_resume_after_sigterm_mid_epoch_is_bitwise_equal(uninterrupted, tmp_path):
+    out = tmp_path / "r"
+    proc = _start(out)
+    _wait_for(lambda: (out / "config.json").exists(), proc)
+    time.sleep(3.0)  # somewhere in the first epoch (data loading and compiling take the first seconds)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr.read()
+    assert (out / "last.npz").exists()
+    r = tinycomp("train", "--out", str(out), "--resume", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert_same_weights(out / "last.npz", uninterrupted / "last.npz")
+    assert (out / "log.jsonl").read_text().count("\n") == 2
+
+
+def test_resume_after_sigkill_is_bitwise_equal(uninterrupted, tmp_path):
+    out = tmp_path / "r"
+    proc = _start(out)
+    _wait_for(lambda: (out / "log.jsonl").exists(), proc)  # epoch 1 is checkpointed
+    proc.kill()
+    proc.wait()
+    r = tinycomp("train", "--out", str(out), "--resume", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert_same_weights(out / "last.npz", uninterrupted / "last.npz")
+    assert_same_weights(out / "best.npz", uninterrupted / "best.npz")
+
+
+def test_resume_refuses_changed_options(uninterrupted, tmp_path):
+    r = tinycomp("train", "--out", str(uninterrupted), "--resume", "--lr", "0.5")
+    assert r.returncode == 2 and "--lr" in r.stderr
