@@ -4,11 +4,13 @@ What: ``csr_row_tile(out, i, j0, ncols, p0, p1, indices, values, b, bj0, accumul
 c < ncols (ncols <= TILE = 64),
 
     out[i, j0 + c] = (out[i, j0 + c] if accumulate else 0) + sum over p in [p0, p1) of
-                     values[p] * b[indices[p], j0 + c]
+                     values[p] * bflat[indices[p] * N_b + bj0 + c]
 
-with ``out`` (M, N) and ``b`` (K, N) C-contiguous float32, ``indices`` int32 and ``values`` float32.
+with ``out`` (M, N) and ``b`` (K, N_b) C-contiguous float32 (bflat = b.reshape(-1): with bj0 + ncols <= N_b
+this is b[indices[p], bj0 + c]; a larger bj0 = k0 * N_b + c0 shifts the rows by k0), ``indices`` int32 and
+``values`` float32.
 ``csr_row_tile_full`` is the same with ncols fixed at 64 (ncols is ignored). No bounds are checked: the
-caller guarantees j0 + ncols <= N, 0 <= p0 <= p1 <= len(indices) and every indices[p] in [0, K).
+caller guarantees j0 + ncols <= N, 0 <= p0 <= p1 <= len(indices) and every flat index in range.
 
 Why: an axpy formulation (out row += v * b row, one pass per kept weight) loads and stores the output
 once per kept weight, and Numba's loop vectoriser keeps accumulators in memory. Here the 64-column
@@ -38,7 +40,8 @@ _I1, _I8, _I32, _I64, _F32 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.In
 
 def csr_row_tile_ref(out, i, j0, ncols, p0, p1, indices, values, b, bj0, accumulate):
     """NumPy oracle: gather the kept rows of b, one dot product with the kept values (float64)."""
-    seg = values[p0:p1].astype(np.float64) @ b[indices[p0:p1], bj0:bj0 + ncols].astype(np.float64)
+    rows = b.reshape(-1)[indices[p0:p1, None].astype(np.int64) * b.shape[1] + bj0 + np.arange(ncols)]
+    seg = values[p0:p1].astype(np.float64) @ rows.astype(np.float64)
     out[i, j0:j0 + ncols] = (out[i, j0:j0 + ncols] if accumulate else 0) + seg
 
 
@@ -166,8 +169,10 @@ def _make(masked):
     def tile(out, i, j0, ncols, p0, p1, indices, values, b, bj0, accumulate):
         width = ncols if masked else TILE
         acc = out[i, j0:j0 + width].copy() if accumulate else np.zeros(width, np.float32)
+        flat = b.reshape(-1)
         for p in range(p0, p1):
-            acc += values[p] * b[indices[p], bj0:bj0 + width]
+            start = indices[p] * b.shape[1] + bj0
+            acc += values[p] * flat[start:start + width]
         out[i, j0:j0 + width] = acc
 
     codegen = _codegen(masked)

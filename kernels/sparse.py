@@ -150,6 +150,7 @@ class BlockedCSR(NamedTuple):
 
 K_BLOCK = 1024   # rows of b per packed block: 1024 x COL_BLOCK floats = 512 KiB, half of a Zen 4 L2
 COL_BLOCK = 128  # columns of b per packed block (two 64-column register tiles)
+PACK_MIN_USES = 2  # pack b only when W keeps at least this many entries per column on average
 
 
 def _csr_block_loops(ptr, indices_b, values_b, perm, indptr, indices, values, k_block):
@@ -198,9 +199,10 @@ def csr_block(indptr, indices, values, n_cols, k_block=K_BLOCK):
     return _block(indptr, indices, values, n_cols, int(min(k_block, max(1, n_cols))))
 
 
-def _csr_matmul_loops(out, ptr, indices, values, b, k_block, col_block, row_block, buf):
+def _csr_matmul_loops(out, ptr, indices, values, b, k_block, col_block, row_block, buf, pack):
     """out (M, N) = W @ b from a BlockedCSR's (ptr, indices, values); tasks = (column block, row
-    block) split into one contiguous range per worker (buf[w] is worker w's packing buffer)."""
+    block) split into one contiguous range per worker (buf[w] is worker w's packing buffer). Without
+    ``pack`` the tiles read b in place: element (k0 + k, c) of C-contiguous b is k * N + (k0 * N + c)."""
     m, n = out.shape
     kk = b.shape[0]
     n_kb = (len(ptr) - 1) // max(m, 1)
@@ -219,21 +221,23 @@ def _csr_matmul_loops(out, ptr, indices, values, b, k_block, col_block, row_bloc
                 k0 = kb * k_block
                 # pack the (k_block, cw) block of b contiguously: b's rows are N floats apart, often a
                 # power of two, and the block's row pieces would then fall into a few cache sets
-                for r in range(min(k_block, kk - k0)):
+                for r in range(min(k_block, kk - k0) if pack else 0):
                     src = b[k0 + r, c0:c0 + cw]
                     dst = pb[r]
                     for j in range(cw):
                         dst[j] = src[j]
                 base = kb * m
+                src_b = pb if pack else b
+                off = 0 if pack else k0 * n + c0
                 for jl in range(0, cw, TILE):
                     w = min(TILE, cw - jl)
                     for i in range(r0, r1):
                         if w == TILE:
                             csr_row_tile_full(out, i, c0 + jl, TILE, ptr[base + i], ptr[base + i + 1],
-                                              indices, values, pb, jl, kb > 0)
+                                              indices, values, src_b, off + jl, kb > 0)
                         else:
                             csr_row_tile(out, i, c0 + jl, w, ptr[base + i], ptr[base + i + 1],
-                                         indices, values, pb, jl, kb > 0)
+                                         indices, values, src_b, off + jl, kb > 0)
 
 
 csr_matmul_jit = njit(parallel=True, cache=True)(_csr_matmul_loops)
@@ -249,8 +253,12 @@ def _matmul_blocked_into(out, bw, b):
     # too few column blocks for the workers (small N: batch 1, small feature maps): split rows too
     n_rb = min(m, -(-2 * workers // n_cb)) if n_cb < 2 * workers else 1
     row_block = -(-m // n_rb)
-    buf = np.empty((workers, min(bw.k_block, max(1, b.shape[0])), col_block), dtype=np.float32)
-    csr_matmul_jit(out, bw.ptr, bw.indices, bw.values, b, bw.k_block, col_block, row_block, buf)
+    # a packed row of b pays off when several rows of W use it; at ~99 % sparsity (fewer than
+    # PACK_MIN_USES kept entries per column of W) reading b in place is cheaper than copying all of it
+    pack = len(bw.values) >= PACK_MIN_USES * b.shape[0]
+    shape = (min(bw.k_block, max(1, b.shape[0])), col_block) if pack else (1, 1)
+    buf = np.empty((workers,) + shape, dtype=np.float32)
+    csr_matmul_jit(out, bw.ptr, bw.indices, bw.values, b, bw.k_block, col_block, row_block, buf, pack)
     return out
 
 

@@ -134,7 +134,7 @@ def test_csr_matmul_asm_uses_zmm_fma():
     fresh = njit(parallel=True)(S._csr_matmul_loops)  # not the cached dispatcher: its asm is not inspectable
     bw = S.csr_block(*S.csr_from_dense(np.eye(3, dtype=np.float32)), 3)
     fresh(np.empty((3, 3), np.float32), bw.ptr, bw.indices, bw.values, np.ones((3, 3), np.float32), 3, 64, 3,
-          np.empty((1, 3, 64), np.float32))
+          np.empty((1, 3, 64), np.float32), True)
     asm = "\n".join(fresh.inspect_asm().values())
     assert len(re.findall(r"vfmadd\w*ps\s+[^\n]*zmm", asm)) >= 8
 
@@ -200,7 +200,10 @@ def test_loops_run_in_plain_python():
     out = np.empty((3, 5), np.float32)
     bw = S.csr_block(indptr, indices, values, 6, k_block=4)  # two K-blocks, the second partial
     buf = np.empty((2, 4, 2), np.float32)  # two workers, column blocks of 2 (the last one 1 wide)
-    S._csr_matmul_loops(out, bw.ptr, bw.indices, bw.values, b, 4, 2, 2, buf)
+    for pack in (True, False):
+        out[:] = np.nan
+        S._csr_matmul_loops(out, bw.ptr, bw.indices, bw.values, b, 4, 2, 2, buf, pack)
+        np.testing.assert_allclose(out, w @ b, **TOL)
     np.testing.assert_allclose(out, w @ b, **TOL)
     ptr, ib, vb, perm = np.empty(2 * 3 + 1, np.int64), np.empty_like(indices), np.empty_like(values), \
         np.empty(len(values), np.int64)
