@@ -140,8 +140,8 @@ def test_tiles_float32_forward_and_backward(cfg):
 
 
 def test_tiles_loops_run_as_plain_python():
-    from tinycomp_kernels.conv import (_conv2d_tiles_backward_weight_loops, _conv2d_tiles_loops, _phase_split,
-                                       _phase_split_loops)
+    from tinycomp_kernels.conv_tiles import (_conv2d_tiles_backward_weight_loops, _conv2d_tiles_loops, _phase_split,
+                                             _phase_split_loops)
 
     rng = np.random.default_rng(6)
     x = rng.standard_normal((1, 2, 3, 15)).astype(np.float32)   # stride 2, padding 1, 2x2 kernel: OW = 8

@@ -1,0 +1,215 @@
+"""The float32 "tiles" convolution: implicit GEMM on register tiles, forward and both gradients.
+
+Used by ``tinycomp_kernels.conv`` (which chooses it from the shapes) for float32, groups 1:
+
+- forward (O and OW multiples of 8): the input is zero-padded and split into its stride phases once,
+      xq[n, (c*sh + a)*sw + b, i, j] = xpad[n, c, i*sh + a, j*sw + b]      (N, C*sh*sw, Hq, Wq)
+  after which tap (c, kh, kw) of output row (n, oh) reads the *contiguous* segment
+      xq_flat[n*plane + oh*Wq + koff[(c*KH + kh)*KW + kw] + ow],
+      koff = (((c*sh + kh*dh % sh)*sw + kw*dw % sw)*Hq + kh*dh // sh)*Wq + kw*dw // sw.
+  ``fma_tile`` register tiles compute 8 or 16 output channels x 8-32 columns per call, in parallel
+  over (n, oh); no patch matrix is written.
+- input gradient (C a multiple of 8, W/sw a multiple of 8): per stride phase (a, b) of dx, the pixels
+  (i*sh + a, j*sw + b) are reached only by the taps with (a + ph - kh*dh) % sh == 0 (columns alike),
+  each reading dout at the fixed row shift (a + ph - kh*dh) / sh. So each phase is a stride-1 tiles
+  conv of zero-padded dout with the (C, O*taps) block of those taps (stride 1: one phase, the
+  flipped transposed kernel); the phases are interleaved into dx.
+- weight gradient (O a multiple of 4, OW in 8, 16, 32): ``dw_tile`` accumulates 4 dout rows x 4 patch
+  rows over fixed chunks of 128 output rows (into one partial per chunk, summed in a fixed order:
+  the result does not depend on the thread count).
+
+Reference: ``tinycomp_kernels.conv.conv2d_ref``; the tests compare with it and with im2col + GEMM.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .fma_tile import (dw_tile_4x4_8x1, dw_tile_4x4_16x1, dw_tile_4x4_16x2, fma_tile_8_8x1, fma_tile_8_8x2,
+                       fma_tile_8_16x1, fma_tile_8_16x2, fma_tile_16_16x1)
+from .im2col import conv_output_size
+
+
+# --- loops ----------------------------------------------------------------------------------------
+def _phase_split_loops(xq, x, ph, pw, sh, sw):
+    """xq[n, (c*sh + a)*sw + b, i, j] = x[n, c, i*sh + a - ph, j*sw + b - pw], 0 outside x."""
+    N, C, H, W = x.shape
+    Hq, Wq = xq.shape[2], xq.shape[3]
+    for t in prange(N * C):
+        n = t // C
+        c = t % C
+        for a in range(sh):
+            for b in range(sw):
+                q = (c * sh + a) * sw + b
+                for i in range(Hq):
+                    ih = i * sh + a - ph
+                    if ih < 0 or ih >= H:
+                        for j in range(Wq):
+                            xq[n, q, i, j] = 0
+                        continue
+                    for j in range(Wq):
+                        iw = j * sw + b - pw
+                        xq[n, q, i, j] = x[n, c, ih, iw] if 0 <= iw < W else 0
+
+
+def _conv2d_tiles_loops(out, xq, wm, koff):
+    """out (N, O, OH, OW) from the phase-split input xq (N, C*sh*sw, Hq, Wq), weights wm (O, K) and
+    tap offsets koff (K,): row (n, oh) of every output channel starts at n*plane + oh*Wq in xq.
+    Tiles keep 16 vector accumulators: 8 channels x 32 columns, 16 channels x 16 columns, or 8 channels
+    x two rows of 8 columns; other widths (multiples of 8) use 8 x 16 or 8 x 8 tiles."""
+    N, O, OH, OW = out.shape
+    Wq = xq.shape[3]
+    plane = xq.shape[1] * xq.shape[2] * Wq
+    P = OH * OW
+    of = out.reshape(-1)
+    xf = xq.reshape(-1)
+    pairs = OW == 8 and OH % 2 == 0       # two output rows per tile
+    step = 2 if pairs else 1
+    for t in prange(N * (OH // step)):
+        n = t // (OH // step)
+        oh = (t % (OH // step)) * step
+        base = n * plane + oh * Wq
+        o0 = 0
+        while o0 < O:
+            ob = (n * O + o0) * P + oh * OW
+            if pairs:
+                fma_tile_8_8x2(of, ob, P, wm, o0, xf, base, koff, Wq, OW)
+            elif OW % 32 == 0:
+                for ow0 in range(0, OW, 32):
+                    fma_tile_8_16x2(of, ob + ow0, P, wm, o0, xf, base + ow0, koff, 16, 16)
+            elif OW % 16 == 0 and O - o0 >= 16:
+                for ow0 in range(0, OW, 16):
+                    fma_tile_16_16x1(of, ob + ow0, P, wm, o0, xf, base + ow0, koff, 16, 16)
+                o0 += 8  # this tile covered 16 channels
+            elif OW % 16 == 0:
+                for ow0 in range(0, OW, 16):
+                    fma_tile_8_16x1(of, ob + ow0, P, wm, o0, xf, base + ow0, koff, 16, 16)
+            else:
+                for ow0 in range(0, OW, 8):
+                    fma_tile_8_8x1(of, ob + ow0, P, wm, o0, xf, base + ow0, koff, 8, 8)
+            o0 += 8
+
+
+def _conv2d_tiles_backward_weight_loops(parts, dout, xq, koff, rows_per_chunk):
+    """parts[ch] (O, Kpad) += the weight gradient of output rows ch*rows_per_chunk .. (+rows_per_chunk)
+    (rows m = n*OH + oh); the caller sums the chunks in a fixed order, so the result does not depend on
+    the thread count. koff is padded to Kpad (a multiple of 4) with valid offsets; those columns are dropped."""
+    nchunks, O, Kpad = parts.shape
+    N, _, OH, OW = dout.shape
+    Wq = xq.shape[3]
+    plane = xq.shape[1] * xq.shape[2] * Wq
+    P = OH * OW
+    df = dout.reshape(-1)
+    xf = xq.reshape(-1)
+    for ch in prange(nchunks):
+        m0 = ch * rows_per_chunk
+        m1 = min(N * OH, m0 + rows_per_chunk)
+        part = parts[ch]
+        for o0 in range(0, O, 4):
+            for k0 in range(0, Kpad, 4):
+                if OW == 32:
+                    dw_tile_4x4_16x2(part, o0, k0, df, xf, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
+                elif OW == 16:
+                    dw_tile_4x4_16x1(part, o0, k0, df, xf, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
+                else:
+                    dw_tile_4x4_8x1(part, o0, k0, df, xf, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
+
+
+conv2d_tiles_backward_weight_jit = njit(parallel=True, cache=True)(_conv2d_tiles_backward_weight_loops)
+phase_split_jit = njit(parallel=True, cache=True)(_phase_split_loops)
+conv2d_tiles_jit = njit(parallel=True, cache=True)(_conv2d_tiles_loops)
+
+
+# --- wrappers -------------------------------------------------------------------------------------
+def _tiles_fit(x_shape, w_shape, stride, padding, dilation, groups, dtype):
+    O, OW = w_shape[0], conv_output_size(x_shape[2], x_shape[3], w_shape[2], w_shape[3], stride, padding, dilation)[1]
+    return np.dtype(dtype) == np.float32 and groups == 1 and O % 8 == 0 and OW % 8 == 0
+
+
+def _tiles_backward_input_fits(x_shape, w_shape, stride, padding, dilation, groups, dtype):
+    """Each stride phase of dx is a tiles conv of dout with C output channels over W/sw columns."""
+    (sh, sw), C, W = stride, x_shape[1], x_shape[3]
+    return (np.dtype(dtype) == np.float32 and groups == 1 and C % 8 == 0 and W % sw == 0
+            and (W // sw) % 8 == 0)
+
+
+def _phase_taps(a, k, s, p, d):
+    """The taps of a kernel axis that reach input positions of phase a (i*s + a), with their shifts:
+    position i*s + a reads dout row i + delta, delta = (a + p - kh*d) / s, for each kh listed."""
+    return [(kh, (a + p - kh * d) // s) for kh in range(k) if (a + p - kh * d) % s == 0]
+
+
+def _conv2d_tiles_backward_input(dout, w, x_shape, s, p, d):
+    """dx by stride phases: the pixels (i*sh + a, j*sw + b) of dx only meet the taps listed by
+    _phase_taps, each at a fixed shift of dout, so each phase is a stride-1 tiles conv of zero-padded
+    dout with the (C, O*taps) weight block of its taps; the phases are then interleaved into dx."""
+    N, C, H, W = x_shape
+    O, _, KH, KW = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = s, p, d
+    OH, OW = dout.shape[2:]
+    rows = [_phase_taps(a, KH, sh, ph, dh) for a in range(sh)]
+    cols = [_phase_taps(b, KW, sw, pw, dw) for b in range(sw)]
+    shifts_h = [t for r in rows for _, t in r] or [0]
+    shifts_w = [t for c in cols for _, t in c] or [0]
+    top, left = max(0, -min(shifts_h)), max(0, -min(shifts_w))
+    Hi, Wi = -(-H // sh), W // sw
+    Hd = top + max(OH, Hi + max(shifts_h))
+    Wd = left + max(OW, Wi + max(shifts_w))
+    dpad = np.zeros((N, O, Hd, Wd), dtype=np.float32)                 # dout, zero-padded for every shift
+    dpad[:, :, top:top + OH, left:left + OW] = dout
+    dx = np.empty(x_shape, dtype=np.float32) if (sh, sw) != (1, 1) else None
+    for a in range(sh):
+        for b in range(sw):
+            Ha = -(-(H - a) // sh)                                        # rows of dx in phase a
+            taps = [(kh, th, kw, tw) for kh, th in rows[a] for kw, tw in cols[b]]
+            if Ha <= 0:
+                continue
+            if not taps:
+                dx[:, :, a::sh, b::sw] = 0
+                continue
+            kh, th, kw, tw = (np.array(v) for v in zip(*taps))
+            wm = np.ascontiguousarray(w[:, :, kh, kw].transpose(1, 0, 2)).reshape(C, O * len(taps))  # (C, O*T)
+            o = np.arange(O)[:, None]
+            koff = ((o * Hd + top + th[None, :]) * Wd + left + tw[None, :]).reshape(-1).astype(np.int64)
+            out = np.empty((N, C, Ha, Wi), dtype=np.float32)
+            conv2d_tiles_jit(out, dpad, wm, koff)
+            if dx is None:
+                return out
+            dx[:, :, a::sh, b::sw] = out
+    return dx
+
+
+def _phase_split(x, KH, KW, s, p, d):
+    """(xq, koff): the padded, phase-split input (N, C*sh*sw, Hq, Wq) and the offset of each tap."""
+    N, C, H, W = x.shape
+    (sh, sw), (ph, pw), (dh, dw) = s, p, d
+    Hq, Wq = -(-(H + 2 * ph) // sh), -(-(W + 2 * pw) // sw)
+    xq = np.empty((N, C * sh * sw, Hq, Wq), dtype=np.float32)
+    phase_split_jit(xq, np.ascontiguousarray(x), ph, pw, sh, sw)
+    c, kh, kw = np.meshgrid(np.arange(C), np.arange(KH), np.arange(KW), indexing="ij")
+    koff = ((((c * sh + kh * dh % sh) * sw + kw * dw % sw) * Hq + kh * dh // sh) * Wq + kw * dw // sw)
+    return xq, koff.reshape(-1).astype(np.int64)                         # koff (C*KH*KW,)
+
+
+def _conv2d_tiles(x, w, s, p, d, OH, OW):
+    """The "tiles" forward (module docstring): phase split, tap offsets, register tiles."""
+    O, C, KH, KW = w.shape
+    xq, koff = _phase_split(x, KH, KW, s, p, d)
+    out = np.empty((x.shape[0], O, OH, OW), dtype=np.float32)
+    conv2d_tiles_jit(out, xq, np.ascontiguousarray(w).reshape(O, C * KH * KW), koff)
+    return out
+
+
+def _tiles_backward_weight_fits(w_shape, OW, groups, dtype):
+    return np.dtype(dtype) == np.float32 and groups == 1 and w_shape[0] % 4 == 0 and OW in (8, 16, 32)
+
+
+def _conv2d_tiles_backward_weight(dout, x, w_shape, s, p, d):
+    """dw (O, C, KH, KW) = sum over output rows of dout-rows x patch-rows, in fixed row chunks."""
+    O, C, KH, KW = w_shape
+    N, _, OH, OW = dout.shape
+    xq, koff = _phase_split(x, KH, KW, s, p, d)
+    K = C * KH * KW
+    koff = np.concatenate([koff, np.full(-K % 4, koff[0], np.int64)])    # pad K to a multiple of 4
+    rows_per_chunk = 128  # 4 CIFAR images at 32x32: per-chunk horizontal sums stay ~5 % of the work
+    parts = np.zeros((-(-N * OH // rows_per_chunk), O, koff.size), dtype=np.float32)
+    conv2d_tiles_backward_weight_jit(parts, np.ascontiguousarray(dout), xq, koff, rows_per_chunk)
+    return parts.sum(axis=0, dtype=np.float64)[:, :K].astype(np.float32).reshape(w_shape)
