@@ -151,6 +151,7 @@ class BlockedCSR(NamedTuple):
 K_BLOCK = 1024   # rows of b per packed block: 1024 x COL_BLOCK floats = 512 KiB, half of a Zen 4 L2
 COL_BLOCK = 128  # columns of b per packed block (two 64-column register tiles)
 PACK_MIN_USES = 2  # pack b only when W keeps at least this many entries per column on average
+COL_BLOCK_NOPACK = 1024  # unpacked: long row pieces of b stream better from memory
 
 
 def _csr_block_loops(ptr, indices_b, values_b, perm, indptr, indices, values, k_block):
@@ -248,14 +249,14 @@ def _matmul_blocked_into(out, bw, b):
     if m == 0 or n == 0:
         return out
     workers = get_num_threads()
-    col_block = min(COL_BLOCK, -(-n // TILE) * TILE)
+    # a packed row of b pays off when several rows of W use it; at ~99 % sparsity (fewer than
+    # PACK_MIN_USES kept entries per column of W) reading b in place is cheaper than copying all of it
+    pack = len(bw.values) >= PACK_MIN_USES * b.shape[0]
+    col_block = min(COL_BLOCK if pack else COL_BLOCK_NOPACK, -(-n // TILE) * TILE)
     n_cb = -(-n // col_block)
     # too few column blocks for the workers (small N: batch 1, small feature maps): split rows too
     n_rb = min(m, -(-2 * workers // n_cb)) if n_cb < 2 * workers else 1
     row_block = -(-m // n_rb)
-    # a packed row of b pays off when several rows of W use it; at ~99 % sparsity (fewer than
-    # PACK_MIN_USES kept entries per column of W) reading b in place is cheaper than copying all of it
-    pack = len(bw.values) >= PACK_MIN_USES * b.shape[0]
     shape = (min(bw.k_block, max(1, b.shape[0])), col_block) if pack else (1, 1)
     buf = np.empty((workers,) + shape, dtype=np.float32)
     csr_matmul_jit(out, bw.ptr, bw.indices, bw.values, b, bw.k_block, col_block, row_block, buf, pack)
