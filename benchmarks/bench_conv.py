@@ -1,10 +1,12 @@
 """Float conv2d kernels on ResNet-20's layer shapes (batch 128, CIFAR 32x32), float32.
 
-For each layer shape: forward, backward-input and backward-weight of ``tinycomp_kernels.conv``,
+For each layer shape: forward, backward-input and backward-weight of ``tinycomp_kernels.conv`` with
+the algorithm it picks from the shapes ("tiles" = register-tile implicit GEMM for these layers),
 each validated against the NumPy reference first (on a small batch), then timed; GFLOP/s counts
 2*N*O*OH*OW*C/G*KH*KW per pass. The "gemm" column times a bare ``np.matmul`` of the forward's GEMM
-size ((O, C*KH*KW) @ (C*KH*KW, N*OH*OW)) in the same run, as the ceiling the BLAS gives us; the
-"weighted" row adds the passes up with each shape's count in the network, which is the conv part of
+size ((O, C*KH*KW) @ (C*KH*KW, N*OH*OW)) in the same run, the ceiling of any im2col + BLAS conv, and
+the forward forced to ``algorithm="im2col"`` (the speed-up column is im2col time / chosen time, timed
+round-robin in the same run); the "weighted" row adds the passes up with each shape's count in the network, which is the conv part of
 one training step.
 
     flock /tmp/tinycomp-bench.lock python benchmarks/bench_conv.py [--quick] [--threads 2]
@@ -83,14 +85,16 @@ def main():
             "fwd": lambda: conv2d_forward(x, w, s, p),
             "bwd_in": lambda: conv2d_backward_input(dout, w, x.shape, s, p),
             "bwd_w": lambda: conv2d_backward_weight(dout, x, w.shape, s, p),
+            "im2col_fwd": lambda: conv2d_forward(x, w, s, p, algorithm="im2col"),
             "gemm": lambda: np.matmul(wm, cols),
         }, repeats=repeats)
         del cols
         row = {"layer": name, "count": count, "algo": conv2d_algorithm(x.shape, w.shape, s, p),
                "gflop": gflop}
-        for key in ("fwd", "bwd_in", "bwd_w", "gemm"):
+        for key in ("fwd", "bwd_in", "bwd_w", "im2col_fwd", "gemm"):
             row[f"{key}_ms"] = t[key]["median_s"] * 1e3
             row[f"{key}_gflops"] = gflop / t[key]["median_s"]
+        row["fwd_vs_im2col"] = t["im2col_fwd"]["median_s"] / t["fwd"]["median_s"]
         for key in totals:
             totals[key] += count * t[key]["median_s"] * 1e3
         rows.append(row)
@@ -100,6 +104,7 @@ def main():
                  ("fwd_ms", "fwd ms", "{:.2f}"), ("fwd_gflops", "fwd GF/s", "{:.1f}"),
                  ("bwd_in_ms", "bwd-in ms", "{:.2f}"), ("bwd_in_gflops", "bwd-in GF/s", "{:.1f}"),
                  ("bwd_w_ms", "bwd-w ms", "{:.2f}"), ("bwd_w_gflops", "bwd-w GF/s", "{:.1f}"),
+                 ("im2col_fwd_gflops", "im2col+GEMM fwd GF/s", "{:.1f}"), ("fwd_vs_im2col", "fwd speed-up", "{:.2f}"),
                  ("gemm_gflops", "bare GEMM GF/s", "{:.1f}")]
     write_report("conv" + ("_quick" if args.quick else ""), rows, cols_spec,
                  extra={"batch": N, "threads": args.threads, "repeats": repeats,
