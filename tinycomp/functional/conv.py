@@ -7,8 +7,8 @@
     dw[o, ci, kh, kw] = sum_{n, oh, ow} dout[n, o, oh, ow] * x[n, g*C/G + ci, ...]
     db[o] = sum_{n, oh, ow} dout[n, o, oh, ow]
 
-The kernels (tinycomp_kernels.conv) pick im2col + BLAS, direct loops or a plain matmul for 1x1 from
-the shapes alone, so results are reproducible.
+The kernels (tinycomp_kernels.conv) pick register-tile implicit GEMM (float32), im2col + BLAS, direct
+loops (depthwise) or a plain matmul (1x1) from the shapes and dtype alone, so results are reproducible.
 """
 import numpy as np
 from tinycomp_kernels.conv import conv2d_backward, conv2d_forward
