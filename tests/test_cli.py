@@ -149,3 +149,15 @@ def test_resume_after_sigkill_is_bitwise_equal(uninterrupted, tmp_path):
 def test_resume_refuses_changed_options(uninterrupted, tmp_path):
     r = tinycomp("train", "--out", str(uninterrupted), "--resume", "--lr", "0.5")
     assert r.returncode == 2 and "--lr" in r.stderr
+
+
+def test_real_data_smoke_training_beats_chance(tmp_path):
+    require_data()
+    out = tmp_path / "smoke"
+    r = tinycomp("train", "--model", "resnet20", "--width", "0.5", "--subset", "4000", "--epochs", "3",
+                 "--batch-size", "64", "--lr", "0.1", "--test-every", "3", "--no-progress", "--no-download",
+                 "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert "test_acc" not in log[0] and "test_acc" in log[-1]
+    assert log[-1]["test_acc"] >= 0.35, log[-1]   # chance is 0.10

@@ -44,6 +44,8 @@ def _train_parser(sub):
     p.add_argument("--val", type=int, default=None, help="hold out N training images for validation "
                    "(best.npz is chosen on them)")
     p.add_argument("--subset", type=int, default=None, help="train on the first N training images only")
+    p.add_argument("--test-every", type=int, default=None, help="evaluate on the test set every N epochs and "
+                   "after the last one (default 1)")
     p.add_argument("--init", default=None, help="start from the weights of this checkpoint")
     p.add_argument("--out", required=True, help="run folder (must not exist, unless --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.npz")

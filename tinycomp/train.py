@@ -63,6 +63,7 @@ class TrainConfig:
     subset: int = None
     init: str = None
     eval_batch_size: int = 500
+    test_every: int = 1            # evaluate on the test set every N epochs (and after the last)
 
     def check(self):
         problems = []
@@ -70,7 +71,7 @@ class TrainConfig:
             problems.append(f"--model: unknown model '{self.model}' (choose from {', '.join(models.names())})")
         if self.schedule not in ("onecycle", "cosine", "step", "constant"):
             problems.append(f"--schedule: '{self.schedule}' is not one of onecycle, cosine, step, constant")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "test_every"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not self.width > 0:
@@ -268,10 +269,11 @@ class Trainer:
         return None
 
     def _end_epoch(self, epoch, t0):
-        test_loss, test_acc, _ = evaluate(self.model, self.test_loader, len(self.classes))
         line = {"epoch": epoch + 1, "train_loss": self.running["loss"] / max(1, self.running["seen"]),
                 "train_acc": self.running["correct"] / max(1, self.running["seen"]),
-                "test_loss": test_loss, "test_acc": test_acc, "lr": self.optimizer.param_groups[0]["lr"]}
+                "lr": self.optimizer.param_groups[0]["lr"]}
+        if (epoch + 1) % self.cfg.test_every == 0 or epoch + 1 == self.cfg.epochs:
+            line["test_loss"], line["test_acc"], _ = evaluate(self.model, self.test_loader, len(self.classes))
         is_best = False
         if self.val_loader is not None:
             line["val_loss"], line["val_acc"], _ = evaluate(self.model, self.val_loader, len(self.classes))
