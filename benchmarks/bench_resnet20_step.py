@@ -8,17 +8,22 @@ process with the same thread count, and the throughput ratio.
 Validation first: tinycomp's eval-mode logits must match PyTorch's for the same weights (when
 PyTorch is there), and a step must reduce nothing to NaN.
 """
-import argparse
-import json
 import os
-import resource
-import subprocess
-import sys
-import tempfile
-import time
-import tracemalloc
 
-import numpy as np
+# sleeping thread pools, as tinycomp sets them, before numpy and numba start (see tinycomp/__init__.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import time_call, write_report  # noqa: E402
@@ -55,7 +60,9 @@ def run_torch(model, x, y, threads, repeats):
         np.savez(os.path.join(tmp, "w.npz"), **model.state_dict())
         np.savez(os.path.join(tmp, "x.npz"), x=x, y=y)
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_resnet20.py")
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        # PyTorch in its default configuration: without tinycomp's wait-policy settings
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
+        env["OMP_NUM_THREADS"] = str(threads)
         out = subprocess.run([sys.executable, script, "--threads", str(threads), "--batch", str(len(y)),
                               "--repeats", str(repeats), "--weights", os.path.join(tmp, "w.npz"),
                               "--input", os.path.join(tmp, "x.npz")],

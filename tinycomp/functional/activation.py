@@ -9,6 +9,8 @@ The derivative at a kink takes the value PyTorch uses (relu'(0) = 0, hardtanh' =
 """
 import numpy as np
 
+from tinycomp_kernels.elementwise import relu_backward
+
 from ..autograd import Function
 from ._util import check_float
 
@@ -23,7 +25,7 @@ class ReLU(Function):
     @staticmethod
     def backward(ctx, dout):
         (y,) = ctx.saved
-        return np.where(y > 0, dout, 0).astype(dout.dtype, copy=False)
+        return relu_backward(dout, y)  # one parallel pass; np.where was ~4x slower here
 
 
 class LeakyReLU(Function):
