@@ -148,7 +148,7 @@ def main():
              "repeats": repeats, "quick": args.quick,
              "note": "binary = pack_activations + binary_conv2d (weights pre-packed); float = fastest float32 "
                      "conv of the run (float_impl); ratio = float median / binary median, same interleaved run"}
-    write_report("binary_conv", rows, [
+    write_report("binary_conv" + ("_quick" if args.quick else ""), rows, [
         ("net", "net", None), ("batch", "N", None), ("C", "C", None), ("HW", "H=W", None), ("O", "O", None),
         ("stride", "stride", None), ("float_ms", "float ms", "{:.3f}"), ("float_impl", "float impl", None),
         ("binary_ms", "binary ms (incl. pack)", "{:.3f}"), ("pack_ms", "pack ms", "{:.3f}"),

@@ -136,7 +136,7 @@ def main():
                ("ratio_vs_torch", "throughput vs PyTorch", "{:.2f}")]
     extra = {"batch": args.batch, "threads": args.threads, "repeats": repeats,
              "time_split_s": split, "peak_numpy_bytes": peak, "peak_rss_bytes": rss_peak}
-    write_report("resnet20_step", rows, columns, extra=extra, title="ResNet-20 training step (batch 128)")
+    write_report("resnet20_step" + ("_quick" if args.quick else ""), rows, columns, extra=extra, title="ResNet-20 training step (batch 128)")
     print("\ntime split per step (s), profiled:")
     for k, v in sorted(split.items(), key=lambda kv: -kv[1]):
         print(f"  {k:<40} {v:.4f}  ({100 * v / profiled:.0f} %)")

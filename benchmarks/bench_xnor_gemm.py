@@ -84,7 +84,7 @@ def main():
              "repeats": repeats, "quick": args.quick,
              "note": "ratio = median float32 time / median xnor time from one interleaved run; "
                      "xnor_gbops = binary MACs (M*N*K) per ns; operands packed beforehand"}
-    write_report("xnor_gemm", rows, [
+    write_report("xnor_gemm" + ("_quick" if args.quick else ""), rows, [
         ("M", "M", None), ("N", "N", None), ("K", "K", None),
         ("float32_ms", "float32 matmul ms", "{:.3f}"), ("xnor_ms", "xnor_gemm ms", "{:.3f}"),
         ("ratio", "speedup (median)", "{:.1f}x"), ("ratio_min", "speedup (min)", "{:.1f}x"),
