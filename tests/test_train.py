@@ -1,0 +1,42 @@
+"""Training-loop failure behaviour: a diverging loss stops the run and keeps the last good checkpoint."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data_helpers import require_data
+from tinycomp import checkpoint
+from tinycomp.train import DivergedError, TrainConfig, Trainer
+
+SMALL = dict(model="resnet20", width=0.25, subset=256, batch_size=64, threads=1, download=False, test_every=99)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    require_data()
+    trainer = Trainer(TrainConfig(epochs=3, **SMALL), tmp_path / "run", progress=False)
+    end_epoch = trainer._end_epoch
+
+    def poison_after_first_epoch(epoch, t0):
+        end_epoch(epoch, t0)
+        if epoch == 0:  # after epoch 1 is checkpointed, a weight goes bad
+            trainer.model.linear.weight.data[0, 0] = np.nan
+
+    trainer._end_epoch = poison_after_first_epoch
+    with pytest.raises(DivergedError, match=r"the loss became nan at epoch 2, batch 1.*last good checkpoint is kept"):
+        trainer.run()
+    saved = checkpoint.load(tmp_path / "run" / "last.npz")
+    assert saved["meta"]["position"] == {"epoch": 1, "batch": 0}
+    assert all(np.all(np.isfinite(v)) for v in saved["model"].values())
+    assert len(saved["meta"]["history"]) == 1
+
+
+def test_cli_exits_3_when_the_loss_diverges(tmp_path):
+    require_data()
+    r = subprocess.run([sys.executable, "-m", "tinycomp", "train", "--model", "resnet20", "--width", "0.25",
+                        "--subset", "256", "--batch-size", "64", "--epochs", "1", "--lr", "1e30", "--threads", "1",
+                        "--schedule", "constant", "--no-progress", "--no-download", "--out", str(tmp_path / "r")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 3, r.stderr
+    assert "the loss became" in r.stderr and "training stopped" in r.stderr
+    assert not (tmp_path / "r" / "last.npz").exists()  # nothing good to keep yet: nothing written
