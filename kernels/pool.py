@@ -174,10 +174,24 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
 
 
 def max_pool2d_backward(dout, argmax, x_shape):
-    """dx (x_shape): each dout entry added to the input pixel that won its window."""
+    """dx (x_shape): each dout entry added to the input pixel that won its window.
+
+    ``argmax`` is the forward's (flat in-plane indices); it is range-checked because the kernel
+    scatters into dx at those indices without bounds checks."""
+    for name, arr in (("dout", dout), ("argmax", argmax)):
+        if not isinstance(arr, np.ndarray):
+            raise TypeError(f"max_pool2d_backward: {name} must be a numpy array, got {type(arr).__name__}")
+    if dout.dtype not in (np.float32, np.float64):
+        raise TypeError(f"max_pool2d_backward: dout must be float32 or float64, got {dout.dtype}")
+    if argmax.dtype.kind not in "iu":
+        raise TypeError(f"max_pool2d_backward: argmax must be integers, got {argmax.dtype}")
     if dout.shape != argmax.shape or len(x_shape) != 4 or dout.shape[:2] != tuple(x_shape[:2]):
         raise ValueError(f"max_pool2d_backward: dout {dout.shape}, argmax {argmax.shape} and input "
                          f"{tuple(x_shape)} do not agree")
+    plane = int(x_shape[2]) * int(x_shape[3])
+    if argmax.size and (argmax.min() < 0 or argmax.max() >= plane):
+        raise ValueError(f"max_pool2d_backward: argmax values must lie in [0, {plane}) (H*W of input "
+                         f"{tuple(x_shape)}), got {argmax.min()} .. {argmax.max()}")
     dx = np.empty(tuple(x_shape), dtype=dout.dtype)
     max_pool2d_backward_jit(dx, np.ascontiguousarray(dout), np.ascontiguousarray(argmax, dtype=np.int64))
     return dx

@@ -108,5 +108,12 @@ def test_bad_input():
         avg_pool2d_forward(x, 5)
     with pytest.raises(ValueError, match="max_pool2d_backward: dout .* do not agree"):
         max_pool2d_backward(np.zeros((1, 2, 2, 2)), np.zeros((1, 2, 3, 3), np.int64), x.shape)
+    for bad in (-1, 16):  # the kernel scatters at argmax unchecked: an index outside the 4x4 plane must not reach it
+        with pytest.raises(ValueError, match=r"max_pool2d_backward: argmax values must lie in \[0, 16\)"):
+            max_pool2d_backward(np.zeros((1, 2, 2, 2)), np.full((1, 2, 2, 2), bad, np.int64), x.shape)
+    with pytest.raises(TypeError, match="max_pool2d_backward: argmax must be integers"):
+        max_pool2d_backward(np.zeros((1, 2, 2, 2)), np.zeros((1, 2, 2, 2)), x.shape)
+    with pytest.raises(TypeError, match="max_pool2d_backward: dout must be float32 or float64"):
+        max_pool2d_backward(np.zeros((1, 2, 2, 2), np.int64), np.zeros((1, 2, 2, 2), np.int64), x.shape)
     with pytest.raises(ValueError, match=r"avg_pool2d_backward: dout has shape \(1, 2, 3, 3\)"):
         avg_pool2d_backward(np.zeros((1, 2, 3, 3), np.float32), x.shape, 2)
