@@ -159,12 +159,15 @@ def _as3d(op, x):
     return np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
 
 
-def _per_channel(op, name, v, C, dtype, default):
-    if v is None:
+def _per_channel(op, name, v, C, default=None):
+    """A (C,) float64 vector: ``v`` checked and converted, or ``default`` everywhere when v is None."""
+    if v is None and default is not None:
         return np.full(C, default, dtype=np.float64)
     v = np.asarray(v)
     if v.shape != (C,):
         raise ValueError(f"{op}: {name} must have shape ({C},) for {C} channels, got {v.shape}")
+    if v.dtype.kind not in "fiu":
+        raise TypeError(f"{op}: {name} must be real numbers, got {v.dtype}")
     return v.astype(np.float64)
 
 
@@ -175,8 +178,8 @@ def batch_norm_train_forward(x, gamma=None, beta=None, eps=1e-5, relu=False):
     N, C, L = x3.shape
     if N * L < 1:
         raise ValueError(f"batch_norm: needs at least one value per channel, got input {x.shape}")
-    g = _per_channel("batch_norm", "weight", gamma, C, x.dtype, 1.0)
-    b = _per_channel("batch_norm", "bias", beta, C, x.dtype, 0.0)
+    g = _per_channel("batch_norm", "weight", gamma, C, 1.0)
+    b = _per_channel("batch_norm", "bias", beta, C, 0.0)
     y = np.empty_like(x3)
     mean, var, inv_std = np.empty(C), np.empty(C), np.empty(C)
     coef = np.empty((C, 3), dtype=x.dtype)  # per-channel a, b (and 0) in x's dtype: full-width vector FMAs
@@ -188,10 +191,10 @@ def batch_norm_eval_forward(x, running_mean, running_var, gamma=None, beta=None,
     """y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta, per channel (max(y, 0) if relu)."""
     x3 = _as3d("batch_norm", x)
     C = x3.shape[1]
-    rm = _per_channel("batch_norm", "running_mean", running_mean, C, x.dtype, 0.0)
-    rv = _per_channel("batch_norm", "running_var", running_var, C, x.dtype, 1.0)
-    scale = _per_channel("batch_norm", "weight", gamma, C, x.dtype, 1.0) / np.sqrt(rv + eps)
-    shift = _per_channel("batch_norm", "bias", beta, C, x.dtype, 0.0) - rm * scale
+    rm = _per_channel("batch_norm", "running_mean", running_mean, C, 0.0)
+    rv = _per_channel("batch_norm", "running_var", running_var, C, 1.0)
+    scale = _per_channel("batch_norm", "weight", gamma, C, 1.0) / np.sqrt(rv + eps)
+    shift = _per_channel("batch_norm", "bias", beta, C, 0.0) - rm * scale
     y = np.empty_like(x3)
     batch_norm_eval_jit(y, x3, scale.astype(x.dtype), shift.astype(x.dtype), bool(relu))
     return y.reshape(x.shape)
@@ -201,14 +204,17 @@ def batch_norm_backward(dout, x, gamma, mean, inv_std, beta=None, relu=False):
     """(dx like x, dgamma (C,), dbeta (C,)) of the training forward; gamma None means ones, beta None
     zeros. With ``relu``, of the fused BN + ReLU: dout is zeroed where the forward's y was <= 0."""
     x3 = _as3d("batch_norm_backward", x)
-    if dout.shape != x.shape:
-        raise ValueError(f"batch_norm_backward: dout {dout.shape} and input {x.shape} differ")
+    if not isinstance(dout, np.ndarray) or dout.shape != x.shape:
+        raise ValueError(f"batch_norm_backward: dout {getattr(dout, 'shape', type(dout).__name__)} and input "
+                         f"{x.shape} differ")
     C = x3.shape[1]
-    g = _per_channel("batch_norm_backward", "weight", gamma, C, x.dtype, 1.0)
-    b = _per_channel("batch_norm_backward", "bias", beta, C, x.dtype, 0.0)
+    g = _per_channel("batch_norm_backward", "weight", gamma, C, 1.0)
+    b = _per_channel("batch_norm_backward", "bias", beta, C, 0.0)
+    mu = _per_channel("batch_norm_backward", "mean", mean, C)           # the kernel reads them per channel,
+    r = _per_channel("batch_norm_backward", "inv_std", inv_std, C)      # unchecked: shapes must be (C,)
     dx = np.empty_like(x3)
     dgamma, dbeta = np.empty(C), np.empty(C)
     coef = np.empty((C, 6), dtype=x.dtype)
     batch_norm_backward_jit(dx, dgamma, dbeta, coef, np.ascontiguousarray(dout, dtype=x.dtype).reshape(x3.shape), x3,
-                            g, b, np.asarray(mean, np.float64), np.asarray(inv_std, np.float64), bool(relu))
+                            g, b, mu, r, bool(relu))
     return dx.reshape(x.shape), dgamma, dbeta

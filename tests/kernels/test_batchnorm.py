@@ -99,3 +99,8 @@ def test_bad_input():
         batch_norm_eval_forward(x, np.zeros(3), np.ones(2))
     with pytest.raises(ValueError, match=r"batch_norm_backward: dout \(2, 3\) and input \(2, 3, 4, 4\) differ"):
         batch_norm_backward(np.zeros((2, 3)), x, None, np.zeros(3), np.ones(3))
+    # the kernel reads mean and inv_std per channel without bounds checks
+    with pytest.raises(ValueError, match=r"batch_norm_backward: mean must have shape \(3,\) for 3 channels, got \(2,\)"):
+        batch_norm_backward(x, x, None, np.zeros(2), np.ones(3))
+    with pytest.raises(ValueError, match=r"batch_norm_backward: inv_std must have shape \(3,\) for 3 channels, got \(\)"):
+        batch_norm_backward(x, x, None, np.zeros(3), 1.0)
