@@ -279,6 +279,29 @@ def csr_matmul(indptr, indices, values, b):
     return _matmul_into(out, indptr, indices, values, b)
 
 
+def _check_blocked(bw):
+    """A BlockedCSR is a plain tuple whose arrays the caller may refresh: check everything the kernel
+    trusts (dtypes, lengths, ptr from 0 to nnz non-decreasing, every local index inside its K-block)."""
+    ints = (bw.n_rows, bw.n_cols, bw.k_block)
+    arrays = (bw.ptr, bw.indices, bw.values)
+    ok = (all(isinstance(v, (int, np.integer)) for v in ints) and bw.n_rows >= 0 and bw.n_cols >= 0
+          and bw.k_block >= 1 and all(isinstance(a, np.ndarray) and a.ndim == 1 and a.flags.c_contiguous
+                                      for a in arrays))
+    if ok:
+        m, nnz = bw.n_rows, len(bw.values)
+        n_kb = max(1, -(-bw.n_cols // bw.k_block))
+        ok = (bw.ptr.dtype == np.int64 and bw.indices.dtype == np.int32 and bw.values.dtype == np.float32
+              and len(bw.ptr) == n_kb * m + 1 and len(bw.indices) == nnz and bw.ptr[0] == 0 and bw.ptr[-1] == nnz
+              and (len(bw.ptr) < 2 or np.diff(bw.ptr).min() >= 0))
+    if ok and nnz:
+        # the last K-block may be narrower than k_block; its entries are ptr[(n_kb - 1) * m]:
+        last = bw.indices[bw.ptr[(n_kb - 1) * m]:]
+        ok = (bw.indices.min() >= 0 and bw.indices.max() < bw.k_block
+              and (last.size == 0 or last.max() < bw.n_cols - (n_kb - 1) * bw.k_block))
+    if not ok:
+        raise ValueError("csr_matmul_blocked: bw is inconsistent (rebuild it with csr_block)")
+
+
 def csr_matmul_blocked(bw, b):
     """W @ b for W given as a ``BlockedCSR`` (from ``csr_block``) and b (K, N) float32 C-contiguous."""
     if not isinstance(bw, BlockedCSR):
@@ -286,11 +309,7 @@ def csr_matmul_blocked(bw, b):
     _check_dense("csr_matmul_blocked", "b", b, (2,))
     if b.shape[0] != bw.n_cols:
         raise ValueError(f"csr_matmul_blocked: b has {b.shape[0]} rows, W has {bw.n_cols} columns")
-    n_kb = max(1, -(-bw.n_cols // bw.k_block))
-    if (bw.ptr.dtype != np.int64 or bw.indices.dtype != np.int32 or bw.values.dtype != np.float32
-            or len(bw.ptr) != n_kb * bw.n_rows + 1 or len(bw.indices) != len(bw.values)
-            or bw.ptr[-1] != len(bw.values)):
-        raise ValueError("csr_matmul_blocked: bw is inconsistent (rebuild it with csr_block)")
+    _check_blocked(bw)
     out = np.empty((bw.n_rows, b.shape[1]), dtype=np.float32)
     return _matmul_blocked_into(out, bw, b)
 

@@ -289,6 +289,15 @@ def test_other_wrappers_bad_input():
         S.csr_matmul_blocked((indptr, indices, values), np.ones((3, 5), np.float32))
     with pytest.raises(ValueError, match="csr_matmul_blocked: bw is inconsistent"):
         S.csr_matmul_blocked(bw._replace(ptr=bw.ptr[:-1]), np.ones((3, 5), np.float32))
+    # the kernel trusts ptr and the block-local indices: out-of-range ones must not reach it
+    for bad in (bw._replace(indices=bw.indices + 2), bw._replace(indices=bw.indices - 1),
+                bw._replace(ptr=bw.ptr[::-1].copy()), bw._replace(k_block=0)):
+        with pytest.raises(ValueError, match="csr_matmul_blocked: bw is inconsistent"):
+            S.csr_matmul_blocked(bad, np.ones((3, 5), np.float32))
+    last = bw.indices.copy()
+    last[bw.ptr[bw.n_rows]:] = 1  # the last K-block of a 3-column W (k_block 2) holds one column only
+    with pytest.raises(ValueError, match="csr_matmul_blocked: bw is inconsistent"):
+        S.csr_matmul_blocked(bw._replace(indices=last), np.ones((3, 5), np.float32))
     with pytest.raises(ValueError, match="csr_from_dense: w must be 2-D"):
         S.csr_from_dense(w)
     with pytest.raises(ValueError, match="csr_from_dense: mask"):
