@@ -153,6 +153,8 @@ def sal_conv2d(x, packed):
     if not x.flags.c_contiguous:
         raise ValueError("sal_conv2d: x must be C-contiguous (use np.ascontiguousarray)")
     indptr, indices, values, k, c = packed
+    if not isinstance(k, (int, np.integer)) or k < 1 or k % 2 == 0:
+        raise ValueError(f"sal_conv2d: packed kernel_size must be a positive odd int, got {k!r}")
     if x.shape[1] != c:
         raise ValueError(f"sal_conv2d: x has {x.shape[1]} channels, the packed layer expects {c}")
     if indptr.dtype != np.int64 or indices.dtype != np.int32 or values.dtype != np.float32 \

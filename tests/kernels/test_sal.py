@@ -129,3 +129,6 @@ def test_bad_input():
         L.sal_conv2d(x, packed._replace(indptr=packed.indptr[:-1]))
     with pytest.raises(ValueError, match="sal_conv2d: packed is not a consistent"):
         L.sal_conv2d(x, packed._replace(values=packed.values.astype(np.float64)))
+    for k in (-1, 0, 2, 3.0):  # k sets the padding and the tap offsets the kernel reads at
+        with pytest.raises(ValueError, match="sal_conv2d: packed kernel_size must be a positive odd int"):
+            L.sal_conv2d(x, packed._replace(kernel_size=k))
