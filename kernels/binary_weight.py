@@ -35,8 +35,8 @@ Reference: ``binary_weight_conv2d_ref`` unpacks the bits in NumPy and runs im2co
 import numpy as np
 from numba import njit, prange, get_num_threads
 
-from tinycomp_kernels.bits import pack_signs
-from tinycomp_kernels.im2col import as_pair, conv_output_size
+from .bits import pack_signs
+from .im2col import as_pair, conv_output_size
 
 _LT = 64    # output positions per tile: 4 AVX-512 vectors of float32
 _KC = 256   # taps per reduction chunk: a multiple of 64, so a chunk starts on a word boundary
