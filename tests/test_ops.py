@@ -105,6 +105,14 @@ def test_binary_forward_and_broadcast_grad(name, data):
     gradcheck(fn, [a, b])
 
 
+def test_ops_with_scalar_outputs_keep_float64():
+    # np.matmul of two vectors and ** on a 0-d array return NumPy scalars, not arrays
+    a, b = np.array([0.5, 2.0]), np.array([1.5, -1.0])
+    assert F.matmul(Tensor(a), Tensor(b)).dtype == np.float64
+    gradcheck(F.matmul, [a, b])
+    gradcheck(lambda x: F.pow(F.sum(x), 3), [a])
+
+
 def test_scalar_operands_keep_the_tensor_dtype():
     x = Tensor(np.ones(3), requires_grad=True)  # float64
     y = 2 * x + 1 - x / 4
@@ -173,6 +181,11 @@ def test_dropout_scales_and_masks():
     (lambda: F.add(Tensor(np.ones(2, np.float32)), Tensor(np.ones(2))), "add: dtypes differ"),
     (lambda: F.reshape(Tensor(np.ones(6)), (4, 2)), "reshape: cannot reshape"),
     (lambda: F.permute(Tensor(np.ones((2, 3))), (0, 0)), "permute:"),
+    (lambda: F.permute(Tensor(np.ones((2, 3))), (0, 3)), "permute: axes \\(0, 3\\) out of range"),
+    (lambda: F.concatenate([Tensor(np.ones((2, 3)))] * 2, axis=2), "concatenate: axis 2 is out of range"),
+    (lambda: F.log_softmax(Tensor(np.ones((2, 3))), axis=-3), "log_softmax: axis -3 is out of range"),
+    (lambda: F.linear(Tensor(np.ones((2, 3))), Tensor(np.ones((4, 3))), Tensor(np.ones(4, np.float32))),
+     "linear: bias is float32 but input is float64"),
     (lambda: F.linear(Tensor(np.ones((2, 3))), Tensor(np.ones((4, 2)))), "linear: input"),
     (lambda: F.cross_entropy(Tensor(np.ones((2, 3))), np.array([0, 3])), "cross_entropy: target values"),
     (lambda: F.cross_entropy(Tensor(np.ones((2, 3))), np.array([0.0, 1.0])), "cross_entropy: target must"),

@@ -185,8 +185,12 @@ def run_backward(root, grad, retain_graph=False):
 
 
 def as_array(value, dtype=None):
-    """NumPy array of ``value``; Python floats become float32 like PyTorch's default dtype."""
-    if isinstance(value, np.ndarray):
+    """NumPy array of ``value``; Python floats become float32 like PyTorch's default dtype.
+
+    A NumPy array or scalar keeps its dtype: an op whose forward returns a scalar (``np.matmul`` of two
+    vectors, ``a ** p`` on a 0-d array) must stay float64 in a gradient check."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        value = np.asarray(value)
         return value if dtype is None else value.astype(dtype, copy=False)
     arr = np.asarray(value)
     if dtype is not None:

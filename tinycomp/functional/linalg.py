@@ -23,11 +23,12 @@ class MatMul(Function):
         # promote 1-D operands the way matmul does, so one formula covers every case
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
+        # restore the axes matmul dropped, b's trailing one first: for vector @ vector dout is 0-d
         g = dout
-        if a.ndim == 1:
-            g = np.expand_dims(g, -2)
         if b.ndim == 1:
             g = np.expand_dims(g, -1)
+        if a.ndim == 1:
+            g = np.expand_dims(g, -2)
         da = db = None
         if ctx.needs_input_grad[0]:
             da = unbroadcast(np.matmul(g, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
@@ -74,8 +75,12 @@ def linear(x, weight, bias=None):
     if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input {x.shape} does not match weight {weight.shape} (need input[..., in] "
                          "and weight[out, in])")
-    if bias is not None and bias.shape != (weight.shape[0],):
-        raise ValueError(f"linear: bias has shape {bias.shape}, expected ({weight.shape[0]},)")
     if x.dtype != weight.dtype:
         raise TypeError(f"linear: input is {x.dtype} but weight is {weight.dtype}")
+    if bias is not None:
+        check_float("linear", bias, "bias")
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"linear: bias has shape {bias.shape}, expected ({weight.shape[0]},)")
+        if bias.dtype != x.dtype:  # y += b in the forward would silently cast it
+            raise TypeError(f"linear: bias is {bias.dtype} but input is {x.dtype}")
     return Linear.apply(x, weight, bias)

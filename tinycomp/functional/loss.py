@@ -10,7 +10,7 @@ logsumexp subtracts the row maximum first so exp never overflows.
 import numpy as np
 
 from ..autograd import Function
-from ._util import check_float
+from ._util import check_float, normalize_axis
 
 
 def _log_softmax(x, axis):
@@ -50,7 +50,7 @@ class CrossEntropy(Function):
 
 def log_softmax(x, axis=-1):
     check_float("log_softmax", x)
-    return LogSoftmax.apply(x, int(axis) % x.ndim)
+    return LogSoftmax.apply(x, normalize_axis("log_softmax", int(axis), x.ndim)[0])
 
 
 def cross_entropy(logits, target, label_smoothing=0.0):

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..tensor import Tensor
-from ._util import check_tensor
+from ._util import check_tensor, normalize_axis
 
 
 class Reshape(Function):
@@ -94,7 +94,10 @@ def reshape(x, shape):
 
 def permute(x, axes):
     check_tensor("permute", x)
-    axes = tuple(int(a) % x.ndim if x.ndim else int(a) for a in axes)
+    axes = tuple(int(a) for a in axes)
+    if any(not -x.ndim <= a < x.ndim for a in axes):
+        raise ValueError(f"permute: axes {axes} out of range for a tensor with {x.ndim} dimensions")
+    axes = tuple(a % x.ndim for a in axes)
     if sorted(axes) != list(range(x.ndim)):
         raise ValueError(f"permute: {axes} is not a permutation of the {x.ndim} axes of shape {x.shape}")
     return Permute.apply(x, axes)
@@ -118,7 +121,7 @@ def concatenate(tensors, axis=0):
     if not tensors:
         raise ValueError("concatenate: needs at least one tensor")
     ref = tensors[0]
-    axis = int(axis) % ref.ndim
+    axis = normalize_axis("concatenate", int(axis), ref.ndim)[0]
     for i, t in enumerate(tensors):
         if t.ndim != ref.ndim or any(a != b for d, (a, b) in enumerate(zip(t.shape, ref.shape)) if d != axis):
             raise ValueError(f"concatenate: tensors[{i}] has shape {t.shape}, incompatible with {ref.shape} "
