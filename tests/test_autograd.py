@@ -146,3 +146,12 @@ def test_profile_counts_forward_and_backward_by_op():
     y = F.relu(x)  # outside the block nothing is recorded
     assert ("ReLU", "forward") in table and table[("ReLU", "forward")][0] == 1
     assert y.shape == (3, 3)
+
+
+def test_scalar_results_keep_float64():
+    # 0-d + 0-d gives a NumPy scalar, not an array: it must not fall back to the float32 default
+    a = Tensor(np.float64(1.5), requires_grad=True)
+    b = Tensor(np.ones(3), requires_grad=True).sum()
+    c = a + b
+    assert c.dtype == np.float64 and (c * c).dtype == np.float64
+    assert Tensor(np.float64(2.0)).dtype == np.float64 and Tensor(2.0).dtype == np.float32
