@@ -106,3 +106,21 @@ def test_another_model_is_refused_and_left_unchanged(tmp_path):
         checkpoint.load_into(path, model, expect_model="resnet20")
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
+
+
+def test_failed_text_write_keeps_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
+    import os
+
+    from tinycomp.train import write_text_atomic
+
+    path = tmp_path / "log.jsonl"
+    write_text_atomic(path, "epoch 1\n")
+
+    def failing_replace(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space"):
+        write_text_atomic(path, "epoch 2\n")
+    assert path.read_text() == "epoch 1\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["log.jsonl"]

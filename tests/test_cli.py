@@ -58,6 +58,10 @@ def test_summary_of_resnet20():
     (["train", "--out", "{tmp}/r", "--resume"], "nothing to resume"),
     (["train", "--out", "{tmp}/r", "--data-dir", "{tmp}/nowhere", "--no-download"], "{tmp}/nowhere"),
     (["eval", "{tmp}/missing.npz"], "no such file"),
+    (["eval", "{tmp}/missing.npz", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["summary", "--model", "resnet20", "--width", "0"], "--width must be > 0"),
+    (["train", "--out", "{tmp}/r", "--val", "50000"], "--val 50000 leaves no training images"),
+    (["train", "--out", "{tmp}/r", "--val", "10000", "--subset", "40001"], "--subset 40001 is more than"),
 ])
 def test_bad_input_exits_2_with_a_message(tmp_path, args, message):
     r = tinycomp(*[a.format(tmp=tmp_path) for a in args])

@@ -89,8 +89,10 @@ def cmd_train(args):
 
 
 def cmd_eval(args):
-    from .train import evaluate_checkpoint
+    from .train import RunError, evaluate_checkpoint
 
+    if args.batch_size < 1:
+        raise RunError(f"--batch-size must be >= 1, got {args.batch_size}")
     result = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, download=args.download,
                                  batch_size=args.batch_size, progress=not args.json)
     if args.json:
@@ -105,7 +107,10 @@ def cmd_eval(args):
 
 def cmd_summary(args):
     from .summary import format_summary, summarize
+    from .train import RunError
 
+    if not args.width > 0 or args.num_classes < 1:
+        raise RunError(f"--width must be > 0 and --num-classes >= 1, got {args.width} and {args.num_classes}")
     model = models.get(args.model, num_classes=args.num_classes, width=args.width)
     s = summarize(model)
     if args.json:

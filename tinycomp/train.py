@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint, functional as F, models, optim
-from .data import BatchLoader, Normalize, load_cifar, train_val_split
+from .data import BatchLoader, Normalize, get_spec, load_cifar, train_val_split
 from .autograd import no_grad
 from .random import generator, manual_seed
 from .tensor import Tensor
@@ -86,6 +86,17 @@ class TrainConfig:
             problems.append(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.seed < 0 or self.threads < 0 or self.val < 0 or (self.subset is not None and self.subset < 1):
             problems.append("--seed, --threads and --val must be >= 0, --subset >= 1")
+        try:
+            spec = get_spec(self.dataset)
+        except ValueError as exc:
+            problems.append(f"--dataset: {exc}")
+        else:  # the training set's size is fixed by the format: check the split before loading anything
+            n_train = sum(count for _, count in spec.train_files)
+            if self.val >= n_train:
+                problems.append(f"--val {self.val} leaves no training images (the training set has {n_train:,})")
+            elif self.subset is not None and self.subset > n_train - self.val:
+                problems.append(f"--subset {self.subset} is more than the {n_train - self.val:,} training images "
+                                f"left after --val {self.val}")
         if problems:
             raise RunError("; ".join(problems))
 
@@ -105,7 +116,7 @@ def make_scheduler(cfg, optimizer, total_steps):
         return optim.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=cfg.pct_start)
     if cfg.schedule == "cosine":
         return optim.CosineAnnealingLR(optimizer, T_max=total_steps)
-    if cfg.schedule == "step":  # x0.1 at 50 % and 75 % of training
+    if cfg.schedule == "step":  # x sqrt(0.1) at 25, 50 and 75 % of training (x0.1 from half-way)
         return optim.StepLR(optimizer, step_size=max(1, total_steps // 4), gamma=math.sqrt(0.1))
     return optim.StepLR(optimizer, step_size=total_steps + 1, gamma=1.0)
 
@@ -127,12 +138,19 @@ def evaluate(model, loader, num_classes):
 
 
 def write_text_atomic(path, text):
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``; on any failure
+    the temporary file is removed and ``path`` keeps its previous content."""
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 class _StopSignal:
@@ -229,7 +247,7 @@ class Trainer:
         if not math.isfinite(value):
             state = self.train_loader.state()
             raise DivergedError(f"the loss became {value} at epoch {state['epoch'] + 1}, batch {state['batch']}; "
-                           f"training stopped. The last good checkpoint is kept: {self.last_path}")
+                                f"training stopped. The last good checkpoint is kept: {self.last_path}")
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
