@@ -1,6 +1,5 @@
 """The command line through subprocesses: exit codes, messages, and a real training run with resume."""
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -12,6 +12,7 @@ import sys
 
 from . import models
 
+
 def _train_parser(sub):
     from .train import TrainConfig
 

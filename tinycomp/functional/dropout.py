@@ -1,6 +1,5 @@
 """Inverted dropout: y = x · m / (1 - p) with m ~ Bernoulli(1 - p) drawn from tinycomp's generator;
 dx = g · m / (1 - p). Identity in eval mode or with p = 0."""
-import numpy as np
 
 from ..autograd import Function
 from ..random import generator
