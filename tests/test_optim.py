@@ -101,6 +101,25 @@ def test_optimizer_state_dict_mismatch_is_reported():
     other = optim.SGD([param([1.0], [1.0]), param([1.0], [1.0])], lr=0.1)
     with pytest.raises(ValueError, match="parameter groups"):
         other.load_state_dict(opt.state_dict())
+    saved = opt.state_dict()
+    saved["state"][5] = saved["state"].pop(0)
+    with pytest.raises(ValueError, match="state for parameter 5, but the optimizer has 1 parameters"):
+        opt.load_state_dict(saved)
+
+
+def test_optimizer_state_is_loaded_in_the_parameter_dtype():
+    p = Parameter(np.ones(2, np.float32))
+    p.grad = np.ones(2, np.float32)
+    opt = optim.SGD([p], lr=0.1, momentum=0.9)
+    saved = opt.state_dict()
+    saved["state"][0] = {"momentum_buffer": np.full(2, 0.5)}  # float64, e.g. written by another tool
+    opt.load_state_dict(saved)
+    assert opt.state[id(p)]["momentum_buffer"].dtype == np.float32
+    opt.step()
+    np.testing.assert_allclose(p.data, 1 - 0.1 * (0.9 * 0.5 + 1.0), rtol=1e-6)
+    saved["state"][0] = {"momentum_buffer": np.full(2, 1 + 2j)}
+    with pytest.raises(ValueError, match="momentum_buffer' of parameter 0 is complex128"):
+        opt.load_state_dict(saved)
 
 
 def _opt(lr=1.0, momentum=0.9):

@@ -57,15 +57,26 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}.load_state_dict: the saved parameter groups "
                              f"({[len(g['params']) for g in groups]}) do not match this optimizer's "
                              f"({[len(g['params']) for g in self.param_groups]})")
+        name = f"{type(self).__name__}.load_state_dict"
+        state = {}
         for i, entry in state_dict["state"].items():
             i = int(i)
+            if not 0 <= i < len(params):
+                raise ValueError(f"{name}: state for parameter {i}, but the optimizer has {len(params)} parameters")
+            p, restored = params[i], {}
             for k, v in entry.items():
-                if isinstance(v, np.ndarray) and v.shape != params[i].shape and v.ndim > 0:
-                    raise ValueError(f"{type(self).__name__}.load_state_dict: state '{k}' of parameter {i} has "
-                                     f"shape {v.shape}, the parameter has {params[i].shape}")
-        self.state = {id(params[int(i)]): {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v)
-                                           for k, v in entry.items()}
-                      for i, entry in state_dict["state"].items()}
+                if isinstance(v, np.ndarray) and v.ndim > 0:
+                    if v.shape != p.shape:
+                        raise ValueError(f"{name}: state '{k}' of parameter {i} has shape {v.shape}, the parameter "
+                                         f"has {p.shape}")
+                    if not np.can_cast(v.dtype, p.dtype, casting="same_kind"):
+                        raise ValueError(f"{name}: state '{k}' of parameter {i} is {v.dtype}, the parameter {p.dtype}")
+                    v = v.astype(p.dtype)  # a copy in the parameter's dtype: no float64 buffer in a float32 step
+                elif isinstance(v, np.ndarray):
+                    v = v.copy()
+                restored[k] = v
+            state[id(p)] = restored
+        self.state = state
         for g, mine in zip(groups, self.param_groups):
             mine.update({k: v for k, v in g.items() if k != "params"})
 
