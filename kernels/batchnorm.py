@@ -156,7 +156,7 @@ def _as3d(op, x):
                         f"{getattr(x, 'dtype', type(x).__name__)}")
     if x.ndim not in (2, 3, 4):
         raise ValueError(f"{op}: input must be (N, C), (N, C, L) or (N, C, H, W), got shape {x.shape}")
-    return np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
+    return np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)  # (N, C, L), L = H*W or 1
 
 
 def _per_channel(op, name, v, C, default=None):

@@ -236,7 +236,7 @@ def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1, algorithm=No
     if algo == "tiles":
         return _conv2d_tiles(x, w, s, p, d, OH, OW)
     cols = im2col(x, KH, KW, s, p, d)                                   # (C*KH*KW, N*P)
-    wm = np.ascontiguousarray(w).reshape(groups, O // groups, Cg * KH * KW)
+    wm = np.ascontiguousarray(w).reshape(groups, O // groups, Cg * KH * KW)  # (G, Og, Cg*KH*KW)
     if groups == 1:
         out_mat = np.matmul(wm[0], cols)                                 # (O, N*P)
     else:
@@ -272,13 +272,13 @@ def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, need_
         if need_input:
             dxs = np.matmul(w.reshape(O, C).T, dout.reshape(N, O, OH * OW))     # (N, C, P)
             if s == (1, 1):
-                dx = dxs.reshape(N, C, H, W)
+                dx = dxs.reshape(N, C, H, W)                                 # P = H*W at stride 1
             else:
                 dx = np.zeros(x.shape, dtype=x.dtype)
-                dx[:, :, ::s[0], ::s[1]] = dxs.reshape(N, C, OH, OW)
+                dx[:, :, ::s[0], ::s[1]] = dxs.reshape(N, C, OH, OW)  # the pixels a strided 1x1 conv read
         if need_weight:
             dout_mat = _swap01(dout.reshape(N, O, OH * OW)).reshape(O, N * OH * OW)  # (O, N*P)
-            xs = np.ascontiguousarray(x[:, :, ::s[0], ::s[1]]).reshape(N, C, OH * OW)
+            xs = np.ascontiguousarray(x[:, :, ::s[0], ::s[1]]).reshape(N, C, OH * OW)      # (N, C, P)
             dw = np.matmul(dout_mat, _swap01(xs).reshape(C, N * OH * OW).T).reshape(w.shape)  # (O, C)
         return dx, dw
     Og, Kg = O // groups, Cg * KH * KW
@@ -293,7 +293,7 @@ def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, need_
         return dx, dw
     dout_mat = _swap01(dout.reshape(N, O, OH * OW)).reshape(O, N * OH * OW)  # (O, N*P)
     if need_input:
-        wm = np.ascontiguousarray(w).reshape(groups, Og, Kg)
+        wm = np.ascontiguousarray(w).reshape(groups, Og, Kg)            # (G, Og, Cg*KH*KW)
         dcols = np.empty((C * KH * KW, N * OH * OW), dtype=x.dtype)     # (C*KH*KW, N*P)
         for g in range(groups):
             np.matmul(wm[g].T, dout_mat[g * Og:(g + 1) * Og], out=dcols[g * Kg:(g + 1) * Kg])
@@ -304,7 +304,7 @@ def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, need_
         dwm = np.empty((groups, Og, Kg), dtype=x.dtype)
         for g in range(groups):
             np.matmul(dout_mat[g * Og:(g + 1) * Og], cols[g * Kg:(g + 1) * Kg].T, out=dwm[g])
-        dw = dwm.reshape(w.shape)
+        dw = dwm.reshape(w.shape)                                       # (O, Cg, KH, KW)
     return dx, dw
 
 

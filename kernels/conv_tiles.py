@@ -59,7 +59,7 @@ def _conv2d_tiles_loops(out, xq, wm, koff):
     Wq = xq.shape[3]
     plane = xq.shape[1] * xq.shape[2] * Wq
     P = OH * OW
-    of = out.reshape(-1)
+    of = out.reshape(-1)                  # flat views: the tiles address both by offsets
     xf = xq.reshape(-1)
     pairs = OW == 8 and OH % 2 == 0       # two output rows per tile
     step = 2 if pairs else 1
@@ -97,7 +97,7 @@ def _conv2d_tiles_backward_weight_loops(parts, dout, xq, koff, rows_per_chunk):
     Wq = xq.shape[3]
     plane = xq.shape[1] * xq.shape[2] * Wq
     P = OH * OW
-    df = dout.reshape(-1)
+    df = dout.reshape(-1)                 # flat views: the tiles address both by offsets
     xf = xq.reshape(-1)
     for ch in prange(nchunks):
         m0 = ch * rows_per_chunk
@@ -168,7 +168,7 @@ def _conv2d_tiles_backward_input(dout, w, x_shape, s, p, d):
             kh, th, kw, tw = (np.array(v) for v in zip(*taps))
             wm = np.ascontiguousarray(w[:, :, kh, kw].transpose(1, 0, 2)).reshape(C, O * len(taps))  # (C, O*T)
             o = np.arange(O)[:, None]
-            koff = ((o * Hd + top + th[None, :]) * Wd + left + tw[None, :]).reshape(-1).astype(np.int64)
+            koff = ((o * Hd + top + th[None, :]) * Wd + left + tw[None, :]).reshape(-1).astype(np.int64)  # (O*T,)
             out = np.empty((N, C, Ha, Wi), dtype=np.float32)
             conv2d_tiles_jit(out, dpad, wm, koff)
             if dx is None:
@@ -194,7 +194,7 @@ def _conv2d_tiles(x, w, s, p, d, OH, OW):
     O, C, KH, KW = w.shape
     xq, koff = _phase_split(x, KH, KW, s, p, d)
     out = np.empty((x.shape[0], O, OH, OW), dtype=np.float32)
-    conv2d_tiles_jit(out, xq, np.ascontiguousarray(w).reshape(O, C * KH * KW), koff)
+    conv2d_tiles_jit(out, xq, np.ascontiguousarray(w).reshape(O, C * KH * KW), koff)  # weights as (O, K) rows
     return out
 
 
@@ -212,4 +212,4 @@ def _conv2d_tiles_backward_weight(dout, x, w_shape, s, p, d):
     rows_per_chunk = 128  # 4 CIFAR images at 32x32: per-chunk horizontal sums stay ~5 % of the work
     parts = np.zeros((-(-N * OH // rows_per_chunk), O, koff.size), dtype=np.float32)
     conv2d_tiles_backward_weight_jit(parts, np.ascontiguousarray(dout), xq, koff, rows_per_chunk)
-    return parts.sum(axis=0, dtype=np.float64)[:, :K].astype(np.float32).reshape(w_shape)
+    return parts.sum(axis=0, dtype=np.float64)[:, :K].astype(np.float32).reshape(w_shape)  # (O, K) -> OIHW

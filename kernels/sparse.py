@@ -505,7 +505,7 @@ def sparse_conv2d_backward(dout, cols, x_shape, indptr, indices, values, weight_
     if len(indptr) != o + 1:
         raise ValueError(f"sparse_conv2d_backward: indptr has length {len(indptr)}, expected O + 1 = {o + 1}")
     indptr, indices, values = _check_csr("sparse_conv2d_backward", indptr, indices, values, c * kh * kw)
-    dout_t = np.ascontiguousarray(dout.reshape(n, o, oh * ow).transpose(1, 0, 2)).reshape(o, n * oh * ow)
+    dout_t = np.ascontiguousarray(dout.reshape(n, o, oh * ow).transpose(1, 0, 2)).reshape(o, n * oh * ow)  # (O, N*P)
     dvalues = np.empty(len(values), dtype=np.float32)
     csr_sddmm_jit(dvalues, indptr, indices, dout_t, cols)
     if not need_dx:

@@ -452,6 +452,7 @@ def binary_conv2d(x_bits, w_bits, channels, stride=1, padding=0, alpha=None, bn_
     taps = KH * KW
     adjust_t = np.zeros((O, OH * OW), dtype=np.int32)  # +1 padding (or none): the all-taps dot is right
     if pad_mode == "zero" and (ph or pw):
+        # set bits of each weight tap: (O, KH*KW, CW*8 bytes) -> (O, KH*KW) counts
         tap_pop = np.unpackbits(w.view(np.uint8).reshape(O, taps, CW * 8), axis=2).sum(axis=2, dtype=np.int32)
         padding_adjust_jit(adjust_t, np.ascontiguousarray(tap_pop.T), int(channels), H, W, KH, KW, sh, sw, ph, pw, OW)
     M = N * OH * OW

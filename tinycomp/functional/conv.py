@@ -25,7 +25,7 @@ class Conv2d(Function):
         ctx.geometry = (stride, padding, dilation, groups)
         y = conv2d_forward(x, weight, stride, padding, dilation, groups)  # (N, O, OH, OW)
         if bias is not None:
-            y += bias.reshape(1, -1, 1, 1)
+            y += bias.reshape(1, -1, 1, 1)  # (O,) broadcast over (N, O, OH, OW)
         return y
 
     @staticmethod

@@ -51,7 +51,7 @@ class Linear(Function):
         x, w = ctx.saved
         g2 = dout.reshape(-1, dout.shape[-1])  # (rows, out)
         dx = dout @ w if ctx.needs_input_grad[0] else None
-        dw = g2.T @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
+        dw = g2.T @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None  # (out, rows) @ (rows, in)
         db = g2.sum(axis=0) if ctx.needs_input_grad[2] else None
         return dx, dw, db
 
