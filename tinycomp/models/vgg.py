@@ -1,7 +1,7 @@
 """A small VGG / AlexNet-like CIFAR network (the BinaryConnect paper's "VGG-like" shape):
 2×(128C3) - MP2 - 2×(256C3) - MP2 - 2×(512C3) - MP2 - 1024FC - 1024FC - classes, each conv and
-hidden FC followed by BatchNorm and ReLU. ``vgg_small`` halves the convolution widths' growth
-(64-128-256, one 512 FC) for quick CPU runs."""
+hidden FC followed by BatchNorm and ReLU (``vgg_bc``). ``vgg_small`` halves every convolution width
+(64-128-256) and keeps a single 512-unit hidden FC, for quick CPU runs."""
 from .. import nn
 from ._width import scaled
 
