@@ -35,11 +35,17 @@ def save(path, model_state, optimizer_state=None, meta=None):
         groups = optimizer_state["param_groups"]
     meta = dict(meta or {}, format=FORMAT, optimizer_groups=groups)
     arrays["meta"] = np.array(json.dumps(meta, default=_json_default))
+    write_atomic(path, lambda f: np.savez(f, **arrays), suffix=".npz")
+
+
+def write_atomic(path, write, mode="wb", suffix=""):
+    """Call ``write(f)`` on a temporary file in ``path``'s folder, flush it to disk, rename it over
+    ``path``. On any failure the temporary file is removed and ``path`` keeps its previous content."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+        with os.fdopen(fd, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -16,9 +16,7 @@ data stream is a pure function of (seed, epoch, batch) and every kernel is deter
 import dataclasses
 import json
 import math
-import os
 import signal
-import tempfile
 import time
 from pathlib import Path
 
@@ -138,19 +136,8 @@ def evaluate(model, loader, num_classes):
 
 
 def write_text_atomic(path, text):
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``; on any failure
-    the temporary file is removed and ``path`` keeps its previous content."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Replace the file ``path`` by ``text`` atomically (``checkpoint.write_atomic``)."""
+    checkpoint.write_atomic(path, lambda f: f.write(text), mode="w")
 
 
 class _StopSignal:
