@@ -171,6 +171,17 @@ def test_one_cycle_matches_pytorch_defaults():
         s.step()
 
 
+def test_one_cycle_with_a_one_step_warm_up():
+    # pct_start·total_steps = 1 puts phase 1's end at step 0 (PyTorch divides by zero there):
+    # step 0 is the peak, then the cosine descent
+    opt = _opt()
+    s = optim.OneCycleLR(opt, max_lr=0.2, total_steps=4, pct_start=0.25)
+    lrs = [opt.param_groups[0]["lr"]] + [(s.step(), opt.param_groups[0]["lr"])[1] for _ in range(3)]
+    np.testing.assert_allclose(lrs[0], 0.2)
+    np.testing.assert_allclose(lrs[-1], 0.2 / 25 / 1e4)
+    assert np.all(np.diff(lrs) < 0)
+
+
 def test_scheduler_state_dict_resumes():
     opt = _opt()
     s = optim.OneCycleLR(opt, max_lr=0.2, total_steps=50)

@@ -119,7 +119,8 @@ class OneCycleLR(LRScheduler):
         out = []
         for initial, peak, final in self.lrs:
             if step <= self.phase1_end:
-                pct = step / self.phase1_end
+                # phase 1 may be a single step (pct_start·total = 1, e.g. 4 steps at 25 %): at its peak
+                pct = step / self.phase1_end if self.phase1_end > 0 else 1.0
                 lr, m = _cos_anneal(initial, peak, pct), _cos_anneal(hi_m, lo_m, pct)
             else:
                 pct = (step - self.phase1_end) / (self.total_steps - 1 - self.phase1_end)
