@@ -68,6 +68,14 @@ def test_bad_input_exits_2_with_a_message(tmp_path, args, message):
     assert message.format(tmp=tmp_path) in r.stderr
 
 
+def test_one_cycle_over_a_single_batch_exits_2(tmp_path):
+    require_data()
+    r = tinycomp("train", "--subset", "128", "--batch-size", "128", "--epochs", "1", "--no-download", "--no-progress",
+                 "--out", str(tmp_path / "r"))
+    assert r.returncode == 2, r.stderr
+    assert "--schedule onecycle over 1 batches" in r.stderr
+
+
 def test_missing_dataset_says_how_to_point_at_it(tmp_path):
     r = tinycomp("train", "--out", str(tmp_path / "r"), "--data-dir", str(tmp_path / "nowhere"), "--no-download")
     assert r.returncode == 2

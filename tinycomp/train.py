@@ -189,7 +189,10 @@ class Trainer:
         self.optimizer = optim.SGD(parameter_groups(self.model, cfg.weight_decay, cfg.no_decay_bn_bias), lr=cfg.lr,
                                    momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
         self.total_steps = cfg.epochs * len(self.train_loader)
-        self.scheduler = make_scheduler(cfg, self.optimizer, self.total_steps)
+        try:
+            self.scheduler = make_scheduler(cfg, self.optimizer, self.total_steps)
+        except ValueError as exc:  # e.g. onecycle over a single batch in all
+            raise RunError(f"--schedule {cfg.schedule} over {self.total_steps} batches: {exc}") from None
         self.history, self.best_val, self.elapsed = [], -1.0, 0.0
         self.running = {"loss": 0.0, "correct": 0, "seen": 0}
         if resume:
