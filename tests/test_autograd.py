@@ -154,3 +154,15 @@ def test_scalar_results_keep_float64():
     c = a + b
     assert c.dtype == np.float64 and (c * c).dtype == np.float64
     assert Tensor(np.float64(2.0)).dtype == np.float64 and Tensor(2.0).dtype == np.float32
+
+
+def test_second_backward_through_a_freed_graph_raises():
+    x = Tensor(np.ones(3), requires_grad=True)
+    y = (x * 2.0).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="a second time"):
+        y.backward()
+    z = (x * 3.0).sum()
+    z.backward(retain_graph=True)
+    z.backward()
+    np.testing.assert_allclose(x.grad, np.full(3, 2.0 + 3.0 + 3.0))

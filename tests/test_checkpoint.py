@@ -124,3 +124,13 @@ def test_failed_text_write_keeps_the_previous_file_and_no_temporary(tmp_path, mo
         write_text_atomic(path, "epoch 2\n")
     assert path.read_text() == "epoch 1\n"
     assert [p.name for p in tmp_path.iterdir()] == ["log.jsonl"]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, small_model().state_dict(), None, {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~mask

@@ -142,11 +142,14 @@ def _topological_order(root):
             continue
         visited.add(id(tensor))
         stack.append((tensor, True))
-        if tensor._node is not None:
+        if tensor._node is not None and tensor._node is not _FREED:
             for parent in tensor._node[2]:
                 if getattr(parent, "requires_grad", False) and id(parent) not in visited:
                     stack.append((parent, False))
     return order
+
+
+_FREED = ("freed",)  # marks a non-leaf whose graph backward() has released (so it is no leaf)
 
 
 def run_backward(root, grad, retain_graph=False):
@@ -156,6 +159,9 @@ def run_backward(root, grad, retain_graph=False):
         g = grads.pop(id(tensor), None)
         if g is None:
             continue
+        if tensor._node is _FREED:
+            raise RuntimeError("backward() through a graph a second time: its saved arrays were freed by the "
+                               "first backward(); pass retain_graph=True to that one")
         if tensor._node is None:  # a leaf: accumulate into .grad, as PyTorch does
             tensor.grad = g.copy() if tensor.grad is None else tensor.grad + g
             continue
@@ -181,7 +187,7 @@ def run_backward(root, grad, retain_graph=False):
             key = id(parent)
             grads[key] = pg if key not in grads else grads[key] + pg
         if not retain_graph:
-            tensor._node = None
+            tensor._node = _FREED
 
 
 def as_array(value, dtype=None):

@@ -48,6 +48,7 @@ def write_atomic(path, write, mode="wb", suffix=""):
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -109,6 +110,12 @@ def _json_default(value):
     if isinstance(value, tuple):
         return list(value)
     raise TypeError(f"checkpoint metadata: cannot store {type(value).__name__}")
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder):
