@@ -210,3 +210,10 @@ def test_sgd_trains_a_tiny_regression():
         loss.backward()
         opt.step()
     assert loss.item() < 1e-4
+
+
+def test_multistep_schedule():
+    opt = _opt()
+    s = optim.MultiStepLR(opt, milestones=[2, 3], gamma=0.1)
+    lrs = [opt.param_groups[0]["lr"]] + [(s.step(), opt.param_groups[0]["lr"])[1] for _ in range(4)]
+    np.testing.assert_allclose(lrs, [1.0, 1.0, 0.1, 0.01, 0.01])

@@ -27,7 +27,7 @@ def _train_parser(sub):
                    "batch of each epoch is dropped")
     p.add_argument("--lr", type=float, default=None, help=f"peak (onecycle) or initial learning rate (default {d.lr})")
     p.add_argument("--schedule", choices=["onecycle", "cosine", "step", "constant"], default=None,
-                   help="learning-rate schedule, stepped every batch (default onecycle)")
+                   help="learning-rate schedule, stepped every batch (default onecycle; step: x0.1 at 50 %% and 75 %%)")
     p.add_argument("--pct-start", type=float, default=None, help=f"onecycle warm-up fraction (default {d.pct_start})")
     p.add_argument("--momentum", type=float, default=None, help=f"SGD momentum (default {d.momentum})")
     p.add_argument("--no-nesterov", dest="nesterov", action="store_false", default=None,

@@ -114,8 +114,8 @@ def make_scheduler(cfg, optimizer, total_steps):
         return optim.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=cfg.pct_start)
     if cfg.schedule == "cosine":
         return optim.CosineAnnealingLR(optimizer, T_max=total_steps)
-    if cfg.schedule == "step":  # x sqrt(0.1) at 25, 50 and 75 % of training (x0.1 from half-way)
-        return optim.StepLR(optimizer, step_size=max(1, total_steps // 4), gamma=math.sqrt(0.1))
+    if cfg.schedule == "step":  # x0.1 at 50 % and again at 75 % of training
+        return optim.MultiStepLR(optimizer, [max(1, total_steps // 2), max(1, 3 * total_steps // 4)], gamma=0.1)
     return optim.StepLR(optimizer, step_size=total_steps + 1, gamma=1.0)
 
 

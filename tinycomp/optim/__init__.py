@@ -1,5 +1,5 @@
 """tinycomp.optim: SGD, Adam, AdamW and learning-rate schedules."""
 from .adam import Adam, AdamW
 from .optimizer import Optimizer
-from .schedule import CosineAnnealingLR, LinearWarmup, LRScheduler, OneCycleLR, StepLR
+from .schedule import CosineAnnealingLR, LinearWarmup, LRScheduler, MultiStepLR, OneCycleLR, StepLR
 from .sgd import SGD

@@ -4,6 +4,7 @@ Each scheduler sets ``group["lr"]`` (and, for OneCycleLR, ``momentum``) from the
 so a resumed run gets the same values: its state dict is just the step count.
 
     StepLR:            lr = base · gamma^floor(step / step_size)
+    MultiStepLR:       lr = base · gamma^(number of milestones <= step)
     CosineAnnealingLR: lr = eta_min + (base - eta_min) · (1 + cos(pi · step / T_max)) / 2
     LinearWarmup:      lr = base · (start_factor + (1 - start_factor) · min(step, warmup) / warmup),
                        then the wrapped scheduler (if any) counted from the end of warm-up
@@ -65,6 +66,19 @@ class StepLR(LRScheduler):
 
     def values(self, step):
         return [(b * self.gamma ** (step // self.step_size), None) for b in self.base_lrs]
+
+
+class MultiStepLR(LRScheduler):
+    def __init__(self, optimizer, milestones, gamma=0.1):
+        self.milestones = sorted(int(m) for m in milestones)
+        if any(m < 1 for m in self.milestones):
+            raise ValueError(f"MultiStepLR: milestones must be >= 1, got {milestones}")
+        self.gamma = gamma
+        super().__init__(optimizer)
+
+    def values(self, step):
+        passed = sum(1 for m in self.milestones if m <= step)
+        return [(b * self.gamma ** passed, None) for b in self.base_lrs]
 
 
 class CosineAnnealingLR(LRScheduler):
