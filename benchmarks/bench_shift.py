@@ -4,6 +4,7 @@
 
 Bandwidth = (bytes read + bytes written) / time = 2 * x.nbytes / t for all three (the depthwise
 weights are negligible). Target (issue 3): shift at >= 50 % of np.copyto's bandwidth.
+The backward (shift2d_backward, which allocates its result) is compared with np.copy (which does too).
 
 The depthwise baseline is tinycomp_kernels.conv.conv2d_forward(..., groups=C) when that module
 exists, else a local Numba depthwise kernel (parallel over planes, one FMA per tap per pixel).
@@ -13,13 +14,15 @@ import argparse
 import os
 import sys
 
-import numpy as np
-from numba import njit, prange, get_num_threads
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # as tinycomp sets it: idle workers sleep
+import numpy as np  # noqa: E402
+from numba import njit, prange, get_num_threads  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import interleaved, write_report  # noqa: E402
 
-from tinycomp_kernels.shift import shift2d, shift2d_ref, shiftnet_offsets  # noqa: E402
+from tinycomp_kernels import shift as shift_module  # noqa: E402
+from tinycomp_kernels.shift import shift2d, shift2d_backward, shift2d_ref, shiftnet_offsets  # noqa: E402
 
 RESNET20 = [(64, 16, 32, 32), (64, 32, 16, 16), (64, 64, 8, 8), (1, 16, 32, 32), (1, 64, 8, 8)]
 BIG = [(64, 128, 56, 56)]
@@ -97,20 +100,24 @@ def main():
         out_s, out_c = np.empty_like(x), np.empty_like(x)
         # validate before timing
         np.testing.assert_array_equal(shift2d(x, dy, dx, out=out_s), shift2d_ref(x, dy, dx))
+        np.testing.assert_array_equal(shift2d_backward(x, dy, dx), shift2d_ref(x, -dy, -dx))
         np.testing.assert_allclose(dw(x, w), depthwise_ref(x, w), rtol=1e-4, atol=1e-4)
         res = interleaved({
             "shift": lambda: shift2d(x, dy, dx, out=out_s),
             "depthwise": lambda: dw(x, w),
             "copy": lambda: np.copyto(out_c, x),
+            "backward": lambda: shift2d_backward(x, dy, dx),
+            "copy_alloc": lambda: np.copy(x),
         }, repeats=repeats)
         gb = 2 * x.nbytes / 1e9
         row = {"shape": "x".join(map(str, shape)), "MB": x.nbytes / 1e6}
-        for k in ("shift", "depthwise", "copy"):
+        for k in ("shift", "depthwise", "copy", "backward", "copy_alloc"):
             row[f"{k}_ms"] = res[k]["median_s"] * 1e3
             row[f"{k}_min_ms"] = res[k]["min_s"] * 1e3
             row[f"{k}_first_ms"] = res[k]["first_s"] * 1e3
             row[f"{k}_GBs"] = gb / res[k]["median_s"]
         row["shift_vs_copy"] = res["copy"]["median_s"] / res["shift"]["median_s"]
+        row["backward_vs_copy_alloc"] = res["copy_alloc"]["median_s"] / res["backward"]["median_s"]
         row["shift_speedup_vs_depthwise"] = res["depthwise"]["median_s"] / res["shift"]["median_s"]
         rows.append(row)
     cols = [("shape", "N x C x H x W", None), ("MB", "MB", "{:.1f}"),
@@ -118,13 +125,17 @@ def main():
             ("copy_ms", "np.copyto ms", "{:.3f}"), ("shift_GBs", "shift GB/s", "{:.1f}"),
             ("depthwise_GBs", "depthwise GB/s", "{:.1f}"), ("copy_GBs", "copy GB/s", "{:.1f}"),
             ("shift_vs_copy", "shift / copy bandwidth", "{:.2f}"),
+            ("backward_ms", "backward ms", "{:.3f}"), ("copy_alloc_ms", "np.copy ms", "{:.3f}"),
+            ("backward_vs_copy_alloc", "backward / np.copy bandwidth", "{:.2f}"),
             ("shift_speedup_vs_depthwise", "shift speed-up vs depthwise", "{:.1f}x")]
     import numba
     write_report("shift" + ("_quick" if args.quick else ""), rows, cols,
                  extra={"depthwise_baseline": dw_name, "numba_threads": get_num_threads(),
                         "threading_layer": numba.threading_layer(),
                         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
-                        "note": "bandwidth = 2 * nbytes / median time; np.copyto is single-threaded"},
+                        "parallel_min_bytes": shift_module._PARALLEL_MIN_BYTES,
+                        "mask_plane_max": shift_module._MASK_PLANE_MAX,
+                        "note": "bandwidth = 2 * nbytes / median time; np.copyto, np.copy single-threaded"},
                  title="Shift vs 3x3 depthwise conv vs np.copyto (float32, ShiftNet 3x3 offsets)")
 
 

@@ -16,17 +16,29 @@ ShiftNet's fixed assignment (``shiftnet_offsets``) for a k x k neighbourhood and
 channel c < k^2 * floor(C / k^2) gets dx = d*((c mod k) - k//2), dy = d*((c//k mod k) - k//2);
 the remaining C mod k^2 channels are not shifted.
 
-Layout: NCHW, C-contiguous. Each output row is one contiguous copy of the valid x-range of one
-input row plus a zero fill of the rest, so the kernel is a memory copy with offsets; it runs in
-parallel over the N*C planes.
+Layout: NCHW, C-contiguous; the kernel is a memory copy with offsets, every output element written
+exactly once (no zero-fill pass). Per channel, the flat source offset is s = dy*W + dx: within a
+plane, output element i reads input element i + s. Two ways to walk a plane:
+
+- small planes (H*W <= _MASK_PLANE_MAX): ONE loop over the whole plane, out[i] = x[i + s] where a
+  precomputed 0/1 mask of the channel's valid pixels says so, else 0. At 8x8 a row is half a vector,
+  so per-row loops would be all overhead and remainders; the whole-plane loop is a few full
+  512-bit vectors. Reads that fall outside the plane land in a neighbouring plane and are masked
+  out; only reads outside the whole array are avoided (the loop is clipped to them, see loops).
+- large planes: per output row, zeros before the valid columns, one contiguous copy, zeros after.
+
+Offsets and masks depend only on (dy, dx, H, W): they are built once and cached (``_plan``).
+Parallel over contiguous chunks of the N*C planes, one chunk per thread; arrays below
+_PARALLEL_MIN_BYTES run serially (waking the threads costs more than the copy).
 
 Reference: ``shift2d_ref`` slices NumPy arrays per channel (the tests also check it against np.roll
 with masking).
 """
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
-_FLOATS = (np.float32, np.float64)
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # native byte order only
 
 
 # --- reference ---------------------------------------------------------------------------------
@@ -60,57 +72,153 @@ def shiftnet_offsets(C, k=3, dilation=1):
     return dy, dx
 
 
-# --- loops -------------------------------------------------------------------------------------
-def _shift2d_loops(out, x, dy, dx):
-    """out[n, c] = x[n, c] shifted by (dy[c], dx[c]), zero outside. Parallel over the N*C planes.
+# --- plan: per-channel offsets and masks --------------------------------------------------------
+_MASK_PLANE_MAX = 1024  # H*W up to which the whole-plane masked loop is used (32x32)
+_PARALLEL_MIN_BYTES = 1 << 19
+_PLANS = {}  # (sign, C, H, W, dtypes, shapes, offset bytes) -> (table, masks, by_rows)
+_PLANS_MAX = 64
 
-    Per plane: the valid output block runs from (y0, x0) to (y1 - 1, x1 - 1); in the flattened plane
-    it is ONE contiguous range whose source is the same range moved by sy*W + sx. Copy it in one go
-    (rows wrap into the neighbouring row's invalid columns), then zero the invalid rows and the
-    |sx| invalid columns of every valid row. Per-row copies cost three short loops per row, which
-    dominates for the 8x8 and 16x16 planes of small networks.
+
+def _shift_plan(dy, dx, H, W, by_rows):
+    """Per-channel table (C, 6) int64 and the distinct masks for offsets ``dy``, ``dx`` (int64, (C,)).
+
+    table[c] = (s, mask offset, y0, y1, x0, x1): flat source offset s = dy*W + dx, where the channel's
+    mask starts in ``masks``, and the valid output rows [y0, y1) and columns [x0, x1). A channel
+    shifted entirely out of the image gets s = 0 and an empty valid block (all zero output).
+    masks: uint8, the distinct (H*W,) masks back to back (one per distinct valid block); a dummy
+    of length 1 when ``by_rows`` (the row loop does not use them).
+    """
+    # |offset| >= the side means "entirely out": clipping keeps that and rules out overflow
+    sy = np.clip(dy, -H, H)  # (C,)
+    sx = np.clip(dx, -W, W)  # (C,)
+    y0, y1 = np.maximum(0, -sy), np.minimum(H, H - sy)
+    x0, x1 = np.maximum(0, -sx), np.minimum(W, W - sx)
+    empty = (y0 >= y1) | (x0 >= x1)
+    block = np.where(empty[:, None], 0, np.stack([y0, y1, x0, x1], axis=1))  # (C, 4)
+    s = np.where(empty, 0, sy * W + sx)  # (C,)
+    if by_rows:
+        moff, masks = np.zeros_like(s), np.zeros(1, np.uint8)
+    else:
+        uniq, inv = np.unique(block, axis=0, return_inverse=True)  # (K, 4), (C,)
+        rows, cols = np.arange(H), np.arange(W)
+        row_ok = (rows >= uniq[:, 0:1]) & (rows < uniq[:, 1:2])  # (K, H)
+        col_ok = (cols >= uniq[:, 2:3]) & (cols < uniq[:, 3:4])  # (K, W)
+        masks = (row_ok[:, :, None] & col_ok[:, None, :]).astype(np.uint8).reshape(-1)  # (K*H*W,)
+        moff = inv.reshape(-1) * (H * W)  # (C,)
+    table = np.concatenate([s[:, None], moff[:, None], block], axis=1).astype(np.int64)  # (C, 6)
+    return table, masks, by_rows
+
+
+def _plan(name, dy, dx, C, H, W, sign):
+    """Validated, cached ``_shift_plan`` for offsets ``sign * (dy, dx)``; raises like ``_check_offsets``."""
+    key = None
+    if type(dy) is np.ndarray and type(dx) is np.ndarray:
+        # the key holds dtype, shape and bytes, so a hit means an input that passed validation before
+        key = (sign, C, H, W, dy.dtype, dx.dtype, dy.shape, dx.shape, dy.tobytes(), dx.tobytes())
+        plan = _PLANS.get(key)
+        if plan is not None:
+            return plan
+    dy = _check_offsets(name, "dy", dy, C)
+    dx = _check_offsets(name, "dx", dx, C)
+    if sign < 0:
+        dy, dx = -np.clip(dy, -H, H), -np.clip(dx, -W, W)  # clip first: -(-2**63) overflows
+    plan = _shift_plan(dy, dx, H, W, by_rows=H * W > _MASK_PLANE_MAX)
+    if key is not None:
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
+# --- loops -------------------------------------------------------------------------------------
+# Both loops cut the N*C planes into ``nchunks`` contiguous chunks, one per parallel task, and step
+# the channel index within a chunk (no division per plane). Flat indices are unsigned: Numba adds a
+# negative-index wraparound test to signed ones, which stops LLVM from vectorising.
+
+def _shift2d_loops(out, x, table, masks, nchunks):
+    """Small planes: out[n, c] = x[n, c] shifted by (s, mask) = table[c, 0:2], one masked loop per plane.
+
+    out[base + i] = x[base + i + s] if masks[moff + i] else 0, for i in 0 .. H*W - 1.
     """
     N, C, H, W = x.shape
-    xf = x.reshape(x.size)      # (N*C*H*W,) views: planes are contiguous
-    of = out.reshape(out.size)  # (N*C*H*W,)
     plane = H * W
-    for p in prange(N * C):
-        c = p % C
-        sy = dy[c]
-        sx = dx[c]
-        base = p * plane
-        # valid output columns [x0, x1) and rows [y0, y1); clamped so that a huge shift gives empty
-        x0 = min(max(0, -sx), W)
-        x1 = max(min(W, W - sx), x0)
-        y0 = min(max(0, -sy), H)
-        y1 = max(min(H, H - sy), y0)
-        # unsigned indices: Numba adds a negative-index wraparound test to signed indices, which
-        # stops LLVM from vectorising the copy (measured 2-4x slower)
-        if x0 == x1 or y0 == y1:
-            for j in range(np.uint64(base), np.uint64(base + plane)):
-                of[j] = 0
-            continue
-        a = np.uint64(base + y0 * W + x0)            # first valid output element
-        b = np.uint64(base + (y1 - 1) * W + x1)      # one past the last valid output element
-        s = np.uint64(base + (y0 + sy) * W + x0 + sx)  # its source, inside the same plane
-        for j in range(np.uint64(0), b - a):
-            of[a + j] = xf[s + j]
-        for j in range(np.uint64(base), np.uint64(base + y0 * W)):
-            of[j] = 0
-        for j in range(np.uint64(base + y1 * W), np.uint64(base + plane)):
-            of[j] = 0
-        for y in range(y0, y1):
-            r = np.uint64(base + y * W)
-            for j in range(np.uint64(0), np.uint64(x0)):
-                of[r + j] = 0
-            for j in range(np.uint64(x1), np.uint64(W)):
-                of[r + j] = 0
+    nplanes = N * C
+    total = nplanes * plane
+    xf = x.reshape(total)      # (N*C*H*W,) views: planes are contiguous
+    of = out.reshape(total)    # (N*C*H*W,)
+    for k in prange(nchunks):
+        p0 = k * nplanes // nchunks
+        p1 = (k + 1) * nplanes // nchunks
+        c = p0 % C if C > 0 else 0
+        base = p0 * plane
+        for _ in range(p0, p1):
+            src = base + table[c, 0]  # output element 0 of the plane reads here
+            # clip the loop to reads inside the array (only the first / last plane is ever clipped);
+            # the clipped-off outputs read outside their own plane, so their mask is 0 anyway
+            lo = max(0, -src)
+            hi = min(plane, total - src)
+            ub = np.uint64(base)
+            for i in range(ub, ub + np.uint64(lo)):
+                of[i] = 0
+            d = ub + np.uint64(lo)
+            sp = np.uint64(src + lo)
+            mp = np.uint64(table[c, 1] + lo)
+            for i in range(np.uint64(0), np.uint64(hi - lo)):
+                v = xf[sp + i]
+                of[d + i] = v if masks[mp + i] else 0
+            for i in range(ub + np.uint64(hi), ub + np.uint64(plane)):
+                of[i] = 0
+            base += plane
+            c += 1
+            if c == C:
+                c = 0
+
+
+def _shift2d_rows_loops(out, x, table, nchunks):
+    """Large planes: per output row, zeros before the valid columns, one copy, zeros after.
+
+    table[c, 0] = s, table[c, 2:6] = (y0, y1, x0, x1), the valid output block of channel c.
+    """
+    N, C, H, W = x.shape
+    plane = H * W
+    nplanes = N * C
+    total = nplanes * plane
+    xf = x.reshape(total)      # (N*C*H*W,)
+    of = out.reshape(total)    # (N*C*H*W,)
+    for k in prange(nchunks):
+        p0 = k * nplanes // nchunks
+        p1 = (k + 1) * nplanes // nchunks
+        c = p0 % C if C > 0 else 0
+        base = p0 * plane
+        for _ in range(p0, p1):
+            src = base + table[c, 0]
+            y0, y1, x0, x1 = table[c, 2], table[c, 3], table[c, 4], table[c, 5]
+            ub = np.uint64(base)
+            for i in range(ub, ub + np.uint64(y0 * W)):
+                of[i] = 0
+            for y in range(y0, y1):
+                r = ub + np.uint64(y * W)
+                for i in range(r, r + np.uint64(x0)):
+                    of[i] = 0
+                d = r + np.uint64(x0)
+                sr = np.uint64(src + y * W + x0)  # >= 0: the source of a valid pixel
+                for i in range(np.uint64(0), np.uint64(x1 - x0)):
+                    of[d + i] = xf[sr + i]
+                for i in range(r + np.uint64(x1), r + np.uint64(W)):
+                    of[i] = 0
+            for i in range(ub + np.uint64(y1 * W), ub + np.uint64(plane)):
+                of[i] = 0
+            base += plane
+            c += 1
+            if c == C:
+                c = 0
 
 
 shift2d_jit = njit(parallel=True, cache=True)(_shift2d_loops)
-# small arrays: a parallel launch costs more than the copy itself
+shift2d_rows_jit = njit(parallel=True, cache=True)(_shift2d_rows_loops)
+# small arrays: waking the threads costs more than the copy itself
 shift2d_serial_jit = njit(cache=True)(_shift2d_loops)
-_PARALLEL_MIN_BYTES = 1 << 19
+shift2d_rows_serial_jit = njit(cache=True)(_shift2d_rows_loops)
 
 
 # --- wrappers ----------------------------------------------------------------------------------
@@ -126,20 +234,24 @@ def _check_offsets(name, arg, value, C):
 def _check_input(name, arg, x):
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name}: {arg} must be a numpy array, got {type(x).__name__}")
-    if x.dtype not in _FLOATS:
+    if x.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"{name}: {arg} must be float32 or float64, got {x.dtype}")
     if x.ndim != 4:
         raise ValueError(f"{name}: {arg} must be 4-D (N, C, H, W), got shape {x.shape}")
     return np.ascontiguousarray(x)
 
 
-def _run(out, x, dy, dx):
+def _run(name, out, x, dy, dx, sign):
+    N, C, H, W = x.shape
+    table, masks, by_rows = _plan(name, dy, dx, C, H, W, sign)
     if x.size == 0:
         return
-    if x.nbytes >= _PARALLEL_MIN_BYTES:
-        shift2d_jit(out, x, dy, dx)
+    parallel = x.nbytes >= _PARALLEL_MIN_BYTES
+    nchunks = get_num_threads() if parallel else 1
+    if by_rows:
+        (shift2d_rows_jit if parallel else shift2d_rows_serial_jit)(out, x, table, nchunks)
     else:
-        shift2d_serial_jit(out, x, dy, dx)
+        (shift2d_jit if parallel else shift2d_serial_jit)(out, x, table, masks, nchunks)
 
 
 def shift2d(x, dy, dx, out=None):
@@ -151,28 +263,25 @@ def shift2d(x, dy, dx, out=None):
     Returns the shifted array, same shape and dtype as ``x``.
     """
     x = _check_input("shift2d", "x", x)
-    C = x.shape[1]
-    dy = _check_offsets("shift2d", "dy", dy, C)
-    dx = _check_offsets("shift2d", "dx", dx, C)
     if out is None:
         out = np.empty_like(x)
     else:
         if not isinstance(out, np.ndarray) or out.dtype != x.dtype:
             raise TypeError(f"shift2d: out must be a numpy array of dtype {x.dtype}")
-        if out.shape != x.shape or not out.flags.c_contiguous or not out.flags.writeable:
+        flags = out.flags
+        if out.shape != x.shape or not flags.c_contiguous or not flags.writeable:
             raise ValueError(f"shift2d: out must be a writeable C-contiguous array of shape {x.shape}")
-        if np.shares_memory(out, x):
+        # two arrays that own their memory are distinct allocations (a cheap test for the usual
+        # case); otherwise both are contiguous here, so overlapping bounds means shared memory
+        if out is x or not (out.base is None and x.base is None) and np.may_share_memory(out, x):
             raise ValueError("shift2d: out must not overlap x")
-    _run(out, x, dy, dx)
+    _run("shift2d", out, x, dy, dx, 1)
     return out
 
 
 def shift2d_backward(dout, dy, dx):
     """Gradient of ``shift2d`` w.r.t. its input: the opposite shift of ``dout`` (N, C, H, W)."""
     dout = _check_input("shift2d_backward", "dout", dout)
-    C = dout.shape[1]
-    dy = _check_offsets("shift2d_backward", "dy", dy, C)
-    dx = _check_offsets("shift2d_backward", "dx", dx, C)
     out = np.empty_like(dout)
-    _run(out, dout, -dy, -dx)
+    _run("shift2d_backward", out, dout, dy, dx, -1)
     return out

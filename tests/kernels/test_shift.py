@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
+from numba import njit
 
 from strategies import arrays
 from tinycomp_kernels import shift as sh
@@ -46,6 +47,45 @@ def test_shift2d_equals_roll_reference(case):
     np.testing.assert_array_equal(sh.shift2d_ref(x, dy, dx), roll_reference(x, dy, dx))
 
 
+def run_loops(x, dy, dx, by_rows, nchunks, jit=True):
+    """One of the two loops (whole-plane masked / per row), serial or in ``nchunks`` chunks."""
+    N, C, H, W = x.shape
+    table, masks, _ = sh._shift_plan(dy, dx, H, W, by_rows)
+    out = np.full_like(x, np.nan)
+    if by_rows:
+        fn = sh.shift2d_rows_jit if nchunks > 1 else sh.shift2d_rows_serial_jit
+        (fn if jit else sh._shift2d_rows_loops)(out, x, table, nchunks)
+    else:
+        fn = sh.shift2d_jit if nchunks > 1 else sh.shift2d_serial_jit
+        (fn if jit else sh._shift2d_loops)(out, x, table, masks, nchunks)
+    return out
+
+
+@given(shift_cases(), st.booleans(), st.sampled_from([1, 2, 3, 7]))
+def test_both_loops_any_chunking(case, by_rows, nchunks):
+    # both plane walks on every input, whatever the wrapper's size thresholds pick; more chunks than
+    # planes leaves some chunks empty; the first and last planes exercise the clipped reads
+    x, dy, dx = case
+    x = np.ascontiguousarray(x)
+    np.testing.assert_array_equal(run_loops(x, dy, dx, by_rows, nchunks), roll_reference(x, dy, dx))
+
+
+def test_special_values_stay_exact():
+    # a select, not a multiply by the mask: NaN / inf shifted out of the image never leak, -0.0 and
+    # NaN that stay inside are copied bit for bit, and the fill is +0.0
+    x = np.zeros((2, 3, 4, 4), np.float32)
+    x[:, :, 0, :] = np.nan      # row 0 leaves the image for dy = +1
+    x[:, :, :, 3] = np.inf      # column 3 leaves for dx = -1
+    x[:, :, 2, 1] = -0.0
+    x[:, :, 1, 2] = np.nan
+    dy, dx = np.array([1, 1, 0]), np.array([-1, 0, -1])
+    for by_rows in (False, True):
+        got = run_loops(x, dy, dx, by_rows, 2)
+        ref = roll_reference(x, dy, dx)
+        np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32))
+        assert not np.isinf(got[:, 0]).any() and np.isnan(got[:, 0]).sum() == 2
+
+
 @given(shift_cases())
 def test_backward_is_adjoint(case):
     x, dy, dx = case
@@ -57,14 +97,19 @@ def test_backward_is_adjoint(case):
     np.testing.assert_array_equal(sh.shift2d_backward(g, dy, dx), roll_reference(g, -dy, -dx))
 
 
-def test_parallel_path_large_array():
-    # above the serial/parallel threshold (512 KiB): the prange path
+@pytest.mark.parametrize("shape", [(2, 11, 96, 80), (33, 64, 8, 8), (3, 27, 16, 24)])
+def test_parallel_path_large_array(shape, monkeypatch):
+    # the prange path through the wrapper, per row (96x80) and masked (8x8, 16x24), whatever the
+    # tuned serial/parallel threshold is
+    monkeypatch.setattr(sh, "_PARALLEL_MIN_BYTES", 1 << 16)
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((2, 11, 96, 80)).astype(np.float32)
-    dy, dx = sh.shiftnet_offsets(11, k=3, dilation=2)
+    x = rng.standard_normal(shape).astype(np.float32)
+    N, C, H, W = shape
+    dy, dx = sh.shiftnet_offsets(C, k=3, dilation=2)
     dy[-1], dx[-1] = 200, -3  # one channel shifted out of the image
     assert x.nbytes >= sh._PARALLEL_MIN_BYTES
     np.testing.assert_array_equal(sh.shift2d(x, dy, dx), roll_reference(x, dy, dx))
+    np.testing.assert_array_equal(sh.shift2d_backward(x, dy, dx), roll_reference(x, -dy, -dx))
     out = np.full_like(x, np.nan)
     assert sh.shift2d(x, dy, dx, out=out) is out
     np.testing.assert_array_equal(out, roll_reference(x, dy, dx))
@@ -72,12 +117,79 @@ def test_parallel_path_large_array():
 
 def test_loops_run_in_plain_python():
     rng = np.random.default_rng(2)
-    x = rng.standard_normal((2, 4, 3, 5)).astype(np.float32)
-    dy = np.array([1, -1, 0, 7], dtype=np.int64)
-    dx = np.array([-2, 1, 0, 0], dtype=np.int64)
-    out = np.full_like(x, np.nan)
-    sh._shift2d_loops(out, x, dy, dx)  # the undecorated function: plain Python
-    np.testing.assert_array_equal(out, roll_reference(x, dy, dx))
+    x = rng.standard_normal((2, 5, 3, 5)).astype(np.float32)
+    # the first plane reads before the array's start (s < 0), the last one past its end (s > 0)
+    dy = np.array([-1, 1, 0, 7, 1], dtype=np.int64)
+    dx = np.array([-2, 1, 0, 0, 2], dtype=np.int64)
+    for by_rows in (False, True):  # the undecorated functions: plain Python
+        for nchunks in (1, 3):
+            got = run_loops(x, dy, dx, by_rows, nchunks, jit=False)
+            np.testing.assert_array_equal(got, roll_reference(x, dy, dx))
+
+
+_checked_loops = {}
+
+
+@pytest.mark.parametrize("by_rows", [False, True])
+def test_loops_stay_inside_the_arrays(by_rows):
+    # reads outside a plane are masked out, so equality tests cannot see reads outside the ARRAY;
+    # a bounds-checked compile raises IndexError on any of them. First / last planes shifted both ways.
+    if by_rows not in _checked_loops:
+        loops = sh._shift2d_rows_loops if by_rows else sh._shift2d_loops
+        _checked_loops[by_rows] = njit(boundscheck=True)(loops)
+    rng = np.random.default_rng(4)
+    cases = [((1, 1, 3, 5), [-1], [-2]), ((1, 1, 3, 5), [1], [2]), ((1, 2, 1, 6), [0, 0], [-5, 5]),
+             ((2, 3, 4, 4), [-1, 0, 1], [-1, 0, 1]), ((1, 2, 4, 1), [-3, 3], [0, 0])]
+    for _ in range(20):
+        N, C, H, W = rng.integers(1, 4), rng.integers(1, 5), rng.integers(1, 7), rng.integers(1, 7)
+        cases.append(((N, C, H, W), rng.integers(-H, H + 1, C), rng.integers(-W, W + 1, C)))
+    for shape, dy, dx in cases:
+        x = rng.standard_normal(shape).astype(np.float32)
+        dy, dx = np.array(dy, dtype=np.int64), np.array(dx, dtype=np.int64)
+        table, masks, _ = sh._shift_plan(dy, dx, shape[2], shape[3], by_rows)
+        for nchunks in (1, 2):
+            out = np.full_like(x, np.nan)
+            if by_rows:
+                _checked_loops[by_rows](out, x, table, nchunks)
+            else:
+                _checked_loops[by_rows](out, x, table, masks, nchunks)
+            np.testing.assert_array_equal(out, roll_reference(x, dy, dx))
+
+
+def test_plan_cache_follows_the_offsets():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 5, 6))
+    dy, dx = np.array([1, 0, -2]), np.array([0, -1, 3])
+    first = sh.shift2d(x, dy, dx)
+    np.testing.assert_array_equal(sh.shift2d(x, dy, dx), first)  # cache hit
+    # the same offsets for the backward are a different plan
+    np.testing.assert_array_equal(sh.shift2d_backward(x, dy, dx), roll_reference(x, -dy, -dx))
+    dy[0] = -1  # edited in place: new bytes, new key
+    np.testing.assert_array_equal(sh.shift2d(x, dy, dx), roll_reference(x, dy, dx))
+    # same values in another dtype or byte order, and plain lists (never cached)
+    np.testing.assert_array_equal(sh.shift2d(x, dy.astype(np.int32), dx), roll_reference(x, dy, dx))
+    swapped = dy.astype(">i8")  # other bytes, same values
+    np.testing.assert_array_equal(sh.shift2d(x, swapped, dx), roll_reference(x, dy, dx))
+    garbled = swapped.view("<i8")  # same bytes, other values
+    np.testing.assert_array_equal(sh.shift2d(x, garbled, dx), roll_reference(x, garbled, dx))
+    np.testing.assert_array_equal(sh.shift2d(x, dy.tolist(), dx.tolist()), roll_reference(x, dy, dx))
+    # a different image size with the same offsets
+    y = rng.standard_normal((1, 3, 6, 5))
+    np.testing.assert_array_equal(sh.shift2d(y, dy, dx), roll_reference(y, dy, dx))
+    for i in range(sh._PLANS_MAX + 5):  # the cache stays bounded
+        sh.shift2d(x, dy + i, dx)
+    assert len(sh._PLANS) <= sh._PLANS_MAX
+
+
+def test_extreme_offsets_zero_the_channel():
+    x = np.ones((1, 4, 3, 4), np.float64)
+    big = np.iinfo(np.int64)
+    dy = np.array([big.max, big.min, 0, 0], dtype=np.int64)
+    dx = np.array([0, 0, big.min, 1], dtype=np.int64)
+    for f, sign in ((sh.shift2d, 1), (sh.shift2d_backward, -1)):
+        got = f(x, dy, dx)
+        assert not got[0, :3].any()
+        np.testing.assert_array_equal(got[:, 3:], roll_reference(x[:, 3:], [0], [sign]))
 
 
 @pytest.mark.parametrize("C,k,d", [(9, 3, 1), (20, 3, 1), (18, 3, 2), (7, 3, 1), (50, 5, 1), (0, 3, 1)])
@@ -117,6 +229,20 @@ def test_bad_inputs():
         sh.shift2d(x, z, z, out=np.zeros((1, 3, 4, 4), np.float64))
     with pytest.raises(ValueError, match="shift2d: out"):
         sh.shift2d(x, z, z, out=x)
+    with pytest.raises(ValueError, match="shift2d: out"):
+        sh.shift2d(x, z, z, out=np.zeros((1, 3, 4, 8), np.float32)[..., ::2])
+    with pytest.raises(ValueError, match="shift2d: out"):
+        sh.shift2d(x, z, z, out=x[:, ::-1])
+    with pytest.raises(TypeError, match="shift2d: x"):
+        sh.shift2d(x.astype(">f4"), z, z)
+    shared = np.zeros((2, 3, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="shift2d: out"):
+        sh.shift2d(shared[:1], z, z, out=shared[:1])  # two views of the same memory
+    sh.shift2d(shared[:1], z, z, out=shared[1:])  # views of disjoint halves are fine
+    with pytest.raises(TypeError, match="shift2d_backward: dx"):
+        sh.shift2d_backward(x, z, z.astype(bool))
+    with pytest.raises(ValueError, match="shift2d: dy"):
+        sh.shift2d(np.zeros((0, 3, 4, 4), np.float32), np.zeros(2, np.int64), z)
     with pytest.raises(ValueError, match="shift2d_backward: dy"):
         sh.shift2d_backward(x, np.zeros(4, np.int64), z)
     with pytest.raises(TypeError, match="shift2d_backward: dout"):
