@@ -5,7 +5,8 @@ For conv layers written as matmuls, W (M, K) @ cols (K, N) with W pruned to a sp
 - dense:       np.matmul of the full (unpruned-shape) W, float32, OpenBLAS;
 - csr:         tinycomp_kernels.sparse.csr_matmul (unstructured magnitude pruning), which builds the
                K-blocked form on every call;
-- csr_blocked: csr_matmul_blocked on a BlockedCSR built once (csr_block), the form to cache for a fixed W;
+- csr_blocked: csr_matmul_blocked on a BlockedCSR built once (csr_block), the form to cache for a fixed W
+               (a pruned layer's weights are fixed at inference, so this is how a pruned layer runs);
 - scipy:       scipy.sparse.csr_matrix(W) @ cols (scipy's csr @ dense runs on one thread);
 - structured:  the thinned layer: a smaller dense W[:M*(1-s)] @ cols, i.e. the same fraction of
                rows (filters) removed instead of scattered weights.
@@ -60,13 +61,17 @@ def crossover(rows):
 
 def summary_markdown(summary):
     lines = ["", "### Targets (issue 3): faster than dense from <= 80 %, >= 5x at 95 %, faster than scipy.sparse from 50 %",
-             "", "| shape | crossover sparsity | csr vs dense at 80 % | at 95 % | faster from 80 % | 5x at 95 % | beats scipy from 50 % |",
-             "|---|---|---|---|---|---|---|"]
+             "", "csr = csr_matmul (builds the blocked form on every call); prebuilt = csr_matmul_blocked on a "
+             "BlockedCSR built once, as a pruned layer with fixed weights runs at inference.", "",
+             "| shape | crossover sparsity | csr vs dense at 80 % | at 95 % | prebuilt at 95 % | faster from 80 % "
+             "| 5x at 95 % (csr) | 5x at 95 % (prebuilt) | beats scipy from 50 % |",
+             "|---|---|---|---|---|---|---|---|---|"]
     ok = {True: "met", False: "NOT met"}
     for name, s in summary.items():
         cross = "never" if s["crossover_sparsity"] is None else f"{s['crossover_sparsity']:.1%}"
         lines.append(f"| {name} | {cross} | {s['speedup_at_80']:.2f}x | {s['speedup_at_95']:.2f}x | "
-                     f"{ok[s['target_faster_than_dense_from_80']]} | {ok[s['target_5x_at_95']]} | "
+                     f"{s['prebuilt_speedup_at_95']:.2f}x | {ok[s['target_faster_than_dense_from_80']]} | "
+                     f"{ok[s['target_5x_at_95']]} | {ok[s['target_5x_at_95_prebuilt']]} | "
                      f"{ok[s['target_beats_scipy_from_50']]} |")
     return "\n".join(lines) + "\n"
 
@@ -133,9 +138,11 @@ def main():
             "crossover_sparsity": crossover(shape_rows),
             "speedup_at_80": at[0.8]["csr_x"] if 0.8 in at else None,
             "speedup_at_95": at[0.95]["csr_x"] if 0.95 in at else None,
+            "prebuilt_speedup_at_95": at[0.95]["csr_blocked_x"] if 0.95 in at else None,
             "target_faster_than_dense_from_80": bool(0.8 in at and all(
                 r["csr_x"] > 1 for r in shape_rows if r["sparsity"] >= 0.8)),
             "target_5x_at_95": bool(0.95 in at and at[0.95]["csr_x"] >= 5),
+            "target_5x_at_95_prebuilt": bool(0.95 in at and at[0.95]["csr_blocked_x"] >= 5),
             "target_beats_scipy_from_50": all(r["csr_vs_scipy"] > 1 for r in shape_rows if r["sparsity"] >= 0.5),
         }
     columns = [("shape", "shape", None), ("sparsity", "sparsity", "{:.0%}"), ("dense_ms", "dense ms", "{:.2f}"),

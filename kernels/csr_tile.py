@@ -8,21 +8,25 @@ c < ncols (ncols <= TILE = 64),
 
 with ``out`` (M, N) and ``b`` (K, N_b) C-contiguous float32 (bflat = b.reshape(-1): with bj0 + ncols <= N_b
 this is b[indices[p], bj0 + c]; a larger bj0 = k0 * N_b + c0 shifts the rows by k0), ``indices`` int32 and
-``values`` float32.
-``csr_row_tile_full`` is the same with ncols fixed at 64 (ncols is ignored). No bounds are checked: the
-caller guarantees j0 + ncols <= N, 0 <= p0 <= p1 <= len(indices) and every flat index in range.
+``values`` float32. ``csr_row_tile_full`` is the same with ncols fixed at 64 (ncols is ignored). No
+bounds are checked: the caller guarantees j0 + ncols <= N, 0 <= p0 <= p1 <= len(indices) and every
+flat index in range.
+
+``prefetch(a, k)`` / ``prefetch_l2(a, k)`` ask the CPU to bring the cache line holding
+a.reshape(-1)[k] into L1 (prefetcht0) / L2 (prefetcht1, Zen 4 and later) (hints: no fault, no effect
+on results); no-ops outside Numba.
 
 Why: an axpy formulation (out row += v * b row, one pass per kept weight) loads and stores the output
-once per kept weight, and Numba's loop vectoriser keeps accumulators in memory. Here the 64-column
-output segment lives in four <16 x float> registers (zmm) for the whole list of kept weights of the
-row: per kept weight one index load, one broadcast of the value, four vector loads of b and four fused
-multiply-adds; the output is loaded (when accumulating) and stored once. Two independent sets of
-accumulators (even / odd kept weights, summed at the end) give eight FMA chains to cover the FMA
-latency. The partial-width variant uses masked vector loads/stores (llvm.masked.load/store), so any
-N is handled at vector speed. The IR is emitted through ``numba.extending.intrinsic`` like
+once per kept weight, and Numba's loop vectoriser keeps accumulators in memory. Here the output segment
+lives in four <16 x float> registers (zmm) for the whole list of kept weights: per kept weight one
+index load, one broadcast of the value, four vector loads of b (folded into the FMAs) and four fused
+multiply-adds; the output is loaded (when accumulating) and stored once. Two accumulator sets (kept
+weight p goes to set p mod 2, summed at the end) keep eight FMA chains in flight to cover the FMA
+latency. The partial-width variant uses masked vector loads/stores (llvm.masked.load/store), so any N
+is handled at vector speed. The IR is emitted through ``numba.extending.intrinsic`` like
 ``tinycomp_kernels.popcount`` and ``tinycomp_kernels.fma_tile``.
 
-Outside Numba (``NUMBA_DISABLE_JIT=1`` or a plain call) both names are ordinary Python functions with
+Outside Numba (``NUMBA_DISABLE_JIT=1`` or a plain call) the tiles are ordinary Python functions with
 the same result up to float rounding order.
 Reference: ``csr_row_tile_ref`` (NumPy gather + dot); ``tinycomp_kernels.sparse`` tests the products.
 """
@@ -32,9 +36,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-LANES = 16          # float32 lanes of a 512-bit vector
-VECS = 4            # vectors per tile
-TILE = LANES * VECS  # output columns per tile
+LANES = 16           # float32 lanes of a 512-bit vector
+TILE = 4 * LANES     # output columns per tile
 _I1, _I8, _I32, _I64, _F32 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
 
 
@@ -49,7 +52,7 @@ def _is(t, ndim, dtype):
     return isinstance(t, types.Array) and t.ndim == ndim and t.dtype == dtype and t.layout == "C"
 
 
-def _codegen(masked):
+def _codegen(masked, vecs, sets):
     vty = ir.VectorType(_F32, LANES)
     mty = ir.VectorType(_I1, LANES)
     zero = ir.Constant(vty, [0.0] * LANES)
@@ -80,7 +83,7 @@ def _codegen(masked):
                                             ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
             masks = [builder.icmp_signed("<", ir.Constant(ir.VectorType(_I64, LANES),
                                                           [LANES * v + l for l in range(LANES)]), nsplat)
-                     for v in range(VECS)]
+                     for v in range(vecs)]
 
         def vload(ptr, v):
             p = builder.bitcast(builder.gep(ptr, [_I64(LANES * v)], source_etype=_F32), pty)
@@ -100,17 +103,17 @@ def _codegen(masked):
         b_col0 = builder.gep(b.data, [bj0], source_etype=_F32)
         out_seg = builder.gep(out.data, [builder.add(builder.mul(i, out_rs), j0)], source_etype=_F32)
 
-        # initial accumulators: the output segment (accumulate) or zeros
+        # initial accumulators of set 0: the output segment (accumulate) or zeros
         entry = builder.block
         load_blk = builder.append_basic_block("csrtile.load")
         start = builder.append_basic_block("csrtile.start")
         builder.cbranch(accumulate, load_blk, start)
         builder.position_at_end(load_blk)
-        loaded = [vload(out_seg, v) for v in range(VECS)]
+        loaded = [vload(out_seg, v) for v in range(vecs)]
         builder.branch(start)
         builder.position_at_end(start)
         init = []
-        for v in range(VECS):
+        for v in range(vecs):
             phi = builder.phi(vty)
             phi.add_incoming(zero, entry)
             phi.add_incoming(loaded[v], load_blk)
@@ -121,61 +124,71 @@ def _codegen(masked):
             val = builder.load(builder.gep(values.data, [p], source_etype=_F32), typ=_F32, align=4)
             vs = builder.shuffle_vector(builder.insert_element(undef, val, _I32(0)), undef, splat)
             row = builder.gep(b_col0, [builder.mul(k, b_rs)], source_etype=_F32)
-            return [builder.call(fma, [vs, vload(row, v), accs[v]]) for v in range(VECS)]
+            return [builder.call(fma, [vs, vload(row, v), accs[v]]) for v in range(vecs)]
 
-        # main loop: two kept weights per iteration into two accumulator sets (8 independent chains)
+        # main loop: SETS kept weights per iteration, weight p + s into accumulator set s
         head = builder.append_basic_block("csrtile.head")
         body = builder.append_basic_block("csrtile.body")
         tail = builder.append_basic_block("csrtile.tail")
-        odd = builder.append_basic_block("csrtile.odd")
-        done = builder.append_basic_block("csrtile.done")
         builder.branch(head)
         builder.position_at_end(head)
         p = builder.phi(_I64)
-        acc_a = [builder.phi(vty) for _ in range(VECS)]
-        acc_b = [builder.phi(vty) for _ in range(VECS)]
+        acc = [[builder.phi(vty) for _ in range(vecs)] for _ in range(sets)]
         p.add_incoming(p0, start)
-        for v in range(VECS):
-            acc_a[v].add_incoming(init[v], start)
-            acc_b[v].add_incoming(zero, start)
-        builder.cbranch(builder.icmp_signed("<", builder.add(p, _I64(1)), p1), body, tail)
+        for s in range(sets):
+            for v in range(vecs):
+                acc[s][v].add_incoming(init[v] if s == 0 else zero, start)
+        builder.cbranch(builder.icmp_signed("<=", builder.add(p, _I64(sets)), p1), body, tail)
         builder.position_at_end(body)
-        new_a = step(p, acc_a)
-        new_b = step(builder.add(p, _I64(1)), acc_b)
-        p.add_incoming(builder.add(p, _I64(2)), body)
-        for v in range(VECS):
-            acc_a[v].add_incoming(new_a[v], body)
-            acc_b[v].add_incoming(new_b[v], body)
+        new = [step(builder.add(p, _I64(s)), acc[s]) for s in range(sets)]
+        p.add_incoming(builder.add(p, _I64(sets)), body)
+        for s in range(sets):
+            for v in range(vecs):
+                acc[s][v].add_incoming(new[s][v], body)
         builder.branch(head)
 
+        # tail: fewer than SETS weights left; weight p + s (if any) still goes to set s
         builder.position_at_end(tail)
-        summed = [builder.fadd(acc_a[v], acc_b[v]) for v in range(VECS)]
-        builder.cbranch(builder.icmp_signed("<", p, p1), odd, done)
-        builder.position_at_end(odd)
-        last = step(p, summed)
-        builder.branch(done)
-        builder.position_at_end(done)
-        results = [builder.phi(vty) for _ in range(VECS)]  # phis first: LLVM wants them at the block top
-        for v in range(VECS):
-            results[v].add_incoming(summed[v], tail)
-            results[v].add_incoming(last[v], odd)
-            vstore(results[v], out_seg, v)
+        cur = [list(a) for a in acc]
+        for s in range(sets - 1):
+            before = builder.block
+            do = builder.append_basic_block(f"csrtile.rest{s}")
+            join = builder.append_basic_block(f"csrtile.join{s}")
+            q = builder.add(p, _I64(s))
+            builder.cbranch(builder.icmp_signed("<", q, p1), do, join)
+            builder.position_at_end(do)
+            stepped = step(q, cur[s])
+            builder.branch(join)
+            builder.position_at_end(join)
+            merged = []
+            for v in range(vecs):
+                phi = builder.phi(vty)
+                phi.add_incoming(cur[s][v], before)
+                phi.add_incoming(stepped[v], do)
+                merged.append(phi)
+            cur[s] = merged
+        while len(cur) > 1:  # pairwise sum of the sets
+            cur = [[builder.fadd(x, y) for x, y in zip(cur[s], cur[s + 1])] for s in range(0, len(cur), 2)]
+        for v in range(vecs):
+            vstore(cur[0][v], out_seg, v)
         return context.get_dummy_value()
 
     return codegen
 
 
 def _make(masked):
+    vecs, sets = TILE // LANES, 2  # 4 vectors x 2 accumulator sets: eight independent FMA chains
+
     def tile(out, i, j0, ncols, p0, p1, indices, values, b, bj0, accumulate):
-        width = ncols if masked else TILE
-        acc = out[i, j0:j0 + width].copy() if accumulate else np.zeros(width, np.float32)
+        w = ncols if masked else TILE
+        acc = out[i, j0:j0 + w].copy() if accumulate else np.zeros(w, np.float32)
         flat = b.reshape(-1)
         for p in range(p0, p1):
             start = indices[p] * b.shape[1] + bj0
-            acc += values[p] * flat[start:start + width]
-        out[i, j0:j0 + width] = acc
+            acc += values[p] * flat[start:start + w]
+        out[i, j0:j0 + w] = acc
 
-    codegen = _codegen(masked)
+    codegen = _codegen(masked, vecs, sets)
 
     def typer(typingctx, out, i, j0, ncols, p0, p1, indices, values, b, bj0, accumulate):
         if not (_is(out, 2, types.float32) and _is(b, 2, types.float32) and _is(indices, 1, types.int32)
@@ -184,7 +197,7 @@ def _make(masked):
             return None
         return types.void(out, i, j0, ncols, p0, p1, indices, values, b, bj0, accumulate), codegen
 
-    name = "csr_row_tile" if masked else "csr_row_tile_full"
+    name = "csr_row_tile" + ("" if masked else "_full")
     typer.__name__ = f"_{name}_ir"
     tile_ir = intrinsic(typer)
 
@@ -202,3 +215,46 @@ def _make(masked):
 csr_row_tile = _make(True)
 csr_row_tile_full = _make(False)
 
+
+def prefetch(a, k):
+    """Hint: fetch the cache line of a.reshape(-1)[k] into L1 (a no-op outside Numba)."""
+
+
+def prefetch_l2(a, k):
+    """Hint: fetch the cache line of a.reshape(-1)[k] into L2 (a no-op outside Numba)."""
+
+
+def _prefetch_intrinsic(locality):
+    def typer(typingctx, a, k):
+        if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(k, types.Integer)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            arr = context.make_array(signature.args[0])(context, builder, args[0])
+            idx = context.cast(builder, args[1], signature.args[1], types.int64)
+            addr = builder.gep(arr.data, [idx], source_etype=context.get_data_type(signature.args[0].dtype))
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [_I8.as_pointer(), _I32, _I32, _I32]),
+                "llvm.prefetch.p0i8")
+            # read (0), temporal locality 3 = prefetcht0 / 2 = prefetcht1, data cache (1)
+            builder.call(fn, [builder.bitcast(addr, _I8.as_pointer()), _I32(0), _I32(locality), _I32(1)])
+            return context.get_dummy_value()
+
+        return types.void(a, k), codegen
+
+    typer.__name__ = f"_prefetch{locality}_ir"
+    return intrinsic(typer)
+
+
+_prefetch_l1_ir = _prefetch_intrinsic(3)
+_prefetch_l2_ir = _prefetch_intrinsic(2)
+
+
+@overload(prefetch, inline="always")
+def _prefetch_numba(a, k):
+    return lambda a, k: _prefetch_l1_ir(a, k)
+
+
+@overload(prefetch_l2, inline="always")
+def _prefetch_l2_numba(a, k):
+    return lambda a, k: _prefetch_l2_ir(a, k)

@@ -17,23 +17,33 @@ The math
                     backward: dx = col2im(W.T @ dout_mat); dvalues = csr_sddmm(dout_mat, cols)
                     with dout_mat = dout as (O, N*OH*OW)
 
-Why the kernel is blocked and packed
+Why the kernel is blocked, packed and pipelined
     Per kept entry (i, k) the product needs the row b[k, :]: one b element per multiply-add (a dense
-    GEMM reuses each b element across many rows), so the bound is moving b. The kernel:
-    - splits K into blocks of K_BLOCK rows and N into blocks of COL_BLOCK columns and copies ("packs")
-      each (K_BLOCK, COL_BLOCK) block of b contiguously into a per-worker 512 KiB buffer that stays in
-      L2 while every row of W uses it. Without the copy the block's row pieces are N floats apart, a
-      power of two in conv layers, and fall into a handful of cache sets (measured: 2.4-4.5 cycles per
-      512-bit FMA from unpacked b vs ~1.7-2.6 packed);
-    - re-orders W once by (K-block, row) (``csr_block``: a counting sort, O(nnz + M*K/K_BLOCK), cacheable
-      as a ``BlockedCSR``), so the entries of one row inside one K-block are contiguous;
+    GEMM reuses each b element across many rows), so the bound is moving b: from memory once, and
+    from cache once per kept entry. The kernel:
+    - re-orders W once by (K-band, row) (``csr_block``: a counting sort, O(nnz + M*K/k_block),
+      cacheable as a ``BlockedCSR``), so the entries of one row inside one band are contiguous;
+    - splits N into column slabs and K into bands of at most K_BLOCK rows, and copies ("packs") each
+      band's slab of b into a per-worker buffer that stays in L2 while every row of W uses it. In
+      place, the band's row pieces are N floats apart, a power of two in conv layers, and fall into a
+      handful of cache sets; packed, their row stride is an odd number of cache lines;
     - runs, for every row, a 64-column register tile (``tinycomp_kernels.csr_tile``, LLVM IR): the output
-      segment stays in four zmm registers across the row's kept entries of the block (one broadcast,
-      four loads from L2, four FMAs per entry), loaded/stored once per K-block;
-    - parallelises over column blocks (each worker a contiguous range of them; rows too when N is small):
-      workers never write the same output, and each packs only its own columns of b.
-    The remaining cost at high sparsity is reading b from memory once (the pack: about 9-10 GB/s per
-    core for these strided pieces against ~20 GB/s for a contiguous stream).
+      segment stays in four zmm registers across the row's kept entries of the band (one broadcast,
+      four loads from L2, four FMAs per entry), accumulated in a padded per-worker output slab in L2
+      and copied to ``out`` after the last band;
+    - double-buffers the bands: while one band is used, the next one (of the slab, or the first band
+      of the worker's next slab) is copied into the other buffer, a few rows per row visit, each row
+      prefetched PREFETCH_ROWS rows before it is copied. Copied in a block before use, strided pieces
+      of b came from memory at only ~5 GB/s per core (the hardware prefetcher does not follow them)
+      and the copy was half of the time at 95 % sparsity; spread over the visits, the memory reads run
+      while the FMAs work;
+    - processes the rows of a band in order of their number of kept entries in the band, so that
+      consecutive loops have the same trip count and their branches are predicted;
+    - parallelises over column slabs (each worker a contiguous range of them; rows too when N is
+      small): workers never write the same output, and each packs only its own columns of b.
+    A tile in L1 instead of L2 (32-column tiles of 128-row bands) was measured slower: a band then
+    holds only ~6 kept entries per row at 95 % sparsity, and the per-visit cost (output load/store,
+    loop set-up) outweighs the faster loads.
 
 The transposed product
     csr_matmul_t builds the transposed CSR (= the CSC form of W) by a counting sort, O(nnz + K),
@@ -54,7 +64,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from .csr_tile import TILE, csr_row_tile, csr_row_tile_full
+from .csr_tile import TILE, csr_row_tile, csr_row_tile_full, prefetch, prefetch_l2
 from .im2col import col2im, im2col
 
 _FASTMATH_SUM = {"contract", "reassoc"}  # dot products: reassociation lets LLVM vectorise the reduction
@@ -148,31 +158,60 @@ class BlockedCSR(NamedTuple):
     k_block: int
 
 
-K_BLOCK = 1024   # rows of b per packed block: 1024 x COL_BLOCK floats = 512 KiB, half of a Zen 4 L2
-COL_BLOCK = 128  # columns of b per packed block (two 64-column register tiles)
+K_BLOCK = 1024  # at most this many rows of b per band (evened out: 2304 -> 3 bands of 768)
 PACK_MIN_USES = 2  # pack b only when W keeps at least this many entries per column on average
-COL_BLOCK_NOPACK = 1024  # unpacked: long row pieces of b stream better from memory
+L2_BUDGET = 768 * 1024  # bytes of a worker's packed band(s) + output buffer (of a 1 MiB Zen 4 L2)
+OUT_PAD = 16  # floats appended to each output-buffer row: an odd number of cache lines per row
+SLAB_NOPACK = 1024  # unpacked: columns per task
+PREFETCH_ROWS = 8  # the band copy prefetches the row of b this many rows ahead
+LINE = 16  # floats per 64-byte cache line
 
 
 def _csr_block_loops(ptr, indices_b, values_b, perm, indptr, indices, values, k_block):
-    """Counting sort of the entries by (K-block, row), stable: fills a ``BlockedCSR``'s arrays."""
+    """Counting sort of the entries by (K-block, row), stable: fills a ``BlockedCSR``'s arrays.
+
+    A row's entries usually come in runs of one K-block (columns ascending): counts and write
+    positions are carried in registers along a run instead of a read-modify-write of memory per entry."""
     m = len(indptr) - 1
+    n_kb = (len(ptr) - 1) // max(m, 1)
+    band = np.empty(n_kb * k_block, dtype=np.int64)  # K-block of each column: a table, no divisions
+    for kb in range(n_kb):
+        for c in range(k_block):
+            band[kb * k_block + c] = kb
     for c in range(len(ptr)):
         ptr[c] = 0
     for i in range(m):
+        prev = -1
+        run = 0
         for q in range(indptr[i], indptr[i + 1]):
-            ptr[(indices[q] // k_block) * m + i + 1] += 1
+            kb = band[indices[q]]
+            if kb != prev:
+                if prev >= 0:
+                    ptr[prev * m + i + 1] += run
+                prev = kb
+                run = 0
+            run += 1
+        if prev >= 0:
+            ptr[prev * m + i + 1] += run
     for c in range(len(ptr) - 1):
         ptr[c + 1] += ptr[c]
     fill = ptr[:-1].copy()
     for i in range(m):
+        prev = -1
+        dst = 0
         for q in range(indptr[i], indptr[i + 1]):
-            key = (indices[q] // k_block) * m + i
-            dst = fill[key]
-            indices_b[dst] = indices[q] % k_block
+            kb = band[indices[q]]
+            if kb != prev:
+                if prev >= 0:
+                    fill[prev * m + i] = dst
+                prev = kb
+                dst = fill[kb * m + i]
+            indices_b[dst] = indices[q] - kb * k_block
             values_b[dst] = values[q]
             perm[dst] = q
-            fill[key] += 1
+            dst += 1
+        if prev >= 0:
+            fill[prev * m + i] = dst
 
 
 csr_block_jit = njit(cache=True)(_csr_block_loops)
@@ -189,83 +228,241 @@ def _block(indptr, indices, values, n_cols, k_block):
     return BlockedCSR(ptr, indices_b, values_b, perm, m, int(n_cols), int(k_block))
 
 
-def csr_block(indptr, indices, values, n_cols, k_block=K_BLOCK):
+def auto_k_block(n_cols):
+    """The band height for a W with n_cols columns: at most K_BLOCK rows of b, the bands of equal
+    height (no thin last band, whose short loops would cost a visit each for few kept entries)."""
+    bands = -(-n_cols // K_BLOCK)
+    return int(max(1, -(-n_cols // max(1, bands))))
+
+
+def csr_block(indptr, indices, values, n_cols, k_block=None):
     """The K-blocked form of a CSR W (M, n_cols) for ``csr_matmul_blocked``: a ``BlockedCSR``.
 
-    A one-off O(nnz + M * n_cols / k_block) counting sort (about a millisecond for 300k entries);
-    ``csr_matmul`` does it on every call, so cache the result when W is reused with many b."""
+    ``k_block`` (rows of b per band) defaults to ``auto_k_block``. A one-off O(nnz + M * n_cols /
+    k_block) counting sort; ``csr_matmul`` does it on every call, so build it once for a fixed W
+    (a pruned layer at inference) and call ``csr_matmul_blocked``."""
     indptr, indices, values = _check_csr("csr_block", indptr, indices, values, n_cols)
+    if k_block is None:
+        k_block = auto_k_block(n_cols)
     if not isinstance(k_block, (int, np.integer)) or k_block < 1:
         raise ValueError(f"csr_block: k_block must be a positive integer, got {k_block!r}")
     return _block(indptr, indices, values, n_cols, int(min(k_block, max(1, n_cols))))
 
 
-def _csr_matmul_loops(out, ptr, indices, values, b, k_block, col_block, row_block, buf, pack):
-    """out (M, N) = W @ b from a BlockedCSR's (ptr, indices, values); tasks = (column block, row
-    block) split into one contiguous range per worker (buf[w] is worker w's packing buffer). Without
-    ``pack`` the tiles read b in place: element (k0 + k, c) of C-contiguous b is k * N + (k0 * N + c)."""
+def _csr_matmul_loops(out, ptr, indices, values, order, b, k_block, slab, row_block, bbuf, obuf, pack,
+                      prefetch_rows, ahead, overlap):
+    """out (M, N) = W @ b from a BlockedCSR's (ptr, indices, values); tasks = (column slab, row
+    block) split into one contiguous range per worker (bbuf[w], obuf[w] are worker w's buffers).
+
+    Packed (``pack``): each K-band of b's column slab is copied into bbuf[w, buffer] (row stride
+    slab + OUT_PAD); for each 64-column tile and each row (in ``order``) the row's kept entries of
+    the band are added into obuf[w] (rows r0.., padded), which is copied to out after the last band.
+    ``overlap``: the next band is copied into the other buffer a few rows per visit while this one
+    is used (double buffering); ``ahead``: it is prefetched into L2 the same way (single buffer).
+    In place: 64-column tiles read b where it is (element (k0 + k, c) of b is k * N + (k0 * N + c))."""
     m, n = out.shape
     kk = b.shape[0]
     n_kb = (len(ptr) - 1) // max(m, 1)
-    n_cb = (n + col_block - 1) // col_block
+    n_sl = (n + slab - 1) // slab
     n_rb = (m + row_block - 1) // row_block
-    n_tasks = n_cb * n_rb
-    n_workers = buf.shape[0]
+    n_tasks = n_sl * n_rb
+    n_workers = bbuf.shape[0]
     for wkr in prange(n_workers):
-        pb = buf[wkr]
-        for t in range(wkr * n_tasks // n_workers, (wkr + 1) * n_tasks // n_workers):
-            c0 = (t // n_rb) * col_block
-            cw = min(col_block, n - c0)
+        ob = obuf[wkr]
+        t_begin = wkr * n_tasks // n_workers
+        t_end = (wkr + 1) * n_tasks // n_workers
+        cur = 0
+        for t in range(t_begin, t_end):
+            c0 = (t // n_rb) * slab
+            cw = min(slab, n - c0)
             r0 = (t % n_rb) * row_block
             r1 = min(r0 + row_block, m)
-            for kb in range(n_kb):
+            for kb in range(n_kb if pack else 0):
                 k0 = kb * k_block
-                # pack the (k_block, cw) block of b contiguously: b's rows are N floats apart, often a
-                # power of two, and the block's row pieces would then fall into a few cache sets
-                for r in range(min(k_block, kk - k0) if pack else 0):
-                    src = b[k0 + r, c0:c0 + cw]
-                    dst = pb[r]
-                    for j in range(cw):
-                        dst[j] = src[j]
+                bb = bbuf[wkr, cur]
+                if not overlap or (t == t_begin and kb == 0):
+                    for r in range(min(k_block, kk - k0)):
+                        # the band's rows are N floats apart: the hardware prefetcher does not
+                        # follow short strided pieces, so ask for the piece prefetch_rows rows ahead
+                        if prefetch_rows > 0 and k0 + r + prefetch_rows < kk:
+                            pa = (k0 + r + prefetch_rows) * n + c0
+                            for q in range(0, cw, LINE):
+                                prefetch(b, pa + q)
+                        src = b[k0 + r, c0:c0 + cw]  # slices: 0-based indices vectorise (no wraparound test)
+                        dst = bb[r]
+                        for j in range(cw):
+                            dst[j] = src[j]
+                # the band after this one (of this slab, else band 0 of the next task's slab) is
+                # copied (overlap) or prefetched (ahead) a few lines per visit while this one is
+                # used, so that memory works alongside the FMAs
+                nk0, nc0 = k0 + k_block, c0
+                if nk0 >= kk:
+                    nk0, nc0 = 0, ((t + 1) // n_rb) * slab
+                has_next = kb + 1 < n_kb or t + 1 < t_end
+                ncw = min(slab, n - nc0)
+                lpr = (ncw + LINE - 1) // LINE
+                n_next = min(k_block, kk - nk0) if has_next and (overlap or ahead) else 0
+                units = n_next if overlap else n_next * lpr  # rows to copy or lines to prefetch
+                nb = bbuf[wkr, 1 - cur if overlap else cur]
+                for r in range(min(prefetch_rows, n_next) if overlap else 0):
+                    for q in range(0, ncw, LINE):
+                        prefetch(b, (nk0 + r) * n + nc0 + q)
+                n_visits = ((cw + TILE - 1) // TILE) * (r1 - r0)
+                spread = 0
+                done = 0
                 base = kb * m
-                src_b = pb if pack else b
-                off = 0 if pack else k0 * n + c0
-                for jl in range(0, cw, TILE):
-                    w = min(TILE, cw - jl)
-                    for i in range(r0, r1):
+                for jt in range(0, cw, TILE):
+                    w = min(TILE, cw - jt)
+                    for q in range(r0, r1):
+                        spread += units
+                        while spread >= n_visits:
+                            spread -= n_visits
+                            if overlap:
+                                if done + prefetch_rows < n_next:
+                                    pa = (nk0 + done + prefetch_rows) * n + nc0
+                                    for l in range(0, ncw, LINE):
+                                        prefetch(b, pa + l)
+                                src = b[nk0 + done, nc0:nc0 + ncw]
+                                dst = nb[done]
+                                for j in range(ncw):
+                                    dst[j] = src[j]
+                            else:
+                                prefetch_l2(b, (nk0 + done // lpr) * n + nc0 + (done % lpr) * LINE)
+                            done += 1
+                        i = order[base + q]
+                        p0 = ptr[base + i]
+                        p1 = ptr[base + i + 1]
+                        if kb > 0 and p1 == p0:
+                            continue
                         if w == TILE:
-                            csr_row_tile_full(out, i, c0 + jl, TILE, ptr[base + i], ptr[base + i + 1],
-                                              indices, values, src_b, off + jl, kb > 0)
+                            csr_row_tile_full(ob, i - r0, jt, TILE, p0, p1, indices, values, bb, jt, kb > 0)
                         else:
-                            csr_row_tile(out, i, c0 + jl, w, ptr[base + i], ptr[base + i + 1],
-                                         indices, values, src_b, off + jl, kb > 0)
+                            csr_row_tile(ob, i - r0, jt, w, p0, p1, indices, values, bb, jt, kb > 0)
+                if overlap and has_next:
+                    cur = 1 - cur
+            for i in range(r0, r1 if pack else r0):
+                dst = out[i, c0:c0 + cw]
+                src = ob[i - r0]
+                for j in range(cw):
+                    dst[j] = src[j]
+            for jt in range(0, 0 if pack else cw, TILE):
+                w = min(TILE, cw - jt)
+                for i in range(r0, r1):
+                    for kb in range(n_kb):
+                        p0 = ptr[kb * m + i]
+                        p1 = ptr[kb * m + i + 1]
+                        if kb > 0 and p1 == p0:
+                            continue
+                        off = kb * k_block * n + c0 + jt
+                        if w == TILE:
+                            csr_row_tile_full(out, i, c0 + jt, TILE, p0, p1, indices, values, b, off, kb > 0)
+                        else:
+                            csr_row_tile(out, i, c0 + jt, w, p0, p1, indices, values, b, off, kb > 0)
 
 
 csr_matmul_jit = njit(parallel=True, cache=True)(_csr_matmul_loops)
 
 
-def _matmul_blocked_into(out, bw, b):
+def _plan(m, n, k_block, workers, pack, buffers):
+    """(slab, row_block): a slab of columns whose packed band(s) and output rows fit the L2 budget,
+    at most N / workers wide so that every worker has one; rows split too when slabs are few."""
+    if pack:
+        slab = max(TILE, L2_BUDGET // (4 * (buffers * k_block + m)) // TILE * TILE)
+    else:
+        slab = SLAB_NOPACK
+    slab = min(slab, -(-(-(-n // workers)) // LINE) * LINE)
+    n_sl = -(-n // slab)
+    # too few slabs for the workers (small N: batch 1, small feature maps): split rows too
+    n_rb = min(m, -(-2 * workers // n_sl)) if n_sl < 2 * workers else 1
+    return slab, -(-m // n_rb)
+
+
+def _row_order_loops(order, ptr, m, row_block):
+    """For each K-band and row block, the rows sorted by their number of kept entries in the band
+    (a stable counting sort): consecutive tiles then run loops of the same length, which the branch
+    predictor follows (unsorted, the remainder branches of the short loops mispredict)."""
+    for kb in range((len(ptr) - 1) // max(m, 1)):
+        base = kb * m
+        for r0 in range(0, m, row_block):
+            r1 = min(r0 + row_block, m)
+            top = 0
+            for i in range(r0, r1):
+                top = max(top, ptr[base + i + 1] - ptr[base + i])
+            start = np.zeros(top + 2, dtype=np.int64)
+            for i in range(r0, r1):
+                start[ptr[base + i + 1] - ptr[base + i] + 1] += 1
+            for c in range(top + 1):
+                start[c + 1] += start[c]
+            for i in range(r0, r1):
+                c = ptr[base + i + 1] - ptr[base + i]
+                order[base + r0 + start[c]] = i
+                start[c] += 1
+
+
+row_order_jit = njit(cache=True)(_row_order_loops)
+
+
+def _row_order(ptr, m, row_block):
+    order = np.empty(len(ptr) - 1, dtype=np.int64)
+    row_order_jit(order, ptr, m, row_block)
+    return order
+
+
+_workspace = []  # the reusable scratch buffer of _scratch
+USE_WORKSPACE = True
+
+
+def _scratch(shape_b, shape_o):
+    """Views (bbuf, obuf) of one reusable float32 buffer, 2 MiB-aligned, of at least 8 MiB.
+
+    Together the buffers fill most of L2. Allocated afresh per call, they land on random 4 KiB pages
+    whose physical addresses overload some L2 sets; numpy asks for transparent huge pages for arrays
+    of 4 MiB and more, and in one 2 MiB page the padded rows spread evenly over the sets. Sharing
+    one buffer is safe: the kernel runs holding the GIL, so two calls never overlap."""
+    nb = int(np.prod(shape_b))
+    nb_lines = -(-nb // LINE) * LINE
+    need = nb_lines + int(np.prod(shape_o))
+    if not USE_WORKSPACE:
+        return np.empty(shape_b, dtype=np.float32), np.empty(shape_o, dtype=np.float32)
+    if not _workspace or _workspace[0].size < need:
+        raw = np.empty(max(need, 3 << 19) + (1 << 19), dtype=np.float32)  # >= 8 MiB, 2 MiB of slack
+        _workspace[:] = [raw[(-raw.ctypes.data % (1 << 21)) // 4:]]
+    ws = _workspace[0]
+    return ws[:nb].reshape(shape_b), ws[nb_lines:need].reshape(shape_o)
+
+
+def _matmul_blocked_into(out, bw, b, pack=None, slab=None, prefetch_rows=PREFETCH_ROWS, ahead=False, overlap=True,
+                         sort_rows=True):
     m, n = out.shape
     if m == 0 or n == 0:
         return out
     workers = get_num_threads()
     # a packed row of b pays off when several rows of W use it; at ~99 % sparsity (fewer than
     # PACK_MIN_USES kept entries per column of W) reading b in place is cheaper than copying all of it
-    pack = len(bw.values) >= PACK_MIN_USES * b.shape[0]
-    col_block = min(COL_BLOCK if pack else COL_BLOCK_NOPACK, -(-n // TILE) * TILE)
-    n_cb = -(-n // col_block)
-    # too few column blocks for the workers (small N: batch 1, small feature maps): split rows too
-    n_rb = min(m, -(-2 * workers // n_cb)) if n_cb < 2 * workers else 1
-    row_block = -(-m // n_rb)
-    shape = (min(bw.k_block, max(1, b.shape[0])), col_block) if pack else (1, 1)
-    buf = np.empty((workers,) + shape, dtype=np.float32)
-    csr_matmul_jit(out, bw.ptr, bw.indices, bw.values, b, bw.k_block, col_block, row_block, buf, pack)
+    if pack is None:
+        pack = len(bw.values) >= PACK_MIN_USES * b.shape[0]
+    overlap = overlap and pack
+    band_rows = max(1, min(bw.k_block, b.shape[0]))  # a k_block above K only ever uses K rows
+    plan_slab, row_block = _plan(m, n, band_rows, workers, pack, 2 if overlap else 1)
+    slab = plan_slab if slab is None else slab
+    if pack:
+        bbuf, obuf = _scratch((workers, 2 if overlap else 1, band_rows, slab + OUT_PAD),
+                              (workers, row_block, slab + OUT_PAD))
+        order = _row_order(bw.ptr, m, row_block)
+        if not sort_rows:
+            order = np.tile(np.arange(m), len(bw.ptr) // m)
+    else:
+        bbuf = np.empty((workers, 1, 1, 1), dtype=np.float32)
+        obuf = np.empty((workers, 1, 1), dtype=np.float32)
+        order = np.empty(0, dtype=np.int64)
+    csr_matmul_jit(out, bw.ptr, bw.indices, bw.values, order, b, bw.k_block, slab, row_block, bbuf, obuf, pack,
+                   prefetch_rows, ahead, overlap)
     return out
 
 
 def _matmul_into(out, indptr, indices, values, b):
     k = b.shape[0]
-    return _matmul_blocked_into(out, _block(indptr, indices, values, k, min(K_BLOCK, max(1, k))), b)
+    return _matmul_blocked_into(out, _block(indptr, indices, values, k, auto_k_block(k)), b)
 
 
 def csr_matmul(indptr, indices, values, b):

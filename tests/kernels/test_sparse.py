@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
-from numba import njit
+from numba import config, njit
 
 from strategies import csr_matrices
 from tinycomp_kernels import csr_tile as T, sparse as S
@@ -104,39 +104,110 @@ def test_csr_block_matmul_equals_dense(wm, n, k_block, seed):
     np.testing.assert_allclose(S.csr_matmul_blocked(bw, b), w.astype(np.float64) @ b, **TOL)
 
 
+@pytest.mark.parametrize("pack, ahead, overlap", [(True, False, True), (True, True, False), (True, False, False),
+                                                  (False, False, False)])
+@pytest.mark.parametrize("slab", [None, 32, 96])
+def test_csr_matmul_paths_slabs_bands_row_blocks(pack, ahead, overlap, slab):
+    """Both kernel paths with several slabs per worker, several K-bands (the last partial), partial
+    32- and 64-column tiles, rows split into blocks, empty rows and rows empty in some bands."""
+    rng = np.random.default_rng(5)
+    for m, k, n, density in ((70, 300, 333, 0.05), (9, 130, 40, 0.3), (1, 5, 1, 1.0), (200, 64, 17, 0.02)):
+        w = rng.standard_normal((m, k)).astype(np.float32)
+        w[rng.random(w.shape) > density] = 0
+        w[m // 2] = 0
+        b = _b(rng, k, n)
+        bw = S.csr_block(*S.csr_from_dense(w), k, k_block=128)
+        out = np.full((m, n), np.nan, np.float32)
+        S._matmul_blocked_into(out, bw, b, pack=pack, slab=slab, ahead=ahead, overlap=overlap)
+        np.testing.assert_allclose(out, w.astype(np.float64) @ b, **TOL)
+
+
+def test_csr_block_unsorted_columns_and_auto_k_block():
+    """Columns in any order within a row (a valid CSR need not sort them) block and multiply correctly;
+    auto_k_block splits K into equal bands of at most K_BLOCK rows."""
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((20, 300)).astype(np.float32)
+    w[rng.random(w.shape) > 0.1] = 0
+    indptr, indices, values = S.csr_from_dense(w)
+    shuffled = np.concatenate([rng.permutation(np.arange(indptr[i], indptr[i + 1])) for i in range(20)])
+    bw = S.csr_block(indptr, indices[shuffled], values[shuffled], 300, k_block=64)
+    b = _b(rng, 300, 70)
+    np.testing.assert_allclose(S.csr_matmul_blocked(bw, b), w.astype(np.float64) @ b, **TOL)
+    np.testing.assert_allclose(S.csr_matmul(indptr, indices[shuffled], values[shuffled], b),
+                               w.astype(np.float64) @ b, **TOL)
+    assert S.auto_k_block(2304) == 768 and S.auto_k_block(576) == 576 and S.auto_k_block(5) == 5
+    for k in (1, 1000, 1025, 5000):  # bands of at most K_BLOCK rows, of equal height but for rounding
+        kb = S.auto_k_block(k)
+        bands = -(-k // kb)
+        assert kb <= S.K_BLOCK and bands == -(-k // S.K_BLOCK) and k - (bands - 1) * kb > kb - bands
+    assert S.csr_block(indptr, indices, values, 300).k_block == S.auto_k_block(300)
+
+
+def test_scratch_buffers_disjoint_aligned_and_reused():
+    bbuf, obuf = S._scratch((2, 2, 5, 80), (2, 7, 80))
+    assert bbuf.shape == (2, 2, 5, 80) and obuf.shape == (2, 7, 80)
+    assert bbuf.flags.c_contiguous and obuf.flags.c_contiguous and bbuf.dtype == obuf.dtype == np.float32
+    assert bbuf.ctypes.data % (1 << 21) == 0 and obuf.ctypes.data % 64 == 0
+    assert obuf.ctypes.data >= bbuf.ctypes.data + bbuf.nbytes  # no overlap
+    again, _ = S._scratch((3, 4), (1,))
+    assert again.ctypes.data == bbuf.ctypes.data  # one buffer, kept between calls
+    big, _ = S._scratch((3 << 20,), (5,))  # more than the buffer holds: a larger one replaces it
+    assert big.size == 3 << 20 and big.ctypes.data % (1 << 21) == 0
+
+
 def test_csr_row_tile_plain_python_and_jit():
     rng = np.random.default_rng(3)
     b = _b(rng, 9, 150)
     indices = np.array([4, 0, 8, 4, 2], np.int32)
     values = rng.standard_normal(5).astype(np.float32)
-    for tile, j0, bj0, ncols in ((T.csr_row_tile_full, 64, 10, 64), (T.csr_row_tile, 100, 3, 37)):
-        for acc in (False, True):
-            out = _b(rng, 3, 170)
-            expected = out.copy()
-            T.csr_row_tile_ref(expected, 1, j0, ncols, 1, 5, indices, values, b, bj0, acc)
-            got_py, got_jit = out.copy(), out.copy()
-            tile(got_py, 1, j0, ncols, 1, 5, indices, values, b, bj0, acc)
-            _tile_caller(tile is T.csr_row_tile, got_jit, j0, ncols, indices, values, b, bj0, acc)
-            np.testing.assert_allclose(got_py, expected, **TOL)
-            np.testing.assert_allclose(got_jit, expected, **TOL)  # masked lanes beyond ncols untouched
+    tiles = ((0, T.csr_row_tile_full, 64, 10, 64), (1, T.csr_row_tile, 100, 3, 37), (1, T.csr_row_tile, 1, 5, 64))
+    for which, tile, j0, bj0, ncols in tiles:
+        for p1 in (1, 2, 3, 4, 5):  # 0..4 kept weights: both remainders of the two accumulator sets
+            for acc in (False, True):
+                out = _b(rng, 3, 170)
+                expected = out.copy()
+                T.csr_row_tile_ref(expected, 1, j0, ncols, 1, p1, indices, values, b, bj0, acc)
+                got_py, got_jit = out.copy(), out.copy()
+                tile(got_py, 1, j0, ncols, 1, p1, indices, values, b, bj0, acc)
+                _tile_caller(which, got_jit, j0, ncols, p1, indices, values, b, bj0, acc)
+                np.testing.assert_allclose(got_py, expected, **TOL)
+                np.testing.assert_allclose(got_jit, expected, **TOL)  # masked lanes beyond ncols untouched
+
+
+def test_csr_row_tile_long_row():
+    """Many kept weights (the main loop over two accumulator sets, then a remainder of 0 or 1)."""
+    rng = np.random.default_rng(4)
+    b = _b(rng, 50, 80)
+    for nnz in (37, 38):
+        indices = rng.integers(0, 50, nnz).astype(np.int32)
+        values = rng.standard_normal(nnz).astype(np.float32)
+        out = _b(rng, 2, 80)
+        expected = out.copy()
+        T.csr_row_tile_ref(expected, 1, 8, 64, 0, nnz, indices, values, b, 8, True)
+        _tile_caller(0, out, 8, 64, nnz, indices, values, b, 8, True, 0)
+        np.testing.assert_allclose(out, expected, **TOL)
 
 
 @njit
-def _tile_caller(masked, out, j0, ncols, indices, values, b, bj0, acc):
-    if masked:
-        T.csr_row_tile(out, 1, j0, ncols, 1, 5, indices, values, b, bj0, acc)
+def _tile_caller(which, out, j0, ncols, p1, indices, values, b, bj0, acc, p0=1):
+    if which == 0:
+        T.csr_row_tile_full(out, 1, j0, ncols, p0, p1, indices, values, b, bj0, acc)
     else:
-        T.csr_row_tile_full(out, 1, j0, ncols, 1, 5, indices, values, b, bj0, acc)
+        T.csr_row_tile(out, 1, j0, ncols, p0, p1, indices, values, b, bj0, acc)
 
 
 def test_csr_matmul_asm_uses_zmm_fma():
     """The register tile compiles to 512-bit FMAs (no scalar or 256-bit fallback in the hot loop)."""
+    if config.DISABLE_JIT:
+        pytest.skip("NUMBA_DISABLE_JIT=1: nothing is compiled")
     fresh = njit(parallel=True)(S._csr_matmul_loops)  # not the cached dispatcher: its asm is not inspectable
     bw = S.csr_block(*S.csr_from_dense(np.eye(3, dtype=np.float32)), 3)
-    fresh(np.empty((3, 3), np.float32), bw.ptr, bw.indices, bw.values, np.ones((3, 3), np.float32), 3, 64, 3,
-          np.empty((1, 3, 64), np.float32), True)
+    fresh(np.empty((3, 3), np.float32), bw.ptr, bw.indices, bw.values, np.arange(3), np.ones((3, 3), np.float32), 3,
+          64, 3, np.empty((1, 2, 3, 80), np.float32), np.empty((1, 3, 80), np.float32), True, 8, True, True)
     asm = "\n".join(fresh.inspect_asm().values())
-    assert len(re.findall(r"vfmadd\w*ps\s+[^\n]*zmm", asm)) >= 8
+    assert len(re.findall(r"vfmadd\w*ps\s+[^\n]*zmm", asm)) >= 8  # 2 kept weights x 4 vectors per loop trip
+    assert not re.findall(r"vfmadd\w*ps\s+[^\n]*[xy]mm", asm)
+    assert "prefetcht0" in asm and "prefetcht1" in asm  # the band copies' and the L2 look-ahead's prefetches
 
 
 conv_cases = st.fixed_dictionaries(dict(
@@ -199,10 +270,14 @@ def test_loops_run_in_plain_python():
     b = _b(rng, 6, 5)
     out = np.empty((3, 5), np.float32)
     bw = S.csr_block(indptr, indices, values, 6, k_block=4)  # two K-blocks, the second partial
-    buf = np.empty((2, 4, 2), np.float32)  # two workers, column blocks of 2 (the last one 1 wide)
-    for pack in (True, False):
+    # two workers; slabs of 4 columns (two, the second 1 wide), row blocks of 2 (the last one 1 row):
+    # four tasks, so each worker moves on to a next task (overlap copies its first band early)
+    bbuf, obuf = np.empty((2, 2, 4, 20), np.float32), np.empty((2, 2, 20), np.float32)
+    order = S._row_order(bw.ptr, 3, 2)
+    for pack, ahead, overlap in ((True, False, False), (True, True, False), (True, False, True), (False, False, False)):
         out[:] = np.nan
-        S._csr_matmul_loops(out, bw.ptr, bw.indices, bw.values, b, 4, 2, 2, buf, pack)
+        S._csr_matmul_loops(out, bw.ptr, bw.indices, bw.values, order, b, 4, 4, 2, bbuf, obuf, pack, 2, ahead,
+                            overlap)
         np.testing.assert_allclose(out, w @ b, **TOL)
     np.testing.assert_allclose(out, w @ b, **TOL)
     ptr, ib, vb, perm = np.empty(2 * 3 + 1, np.int64), np.empty_like(indices), np.empty_like(values), \
