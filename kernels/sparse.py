@@ -17,7 +17,7 @@ The math
                     backward: dx = col2im(W.T @ dout_mat); dvalues = csr_sddmm(dout_mat, cols)
                     with dout_mat = dout as (O, N*OH*OW)
 
-Why the kernel is blocked, packed and pipelined
+Why the kernel is blocked and packed
     Per kept entry (i, k) the product needs the row b[k, :]: one b element per multiply-add (a dense
     GEMM reuses each b element across many rows), so the bound is moving b: from memory once, and
     from cache once per kept entry. The kernel:
@@ -31,14 +31,17 @@ Why the kernel is blocked, packed and pipelined
       segment stays in four zmm registers across the row's kept entries of the band (one broadcast,
       four loads from L2, four FMAs per entry), accumulated in a padded per-worker output slab in L2
       and copied to ``out`` after the last band;
-    - double-buffers the bands: while one band is used, the next one (of the slab, or the first band
-      of the worker's next slab) is copied into the other buffer, a few rows per row visit, each row
-      prefetched PREFETCH_ROWS rows before it is copied. Copied in a block before use, strided pieces
-      of b came from memory at only ~5 GB/s per core (the hardware prefetcher does not follow them)
-      and the copy was half of the time at 95 % sparsity; spread over the visits, the memory reads run
-      while the FMAs work;
-    - processes the rows of a band in order of their number of kept entries in the band, so that
-      consecutive loops have the same trip count and their branches are predicted;
+    - copies each band with a software prefetch of the row PREFETCH_ROWS rows ahead (the hardware
+      prefetcher does not follow short strided pieces). Reading b is now about half of the time at
+      95 % sparsity: with W empty the packed path takes 2.3-2.8 ms for the 37.7 MB b of the
+      benchmark (2 threads), the whole product 5.5 ms. Two ways to overlap that copy with the FMAs
+      are kept as options and were measured slower, so they are off: ``overlap`` (double-buffered
+      bands, the next one copied a few rows per row visit: the two buffers halve the slab width)
+      and ``ahead`` (the next band prefetched into L2 between visits: its strided lines thrash the
+      L2 sets the current band uses);
+    - visits the rows in order (visiting them sorted by their number of kept entries in the band,
+      for predictable loop branches, was measured 10 % slower: the output slab is then read and
+      written in a random row order);
     - parallelises over column slabs (each worker a contiguous range of them; rows too when N is
       small): workers never write the same output, and each packs only its own columns of b.
     A tile in L1 instead of L2 (32-column tiles of 128-row bands) was measured slower: a band then
@@ -249,13 +252,13 @@ def csr_block(indptr, indices, values, n_cols, k_block=None):
     return _block(indptr, indices, values, n_cols, int(min(k_block, max(1, n_cols))))
 
 
-def _csr_matmul_loops(out, ptr, indices, values, order, b, k_block, slab, row_block, bbuf, obuf, pack,
+def _csr_matmul_loops(out, ptr, indices, values, b, k_block, slab, row_block, bbuf, obuf, pack,
                       prefetch_rows, ahead, overlap):
     """out (M, N) = W @ b from a BlockedCSR's (ptr, indices, values); tasks = (column slab, row
     block) split into one contiguous range per worker (bbuf[w], obuf[w] are worker w's buffers).
 
     Packed (``pack``): each K-band of b's column slab is copied into bbuf[w, buffer] (row stride
-    slab + OUT_PAD); for each 64-column tile and each row (in ``order``) the row's kept entries of
+    slab + OUT_PAD); for each 64-column tile and each row the row's kept entries of
     the band are added into obuf[w] (rows r0.., padded), which is copied to out after the last band.
     ``overlap``: the next band is copied into the other buffer a few rows per visit while this one
     is used (double buffering); ``ahead``: it is prefetched into L2 the same way (single buffer).
@@ -313,7 +316,7 @@ def _csr_matmul_loops(out, ptr, indices, values, order, b, k_block, slab, row_bl
                 base = kb * m
                 for jt in range(0, cw, TILE):
                     w = min(TILE, cw - jt)
-                    for q in range(r0, r1):
+                    for i in range(r0, r1):
                         spread += units
                         while spread >= n_visits:
                             spread -= n_visits
@@ -329,7 +332,6 @@ def _csr_matmul_loops(out, ptr, indices, values, order, b, k_block, slab, row_bl
                             else:
                                 prefetch_l2(b, (nk0 + done // lpr) * n + nc0 + (done % lpr) * LINE)
                             done += 1
-                        i = order[base + q]
                         p0 = ptr[base + i]
                         p1 = ptr[base + i + 1]
                         if kb > 0 and p1 == p0:
@@ -377,37 +379,6 @@ def _plan(m, n, k_block, workers, pack, buffers):
     return slab, -(-m // n_rb)
 
 
-def _row_order_loops(order, ptr, m, row_block):
-    """For each K-band and row block, the rows sorted by their number of kept entries in the band
-    (a stable counting sort): consecutive tiles then run loops of the same length, which the branch
-    predictor follows (unsorted, the remainder branches of the short loops mispredict)."""
-    for kb in range((len(ptr) - 1) // max(m, 1)):
-        base = kb * m
-        for r0 in range(0, m, row_block):
-            r1 = min(r0 + row_block, m)
-            top = 0
-            for i in range(r0, r1):
-                top = max(top, ptr[base + i + 1] - ptr[base + i])
-            start = np.zeros(top + 2, dtype=np.int64)
-            for i in range(r0, r1):
-                start[ptr[base + i + 1] - ptr[base + i] + 1] += 1
-            for c in range(top + 1):
-                start[c + 1] += start[c]
-            for i in range(r0, r1):
-                c = ptr[base + i + 1] - ptr[base + i]
-                order[base + r0 + start[c]] = i
-                start[c] += 1
-
-
-row_order_jit = njit(cache=True)(_row_order_loops)
-
-
-def _row_order(ptr, m, row_block):
-    order = np.empty(len(ptr) - 1, dtype=np.int64)
-    row_order_jit(order, ptr, m, row_block)
-    return order
-
-
 _workspace = []  # the reusable scratch buffer of _scratch
 USE_WORKSPACE = True
 
@@ -431,8 +402,7 @@ def _scratch(shape_b, shape_o):
     return ws[:nb].reshape(shape_b), ws[nb_lines:need].reshape(shape_o)
 
 
-def _matmul_blocked_into(out, bw, b, pack=None, slab=None, prefetch_rows=PREFETCH_ROWS, ahead=False, overlap=True,
-                         sort_rows=True):
+def _matmul_blocked_into(out, bw, b, pack=None, slab=None, prefetch_rows=PREFETCH_ROWS, ahead=False, overlap=False):
     m, n = out.shape
     if m == 0 or n == 0:
         return out
@@ -448,14 +418,10 @@ def _matmul_blocked_into(out, bw, b, pack=None, slab=None, prefetch_rows=PREFETC
     if pack:
         bbuf, obuf = _scratch((workers, 2 if overlap else 1, band_rows, slab + OUT_PAD),
                               (workers, row_block, slab + OUT_PAD))
-        order = _row_order(bw.ptr, m, row_block)
-        if not sort_rows:
-            order = np.tile(np.arange(m), len(bw.ptr) // m)
     else:
         bbuf = np.empty((workers, 1, 1, 1), dtype=np.float32)
         obuf = np.empty((workers, 1, 1), dtype=np.float32)
-        order = np.empty(0, dtype=np.int64)
-    csr_matmul_jit(out, bw.ptr, bw.indices, bw.values, order, b, bw.k_block, slab, row_block, bbuf, obuf, pack,
+    csr_matmul_jit(out, bw.ptr, bw.indices, bw.values, b, bw.k_block, slab, row_block, bbuf, obuf, pack,
                    prefetch_rows, ahead, overlap)
     return out
 
