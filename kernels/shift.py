@@ -28,12 +28,19 @@ plane, output element i reads input element i + s. Two ways to walk a plane:
 - large planes: per output row, zeros before the valid columns, one contiguous copy, zeros after.
 
 Offsets and masks depend only on (dy, dx, H, W): they are built once and cached (``_plan``).
-Parallel over contiguous chunks of the N*C planes, one chunk per thread; arrays below
-_PARALLEL_MIN_BYTES run serially (waking the threads costs more than the copy).
+Parallel over contiguous chunks of the N*C planes, one chunk per thread, but only for arrays of
+_PARALLEL_MIN_BYTES or more. Measured on the 2-core machine, ShiftNet offsets, float32: with
+OMP_WAIT_POLICY=passive (tinycomp's setting) waking the second thread costs 40-70 us, so two
+threads lost up to 4 MB (64x16x32x32: 0.23 ms vs 0.20 ms serial) and only tied at 100 MB
+(64x128x56x56: 7.0 ms both), where one core already streams at np.copyto's speed. Masked vs row
+loop, serial: 8x8 planes 0.036 vs 0.138 ms (64x64x8x8), 32x32 0.197 vs 0.206 ms, 56x56 8.2 vs
+7.0 ms. Benchmark: benchmarks/results/shift.md.
 
 Reference: ``shift2d_ref`` slices NumPy arrays per channel (the tests also check it against np.roll
 with masking).
 """
+import types
+
 import numpy as np
 from numba import get_num_threads, njit, prange
 
@@ -74,9 +81,10 @@ def shiftnet_offsets(C, k=3, dilation=1):
 
 # --- plan: per-channel offsets and masks --------------------------------------------------------
 _MASK_PLANE_MAX = 1024  # H*W up to which the whole-plane masked loop is used (32x32)
-_PARALLEL_MIN_BYTES = 1 << 19
+_PARALLEL_MIN_BYTES = 16 << 20  # see the module docstring
 _PLANS = {}  # (sign, C, H, W, dtypes, shapes, offset bytes) -> (table, masks, by_rows)
 _PLANS_MAX = 64
+_LAST = {}  # sign -> (dy, dx, their dtypes, (C, H, W), their bytes, plan) of the last call
 
 
 def _shift_plan(dy, dx, H, W, by_rows):
@@ -110,24 +118,38 @@ def _shift_plan(dy, dx, H, W, by_rows):
 
 
 def _plan(name, dy, dx, C, H, W, sign):
-    """Validated, cached ``_shift_plan`` for offsets ``sign * (dy, dx)``; raises like ``_check_offsets``."""
+    """Validated, cached ``_shift_plan`` for offsets ``sign * (dy, dx)``; raises like ``_check_offsets``.
+
+    A layer passes the same offset arrays every call, so the last arrays seen are checked first, by
+    identity, dtype and bytes (a few hundred ns cheaper than hashing a key: that matters for the
+    1x64x8x8 shift, a 1 us copy).
+    """
     key = None
     if type(dy) is np.ndarray and type(dx) is np.ndarray:
+        dyb, dxb = dy.tobytes(), dx.tobytes()
+        last = _LAST.get(sign)
+        if (last is not None and last[0] is dy and last[1] is dx and last[2] is dy.dtype
+                and last[3] is dx.dtype and last[4] == (C, H, W) and last[5] == dyb and last[6] == dxb):
+            return last[7]
         # the key holds dtype, shape and bytes, so a hit means an input that passed validation before
-        key = (sign, C, H, W, dy.dtype, dx.dtype, dy.shape, dx.shape, dy.tobytes(), dx.tobytes())
+        key = (sign, C, H, W, dy.dtype, dx.dtype, dy.shape, dx.shape, dyb, dxb)
         plan = _PLANS.get(key)
-        if plan is not None:
-            return plan
+        if plan is None:
+            plan = _new_plan(name, dy, dx, C, H, W, sign)
+            if len(_PLANS) >= _PLANS_MAX:
+                _PLANS.clear()
+            _PLANS[key] = plan
+        _LAST[sign] = (dy, dx, dy.dtype, dx.dtype, (C, H, W), dyb, dxb, plan)
+        return plan
+    return _new_plan(name, dy, dx, C, H, W, sign)
+
+
+def _new_plan(name, dy, dx, C, H, W, sign):
     dy = _check_offsets(name, "dy", dy, C)
     dx = _check_offsets(name, "dx", dx, C)
     if sign < 0:
         dy, dx = -np.clip(dy, -H, H), -np.clip(dx, -W, W)  # clip first: -(-2**63) overflows
-    plan = _shift_plan(dy, dx, H, W, by_rows=H * W > _MASK_PLANE_MAX)
-    if key is not None:
-        if len(_PLANS) >= _PLANS_MAX:
-            _PLANS.clear()
-        _PLANS[key] = plan
-    return plan
+    return _shift_plan(dy, dx, H, W, by_rows=H * W > _MASK_PLANE_MAX)
 
 
 # --- loops -------------------------------------------------------------------------------------
@@ -144,34 +166,44 @@ def _shift2d_loops(out, x, table, masks, nchunks):
     plane = H * W
     nplanes = N * C
     total = nplanes * plane
-    xf = x.reshape(total)      # (N*C*H*W,) views: planes are contiguous
-    of = out.reshape(total)    # (N*C*H*W,)
+    xf = x.reshape(total)             # (N*C*H*W,) views: planes are contiguous
+    of = out.reshape(total)           # (N*C*H*W,)
+    tf = table.reshape(table.size)    # (C*6,): an unsigned channel index needs no wraparound test
+    uplane = np.uint64(plane)
     for k in prange(nchunks):
         p0 = k * nplanes // nchunks
         p1 = (k + 1) * nplanes // nchunks
-        c = p0 % C if C > 0 else 0
+        c = np.uint64(p0 % C if C > 0 else 0)
         base = p0 * plane
         for _ in range(p0, p1):
-            src = base + table[c, 0]  # output element 0 of the plane reads here
-            # clip the loop to reads inside the array (only the first / last plane is ever clipped);
-            # the clipped-off outputs read outside their own plane, so their mask is 0 anyway
-            lo = max(0, -src)
-            hi = min(plane, total - src)
+            src = base + tf[c * np.uint64(6)]  # output element 0 of the plane reads here
+            moff = tf[c * np.uint64(6) + np.uint64(1)]
             ub = np.uint64(base)
-            for i in range(ub, ub + np.uint64(lo)):
-                of[i] = 0
-            d = ub + np.uint64(lo)
-            sp = np.uint64(src + lo)
-            mp = np.uint64(table[c, 1] + lo)
-            for i in range(np.uint64(0), np.uint64(hi - lo)):
-                v = xf[sp + i]
-                of[d + i] = v if masks[mp + i] else 0
-            for i in range(ub + np.uint64(hi), ub + np.uint64(plane)):
-                of[i] = 0
+            if src >= 0 and src <= total - plane:  # every plane but (maybe) the first and the last
+                sp = np.uint64(src)
+                mp = np.uint64(moff)
+                for i in range(np.uint64(0), uplane):
+                    v = xf[sp + i]
+                    of[ub + i] = v if masks[mp + i] else 0
+            else:
+                # clip the loop to reads inside the array; the clipped-off outputs read outside
+                # their own plane, so their mask is 0 anyway
+                lo = max(0, -src)
+                hi = min(plane, total - src)
+                for i in range(ub, ub + np.uint64(lo)):
+                    of[i] = 0
+                d = ub + np.uint64(lo)
+                sp = np.uint64(src + lo)
+                mp = np.uint64(moff + lo)
+                for i in range(np.uint64(0), np.uint64(hi - lo)):
+                    v = xf[sp + i]
+                    of[d + i] = v if masks[mp + i] else 0
+                for i in range(ub + np.uint64(hi), ub + uplane):
+                    of[i] = 0
             base += plane
-            c += 1
+            c += np.uint64(1)
             if c == C:
-                c = 0
+                c = np.uint64(0)
 
 
 def _shift2d_rows_loops(out, x, table, nchunks):
@@ -214,11 +246,20 @@ def _shift2d_rows_loops(out, x, table, nchunks):
                 c = 0
 
 
+def _renamed(fn, suffix):
+    """``fn`` under another name. Numba's on-disk cache files a function under its name and line
+    and keys the entries by signature only, not by options: a serial and a parallel JIT of the same
+    function would load each other's machine code (seen here: the "parallel" one ran serially)."""
+    clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix)
+    clone.__qualname__ = fn.__qualname__ + suffix
+    return clone
+
+
 shift2d_jit = njit(parallel=True, cache=True)(_shift2d_loops)
 shift2d_rows_jit = njit(parallel=True, cache=True)(_shift2d_rows_loops)
 # small arrays: waking the threads costs more than the copy itself
-shift2d_serial_jit = njit(cache=True)(_shift2d_loops)
-shift2d_rows_serial_jit = njit(cache=True)(_shift2d_rows_loops)
+shift2d_serial_jit = njit(cache=True)(_renamed(_shift2d_loops, "_serial"))
+shift2d_rows_serial_jit = njit(cache=True)(_renamed(_shift2d_rows_loops, "_serial"))
 
 
 # --- wrappers ----------------------------------------------------------------------------------

@@ -176,6 +176,10 @@ def test_plan_cache_follows_the_offsets():
     # a different image size with the same offsets
     y = rng.standard_normal((1, 3, 6, 5))
     np.testing.assert_array_equal(sh.shift2d(y, dy, dx), roll_reference(y, dy, dx))
+    for wrong in (x[:, :2], np.concatenate([x, x], axis=1)):  # the same arrays, now the wrong length
+        sh.shift2d(x, dy, dx)  # (a hit just before, same H and W)
+        with pytest.raises(ValueError, match="shift2d: dy"):
+            sh.shift2d(wrong, dy, dx)
     for i in range(sh._PLANS_MAX + 5):  # the cache stays bounded
         sh.shift2d(x, dy + i, dx)
     assert len(sh._PLANS) <= sh._PLANS_MAX
