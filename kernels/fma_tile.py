@@ -33,6 +33,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from .ir_loop import accumulate_loop
+
 _I8, _I32, _I64, _F32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
 
 
@@ -74,36 +76,21 @@ def _tile_codegen(rows, lanes, vecs):
                   for r in range(rows)]
         x_base = builder.gep(x.data, [base], source_etype=_F32)
 
-        entry = builder.block
-        head = builder.append_basic_block("ftile.head")
-        body = builder.append_basic_block("ftile.body")
-        done = builder.append_basic_block("ftile.done")
-        builder.branch(head)
-        builder.position_at_end(head)
-        k = builder.phi(_I64)
-        accs = [builder.phi(vty) for _ in range(rows * vecs)]
-        k.add_incoming(_I64(0), entry)
-        for acc in accs:
-            acc.add_incoming(ir.Constant(vty, [0.0] * lanes), entry)
-        builder.cbranch(builder.icmp_signed("<", k, K), body, done)
+        def step(k, accs):
+            off = builder.load(builder.gep(koff.data, [k], source_etype=_I64), typ=_I64, align=8)
+            x_row = builder.gep(x_base, [off], source_etype=_F32)
+            xv = [builder.load(builder.bitcast(builder.gep(x_row, [builder.mul(xvs, _I64(v))], source_etype=_F32),
+                                               vty.as_pointer()), typ=vty, align=4) for v in range(vecs)]
+            updated = []
+            for r in range(rows):
+                s = builder.load(builder.gep(a_rows[r], [k], source_etype=_F32), typ=_F32, align=4)
+                sv = builder.shuffle_vector(builder.insert_element(undef, s, _I32(0)), undef, splat)
+                for v in range(vecs):
+                    updated.append(builder.call(fma, [sv, xv[v], accs[r * vecs + v]]))
+            return updated
 
-        builder.position_at_end(body)
-        off = builder.load(builder.gep(koff.data, [k], source_etype=_I64), typ=_I64, align=8)
-        x_row = builder.gep(x_base, [off], source_etype=_F32)
-        xv = [builder.load(builder.bitcast(builder.gep(x_row, [builder.mul(xvs, _I64(v))], source_etype=_F32),
-                                           vty.as_pointer()), typ=vty, align=4) for v in range(vecs)]
-        updated = []
-        for r in range(rows):
-            s = builder.load(builder.gep(a_rows[r], [k], source_etype=_F32), typ=_F32, align=4)
-            sv = builder.shuffle_vector(builder.insert_element(undef, s, _I32(0)), undef, splat)
-            for v in range(vecs):
-                updated.append(builder.call(fma, [sv, xv[v], accs[r * vecs + v]]))
-        k.add_incoming(builder.add(k, _I64(1)), builder.block)
-        for acc, new in zip(accs, updated):
-            acc.add_incoming(new, builder.block)
-        builder.branch(head)
-
-        builder.position_at_end(done)
+        zeros = [ir.Constant(vty, [0.0] * lanes)] * (rows * vecs)
+        accs = accumulate_loop(builder, K, zeros, step, "ftile")
         out0 = builder.gep(out.data, [out_off], source_etype=_F32)
         for r in range(rows):
             row = builder.gep(out0, [builder.mul(out_rs, _I64(r))], source_etype=_F32)

@@ -35,6 +35,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from .ir_loop import accumulate_loop
+
 TILE_ROWS = 4
 _I8, _I32, _I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
 _LANES = 8  # 512-bit vectors of uint64
@@ -103,36 +105,21 @@ def _tile_codegen(rows, vecs):
                   for r in range(rows)]
         b_col0 = builder.gep(b.data, [j0], source_etype=_I64)
 
-        entry = builder.block
-        head = builder.append_basic_block("tile.head")
-        body = builder.append_basic_block("tile.body")
-        done = builder.append_basic_block("tile.done")
-        builder.branch(head)
-        builder.position_at_end(head)
-        w = builder.phi(_I64)
-        accs = [builder.phi(vty) for _ in range(rows * vecs)]
-        w.add_incoming(_I64(0), entry)
-        for acc in accs:
-            acc.add_incoming(ir.Constant(vty, [0] * _LANES), entry)
-        builder.cbranch(builder.icmp_signed("<", w, words), body, done)
+        def step(w, accs):
+            b_row = builder.gep(b_col0, [builder.mul(w, b_stride)], source_etype=_I8)
+            b_vecs = [builder.load(builder.gep(b_row, [_I64(_LANES * v)], source_etype=_I64), typ=vty, align=8)
+                      for v in range(vecs)]
+            updated = []
+            for r in range(rows):
+                a_word = builder.load(builder.gep(a_rows[r], [w], source_etype=_I64), typ=_I64, align=8)
+                a_vec = builder.shuffle_vector(builder.insert_element(undef, a_word, _I32(0)), undef, splat_mask)
+                for v in range(vecs):
+                    counts = builder.call(ctpop, [builder.xor(a_vec, b_vecs[v])])
+                    updated.append(builder.add(accs[r * vecs + v], counts))
+            return updated
 
-        builder.position_at_end(body)
-        b_row = builder.gep(b_col0, [builder.mul(w, b_stride)], source_etype=_I8)
-        b_vecs = [builder.load(builder.gep(b_row, [_I64(_LANES * v)], source_etype=_I64), typ=vty, align=8)
-                  for v in range(vecs)]
-        updated = []
-        for r in range(rows):
-            a_word = builder.load(builder.gep(a_rows[r], [w], source_etype=_I64), typ=_I64, align=8)
-            a_vec = builder.shuffle_vector(builder.insert_element(undef, a_word, _I32(0)), undef, splat_mask)
-            for v in range(vecs):
-                counts = builder.call(ctpop, [builder.xor(a_vec, b_vecs[v])])
-                updated.append(builder.add(accs[r * vecs + v], counts))
-        w.add_incoming(builder.add(w, _I64(1)), builder.block)
-        for acc, new in zip(accs, updated):
-            acc.add_incoming(new, builder.block)
-        builder.branch(head)
-
-        builder.position_at_end(done)
+        zeros = [ir.Constant(vty, [0] * _LANES)] * (rows * vecs)
+        accs = accumulate_loop(builder, words, zeros, step, "tile")
         out_col0 = builder.gep(out.data, [j0], source_etype=_I32)
         vty32 = ir.VectorType(_I32, _LANES)
         n_vec = builder.shuffle_vector(builder.insert_element(undef, n_bits, _I32(0)), undef, splat_mask)
