@@ -32,13 +32,18 @@ Why the kernel is blocked and packed
       four loads from L2, four FMAs per entry), accumulated in a padded per-worker output slab in L2
       and copied to ``out`` after the last band;
     - copies each band with a software prefetch of the row PREFETCH_ROWS rows ahead (the hardware
-      prefetcher does not follow short strided pieces). Reading b is now about half of the time at
-      95 % sparsity: with W empty the packed path takes 2.3-2.8 ms for the 37.7 MB b of the
-      benchmark (2 threads), the whole product 5.5 ms. Two ways to overlap that copy with the FMAs
-      are kept as options and were measured slower, so they are off: ``overlap`` (double-buffered
-      bands, the next one copied a few rows per row visit: the two buffers halve the slab width)
+      prefetcher does not follow short strided pieces). Where the time goes at 95 % sparsity, for
+      the 256 x 2304 @ 2304 x 4096 benchmark (2 threads, bands of 768 rows, 5.0 ms in all): the FMA loop ~2.9 ms, bound
+      by loads from L2 (~0.45 lines a cycle per core); packing ~1.9 ms (strided 768-byte pieces of
+      the 37.7 MB b reach 11-18 GB/s against 24-29 GB/s for a sequential read); the copy to ``out``
+      ~0.3-0.5 ms. Two ways to overlap the copy with the FMAs are kept as options and were measured
+      slower or no faster, so they are off: ``overlap`` (double-buffered bands, the next one copied a
+      few rows per row visit; with prefetcht1 instead of prefetcht0 for its look-ahead, 25 % slower)
       and ``ahead`` (the next band prefetched into L2 between visits: its strided lines thrash the
-      L2 sets the current band uses);
+      L2 sets the current band uses). Wider register tiles (8, 12 or 16 vectors, one accumulator
+      set) were 3-8 % slower; bands of 288-576 rows (wider slabs) differed by less than the
+      run-to-run noise (+-10-20 % on this shared-memory VM), bands of 96-192 rows with slabs of
+      768-1024 columns (longer pieces to pack) were no faster;
     - visits the rows in order (visiting them sorted by their number of kept entries in the band,
       for predictable loop branches, was measured 10 % slower: the output slab is then read and
       written in a random row order);
@@ -434,7 +439,7 @@ def _matmul_into(out, indptr, indices, values, b):
 def csr_matmul(indptr, indices, values, b):
     """W @ b for CSR W (M, K) and dense float32 C-contiguous b (K, N) -> (M, N) float32.
 
-    Builds the K-blocked form (``csr_block``, O(nnz + M*K/1024)) on each call; use
+    Builds the K-blocked form (``csr_block``, O(nnz + M*K/K_BLOCK)) on each call; use
     ``csr_block`` + ``csr_matmul_blocked`` to pay that once for a fixed W."""
     _check_dense("csr_matmul", "b", b, (2,))
     indptr, indices, values = _check_csr("csr_matmul", indptr, indices, values, b.shape[0])
