@@ -36,10 +36,10 @@ Why the kernel is blocked and packed
       the 256 x 2304 @ 2304 x 4096 benchmark (2 threads, bands of 768 rows, 5.0 ms in all): the FMA
       loop ~2.9 ms, bound by loads from L2 (~0.45 lines a cycle per core); packing ~1.9 ms (strided
       768-byte pieces of the 37.7 MB b reach 11-18 GB/s against 24-29 GB/s for a sequential read);
-      the copy to ``out`` ~0.3-0.5 ms. Two ways to overlap the copy with the FMAs are kept as options and were measured
-      slower or no faster, so they are off: ``overlap`` (double-buffered bands, the next one copied a
-      few rows per row visit; with prefetcht1 instead of prefetcht0 for its look-ahead, 25 % slower)
-      and ``ahead`` (the next band prefetched into L2 between visits: its strided lines thrash the
+      the copy to ``out`` ~0.3-0.5 ms. Two ways to overlap the copy with the FMAs are kept as options
+      and were measured slower or no faster, so they are off: ``overlap`` (double-buffered bands, the
+      next one copied a few rows per row visit; with prefetcht1 instead of prefetcht0 for its
+      look-ahead, 25 % slower) and ``ahead`` (the next band prefetched into L2 between visits: its strided lines thrash the
       L2 sets the current band uses). Wider register tiles (8, 12 or 16 vectors, one accumulator
       set) were 3-8 % slower; bands of 288-576 rows (wider slabs) differed by less than the
       run-to-run noise (+-10-20 % on this shared-memory VM), bands of 96-192 rows with slabs of
