@@ -39,11 +39,12 @@ Why the kernel is blocked and packed
       the copy to ``out`` ~0.3-0.5 ms. Two ways to overlap the copy with the FMAs are kept as options
       and were measured slower or no faster, so they are off: ``overlap`` (double-buffered bands, the
       next one copied a few rows per row visit; with prefetcht1 instead of prefetcht0 for its
-      look-ahead, 25 % slower) and ``ahead`` (the next band prefetched into L2 between visits: its strided lines thrash the
-      L2 sets the current band uses). Wider register tiles (8, 12 or 16 vectors, one accumulator
-      set) were 3-8 % slower; bands of 288-576 rows (wider slabs) differed by less than the
-      run-to-run noise (+-10-20 % on this shared-memory VM), bands of 96-192 rows with slabs of
-      768-1024 columns (longer pieces to pack) were no faster;
+      look-ahead, 25 % slower) and ``ahead`` (the next band prefetched into L2 between visits: its
+      strided lines thrash the L2 sets the current band uses). Wider register tiles (8, 12 or 16
+      vectors, one accumulator set) were 3-8 % slower; bands of 288-576 rows (wider slabs) differed
+      by less than the run-to-run noise (+-10-20 % on this shared-memory VM); bands of 96-192 rows
+      with slabs of 768-1024 columns (longer pieces to pack), or one band of all 2304 rows with
+      64-column slabs (no output buffer), were no faster;
     - visits the rows in order (visiting them sorted by their number of kept entries in the band,
       for predictable loop branches, was measured 10 % slower: the output slab is then read and
       written in a random row order);
