@@ -32,7 +32,7 @@ from harness import interleaved, write_report  # noqa: E402
 # (name, M, K, N): conv layers as W (O, C*3*3) @ cols (C*3*3, batch*OH*OW)
 SHAPES = [
     ("ResNet-18 layer3 256x(256*9) @ b64*8x8", 256, 2304, 64 * 8 * 8),
-    ("ResNet-20 stage3 64x(64*9) @ b256*8x8", 64, 576, 16 * 32 * 32),
+    ("ResNet-20 stage3 64x(64*9) @ b256*8x8", 64, 576, 256 * 8 * 8),
 ]
 SPARSITIES = [0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]
 
