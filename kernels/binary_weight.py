@@ -194,7 +194,9 @@ def binary_weight_conv2d(x, w_bits, alpha, kernel_size, stride=1, padding=0, dil
     ``w_bits`` (O, ceil(C*KH*KW/64)) uint64 as made by ``pack_conv_weights`` or
     ``bits.pack_signs(w.reshape(O, -1))``; ``alpha`` a float (BC: 1.0) or an (O,) array (BWN);
     ``kernel_size``, ``stride``, ``padding``, ``dilation``: int or (h, w) pair (zero padding).
-    Returns float32 (N, O, OH, OW) equal to conv2d(x, alpha * sign(w)) up to float rounding.
+    Returns float32 (N, O, OH, OW) equal to conv2d(x, alpha * sign(w)) up to float rounding, for
+    finite x whose partial sums stay finite: the lookup table starts from -sum and adds 2 * x, so an
+    Inf in x gives NaN and sums near the float32 limit may overflow (not checked: a pass over x).
     """
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{_OPS}: x must be a numpy array, got {type(x).__name__}")

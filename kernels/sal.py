@@ -34,6 +34,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from .checks import is_int, non_decreasing
+
 _FASTMATH = {"contract"}  # fused multiply-add only
 
 
@@ -153,15 +155,21 @@ def sal_conv2d(x, packed):
     if not x.flags.c_contiguous:
         raise ValueError("sal_conv2d: x must be C-contiguous (use np.ascontiguousarray)")
     indptr, indices, values, k, c = packed
-    if not isinstance(k, (int, np.integer)) or k < 1 or k % 2 == 0:
+    if not is_int(k) or k < 1 or k % 2 == 0:
         raise ValueError(f"sal_conv2d: packed kernel_size must be a positive odd int, got {k!r}")
+    if not is_int(c) or c < 1:
+        raise ValueError(f"sal_conv2d: packed in_channels must be a positive int, got {c!r}")
+    k, c = int(k), int(c)
     if x.shape[1] != c:
         raise ValueError(f"sal_conv2d: x has {x.shape[1]} channels, the packed layer expects {c}")
-    if indptr.dtype != np.int64 or indices.dtype != np.int32 or values.dtype != np.float32 \
-            or indptr.ndim != 1 or len(indptr) < 1 or indptr[0] != 0 or indptr[-1] != len(indices) \
-            or len(values) != len(indices) or (len(indptr) > 1 and np.diff(indptr).min() < 0):
-        raise ValueError("sal_conv2d: packed is not a consistent SalPacked (indptr int64 from 0 to nnz, "
-                         "indices int32 and values float32 of length nnz): build it with sal_pack")
+    arrays = ((indptr, np.int64), (indices, np.int32), (values, np.float32))
+    if not all(isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype == t and a.flags.c_contiguous
+               for a, t in arrays) \
+            or len(indptr) < 1 or indptr[0] != 0 or indptr[-1] != len(indices) \
+            or len(values) != len(indices) or not non_decreasing(indptr):
+        raise ValueError("sal_conv2d: packed is not a consistent SalPacked (C-contiguous 1-D arrays: indptr "
+                         "int64 non-decreasing from 0 to nnz, indices int32 and values float32 of length "
+                         "nnz): build it with sal_pack")
     if len(indices) and (indices.min() < 0 or indices.max() >= k * k * c):
         raise ValueError(f"sal_conv2d: packed indices out of range [0, {k * k * c})")
     n, _, h, w = x.shape

@@ -269,6 +269,8 @@ def _check_offsets(name, arg, value, C):
         raise TypeError(f"{name}: {arg} must be an integer array, got dtype {a.dtype}")
     if a.ndim != 1 or a.shape[0] != C:
         raise ValueError(f"{name}: {arg} must have shape ({C},) (one offset per channel), got {a.shape}")
+    if a.dtype.kind == "u":  # uint64 values >= 2**63 would wrap to negative offsets: any shift this large
+        a = np.minimum(a, np.uint64(2**62))  # empties the channel all the same
     return np.ascontiguousarray(a, dtype=np.int64)
 
 

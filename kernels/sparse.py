@@ -75,6 +75,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from .checks import is_int, non_decreasing
 from .csr_tile import TILE, csr_row_tile, csr_row_tile_full, prefetch, prefetch_l2
 from .im2col import col2im, im2col
 
@@ -109,6 +110,8 @@ def csr_to_dense(indptr, indices, values, n_cols):
 
 def _check_csr(kernel, indptr, indices, values, n_cols):
     """Validate a CSR triple against ``n_cols`` columns; return (indptr int64, indices int32, values)."""
+    if not is_int(n_cols) or n_cols < 0:
+        raise ValueError(f"{kernel}: the number of columns must be an integer >= 0, got {n_cols!r}")
     for name, arr in (("indptr", indptr), ("indices", indices)):
         if not isinstance(arr, np.ndarray) or arr.ndim != 1:
             raise ValueError(f"{kernel}: {name} must be a 1-D numpy array")
@@ -125,7 +128,7 @@ def _check_csr(kernel, indptr, indices, values, n_cols):
     if indptr[0] != 0 or indptr[-1] != len(values):
         raise ValueError(f"{kernel}: indptr must start at 0 and end at nnz = {len(values)}, "
                          f"got {indptr[0]} .. {indptr[-1]} (mismatched indptr length or nnz?)")
-    if len(indptr) > 1 and np.diff(indptr).min() < 0:
+    if not non_decreasing(indptr):
         raise ValueError(f"{kernel}: indptr must be non-decreasing")
     if len(indices) and (indices.min() < 0 or indices.max() >= n_cols):
         raise ValueError(f"{kernel}: indices out of range [0, {n_cols}): "
@@ -255,9 +258,9 @@ def csr_block(indptr, indices, values, n_cols, k_block=None):
     indptr, indices, values = _check_csr("csr_block", indptr, indices, values, n_cols)
     if k_block is None:
         k_block = auto_k_block(n_cols)
-    if not isinstance(k_block, (int, np.integer)) or k_block < 1:
+    if not is_int(k_block) or k_block < 1:
         raise ValueError(f"csr_block: k_block must be a positive integer, got {k_block!r}")
-    return _block(indptr, indices, values, n_cols, int(min(k_block, max(1, n_cols))))
+    return _block(indptr, indices, values, int(n_cols), int(min(int(k_block), max(1, int(n_cols)))))
 
 
 def _csr_matmul_loops(out, ptr, indices, values, b, k_block, slab, row_block, bbuf, obuf, pack,
@@ -455,22 +458,23 @@ def _check_blocked(bw):
     trusts (dtypes, lengths, ptr from 0 to nnz non-decreasing, every local index inside its K-block)."""
     ints = (bw.n_rows, bw.n_cols, bw.k_block)
     arrays = (bw.ptr, bw.indices, bw.values)
-    ok = (all(isinstance(v, (int, np.integer)) for v in ints) and bw.n_rows >= 0 and bw.n_cols >= 0
+    ok = (all(is_int(v) for v in ints) and bw.n_rows >= 0 and bw.n_cols >= 0
           and bw.k_block >= 1 and all(isinstance(a, np.ndarray) and a.ndim == 1 and a.flags.c_contiguous
                                       for a in arrays))
     if ok:
-        m, nnz = bw.n_rows, len(bw.values)
-        n_kb = max(1, -(-bw.n_cols // bw.k_block))
+        m, n_cols, k_block, nnz = int(bw.n_rows), int(bw.n_cols), int(bw.k_block), len(bw.values)
+        n_kb = max(1, -(-n_cols // k_block))
         ok = (bw.ptr.dtype == np.int64 and bw.indices.dtype == np.int32 and bw.values.dtype == np.float32
               and len(bw.ptr) == n_kb * m + 1 and len(bw.indices) == nnz and bw.ptr[0] == 0 and bw.ptr[-1] == nnz
-              and (len(bw.ptr) < 2 or np.diff(bw.ptr).min() >= 0))
+              and non_decreasing(bw.ptr))
     if ok and nnz:
         # the last K-block may be narrower than k_block; its entries are ptr[(n_kb - 1) * m]:
         last = bw.indices[bw.ptr[(n_kb - 1) * m]:]
-        ok = (bw.indices.min() >= 0 and bw.indices.max() < bw.k_block
-              and (last.size == 0 or last.max() < bw.n_cols - (n_kb - 1) * bw.k_block))
+        ok = (bw.indices.min() >= 0 and bw.indices.max() < k_block
+              and (last.size == 0 or last.max() < n_cols - (n_kb - 1) * k_block))
     if not ok:
         raise ValueError("csr_matmul_blocked: bw is inconsistent (rebuild it with csr_block)")
+    return bw._replace(n_rows=m, n_cols=n_cols, k_block=k_block)  # Python ints for the kernel's arithmetic
 
 
 def csr_matmul_blocked(bw, b):
@@ -478,9 +482,9 @@ def csr_matmul_blocked(bw, b):
     if not isinstance(bw, BlockedCSR):
         raise TypeError(f"csr_matmul_blocked: bw must be a BlockedCSR (from csr_block), got {type(bw).__name__}")
     _check_dense("csr_matmul_blocked", "b", b, (2,))
+    bw = _check_blocked(bw)
     if b.shape[0] != bw.n_cols:
         raise ValueError(f"csr_matmul_blocked: b has {b.shape[0]} rows, W has {bw.n_cols} columns")
-    _check_blocked(bw)
     out = np.empty((bw.n_rows, b.shape[1]), dtype=np.float32)
     return _matmul_blocked_into(out, bw, b)
 
@@ -588,14 +592,16 @@ def _conv_out_size(size, k, stride, padding, dilation):
 
 
 def _check_conv(kernel, x_shape, weight_shape, stride, padding, dilation):
-    if len(weight_shape) != 4 or any(int(s) < 1 for s in weight_shape):
-        raise ValueError(f"{kernel}: weight_shape must be (O, C, KH, KW) with positive sizes, got {weight_shape}")
+    if (not isinstance(weight_shape, (tuple, list)) or len(weight_shape) != 4
+            or not all(is_int(s) and s >= 1 for s in weight_shape)):
+        raise ValueError(f"{kernel}: weight_shape must be (O, C, KH, KW) with positive integer sizes, "
+                         f"got {weight_shape!r}")
     o, c, kh, kw = (int(s) for s in weight_shape)
     if x_shape[1] != c:
         raise ValueError(f"{kernel}: x has {x_shape[1]} channels, weight_shape {tuple(weight_shape)} expects {c}")
-    if stride < 1 or padding < 0 or dilation < 1:
-        raise ValueError(f"{kernel}: need stride >= 1, padding >= 0, dilation >= 1; "
-                         f"got {stride}, {padding}, {dilation}")
+    for name, v, low in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
+        if not is_int(v) or v < low:
+            raise ValueError(f"{kernel}: {name} must be an integer >= {low}, got {v!r}")
     oh = _conv_out_size(x_shape[2], kh, stride, padding, dilation)
     ow = _conv_out_size(x_shape[3], kw, stride, padding, dilation)
     if oh < 1 or ow < 1:

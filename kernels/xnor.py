@@ -60,6 +60,7 @@ import numpy as np
 from numba import njit, prange
 
 from .bits import n_words, pack_signs, pack_signs_jit
+from .checks import is_int
 from .popcount import TILE_ROWS, popcount64, xor_popcount_tile_4x8, xor_popcount_tile_4x32
 
 __all__ = ["xnor_gemm", "xnor_gemm_ref", "binary_conv2d", "binary_conv2d_ref", "pack_activations",
@@ -292,14 +293,10 @@ pack_nchw_jit = njit(parallel=True, cache=True)(_pack_nchw_loops)
 
 
 # --- wrappers -----------------------------------------------------------------------------------
-def _is_int(v):
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
 def _pair(value, name, minimum, op="binary_conv2d"):
     """An int or a pair of ints -> (int, int), each >= minimum."""
-    pair = (value, value) if _is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else None
-    if pair is None or len(pair) != 2 or not all(_is_int(v) for v in pair):
+    pair = (value, value) if is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else None
+    if pair is None or len(pair) != 2 or not all(is_int(v) for v in pair):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
     if min(pair) < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
@@ -318,11 +315,14 @@ def _check_bits(op, name, arr, ndim):
 
 
 def _check_n_bits(op, name, n_bits, words, arg):
-    if not _is_int(n_bits):
+    """n_bits as a Python int (a NumPy int8 would overflow in the word arithmetic), checked against words."""
+    if not is_int(n_bits):
         raise TypeError(f"{op}: {name} must be an int, got {type(n_bits).__name__}")
+    n_bits = int(n_bits)
     if n_bits <= 0 or n_words(n_bits) != words:
-        raise ValueError(f"{op}: {name}={n_bits} needs {n_words(max(int(n_bits), 0))} words per row, but {arg} "
+        raise ValueError(f"{op}: {name}={n_bits} needs {n_words(max(n_bits, 0))} words per row, but {arg} "
                          f"has {words}")
+    return n_bits
 
 
 def _check_tail(op, name, arr, n_bits):
@@ -359,7 +359,7 @@ def xnor_gemm(a_bits, b_bits, n_bits):
     b = _check_bits("xnor_gemm", "b_bits", b_bits, 2)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"xnor_gemm: a_bits has {a.shape[1]} words per row but b_bits has {b.shape[1]}")
-    _check_n_bits("xnor_gemm", "n_bits", n_bits, a.shape[1], "a_bits")
+    n_bits = _check_n_bits("xnor_gemm", "n_bits", n_bits, a.shape[1], "a_bits")
     _check_tail("xnor_gemm", "a_bits", a, n_bits)
     _check_tail("xnor_gemm", "b_bits", b, n_bits)
     M, N = a.shape[0], b.shape[0]
@@ -431,7 +431,7 @@ def binary_conv2d(x_bits, w_bits, channels, stride=1, padding=0, alpha=None, bn_
     O, KH, KW, CWw = w.shape
     if CWw != CW:
         raise ValueError(f"{op}: w_bits has {CWw} words per tap but x_bits has {CW} per pixel")
-    _check_n_bits(op, "channels", channels, CW, "x_bits")
+    channels = _check_n_bits(op, "channels", channels, CW, "x_bits")
     if 0 in x.shape or 0 in w.shape:
         raise ValueError(f"{op}: empty x_bits {x.shape} or w_bits {w.shape}")
     _check_tail(op, "x_bits", x, channels)

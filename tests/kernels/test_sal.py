@@ -127,6 +127,16 @@ def test_bad_input():
         L.sal_conv2d(x, packed._replace(indices=packed.indices + 100))
     with pytest.raises(ValueError, match="sal_conv2d: packed is not a consistent"):
         L.sal_conv2d(x, packed._replace(indptr=packed.indptr[:-1]))
+    packed3 = L.sal_pack(np.ones((3, 3, 3, 3), np.float32), np.zeros((3, 3), int))
+    nnz = len(packed3.indices)  # the differences of this indptr wrap around: np.diff saw no decrease
+    wrapping = np.array([0, 2**62, nnz - 2**63 + 1, nnz], np.int64)
+    for bad in (packed3._replace(indptr=wrapping), packed._replace(indices=packed.indices.reshape(1, -1)),
+                packed._replace(values=list(packed.values)),
+                packed._replace(indptr=np.repeat(packed.indptr, 2)[::2])):  # not contiguous
+        with pytest.raises(ValueError, match="sal_conv2d: packed is not a consistent"):
+            L.sal_conv2d(x, bad)
+    with pytest.raises(ValueError, match="sal_conv2d: packed in_channels"):
+        L.sal_conv2d(x, packed._replace(in_channels=3.0))
     with pytest.raises(ValueError, match="sal_conv2d: packed is not a consistent"):
         L.sal_conv2d(x, packed._replace(values=packed.values.astype(np.float64)))
     for k in (-1, 0, 2, 3.0):  # k sets the padding and the tap offsets the kernel reads at

@@ -212,6 +212,17 @@ def test_shiftnet_offsets(C, k, d):
         assert set(np.unique(dx[:m])) == {d * (i - k // 2) for i in range(k)}
 
 
+def test_huge_unsigned_offsets_empty_the_channel():
+    """uint64 offsets >= 2**63 must not wrap to negative shifts: any shift that large leaves zeros."""
+    x = np.arange(32, dtype=np.float32).reshape(1, 2, 4, 4)
+    huge = np.array([2**64 - 1, 1], np.uint64)
+    zero = np.zeros(2, np.uint64)
+    for f in (sh.shift2d, sh.shift2d_backward):
+        y = f(x, huge, zero)
+        assert not y[0, 0].any()
+        np.testing.assert_array_equal(y[0, 1], f(x, np.array([0, 1]), np.zeros(2, int))[0, 1])
+
+
 def test_bad_inputs():
     x = np.zeros((1, 3, 4, 4), np.float32)
     z = np.zeros(3, np.int64)

@@ -376,3 +376,51 @@ def test_other_wrappers_bad_input():
         S.csr_from_dense(w)
     with pytest.raises(ValueError, match="csr_from_dense: mask"):
         S.csr_from_dense(w.reshape(3, -1), mask=np.ones((3, 2), bool))
+
+
+# an indptr whose differences wrap around: 2**62 - 0 fine, then (-2**63 + 2) - 2**62 overflows to a
+# positive int64; with indptr[0] == 0 and indptr[-1] == nnz it passed an np.diff test and crashed
+WRAPPING_INDPTR = np.array([0, 2**62, -2**63 + 2, 1], np.int64)
+
+
+def test_non_monotone_indptr_that_np_diff_misses_is_refused():
+    i1, v1, b = np.zeros(1, np.int32), np.ones(1, np.float32), np.ones((1, 8), np.float32)
+    unsigned = np.array([0, 1000, 5], np.uint64)  # a decrease wraps to a huge positive difference
+    i5, v5 = np.zeros(5, np.int32), np.ones(5, np.float32)
+    cases = [
+        ("csr_matmul", lambda: S.csr_matmul(WRAPPING_INDPTR, i1, v1, b)),
+        ("csr_matmul", lambda: S.csr_matmul(unsigned, i5, v5, b)),
+        ("csr_sddmm", lambda: S.csr_sddmm(unsigned.astype(np.uint8), i5, np.ones((2, 8), np.float32), b)),
+        ("csr_transpose", lambda: S.csr_transpose(WRAPPING_INDPTR, i1, v1, 1)),
+        ("csr_matmul_t", lambda: S.csr_matmul_t(WRAPPING_INDPTR, i1, v1, np.ones((3, 8), np.float32), 1)),
+        ("csr_block", lambda: S.csr_block(np.array([0, 5, 2, 5], np.uint64), i5, v5, 1)),
+        ("sparse_conv2d", lambda: S.sparse_conv2d(np.ones((1, 1, 3, 3), np.float32), unsigned, i5, v5,
+                                                  (2, 1, 1, 1))),
+    ]
+    for name, call in cases:
+        with pytest.raises(ValueError, match=f"{name}: indptr must be non-decreasing"):
+            call()
+    bw = S.BlockedCSR(WRAPPING_INDPTR, i1, v1, np.zeros(1, np.int64), 3, 1, 1)
+    with pytest.raises(ValueError, match="csr_matmul_blocked: bw is inconsistent"):
+        S.csr_matmul_blocked(bw, b)
+
+
+def test_integer_arguments_checked_and_numpy_ints_accepted():
+    indptr, indices, values, b = _valid()
+    for bad in (-5, None, 6.5, "3", True):
+        with pytest.raises(ValueError, match="csr_block: the number of columns"):
+            S.csr_block(indptr, indices, values, bad)
+    with pytest.raises(ValueError, match="csr_matmul_t: the number of columns"):
+        S.csr_matmul_t(indptr, indices, values, np.ones((2, 4), np.float32), 6.5)
+    bw = S.csr_block(indptr, indices, values, np.int16(3), k_block=np.uint64(2))
+    ref = S.csr_to_dense(indptr, indices, values, 3).astype(np.float64) @ b
+    np.testing.assert_allclose(S.csr_matmul_blocked(bw, b), ref, **TOL)
+    np.testing.assert_allclose(S.csr_matmul_blocked(bw._replace(k_block=np.uint64(2), n_rows=np.uint8(2)), b),
+                               ref, **TOL)
+    x = np.ones((1, 2, 5, 5), np.float32)
+    ip, ix, v = S.csr_from_dense(np.ones((3, 18), np.float32))
+    for kw in (dict(stride=(1, 1)), dict(padding=None), dict(stride=1.0), dict(dilation=0)):
+        with pytest.raises(ValueError, match=f"sparse_conv2d: {next(iter(kw))} must be an integer"):
+            S.sparse_conv2d(x, ip, ix, v, (3, 2, 3, 3), **kw)
+    with pytest.raises(ValueError, match="sparse_conv2d: weight_shape must be"):
+        S.sparse_conv2d(x, ip, ix, v, (3, 2, 3.5, 3))

@@ -230,3 +230,17 @@ def test_compiled_gemm_uses_vector_popcount():
     if "+avx512vpopcntdq" not in llvm.get_host_cpu_features().flatten():
         pytest.skip("no AVX-512 VPOPCNTDQ on this CPU")
     assert counts["zmm"] + counts["ymm"] >= 16  # at least the 4 x 32 tile's 16 vector popcounts
+
+
+def test_numpy_int_counts_do_not_overflow():
+    """channels / n_bits given as small NumPy ints (int8, uint8) give the same result as Python ints:
+    the wrappers convert them before any arithmetic (np.int8(100) + 63 would wrap)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 100, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((3, 100, 3, 3)).astype(np.float32)
+    xb, wb = pack_activations(x), pack_conv_weights(w)
+    expected = binary_conv2d(xb, wb, 100)
+    for ch in (np.int8(100), np.uint8(100)):
+        np.testing.assert_array_equal(binary_conv2d(xb, wb, ch), expected)
+    a, b = pack_signs(x.reshape(4, -1)), pack_signs(x.reshape(4, -1)[::-1].copy())
+    np.testing.assert_array_equal(xnor.xnor_gemm(a, b, np.int16(625)), xnor.xnor_gemm(a, b, 625))
