@@ -72,6 +72,9 @@ def shiftnet_offsets(C, k=3, dilation=1):
         raise ValueError(f"shiftnet_offsets: k must be a positive int, got {k!r}")
     if isinstance(dilation, bool) or not isinstance(dilation, (int, np.integer)) or dilation < 1:
         raise ValueError(f"shiftnet_offsets: dilation must be a positive int, got {dilation!r}")
+    C, k, dilation = int(C), int(k), int(dilation)  # NumPy ints would overflow in k * k below
+    if k * k > 2**62 or dilation * (k // 2) >= 2**62:
+        raise ValueError(f"shiftnet_offsets: k={k}, dilation={dilation} give offsets beyond int64")
     c = np.arange(C, dtype=np.int64)
     shifted = c < k * k * (C // (k * k))
     dx = np.where(shifted, dilation * ((c % k) - k // 2), 0).astype(np.int64)

@@ -223,6 +223,15 @@ def test_huge_unsigned_offsets_empty_the_channel():
         np.testing.assert_array_equal(y[0, 1], f(x, np.array([0, 1]), np.zeros(2, int))[0, 1])
 
 
+def test_shiftnet_offsets_huge_arguments():
+    with pytest.raises(ValueError, match="shiftnet_offsets: k=25, dilation=.* beyond int64"):
+        sh.shiftnet_offsets(25, 5 * 5, 2**62)
+    with pytest.raises(ValueError, match="shiftnet_offsets: k=4294967296"):
+        sh.shiftnet_offsets(4, np.int64(2**32))
+    dy, dx = sh.shiftnet_offsets(np.int8(18), np.int8(3), np.int8(100))  # NumPy ints: no overflow
+    assert dx.max() == 100 and dy.min() == -100
+
+
 def test_bad_inputs():
     x = np.zeros((1, 3, 4, 4), np.float32)
     z = np.zeros(3, np.int64)
