@@ -68,7 +68,7 @@ def test_pickled_arrays_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"not a zip file at all", "not a readable tinycomp checkpoint"),
+    (b"not a zip file at all", "not an .npz archive"),
     (None, "no such file"),
 ])
 def test_garbage_and_missing_files(tmp_path, content, message):
@@ -134,3 +134,54 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (path.stat().st_mode & 0o777) == 0o666 & ~mask
+
+
+def _zip_npz(path, entries):
+    """An .npz written by hand: {name: raw .npy bytes}."""
+    import zipfile
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in entries.items():
+            z.writestr(name + ".npy", data)
+
+
+def _npy_bytes(array):
+    import io
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def test_other_kinds_of_file_are_refused(tmp_path):
+    np.save(tmp_path / "plain.npy", np.zeros(3))  # np.load opens it as an array, not an archive
+    with pytest.raises(CheckpointError, match="not an .npz archive"):
+        checkpoint.load(tmp_path / "plain.npy")
+    (tmp_path / "folder.npz").mkdir()
+    with pytest.raises(CheckpointError, match="is a folder"):
+        checkpoint.load(tmp_path / "folder.npz")
+    for meta in ("[1, 2]", "3", '"text"'):
+        np.savez(tmp_path / "m.npz", meta=np.array(meta))
+        with pytest.raises(CheckpointError, match="metadata is a JSON .*not an object"):
+            checkpoint.load(tmp_path / "m.npz")
+    meta = np.array('{"format": "%s", "optimizer_groups": []}' % checkpoint.FORMAT)
+    np.savez(tmp_path / "o.npz", meta=meta, **{"optim/abc/momentum_buffer": np.zeros(2)})
+    with pytest.raises(CheckpointError, match="malformed optimizer entry 'optim/abc/momentum_buffer'"):
+        checkpoint.load(tmp_path / "o.npz")
+
+
+def test_an_entry_claiming_an_impossible_shape_is_refused(tmp_path):
+    import io
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**14,)})
+    _zip_npz(tmp_path / "h.npz", {"meta": _npy_bytes(np.array('{"format": "%s"}' % checkpoint.FORMAT)),
+                                  "model/w": header.getvalue()})
+    with pytest.raises(CheckpointError, match="not a readable tinycomp checkpoint"):
+        checkpoint.load(tmp_path / "h.npz")
+
+
+def test_reading_metadata_names_the_file():
+    with pytest.raises(CheckpointError, match=r"checkpoint x.npz: incomplete or malformed metadata \(KeyError"):
+        with checkpoint.reading_metadata("x.npz"):
+            {}["num_classes"]
+    with pytest.raises(CheckpointError, match="^own$"):  # a CheckpointError passes unchanged
+        with checkpoint.reading_metadata("x.npz"):
+            raise CheckpointError("own")

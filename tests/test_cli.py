@@ -58,7 +58,17 @@ def test_summary_of_resnet20():
     (["train", "--out", "{tmp}/r", "--data-dir", "{tmp}/nowhere", "--no-download"], "{tmp}/nowhere"),
     (["eval", "{tmp}/missing.npz"], "no such file"),
     (["eval", "{tmp}/missing.npz", "--batch-size", "0"], "--batch-size must be >= 1"),
-    (["summary", "--model", "resnet20", "--width", "0"], "--width must be > 0"),
+    (["summary", "--model", "resnet20", "--width", "0"], "--width must be in (0, 16.0], got 0.0"),
+    (["summary", "--model", "resnet20", "--width", "inf"], "--width must be in (0, 16.0], got inf"),
+    (["summary", "--model", "resnet20", "--width", "1e9"], "--width must be in (0, 16.0]"),
+    (["summary", "--model", "resnet20", "--num-classes", "0"], "--num-classes must be >= 1, got 0"),
+    (["train", "--out", "{tmp}/r", "--width", "inf"], "--width must be in (0, 16.0], got inf"),
+    (["train", "--out", "{tmp}/r", "--weight-decay", "nan"], "--weight-decay must be >= 0 and finite, got nan"),
+    (["train", "--out", "{tmp}/r", "--lr", "inf"], "--lr must be > 0 and finite, got inf"),
+    (["train", "--out", "{tmp}/r", "--momentum", "1"], "--momentum must be in [0, 1), got 1.0"),
+    (["train", "--out", "{tmp}/r", "--subset", "0"], "--subset must be >= 1, got 0"),
+    (["train", "--out", "{tmp}/r", "--threads", "-1"], "--threads must be >= 0, got -1"),
+    (["eval", "{tmp}"], "is a folder, not a checkpoint file"),
     (["train", "--out", "{tmp}/r", "--val", "50000"], "--val 50000 leaves no training images"),
     (["train", "--out", "{tmp}/r", "--val", "10000", "--subset", "40001"], "--subset 40001 is more than"),
 ])
@@ -80,6 +90,36 @@ def test_missing_dataset_says_how_to_point_at_it(tmp_path):
     r = tinycomp("train", "--out", str(tmp_path / "r"), "--data-dir", str(tmp_path / "nowhere"), "--no-download")
     assert r.returncode == 2
     assert "TINYCOMP_DATA" in r.stderr or "--data-dir" in r.stderr
+
+
+def test_out_that_is_a_file_exits_2(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for out in ("afile", "afile/sub"):
+        r = tinycomp("train", "--out", str(tmp_path / out), "--no-download")
+        assert r.returncode == 2 and f"{tmp_path / 'afile'} is not a folder" in r.stderr, r.stderr
+
+
+def test_eval_refuses_checkpoints_with_broken_metadata_exit_2(tmp_path):
+    """Caught before any data is loaded: each names the file, none shows a traceback."""
+    from tinycomp import checkpoint, models
+
+    state = models.get("resnet20", width=0.25).state_dict()
+    good = {"config": {"model": "resnet20", "width": 0.25, "dataset": "cifar10"}, "num_classes": 10,
+            "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    broken = {"no_num_classes": {k: v for k, v in good.items() if k != "num_classes"},
+              "config_is_text": dict(good, config="resnet20"),
+              "unknown_model": dict(good, config=dict(good["config"], model="nope")),
+              "bad_dataset": dict(good, config=dict(good["config"], dataset="cifar7")),
+              "negative_width": dict(good, config=dict(good["config"], width=-1)),
+              "zero_std": dict(good, normalize={"mean": [0.5] * 3, "std": [0.0] * 3})}
+    for name, meta in broken.items():
+        path = tmp_path / f"{name}.npz"
+        checkpoint.save(path, state, None, meta)
+        r = tinycomp("eval", str(path), "--no-download")
+        assert r.returncode == 2 and str(path) in r.stderr and "Traceback" not in r.stderr, (name, r.stderr)
+    np.save(tmp_path / "plain.npy", np.zeros(3))
+    r = tinycomp("eval", str(tmp_path / "plain.npy"))
+    assert r.returncode == 2 and "not an .npz archive" in r.stderr
 
 
 def test_existing_run_folder_is_not_overwritten(tmp_path):
@@ -157,6 +197,20 @@ def test_resume_after_sigkill_is_bitwise_equal(uninterrupted, tmp_path):
     assert_same_weights(out / "best.npz", uninterrupted / "best.npz")
 
 
+def test_resume_does_not_need_the_init_checkpoint_any_more(uninterrupted, tmp_path):
+    """--resume takes the weights from last.npz: the --init file may be gone by then."""
+    init = tmp_path / "init.npz"
+    init.write_bytes((uninterrupted / "last.npz").read_bytes())
+    out = tmp_path / "r"
+    proc = _start(out, "--init", str(init))
+    _wait_for(lambda: (out / "log.jsonl").exists(), proc)  # epoch 1 is checkpointed
+    proc.kill()
+    proc.wait()
+    init.unlink()
+    r = tinycomp("train", "--out", str(out), "--resume", "--no-progress")
+    assert r.returncode == 0, r.stderr
+
+
 def test_resume_refuses_changed_options(uninterrupted, tmp_path):
     r = tinycomp("train", "--out", str(uninterrupted), "--resume", "--lr", "0.5")
     assert r.returncode == 2 and "--lr" in r.stderr
@@ -172,3 +226,15 @@ def test_real_data_smoke_training_beats_chance(tmp_path):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert "test_acc" not in log[0] and "test_acc" in log[-1]
     assert log[-1]["test_acc"] >= 0.35, log[-1]   # chance is 0.10
+
+
+def test_ctrl_c_before_training_starts_exits_130(monkeypatch, capsys):
+    """A KeyboardInterrupt outside the training loop (e.g. while the data loads) ends quietly with 130."""
+    from tinycomp import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_summary", interrupted)
+    assert cli.main(["summary", "--model", "resnet20"]) == 130
+    assert "interrupted" in capsys.readouterr().err

@@ -40,3 +40,4 @@ def test_cli_exits_3_when_the_loss_diverges(tmp_path):
     assert r.returncode == 3, r.stderr
     assert "the loss became" in r.stderr and "training stopped" in r.stderr
     assert not (tmp_path / "r" / "last.npz").exists()  # nothing good to keep yet: nothing written
+    assert "there is no checkpoint" in r.stderr and "checkpoint is kept" not in r.stderr

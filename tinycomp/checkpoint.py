@@ -10,6 +10,7 @@ Writing goes to a temporary file in the same folder, is flushed to disk, then re
 target, so a crash, a full disk or a signal mid-write leaves the previous checkpoint intact.
 Nothing is ever unpickled: an archive with object arrays is refused.
 """
+import contextlib
 import json
 import os
 import tempfile
@@ -59,20 +60,28 @@ def write_atomic(path, write, mode="wb", suffix=""):
 
 def load(path):
     """Read a checkpoint: returns dict(model=state dict, optimizer=state dict or None, meta=dict)."""
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path}: is a folder, not a checkpoint file")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path}: no such file")
+    if not zipfile.is_zipfile(path):  # np.load would open a plain .npy as an array
+        raise CheckpointError(f"checkpoint {path}: not an .npz archive; not a tinycomp checkpoint")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError) as exc:
+        # MemoryError: an entry whose header claims an impossible shape
         raise CheckpointError(f"checkpoint {path}: not a readable tinycomp checkpoint (.npz of plain arrays, "
-                              f"nothing pickled): {exc}") from None
+                              f"nothing pickled): {type(exc).__name__}: {exc}") from None
     if "meta" not in arrays:
         raise CheckpointError(f"checkpoint {path}: no 'meta' entry; not a tinycomp checkpoint")
     try:
         meta = json.loads(str(arrays.pop("meta")))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"checkpoint {path}: its metadata is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path}: its metadata is a JSON {type(meta).__name__}, not an object; "
+                              "not a tinycomp checkpoint")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path}: format {meta.get('format')!r}, expected {FORMAT!r}")
     model = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
@@ -81,23 +90,39 @@ def load(path):
         state = {}
         for k, v in arrays.items():
             if k.startswith("optim/"):
-                _, i, name = k.split("/", 2)
+                _, i, name = (k.split("/", 2) + ["", ""])[:3]
+                if not i.isdigit() or not name:
+                    raise CheckpointError(f"checkpoint {path}: malformed optimizer entry {k!r}")
                 state.setdefault(int(i), {})[name] = v if v.ndim else v.item()
         optimizer = {"state": state, "param_groups": meta["optimizer_groups"]}
     return {"model": model, "optimizer": optimizer, "meta": meta}
 
 
+@contextlib.contextmanager
+def reading_metadata(path):
+    """Turn the errors of using a checkpoint's metadata (a missing key, a wrong type, a value the
+    model, scheduler or data loader refuses) into a CheckpointError naming the file."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, MemoryError) as exc:
+        raise CheckpointError(f"checkpoint {path}: incomplete or malformed metadata "
+                              f"({type(exc).__name__}: {exc})") from None
+
+
 def load_into(path, model, optimizer=None, expect_model=None):
     """Load ``path`` into ``model`` (and ``optimizer``); refuse a checkpoint of another model."""
     ckpt = load(path)
-    saved_name = ckpt["meta"].get("config", {}).get("model")
+    config = ckpt["meta"].get("config")
+    saved_name = config.get("model") if isinstance(config, dict) else None
     if expect_model is not None and saved_name is not None and saved_name != expect_model:
         raise CheckpointError(f"checkpoint {path} holds a '{saved_name}' model, not '{expect_model}'")
     try:
         model.load_state_dict(ckpt["model"])
         if optimizer is not None and ckpt["optimizer"] is not None:
             optimizer.load_state_dict(ckpt["optimizer"])
-    except ValueError as exc:
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise CheckpointError(f"checkpoint {path} does not fit the model: {exc}") from None
     return ckpt
 

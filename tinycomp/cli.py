@@ -65,14 +65,17 @@ def _config_from_args(args):
              if getattr(args, f.name, None) is not None}
     if not args.resume:
         return TrainConfig(**given)
-    from .checkpoint import load
+    from .checkpoint import load, reading_metadata
 
-    saved = load(f"{args.out}/last.npz")["meta"]["config"]
-    changed = sorted(k for k, v in given.items() if k not in RESUME_MAY_CHANGE and saved.get(k) != v)
+    path = f"{args.out}/last.npz"
+    with reading_metadata(path):
+        saved = load(path)["meta"]["config"]
+        changed = sorted(k for k, v in given.items() if k not in RESUME_MAY_CHANGE and saved.get(k) != v)
+        cfg = TrainConfig(**{**saved, **given})
     if changed:
         raise RunError(f"--resume continues the saved run; these options differ from it: "
-                         f"{', '.join('--' + k.replace('_', '-') for k in changed)}")
-    return TrainConfig(**{**saved, **given})
+                       f"{', '.join('--' + k.replace('_', '-') for k in changed)}")
+    return cfg
 
 
 def cmd_train(args):
@@ -108,10 +111,12 @@ def cmd_eval(args):
 
 def cmd_summary(args):
     from .summary import format_summary, summarize
-    from .train import RunError
+    from .train import MAX_WIDTH, RunError
 
-    if not args.width > 0 or args.num_classes < 1:
-        raise RunError(f"--width must be > 0 and --num-classes >= 1, got {args.width} and {args.num_classes}")
+    if not 0 < args.width <= MAX_WIDTH:
+        raise RunError(f"--width must be in (0, {MAX_WIDTH}], got {args.width}")
+    if args.num_classes < 1:
+        raise RunError(f"--num-classes must be >= 1, got {args.num_classes}")
     model = models.get(args.model, num_classes=args.num_classes, width=args.width)
     s = summarize(model)
     if args.json:
@@ -158,6 +163,9 @@ def main(argv=None):
     except (RunError, DatasetError, CheckpointError) as exc:
         print(f"tinycomp {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before training started (data loading): nothing to save
+        print(f"tinycomp {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

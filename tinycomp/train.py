@@ -30,6 +30,9 @@ from .tensor import Tensor
 from .threads import set_num_threads
 
 
+MAX_WIDTH = 16.0  # width multipliers above this make models of billions of parameters
+
+
 class RunError(ValueError):
     """A run that cannot start: bad options, an existing run folder, nothing to resume."""
 
@@ -72,18 +75,24 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "test_every"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not self.width > 0:
-            problems.append(f"--width must be > 0, got {self.width}")
-        if not self.lr > 0:
-            problems.append(f"--lr must be > 0, got {self.lr}")
+        # comparisons written so that NaN fails them; inf is refused explicitly
+        if not 0 < self.width <= MAX_WIDTH:
+            problems.append(f"--width must be in (0, {MAX_WIDTH}], got {self.width}")
+        if not 0 < self.lr < math.inf:
+            problems.append(f"--lr must be > 0 and finite, got {self.lr}")
         if not 0 < self.pct_start < 1:
             problems.append(f"--pct-start must be in (0, 1), got {self.pct_start}")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            problems.append("--weight-decay must be >= 0 and --momentum in [0, 1)")
+        if not 0 <= self.weight_decay < math.inf:
+            problems.append(f"--weight-decay must be >= 0 and finite, got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            problems.append(f"--momentum must be in [0, 1), got {self.momentum}")
         if not 0 <= self.label_smoothing < 1:
             problems.append(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.seed < 0 or self.threads < 0 or self.val < 0 or (self.subset is not None and self.subset < 1):
-            problems.append("--seed, --threads and --val must be >= 0, --subset >= 1")
+        for name in ("seed", "threads", "val"):
+            if getattr(self, name) < 0:
+                problems.append(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.subset is not None and self.subset < 1:
+            problems.append(f"--subset must be >= 1, got {self.subset}")
         try:
             spec = get_spec(self.dataset)
         except ValueError as exc:
@@ -184,7 +193,7 @@ class Trainer:
         self.test_loader = BatchLoader(data.test_images, data.test_labels, cfg.eval_batch_size,
                                        normalize=self.normalize)
         self.model = models.get(cfg.model, num_classes=data.num_classes, width=cfg.width)
-        if cfg.init:
+        if cfg.init and not resume:  # a resumed run takes its weights from last.npz, not from --init
             checkpoint.load_into(cfg.init, self.model)
         self.optimizer = optim.SGD(parameter_groups(self.model, cfg.weight_decay, cfg.no_decay_bn_bias), lr=cfg.lr,
                                    momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
@@ -202,6 +211,11 @@ class Trainer:
             write_text_atomic(self.out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
 
     def _check_folder(self, resume):
+        existing = self.out
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise RunError(f"--out {self.out}: {existing} is not a folder")
         if resume and not self.last_path.is_file():
             raise RunError(f"--resume: {self.last_path} does not exist; nothing to resume")
         if not resume and self.out.exists() and any(self.out.iterdir()):
@@ -219,11 +233,12 @@ class Trainer:
     def _restore(self):
         ckpt = checkpoint.load_into(self.last_path, self.model, self.optimizer, expect_model=self.cfg.model)
         meta = ckpt["meta"]
-        self.scheduler.load_state_dict(meta["scheduler"])
-        self.train_loader.load_state(meta["position"])
-        generator().bit_generator.state = meta["rng"]
-        self.running, self.history = meta["running"], meta["history"]
-        self.best_val, self.elapsed = meta["best_val"], meta["elapsed"]
+        with checkpoint.reading_metadata(self.last_path):
+            self.scheduler.load_state_dict(meta["scheduler"])
+            self.train_loader.load_state(meta["position"])
+            generator().bit_generator.state = meta["rng"]
+            self.running, self.history = meta["running"], meta["history"]
+            self.best_val, self.elapsed = meta["best_val"], meta["elapsed"]
         self._write_log()
 
     def _write_log(self):
@@ -236,8 +251,10 @@ class Trainer:
         value = loss.item()
         if not math.isfinite(value):
             state = self.train_loader.state()
+            kept = (f"The last good checkpoint is kept: {self.last_path}" if self.last_path.is_file() else
+                    f"No epoch had ended, so there is no checkpoint; remove {self.out} before running again")
             raise DivergedError(f"the loss became {value} at epoch {state['epoch'] + 1}, batch {state['batch']}; "
-                                f"training stopped. The last good checkpoint is kept: {self.last_path}")
+                                f"training stopped. {kept}")
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -305,16 +322,18 @@ def evaluate_checkpoint(path, data_dir=None, download=True, batch_size=500, prog
     ckpt = checkpoint.load(path)
     meta = ckpt["meta"]
     cfg = meta.get("config")
-    if not cfg or "normalize" not in meta:
+    if not isinstance(cfg, dict) or "normalize" not in meta:
         raise checkpoint.CheckpointError(f"checkpoint {path} has no training configuration; was it written by "
                                          "tinycomp train?")
-    model = models.get(cfg["model"], num_classes=meta["num_classes"], width=cfg["width"])
+    with checkpoint.reading_metadata(path):
+        model = models.get(cfg["model"], num_classes=meta["num_classes"], width=cfg["width"])
+        get_spec(cfg["dataset"])
+        norm = Normalize(meta["normalize"]["mean"], meta["normalize"]["std"])
     try:
         model.load_state_dict(ckpt["model"])
     except ValueError as exc:
         raise checkpoint.CheckpointError(f"checkpoint {path} does not fit model {cfg['model']}: {exc}") from None
     data = load_cifar(cfg["dataset"], root=data_dir, download=download, progress=progress)
-    norm = Normalize(meta["normalize"]["mean"], meta["normalize"]["std"])
     loader = BatchLoader(data.test_images, data.test_labels, batch_size, normalize=norm)
     loss, acc, per_class = evaluate(model, loader, data.num_classes)
     return {"checkpoint": str(path), "model": cfg["model"], "dataset": data.name, "test_loss": loss,
