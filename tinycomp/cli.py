@@ -14,13 +14,14 @@ from . import models
 
 
 def _train_parser(sub):
-    from .train import TrainConfig
+    from .train import MAX_WIDTH, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a model on CIFAR", description="Train a network on CIFAR-10/100 "
                        "on the CPU. The run folder gets last.npz, best.npz (with --val) and log.jsonl.")
     p.add_argument("--model", default=None, help=f"one of {', '.join(models.names())} (default {d.model})")
-    p.add_argument("--width", type=float, default=None, help=f"channel width multiplier (default {d.width})")
+    p.add_argument("--width", type=float, default=None,
+                   help=f"channel width multiplier in (0, {MAX_WIDTH:g}] (default {d.width})")
     p.add_argument("--dataset", choices=["cifar10", "cifar100"], default=None, help="default cifar10")
     p.add_argument("--epochs", type=int, default=None, help=f"default {d.epochs}")
     p.add_argument("--batch-size", type=int, default=None, help=f"default {d.batch_size}; the last partial "
@@ -127,6 +128,8 @@ def cmd_summary(args):
 
 
 def build_parser():
+    from .train import MAX_WIDTH
+
     parser = argparse.ArgumentParser(prog="tinycomp", description="Train, evaluate and inspect compressed "
                                      "networks on CIFAR, on a CPU.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,7 +144,7 @@ def build_parser():
     p = sub.add_parser("summary", help="parameters, MACs and memory per layer",
                        description="Per-layer and total parameters, MACs and memory of a model.")
     p.add_argument("--model", required=True, choices=models.names())
-    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--width", type=float, default=1.0, help=f"channel width multiplier in (0, {MAX_WIDTH:g}]")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--json", action="store_true", help="print JSON")
     return parser
