@@ -29,6 +29,9 @@ from numba import njit, prange
 __all__ = ["conv_output_size", "im2col", "col2im", "im2col_ref", "col2im_ref", "as_pair"]
 
 
+MAX_GEOMETRY = 2**31  # bound on every kernel size, stride, padding and dilation
+
+
 def as_pair(value, name, op="im2col", minimum=0):
     """``value`` as a pair of ints (an int ``v`` means ``(v, v)``), each at least ``minimum``."""
     if isinstance(value, (int, np.integer)):
@@ -42,6 +45,8 @@ def as_pair(value, name, op="im2col", minimum=0):
             raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
     if min(pair) < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    if max(pair) >= MAX_GEOMETRY:  # beyond it the kernels' int64 index arithmetic could overflow
+        raise ValueError(f"{op}: {name} must be < 2**31, got {value!r}")
     return pair
 
 

@@ -8,14 +8,23 @@ def operands(op, a, b):
     """Both operands as Tensors of one floating dtype. A Python number or array constant takes the
     dtype of the Tensor operand (so float64 checks stay float64); two Tensors must already agree."""
     if isinstance(a, Tensor) and isinstance(b, Tensor):
+        check_float(op, a, "first operand")
         if a.dtype != b.dtype:
             raise TypeError(f"{op}: dtypes differ, {a.dtype} and {b.dtype}; cast one with .float() or .double()")
         return a, b
     if isinstance(a, Tensor):
-        return a, Tensor(np.asarray(b, dtype=a.dtype))
+        return check_float(op, a, "first operand"), _constant(op, b, a.dtype)
     if isinstance(b, Tensor):
-        return Tensor(np.asarray(a, dtype=b.dtype)), b
+        return _constant(op, a, b.dtype), check_float(op, b, "second operand")
     raise TypeError(f"{op}: at least one operand must be a Tensor, got {type(a).__name__} and {type(b).__name__}")
+
+
+def _constant(op, value, dtype):
+    """A number or numeric array as a constant Tensor of ``dtype`` (None, strings, objects refused)."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{op}: the other operand must be a number or a numeric array, got {type(value).__name__}")
+    return Tensor(arr.astype(dtype, copy=False))
 
 
 def check_tensor(op, x, name="input"):

@@ -18,7 +18,7 @@ from ._util import check_float
 class ReLU(Function):
     @staticmethod
     def forward(ctx, x):
-        y = np.maximum(x, 0)
+        y = np.asarray(np.maximum(x, 0))  # a 0-d x gives a NumPy scalar; the backward kernel wants an array
         ctx.save_for_backward(y)
         return y
 

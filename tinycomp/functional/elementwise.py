@@ -87,6 +87,8 @@ class Pow(Function):
     def backward(ctx, dout):
         (a,) = ctx.saved
         p = ctx.exponent
+        if p == 0:  # d(a**0)/da = 0 everywhere; 0 * a**-1 would be NaN at a = 0
+            return np.zeros_like(dout), None
         return dout * p * a ** (p - 1), None
 
 

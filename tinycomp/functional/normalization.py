@@ -80,6 +80,11 @@ def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None, traini
 
 
 def _batch_norm(op, x, running_mean, running_var, weight, bias, training, momentum, eps, relu):
+    if not (isinstance(eps, (int, float, np.floating)) and 0 <= eps < np.inf):  # NaN fails too
+        raise ValueError(f"{op}: eps must be >= 0 and finite, got {eps!r}")
+    if training and running_mean is not None and not (
+            isinstance(momentum, (int, float, np.floating)) and 0 <= momentum <= 1):
+        raise ValueError(f"{op}: momentum must be in [0, 1], got {momentum!r}")
     check_float(op, x)
     if x.ndim not in (2, 3, 4):
         raise ValueError(f"{op}: input must be (N, C), (N, C, L) or (N, C, H, W), got shape {x.shape}")

@@ -79,6 +79,8 @@ def _check_input(op, x):
     check_float(op, x)
     if x.ndim != 4:
         raise ValueError(f"{op}: input must be 4-D (N, C, H, W), got shape {x.shape}")
+    if x.shape[2] == 0 or x.shape[3] == 0:  # windows of padding only: -inf maxima, 0/0 means
+        raise ValueError(f"{op}: input height and width must be positive, got shape {x.shape}")
 
 
 def _pool_args(op, x, kernel_size, stride, padding):
@@ -110,8 +112,9 @@ def adaptive_avg_pool2d(x, output_size):
     _check_input("adaptive_avg_pool2d", x)
     if isinstance(output_size, (int, np.integer)):
         output_size = (output_size, output_size)
-    if len(output_size) != 2:
-        raise ValueError(f"adaptive_avg_pool2d: output_size must be an int or a pair, got {output_size!r}")
+    if (not isinstance(output_size, (tuple, list)) or len(output_size) != 2
+            or not all(v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) for v in output_size)):
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be an int or a pair of ints, got {output_size!r}")
     size = tuple(int(x.shape[2 + i] if v is None else v) for i, v in enumerate(output_size))
     if min(size) < 1:
         raise ValueError(f"adaptive_avg_pool2d: output_size must be positive, got {output_size!r}; input {x.shape}")

@@ -36,8 +36,10 @@ class Permute(Function):
 
 
 def _is_advanced(index):
+    """Integer-array ("advanced") indexing, which may repeat elements: its backward must add, not assign.
+    Inside an index tuple, NumPy reads a tuple as a sequence of indices, like a list."""
     parts = index if isinstance(index, tuple) else (index,)
-    return any(isinstance(p, (list, np.ndarray)) for p in parts)
+    return any(isinstance(p, (list, tuple, np.ndarray)) for p in parts)
 
 
 class GetItem(Function):

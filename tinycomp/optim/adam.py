@@ -15,10 +15,17 @@ class Adam(Optimizer):
     decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"{type(self).__name__}: invalid lr={lr}, betas={betas}, eps={eps} or "
-                             f"weight_decay={weight_decay}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    def _check_group(self, i, g):
+        self._require(i, g, "lr", lambda v: 0 <= v < np.inf, ">= 0 and finite")
+        self._require(i, g, "eps", lambda v: 0 <= v < np.inf, ">= 0 and finite")
+        self._require(i, g, "weight_decay", lambda v: 0 <= v < np.inf, ">= 0 and finite")
+        betas = g["betas"]
+        if (not isinstance(betas, (tuple, list)) or len(betas) != 2
+                or not all(isinstance(b, (int, float, np.floating)) and 0 <= b < 1 for b in betas)):
+            raise ValueError(f"{type(self).__name__}: betas must be a pair of numbers in [0, 1), got {betas!r}")
+        g["betas"] = tuple(betas)
 
     @no_grad()
     def step(self):

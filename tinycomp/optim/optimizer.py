@@ -10,6 +10,11 @@ import numpy as np
 
 class Optimizer:
     def __init__(self, params, defaults):
+        from ..tensor import Tensor
+
+        if isinstance(params, (Tensor, dict)):  # iterating a Tensor would give its rows, not itself
+            raise TypeError(f"{type(self).__name__}: params must be an iterable of Tensors or of parameter-group "
+                            f"dicts, got a single {type(params).__name__} (wrap it in a list)")
         self.defaults = dict(defaults)
         params = list(params)
         if not params:
@@ -22,13 +27,25 @@ class Optimizer:
                                                 "max_momentum"}
             if unknown:
                 raise ValueError(f"{type(self).__name__}: parameter group {i} has unknown options {sorted(unknown)}")
+            if "params" not in g:
+                raise ValueError(f"{type(self).__name__}: parameter group {i} has no 'params'")
             group = {**self.defaults, **g, "params": list(g["params"])}
+            self._check_group(i, group)
             for p in group["params"]:
                 if id(p) in seen:
                     raise ValueError(f"{type(self).__name__}: a parameter appears in more than one group")
                 seen.add(id(p))
             self.param_groups.append(group)
         self.state = {}  # id(param) -> dict of arrays / numbers
+
+    def _check_group(self, i, group):
+        """Subclasses refuse invalid hyperparameters of group ``i`` (the defaults merged in)."""
+
+    def _require(self, i, group, name, ok, what):
+        value = group[name]
+        number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        if not number or not ok(value):  # NaN fails every comparison in ``ok``
+            raise ValueError(f"{type(self).__name__}: {name} must be {what}, got {value!r} (parameter group {i})")
 
     def zero_grad(self):
         for group in self.param_groups:

@@ -14,6 +14,7 @@ so a resumed run gets the same values: its state dict is just the step count.
                        then -> total - 1: lr max_lr -> final, momentum base -> max
 """
 import math
+import numbers
 
 
 def _cos_anneal(start, end, pct):
@@ -119,7 +120,15 @@ class OneCycleLR(LRScheduler):
         self.total_steps, self.cycle_momentum = total_steps, cycle_momentum
         self.phase1_end = float(pct_start * total_steps) - 1
         groups = optimizer.param_groups
-        max_lrs = max_lr if isinstance(max_lr, (list, tuple)) else [max_lr] * len(groups)
+        max_lrs = list(max_lr) if isinstance(max_lr, (list, tuple)) else [max_lr] * len(groups)
+        if len(max_lrs) != len(groups):
+            raise ValueError(f"OneCycleLR: {len(max_lrs)} max_lr values for {len(groups)} parameter groups")
+        if not all(isinstance(m, numbers.Real) and 0 < m < math.inf for m in max_lrs) \
+                or not (0 < div_factor < math.inf and 0 < final_div_factor < math.inf) \
+                or not 0 <= base_momentum <= max_momentum < 1:
+            raise ValueError(f"OneCycleLR: need max_lr > 0, div_factor > 0, final_div_factor > 0 (finite) and "
+                             f"0 <= base_momentum <= max_momentum < 1, got {max_lr}, {div_factor}, "
+                             f"{final_div_factor}, {base_momentum}, {max_momentum}")
         self.lrs = [(m / div_factor, m, m / div_factor / final_div_factor) for m in max_lrs]
         self.momenta = (max_momentum, base_momentum)
         for g, (initial, _, _) in zip(groups, self.lrs):

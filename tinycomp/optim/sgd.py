@@ -13,12 +13,16 @@ from .optimizer import Optimizer
 
 class SGD(Optimizer):
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
-        if lr < 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError(f"SGD: lr, momentum and weight_decay must be >= 0, got {lr}, {momentum}, {weight_decay}")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening = 0")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov))
+
+    def _check_group(self, i, g):
+        self._require(i, g, "lr", lambda v: 0 <= v < np.inf, ">= 0 and finite")
+        self._require(i, g, "momentum", lambda v: 0 <= v < 1, "in [0, 1)")
+        self._require(i, g, "dampening", lambda v: 0 <= v <= 1, "in [0, 1]")
+        self._require(i, g, "weight_decay", lambda v: 0 <= v < np.inf, ">= 0 and finite")
+        if g["nesterov"] and (g["momentum"] <= 0 or g["dampening"] != 0):
+            raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening = 0")
 
     @no_grad()
     def step(self):

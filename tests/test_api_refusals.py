@@ -1,0 +1,102 @@
+"""Misuse of the public API gets a clear error (or the right answer), never a crash or a silent wrong
+result: one check per problem a fuzzing review found."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tinycomp import Tensor, functional as F, nn, optim
+
+
+def t(*shape, grad=False):
+    return Tensor(np.ones(shape, np.float32), requires_grad=grad)
+
+
+def test_conv_geometry_that_would_overflow_int64_is_refused_not_a_crash():
+    code = ("import numpy as np\nfrom tinycomp import Tensor, functional as F\n"
+            "x = Tensor(np.zeros((1, 3, 4, 4), np.float32)); w = Tensor(np.zeros((3, 3, 3, 3), np.float32))\n"
+            "try:\n    F.conv2d(x, w, stride=2**63 // 3, padding=2**63 - 2)\nexcept ValueError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "conv2d: stride must be < 2**31" in r.stdout, (r.returncode, r.stderr[-500:])
+    with pytest.raises(ValueError, match="avg_pool2d: kernel_size must be < 2"):
+        F.avg_pool2d(t(1, 1, 2, 2), 2**32, 1, 2**31)
+
+
+def test_repeated_indices_in_a_tuple_accumulate_their_gradient():
+    x = t(3, 2, grad=True)
+    x[(1, 1), :].sum().backward()
+    np.testing.assert_array_equal(x.grad, [[0, 0], [2, 2], [0, 0]])
+    y = t(3, 3, grad=True)
+    y[(0, 0), (2, 2)].sum().backward()
+    assert y.grad[0, 2] == 2 and y.grad.sum() == 2
+
+
+def test_arithmetic_needs_a_float_tensor_and_a_numeric_constant():
+    with pytest.raises(TypeError, match="add: first operand must be floating point"):
+        Tensor(np.array([1, 2])) + 2.5
+    for other in (None, "1", object()):
+        with pytest.raises(TypeError, match="mul: the other operand must be a number"):
+            t(2) * other
+    np.testing.assert_array_equal((0.5 * t(2)).data, [0.5, 0.5])
+
+
+def test_zeroth_power_and_relu_of_a_scalar_have_gradients():
+    x = Tensor(np.array([0.0, 1.0], np.float32), requires_grad=True)
+    (x ** 0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0, 0])
+    y = Tensor(np.array([1.0, -3.0], np.float32), requires_grad=True)
+    F.relu(y.sum()).backward()
+    np.testing.assert_array_equal(y.grad, [0, 0])
+
+
+def test_pooling_an_empty_plane_is_refused():
+    x = Tensor(np.ones((1, 1, 0, 4), np.float32))
+    for call in (lambda: F.max_pool2d(x, 2, 2, 1), lambda: F.avg_pool2d(x, 2, 2, 1),
+                 lambda: F.adaptive_avg_pool2d(x, 2)):
+        with pytest.raises(ValueError, match="height and width must be positive"):
+            call()
+    with pytest.raises(ValueError, match="output_size must be an int or a pair of ints"):
+        F.adaptive_avg_pool2d(t(1, 1, 4, 4), (2.5, 3))
+
+
+def test_optimizer_hyperparameters_checked_in_every_group():
+    lin = nn.Linear(2, 2)
+    with pytest.raises(TypeError, match="SGD: params must be an iterable .* got a single Parameter"):
+        optim.SGD(lin.weight, lr=0.1)
+    bad = [dict(lr=float("nan")), dict(lr=0.1, momentum=1.0), dict(lr=0.1, weight_decay=float("inf")),
+           dict(lr=0.1, dampening=2.0)]
+    for kw in bad:
+        with pytest.raises(ValueError, match="SGD: .* must be"):
+            optim.SGD(lin.parameters(), **kw)
+    with pytest.raises(ValueError, match=r"SGD: lr must be >= 0 and finite, got -1.0 \(parameter group 1\)"):
+        optim.SGD([{"params": [lin.weight]}, {"params": [lin.bias], "lr": -1.0}], lr=0.1)
+    for betas in ((1.5, 2.0), (0.9,), (0.9, 0.99, 0.999)):
+        with pytest.raises(ValueError, match="Adam: betas must be a pair"):
+            optim.Adam([{"params": lin.parameters(), "betas": betas}])
+    with pytest.raises(ValueError, match="has no 'params'"):
+        optim.SGD([{"lr": 0.1}], lr=0.1)
+
+
+def test_one_cycle_needs_one_max_lr_per_group_and_sane_factors():
+    lin = nn.Linear(2, 2)
+    opt = optim.SGD([{"params": [lin.weight]}, {"params": [lin.bias]}], lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="OneCycleLR: 1 max_lr values for 2 parameter groups"):
+        optim.OneCycleLR(opt, [1.0], 10)
+    for kw in (dict(max_lr=-1.0), dict(max_lr=1.0, div_factor=0), dict(max_lr=1.0, max_momentum=1.5)):
+        with pytest.raises(ValueError, match="OneCycleLR: need max_lr > 0"):
+            optim.OneCycleLR(opt, total_steps=10, **kw)
+
+
+def test_batch_norm_arguments():
+    with pytest.raises(ValueError, match="BatchNorm2d: num_features must be a positive int"):
+        nn.BatchNorm2d(0)
+    with pytest.raises(ValueError, match="BatchNorm2d: eps must be >= 0"):
+        nn.BatchNorm2d(2, eps=-1)
+    with pytest.raises(ValueError, match="BatchNorm1d: momentum must be in"):
+        nn.BatchNorm1d(2, momentum=5)
+    x = t(4, 2)
+    with pytest.raises(ValueError, match="batch_norm: eps must be >= 0 and finite, got nan"):
+        F.batch_norm(x, None, None, training=True, eps=float("nan"))
+    with pytest.raises(ValueError, match="batch_norm: momentum must be in"):
+        F.batch_norm(x, np.zeros(2, np.float32), np.ones(2, np.float32), training=True, momentum=-1)
