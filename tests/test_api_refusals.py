@@ -100,3 +100,19 @@ def test_batch_norm_arguments():
         F.batch_norm(x, None, None, training=True, eps=float("nan"))
     with pytest.raises(ValueError, match="batch_norm: momentum must be in"):
         F.batch_norm(x, np.zeros(2, np.float32), np.ones(2, np.float32), training=True, momentum=-1)
+
+
+def test_scheduler_state_stays_loadable():
+    lin = nn.Linear(2, 2)
+    opt = optim.SGD(lin.parameters(), lr=0.1, momentum=0.9)
+    sched = optim.OneCycleLR(opt, 1.0, total_steps=3)
+    sched.step()
+    sched.step()
+    with pytest.raises(ValueError, match="stepped 3 times"):
+        sched.step()
+    assert sched.last_step == 2
+    sched.load_state_dict(sched.state_dict())
+    for bad in ({"last_step": -5}, {"last_step": 1.5}, {}, {"last_step": 7}):
+        with pytest.raises(ValueError):
+            sched.load_state_dict(bad)
+        assert sched.last_step == 2

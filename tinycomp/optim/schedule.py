@@ -16,6 +16,8 @@ so a resumed run gets the same values: its state dict is just the step count.
 import math
 import numbers
 
+import numpy as np
+
 
 def _cos_anneal(start, end, pct):
     return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
@@ -45,7 +47,11 @@ class LRScheduler:
 
     def step(self):
         self.last_step += 1
-        self._apply()
+        try:
+            self._apply()
+        except ValueError:  # e.g. OneCycleLR stepped past its end: stay where it was, still loadable
+            self.last_step -= 1
+            raise
 
     def get_last_lr(self):
         return [g["lr"] for g in self.optimizer.param_groups]
@@ -54,8 +60,15 @@ class LRScheduler:
         return {"last_step": self.last_step}
 
     def load_state_dict(self, state):
-        self.last_step = int(state["last_step"])
-        self._apply()
+        step = state.get("last_step") if isinstance(state, dict) else None
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: last_step must be an int >= 0, got {step!r}")
+        previous, self.last_step = self.last_step, int(step)
+        try:
+            self._apply()
+        except ValueError:
+            self.last_step = previous
+            raise
 
 
 class StepLR(LRScheduler):
