@@ -116,3 +116,16 @@ def test_scheduler_state_stays_loadable():
         with pytest.raises(ValueError):
             sched.load_state_dict(bad)
         assert sched.last_step == 2
+
+
+def test_shapes_and_axes_must_be_ints_not_truncated_floats():
+    x = t(2, 3)
+    for call in (lambda: F.reshape(x, (2.7, 3.2)), lambda: F.permute(x, (1.9, 0)), lambda: x.sum(axis=(0.5,)),
+                 lambda: F.transpose(x, 0, 1.0)):
+        with pytest.raises(TypeError, match="must be ints"):
+            call()
+    with pytest.raises(ValueError, match="transpose: dims .* out of range"):
+        F.transpose(x, 0, 5)
+    with pytest.raises(ValueError, match="repeated axis"):
+        x.sum(axis=(0, 0))
+    assert F.reshape(x, (np.int64(3), -1)).shape == (3, 2) and F.reshape(x, 6).shape == (6,)

@@ -40,14 +40,28 @@ def check_float(op, x, name="input"):
     return x
 
 
+def int_tuple(op, name, values):
+    """An int or an iterable of ints as a tuple of Python ints; floats and bools are refused, not truncated."""
+    items = (values,) if isinstance(values, (int, np.integer)) else values
+    try:
+        items = tuple(items)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be an int or a sequence of ints, got {values!r}") from None
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in items):
+        raise TypeError(f"{op}: {name} must be ints, got {values!r}")
+    return tuple(int(v) for v in items)
+
+
 def normalize_axis(op, axis, ndim):
     """``axis`` (None, int or tuple) as a sorted tuple of non-negative axes, checked against ``ndim``."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    axes = int_tuple(op, "axis", axis)
     out = []
     for a in axes:
         if not -ndim <= a < ndim:
             raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
-        out.append(int(a) % ndim)
-    return tuple(sorted(set(out)))
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: repeated axis in {axis!r}")
+    return tuple(sorted(out))

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..tensor import Tensor
-from ._util import check_tensor, normalize_axis
+from ._util import check_tensor, int_tuple, normalize_axis
 
 
 class Reshape(Function):
@@ -83,7 +83,7 @@ class Pad(Function):
 
 def reshape(x, shape):
     check_tensor("reshape", x)
-    shape = tuple(int(s) for s in shape)
+    shape = int_tuple("reshape", "shape", shape)
     known = int(np.prod([s for s in shape if s != -1]))
     free = shape.count(-1)
     ok = free <= 1 and all(s >= -1 for s in shape) and (
@@ -96,7 +96,7 @@ def reshape(x, shape):
 
 def permute(x, axes):
     check_tensor("permute", x)
-    axes = tuple(int(a) for a in axes)
+    axes = int_tuple("permute", "axes", axes)
     if any(not -x.ndim <= a < x.ndim for a in axes):
         raise ValueError(f"permute: axes {axes} out of range for a tensor with {x.ndim} dimensions")
     axes = tuple(a % x.ndim for a in axes)
@@ -106,6 +106,10 @@ def permute(x, axes):
 
 
 def transpose(x, dim0, dim1):
+    check_tensor("transpose", x)
+    dim0, dim1 = int_tuple("transpose", "dims", (dim0, dim1))
+    if not (-x.ndim <= dim0 < x.ndim and -x.ndim <= dim1 < x.ndim):
+        raise ValueError(f"transpose: dims ({dim0}, {dim1}) out of range for a tensor with {x.ndim} dimensions")
     axes = list(range(x.ndim))
     axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
     return permute(x, axes)
