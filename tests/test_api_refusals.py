@@ -129,3 +129,14 @@ def test_shapes_and_axes_must_be_ints_not_truncated_floats():
     with pytest.raises(ValueError, match="repeated axis"):
         x.sum(axis=(0, 0))
     assert F.reshape(x, (np.int64(3), -1)).shape == (3, 2) and F.reshape(x, 6).shape == (6,)
+
+
+def test_flatten_range_and_module_list_contents():
+    x = t(2, 3)
+    assert nn.Flatten(-1)(x).shape == (2, 3) and x.flatten().shape == (6,)
+    for dim in (5, -5, 1.0):
+        with pytest.raises(ValueError, match="flatten: start_dim"):
+            nn.Flatten(dim)(x)
+    layers = nn.ModuleList([nn.ReLU()])
+    with pytest.raises(TypeError, match="ModuleList: only Modules"):
+        layers[0] = "relu"

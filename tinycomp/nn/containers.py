@@ -21,6 +21,8 @@ class ModuleList(Module):
         return self._modules[keys[i]]
 
     def __setitem__(self, i, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"{type(self).__name__}: only Modules can be stored, got {type(module).__name__}")
         self._modules[list(self._modules)[i]] = module
 
     def __len__(self):
