@@ -140,3 +140,29 @@ def test_flatten_range_and_module_list_contents():
     layers = nn.ModuleList([nn.ReLU()])
     with pytest.raises(TypeError, match="ModuleList: only Modules"):
         layers[0] = "relu"
+
+
+def test_optimizer_state_is_validated_on_load_and_nothing_changes_on_refusal():
+    lin = nn.Linear(2, 2)
+    sgd = optim.SGD(lin.parameters(), lr=0.1, momentum=0.9)
+    adam = optim.Adam(lin.parameters())
+    for p in lin.parameters():
+        p.grad = np.ones_like(p.data)
+    sgd.step()
+    adam.step()
+    good_sgd, good_adam = sgd.state_dict(), adam.state_dict()
+    zero_d = {**good_sgd, "state": {0: {"momentum_buffer": np.float32(1.0) * np.ones(())}}}
+    negative_lr = {**good_sgd, "param_groups": [dict(good_sgd["param_groups"][0], lr=-1.0)]}
+    before = sgd.state_dict()
+    for bad, match in ((zero_d, "must be an array of the parameter's shape"), (negative_lr, "lr must be >= 0")):
+        with pytest.raises(ValueError, match=match):
+            sgd.load_state_dict(bad)
+    assert sgd.param_groups[0]["lr"] == before["param_groups"][0]["lr"]
+    np.testing.assert_array_equal(sgd.state_dict()["state"][0]["momentum_buffer"], before["state"][0]["momentum_buffer"])
+    with pytest.raises(ValueError, match="Adam keeps"):
+        adam.load_state_dict(good_sgd)
+    missing = {**good_adam, "state": {i: {k: v for k, v in e.items() if k != "exp_avg"}
+                                      for i, e in good_adam["state"].items()}}
+    with pytest.raises(ValueError, match="Adam keeps"):
+        adam.load_state_dict(missing)
+    adam.load_state_dict(good_adam)

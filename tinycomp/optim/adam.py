@@ -12,6 +12,8 @@ from .optimizer import Optimizer
 
 
 class Adam(Optimizer):
+    state_keys = {"step": "count", "exp_avg": "array", "exp_avg_sq": "array"}
+
     decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):

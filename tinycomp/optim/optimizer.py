@@ -38,6 +38,8 @@ class Optimizer:
             self.param_groups.append(group)
         self.state = {}  # id(param) -> dict of arrays / numbers
 
+    state_keys = {}  # per-parameter state a subclass keeps: name -> "array" (parameter-shaped) or "count"
+
     def _check_group(self, i, group):
         """Subclasses refuse invalid hyperparameters of group ``i`` (the defaults merged in)."""
 
@@ -81,21 +83,31 @@ class Optimizer:
             if not 0 <= i < len(params):
                 raise ValueError(f"{name}: state for parameter {i}, but the optimizer has {len(params)} parameters")
             p, restored = params[i], {}
+            if not isinstance(entry, dict) or set(entry) != set(self.state_keys):
+                got = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+                raise ValueError(f"{name}: state of parameter {i} has {got}, {type(self).__name__} keeps "
+                                 f"{sorted(self.state_keys)}")
             for k, v in entry.items():
-                if isinstance(v, np.ndarray) and v.ndim > 0:
-                    if v.shape != p.shape:
-                        raise ValueError(f"{name}: state '{k}' of parameter {i} has shape {v.shape}, the parameter "
-                                         f"has {p.shape}")
-                    if not np.can_cast(v.dtype, p.dtype, casting="same_kind"):
-                        raise ValueError(f"{name}: state '{k}' of parameter {i} is {v.dtype}, the parameter {p.dtype}")
-                    v = v.astype(p.dtype)  # a copy in the parameter's dtype: no float64 buffer in a float32 step
-                elif isinstance(v, np.ndarray):
-                    v = v.copy()
+                if self.state_keys[k] == "count":
+                    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                        raise ValueError(f"{name}: state '{k}' of parameter {i} must be an int >= 0, got {v!r}")
+                    restored[k] = int(v)
+                    continue
+                if not isinstance(v, np.ndarray) or v.shape != p.shape:  # a 0-d buffer would broadcast at step()
+                    raise ValueError(f"{name}: state '{k}' of parameter {i} must be an array of the parameter's "
+                                     f"shape {p.shape}, got {getattr(v, 'shape', type(v).__name__)}")
+                if not np.can_cast(v.dtype, p.dtype, casting="same_kind"):
+                    raise ValueError(f"{name}: state '{k}' of parameter {i} is {v.dtype}, the parameter {p.dtype}")
+                v = v.astype(p.dtype)  # a copy in the parameter's dtype: no float64 buffer in a float32 step
                 restored[k] = v
             state[id(p)] = restored
+        merged = [{**mine, **{k: v for k, v in g.items() if k != "params"}}
+                  for g, mine in zip(groups, self.param_groups)]
+        for j, g in enumerate(merged):
+            self._check_group(j, g)  # refused before anything changes
         self.state = state
-        for g, mine in zip(groups, self.param_groups):
-            mine.update({k: v for k, v in g.items() if k != "params"})
+        for g, mine in zip(merged, self.param_groups):
+            mine.update(g)
 
     def step(self):
         raise NotImplementedError

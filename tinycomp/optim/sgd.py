@@ -12,6 +12,8 @@ from .optimizer import Optimizer
 
 
 class SGD(Optimizer):
+    state_keys = {"momentum_buffer": "array"}
+
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov))
