@@ -166,3 +166,11 @@ def test_optimizer_state_is_validated_on_load_and_nothing_changes_on_refusal():
     with pytest.raises(ValueError, match="Adam keeps"):
         adam.load_state_dict(missing)
     adam.load_state_dict(good_adam)
+
+
+def test_hardtanh_bounds_and_float16_relu_backward():
+    with pytest.raises(ValueError, match="hardtanh: need min_val <= max_val"):
+        F.hardtanh(t(2), min_val=float("nan"))
+    x = Tensor(np.array([-1.0, 2.0], np.float16), requires_grad=True)
+    F.relu(x).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0, 1])
