@@ -47,9 +47,9 @@ def read_log(path):
     return epochs
 
 
-def time_to(epochs, threshold):
-    """Wall time (s) at the end of the first epoch with test_acc >= threshold, else None."""
-    return next((e["wall_time_s"] for e in epochs if e["test_acc"] >= threshold), None)
+def first_reaching(epochs, threshold):
+    """The first epoch record with test_acc >= threshold, else None."""
+    return next((e for e in epochs if e["test_acc"] >= threshold), None)
 
 
 def table(runs, thresholds):
@@ -59,9 +59,8 @@ def table(runs, thresholds):
         cells = [name, str(epochs[-1]["epoch"]), f"{epochs[-1]['test_acc']:.2%}",
                  f"{epochs[-1]['wall_time_s'] / 60:.1f} min"]
         for t in thresholds:
-            s = time_to(epochs, t)
-            cells.append("-" if s is None else f"{s / 60:.1f} min (epoch "
-                         f"{next(e['epoch'] for e in epochs if e['test_acc'] >= t)})")
+            e = first_reaching(epochs, t)
+            cells.append("-" if e is None else f"{e['wall_time_s'] / 60:.1f} min (epoch {e['epoch']})")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

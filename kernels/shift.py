@@ -44,6 +44,8 @@ import types
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from .checks import is_int
+
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # native byte order only
 
@@ -66,11 +68,11 @@ def shift2d_ref(x, dy, dx):
 
 def shiftnet_offsets(C, k=3, dilation=1):
     """ShiftNet's fixed offsets for C channels: (dy, dx), two int64 arrays of length C."""
-    if isinstance(C, bool) or not isinstance(C, (int, np.integer)) or C < 0:
+    if not is_int(C) or C < 0:
         raise ValueError(f"shiftnet_offsets: C must be a non-negative int, got {C!r}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+    if not is_int(k) or k < 1:
         raise ValueError(f"shiftnet_offsets: k must be a positive int, got {k!r}")
-    if isinstance(dilation, bool) or not isinstance(dilation, (int, np.integer)) or dilation < 1:
+    if not is_int(dilation) or dilation < 1:
         raise ValueError(f"shiftnet_offsets: dilation must be a positive int, got {dilation!r}")
     C, k, dilation = int(C), int(k), int(dilation)  # NumPy ints would overflow in k * k below
     if k * k > 2**62 or dilation * (k // 2) >= 2**62:

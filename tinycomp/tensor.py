@@ -157,10 +157,10 @@ class Tensor:
     view = reshape
 
     def flatten(self, start_dim=0):
-        if isinstance(start_dim, bool) or not isinstance(start_dim, (int, np.integer)) \
-                or not -max(self.ndim, 1) <= start_dim < max(self.ndim, 1):
+        dims = max(self.ndim, 1)  # a 0-d tensor flattens like a 1-d one
+        if isinstance(start_dim, bool) or not isinstance(start_dim, (int, np.integer)) or not -dims <= start_dim < dims:
             raise ValueError(f"flatten: start_dim {start_dim!r} out of range for a tensor of shape {self.shape}")
-        return self.reshape(self.shape[:start_dim % max(self.ndim, 1)] + (-1,))
+        return self.reshape(self.shape[:start_dim % dims] + (-1,))
 
     def permute(self, *axes):
         return _F().permute(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes)

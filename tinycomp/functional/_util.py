@@ -1,5 +1,6 @@
 """Argument handling shared by the op wrappers: turning constants into Tensors, checking dtypes."""
 import numpy as np
+from tinycomp_kernels.checks import is_int
 
 from ..tensor import Tensor
 
@@ -47,7 +48,7 @@ def int_tuple(op, name, values):
         items = tuple(items)
     except TypeError:
         raise TypeError(f"{op}: {name} must be an int or a sequence of ints, got {values!r}") from None
-    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in items):
+    if not all(is_int(v) for v in items):
         raise TypeError(f"{op}: {name} must be ints, got {values!r}")
     return tuple(int(v) for v in items)
 

@@ -13,6 +13,7 @@ eval:      y = (x - running_mean_c) / sqrt(running_var_c + eps) * weight_c + bia
 """
 import numpy as np
 from tinycomp_kernels.batchnorm import batch_norm_backward, batch_norm_eval_forward, batch_norm_train_forward
+from tinycomp_kernels.checks import is_real
 
 from ..autograd import Function
 from ._util import check_float
@@ -80,10 +81,10 @@ def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None, traini
 
 
 def _batch_norm(op, x, running_mean, running_var, weight, bias, training, momentum, eps, relu):
-    if not (isinstance(eps, (int, float, np.floating)) and 0 <= eps < np.inf):  # NaN fails too
+    if not (is_real(eps) and 0 <= eps < np.inf):  # NaN fails too
         raise ValueError(f"{op}: eps must be >= 0 and finite, got {eps!r}")
     if training and running_mean is not None and not (
-            isinstance(momentum, (int, float, np.floating)) and 0 <= momentum <= 1):
+            is_real(momentum) and 0 <= momentum <= 1):
         raise ValueError(f"{op}: momentum must be in [0, 1], got {momentum!r}")
     check_float(op, x)
     if x.ndim not in (2, 3, 4):

@@ -9,6 +9,7 @@ adaptive_avg_pool2d(x, (OH, OW)):  bin i covers rows floor(i*H/OH) .. ceil((i+1)
              size over the bin. Output (1, 1) is the global average pool: a mean over (H, W).
 """
 import numpy as np
+from tinycomp_kernels.checks import is_int
 from tinycomp_kernels.im2col import as_pair
 from tinycomp_kernels.pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
 
@@ -113,7 +114,7 @@ def adaptive_avg_pool2d(x, output_size):
     if isinstance(output_size, (int, np.integer)):
         output_size = (output_size, output_size)
     if (not isinstance(output_size, (tuple, list)) or len(output_size) != 2
-            or not all(v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) for v in output_size)):
+            or not all(v is None or is_int(v) for v in output_size)):
         raise ValueError(f"adaptive_avg_pool2d: output_size must be an int or a pair of ints, got {output_size!r}")
     size = tuple(int(x.shape[2 + i] if v is None else v) for i, v in enumerate(output_size))
     if min(size) < 1:

@@ -1,5 +1,6 @@
 """Layers with learnable parameters: Linear, Conv2d, BatchNorm2d (and BatchNorm1d)."""
 import numpy as np
+from tinycomp_kernels.checks import is_int, is_real
 
 from .. import functional as F
 from .init import default_init_
@@ -73,11 +74,11 @@ class _BatchNorm(Module):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=np.float32):
         super().__init__()
-        if not isinstance(num_features, (int, np.integer)) or isinstance(num_features, bool) or num_features < 1:
+        if not is_int(num_features) or num_features < 1:
             raise ValueError(f"{type(self).__name__}: num_features must be a positive int, got {num_features!r}")
-        if not (isinstance(eps, (int, float, np.floating)) and 0 <= eps < np.inf):
+        if not (is_real(eps) and 0 <= eps < np.inf):
             raise ValueError(f"{type(self).__name__}: eps must be >= 0 and finite, got {eps!r}")
-        if not (isinstance(momentum, (int, float, np.floating)) and 0 <= momentum <= 1):
+        if not (is_real(momentum) and 0 <= momentum <= 1):
             raise ValueError(f"{type(self).__name__}: momentum must be in [0, 1], got {momentum!r}")
         self.num_features, self.eps, self.momentum, self.affine = num_features, eps, momentum, affine
         self.weight = Parameter(np.ones(num_features, dtype)) if affine else None

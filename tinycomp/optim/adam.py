@@ -6,6 +6,7 @@
     p = p - lr · (m / (1 - β1^t)) / (sqrt(v / (1 - β2^t)) + eps)
 """
 import numpy as np
+from tinycomp_kernels.checks import is_real
 
 from ..autograd import no_grad
 from .optimizer import Optimizer
@@ -20,12 +21,11 @@ class Adam(Optimizer):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
     def _check_group(self, i, g):
-        self._require(i, g, "lr", lambda v: 0 <= v < np.inf, ">= 0 and finite")
+        super()._check_group(i, g)
         self._require(i, g, "eps", lambda v: 0 <= v < np.inf, ">= 0 and finite")
-        self._require(i, g, "weight_decay", lambda v: 0 <= v < np.inf, ">= 0 and finite")
         betas = g["betas"]
         if (not isinstance(betas, (tuple, list)) or len(betas) != 2
-                or not all(isinstance(b, (int, float, np.floating)) and 0 <= b < 1 for b in betas)):
+                or not all(is_real(b) and 0 <= b < 1 for b in betas)):
             raise ValueError(f"{type(self).__name__}: betas must be a pair of numbers in [0, 1), got {betas!r}")
         g["betas"] = tuple(betas)
 

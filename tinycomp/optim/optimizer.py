@@ -6,6 +6,7 @@ State is keyed by the parameter's position across all groups, as PyTorch does, s
 loads into a freshly built optimizer over the same model.
 """
 import numpy as np
+from tinycomp_kernels.checks import is_real
 
 
 class Optimizer:
@@ -41,12 +42,13 @@ class Optimizer:
     state_keys = {}  # per-parameter state a subclass keeps: name -> "array" (parameter-shaped) or "count"
 
     def _check_group(self, i, group):
-        """Subclasses refuse invalid hyperparameters of group ``i`` (the defaults merged in)."""
+        """Refuse invalid hyperparameters of group ``i`` (the defaults merged in); subclasses add theirs."""
+        self._require(i, group, "lr", lambda v: 0 <= v < np.inf, ">= 0 and finite")
+        self._require(i, group, "weight_decay", lambda v: 0 <= v < np.inf, ">= 0 and finite")
 
     def _require(self, i, group, name, ok, what):
         value = group[name]
-        number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-        if not number or not ok(value):  # NaN fails every comparison in ``ok``
+        if not is_real(value) or not ok(value):  # NaN fails every comparison in ``ok``
             raise ValueError(f"{type(self).__name__}: {name} must be {what}, got {value!r} (parameter group {i})")
 
     def zero_grad(self):

@@ -14,9 +14,8 @@ so a resumed run gets the same values: its state dict is just the step count.
                        then -> total - 1: lr max_lr -> final, momentum base -> max
 """
 import math
-import numbers
 
-import numpy as np
+from tinycomp_kernels.checks import is_int, is_real
 
 
 def _cos_anneal(start, end, pct):
@@ -45,13 +44,17 @@ class LRScheduler:
                 else:
                     g["momentum"] = momentum
 
-    def step(self):
-        self.last_step += 1
+    def _move_to(self, step):
+        """Set the step and apply it; on failure (e.g. OneCycleLR past its end) stay where it was."""
+        previous, self.last_step = self.last_step, step
         try:
             self._apply()
-        except ValueError:  # e.g. OneCycleLR stepped past its end: stay where it was, still loadable
-            self.last_step -= 1
+        except ValueError:
+            self.last_step = previous
             raise
+
+    def step(self):
+        self._move_to(self.last_step + 1)
 
     def get_last_lr(self):
         return [g["lr"] for g in self.optimizer.param_groups]
@@ -61,14 +64,9 @@ class LRScheduler:
 
     def load_state_dict(self, state):
         step = state.get("last_step") if isinstance(state, dict) else None
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        if not is_int(step) or step < 0:
             raise ValueError(f"{type(self).__name__}.load_state_dict: last_step must be an int >= 0, got {step!r}")
-        previous, self.last_step = self.last_step, int(step)
-        try:
-            self._apply()
-        except ValueError:
-            self.last_step = previous
-            raise
+        self._move_to(int(step))
 
 
 class StepLR(LRScheduler):
@@ -136,7 +134,7 @@ class OneCycleLR(LRScheduler):
         max_lrs = list(max_lr) if isinstance(max_lr, (list, tuple)) else [max_lr] * len(groups)
         if len(max_lrs) != len(groups):
             raise ValueError(f"OneCycleLR: {len(max_lrs)} max_lr values for {len(groups)} parameter groups")
-        if not all(isinstance(m, numbers.Real) and 0 < m < math.inf for m in max_lrs) \
+        if not all(is_real(m) and 0 < m < math.inf for m in max_lrs) \
                 or not (0 < div_factor < math.inf and 0 < final_div_factor < math.inf) \
                 or not 0 <= base_momentum <= max_momentum < 1:
             raise ValueError(f"OneCycleLR: need max_lr > 0, div_factor > 0, final_div_factor > 0 (finite) and "

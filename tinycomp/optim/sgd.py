@@ -19,10 +19,9 @@ class SGD(Optimizer):
                                       weight_decay=weight_decay, nesterov=nesterov))
 
     def _check_group(self, i, g):
-        self._require(i, g, "lr", lambda v: 0 <= v < np.inf, ">= 0 and finite")
+        super()._check_group(i, g)
         self._require(i, g, "momentum", lambda v: 0 <= v < 1, "in [0, 1)")
         self._require(i, g, "dampening", lambda v: 0 <= v <= 1, "in [0, 1]")
-        self._require(i, g, "weight_decay", lambda v: 0 <= v < np.inf, ">= 0 and finite")
         if g["nesterov"] and (g["momentum"] <= 0 or g["dampening"] != 0):
             raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening = 0")
 
