@@ -172,9 +172,11 @@ class BlockedCSR(NamedTuple):
     k_block: int
 
 
-K_BLOCK = 1024  # at most this many rows of b per band (evened out: 2304 -> 3 bands of 768)
+K_BLOCK = 256  # at most this many rows of b per band (evened out: 2304 -> 9 bands of 256, 576 -> 3 of 192)
 PACK_MIN_USES = 2  # pack b only when W keeps at least this many entries per column on average
-L2_BUDGET = 768 * 1024  # bytes of a worker's packed band(s) + output buffer (of a 1 MiB Zen 4 L2)
+# bytes of a worker's packed band(s) + output buffer: under half of a 1 MiB Zen 4 L2, which also holds
+# the band's kept entries and the copy's source lines (768 KiB measured 10-15 % slower: module doc)
+L2_BUDGET = 448 * 1024
 OUT_PAD = 16  # floats appended to each output-buffer row: an odd number of cache lines per row
 SLAB_NOPACK = 1024  # unpacked: columns per task
 PREFETCH_ROWS = 8  # the band copy prefetches the row of b this many rows ahead

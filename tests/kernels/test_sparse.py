@@ -135,12 +135,25 @@ def test_csr_block_unsorted_columns_and_auto_k_block():
     np.testing.assert_allclose(S.csr_matmul_blocked(bw, b), w.astype(np.float64) @ b, **TOL)
     np.testing.assert_allclose(S.csr_matmul(indptr, indices[shuffled], values[shuffled], b),
                                w.astype(np.float64) @ b, **TOL)
-    assert S.auto_k_block(2304) == 768 and S.auto_k_block(576) == 576 and S.auto_k_block(5) == 5
+    assert S.auto_k_block(2304) == 256 and S.auto_k_block(576) == 192 and S.auto_k_block(5) == 5
     for k in (1, 1000, 1025, 5000):  # bands of at most K_BLOCK rows, of equal height but for rounding
         kb = S.auto_k_block(k)
         bands = -(-k // kb)
         assert kb <= S.K_BLOCK and bands == -(-k // S.K_BLOCK) and k - (bands - 1) * kb > kb - bands
     assert S.csr_block(indptr, indices, values, 300).k_block == S.auto_k_block(300)
+
+
+@pytest.mark.parametrize("m, k, n, workers", [(256, 2304, 4096, 2), (64, 576, 16384, 2), (16, 144, 65536, 1),
+                                              (512, 4608, 196, 2), (2000, 300, 64, 4)])
+def test_plan_fits_the_l2_budget_and_gives_every_worker_work(m, k, n, workers):
+    """The packed band and the output slab of a worker stay within L2_BUDGET (the measured knee:
+    module doc) unless one 64-column tile alone exceeds it; the tasks cover N and M."""
+    band = S.auto_k_block(k)
+    slab, row_block = S._plan(m, n, band, workers, True, 1)
+    assert slab % S.LINE == 0 and slab >= S.LINE
+    footprint = 4 * (band * (slab + S.OUT_PAD) + row_block * (slab + S.OUT_PAD))
+    assert footprint <= S.L2_BUDGET * 1.1 or slab == S.TILE
+    assert -(-n // slab) * -(-m // row_block) >= workers
 
 
 def test_scratch_buffers_disjoint_aligned_and_reused():
