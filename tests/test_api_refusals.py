@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tinycomp import Tensor, functional as F, nn, optim
+from tinycomp.testing import gradcheck
 
 
 def t(*shape, grad=False):
@@ -174,3 +175,99 @@ def test_hardtanh_bounds_and_float16_relu_backward():
     x = Tensor(np.array([-1.0, 2.0], np.float16), requires_grad=True)
     F.relu(x).sum().backward()
     np.testing.assert_array_equal(x.grad, [0, 1])
+
+
+def test_schedulers_refuse_nan_infinite_and_fractional_arguments():
+    opt = optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    nan, inf = float("nan"), float("inf")
+    bad = [(optim.StepLR, dict(step_size=nan), "StepLR: step_size must be an int >= 1, got nan"),
+           (optim.StepLR, dict(step_size=2.0), "StepLR: step_size must be an int >= 1, got 2.0"),
+           (optim.StepLR, dict(step_size=2, gamma=nan), "StepLR: gamma must be a finite number > 0, got nan"),
+           (optim.StepLR, dict(step_size=2, gamma=-0.5), "StepLR: gamma must be a finite number > 0"),
+           (optim.MultiStepLR, dict(milestones=[2, nan]), r"MultiStepLR: milestones must be ints >= 1, got \[2, nan\]"),
+           (optim.MultiStepLR, dict(milestones=[2.5]), "MultiStepLR: milestones must be ints >= 1"),
+           (optim.MultiStepLR, dict(milestones=[3, -1]), "MultiStepLR: milestones must be ints >= 1"),
+           (optim.MultiStepLR, dict(milestones=[3], gamma=inf), "MultiStepLR: gamma must be a finite number > 0"),
+           (optim.CosineAnnealingLR, dict(T_max=nan), "CosineAnnealingLR: T_max must be an int >= 1, got nan"),
+           (optim.CosineAnnealingLR, dict(T_max=0), "CosineAnnealingLR: T_max must be an int >= 1, got 0"),
+           (optim.CosineAnnealingLR, dict(T_max=-3), "CosineAnnealingLR: T_max must be an int >= 1"),
+           (optim.CosineAnnealingLR, dict(T_max=4, eta_min=nan),
+            "CosineAnnealingLR: eta_min must be a finite number >= 0"),
+           (optim.CosineAnnealingLR, dict(T_max=4, eta_min=-1e-3), "CosineAnnealingLR: eta_min must be"),
+           (optim.LinearWarmup, dict(warmup_steps=nan), "LinearWarmup: warmup_steps must be an int >= 1"),
+           (optim.LinearWarmup, dict(warmup_steps=3, start_factor=nan),
+            r"LinearWarmup: start_factor must be in \(0, 1\]"),
+           (optim.OneCycleLR, dict(max_lr=1.0, total_steps=nan),
+            "OneCycleLR: total_steps must be an int >= 2, got nan"),
+           (optim.OneCycleLR, dict(max_lr=1.0, total_steps=10.0), "OneCycleLR: total_steps must be an int >= 2"),
+           (optim.OneCycleLR, dict(max_lr=1.0, total_steps=10, pct_start=nan), "OneCycleLR: pct_start must be in"),
+           (optim.OneCycleLR, dict(max_lr=1.0, total_steps=10, final_div_factor=nan), "OneCycleLR: need max_lr > 0"),
+           (optim.OneCycleLR, dict(max_lr=1.0, total_steps=10, base_momentum=nan), "OneCycleLR: need max_lr > 0")]
+    for cls, kw, match in bad:
+        with pytest.raises(ValueError, match=match):
+            cls(opt, **kw)
+    with pytest.raises(TypeError, match="MultiStepLR: milestones must be a list of ints, got 5"):
+        optim.MultiStepLR(opt, 5)
+    assert optim.MultiStepLR(opt, (np.int64(3), 1)).milestones == [1, 3]
+    assert optim.StepLR(opt, np.int32(2), gamma=1).get_last_lr() == [0.1]
+
+
+def test_linear_with_a_zero_size_dimension_has_pytorch_shapes_and_gradients():
+    with pytest.raises(ValueError, match="Linear: in_features must be an int >= 0, got 2.0"):
+        nn.Linear(2.0, 3)
+    with pytest.raises(ValueError, match="Linear: out_features must be an int >= 0, got -1"):
+        nn.Linear(2, -1)
+    lin = nn.Linear(0, 3)
+    np.testing.assert_array_equal(lin.bias.data, [0, 0, 0])  # PyTorch's bias bound 1/sqrt(fan_in) is 0 here
+    lin.bias.data[...] = [1, 2, 3]
+    x = Tensor(np.ones((4, 0), np.float32), requires_grad=True)
+    c = np.arange(12, dtype=np.float32).reshape(4, 3)
+    y = lin(x)
+    np.testing.assert_array_equal(y.data, np.tile([1, 2, 3], (4, 1)))  # the bias, broadcast
+    (y * c).sum().backward()
+    assert x.grad.shape == (4, 0) and lin.weight.grad.shape == (3, 0)
+    np.testing.assert_array_equal(lin.bias.grad, c.sum(axis=0))
+    rng = np.random.default_rng(0)
+    for n, k, m in ((2, 0, 3), (2, 3, 0), (0, 3, 2), (5, 0, 0)):
+        x, w, b = rng.standard_normal((n, k)), rng.standard_normal((m, k)), rng.standard_normal(m)
+        assert gradcheck(F.linear, [x, w, b])
+    out = nn.Linear(3, 0)(t(2, 3, grad=True))
+    assert out.shape == (2, 0)
+
+
+def test_shape_mismatches_in_arithmetic_name_the_op_and_both_shapes():
+    a, b = t(2, 3), t(4)
+    for op, call in (("add", lambda: a + b), ("sub", lambda: a - b), ("mul", lambda: a * b),
+                     ("div", lambda: a / b), ("add", lambda: np.ones(4, np.float32) + a)):
+        with pytest.raises(ValueError, match=rf"{op}: shapes \((2, 3|4,)\) and \((4,|2, 3)\) do not broadcast"):
+            call()
+    with pytest.raises(ValueError, match=r"div: shapes \(2, 3\) and \(4,\) do not broadcast"):
+        F.div(a, np.ones(4))
+    with pytest.raises(ValueError, match=r"matmul: inner dimensions differ, \(2, 3\) @ \(4, 5\)"):
+        a @ t(4, 5)
+    with pytest.raises(ValueError, match=r"matmul: shapes \(2, 2, 3\) and \(3, 3, 5\) do not broadcast "
+                                         r"\(batch axes \(2,\) and \(3,\)\)"):
+        t(2, 2, 3) @ t(3, 3, 5)
+    assert (t(2, 1, 1, 3) @ t(4, 3, 5)).shape == (2, 4, 1, 5) and (t(2, 3) * t(3)).shape == (2, 3)
+
+
+def test_padding_that_would_need_a_huge_array_is_refused_before_allocating():
+    x, w = t(1, 1, 4, 4), t(1, 1, 3, 3)
+    with pytest.raises(ValueError, match=r"conv2d: padding \(1048576, 1048576\) \(stride \(1, 1\)\) on input "
+                                         r"\(1, 1, 4, 4\) with weight \(1, 1, 3, 3\) would need a padded input of "
+                                         r"shape \(1, 1, 2097156, 2097156\) \(4,398,063,288,336 elements\), more "
+                                         r"than MAX_ELEMENTS = 2\*\*31"):
+        F.conv2d(x, w, padding=2**20)
+    with pytest.raises(ValueError, match=r"conv2d: padding \(0, 1073741824\) .* would need a padded input"):
+        F.conv2d(x, w, padding=(0, 2**30))
+    with pytest.raises(ValueError, match=r"conv2d: padding \(0, 0\) .* would need an output of shape "
+                                         r"\(1, 1073741824, 2, 2\)"):
+        F.conv2d(x, Tensor(np.broadcast_to(np.ones((1, 1, 3, 3), np.float32), (2**30, 1, 3, 3))))  # no copy
+    with pytest.raises(ValueError, match=r"pad: pad_width \(\(0, 0\), \(1073741824, 1\)\) on shape \(2, 3\) would "
+                                         r"need an output of shape \(2, 1073741828\)"):
+        F.pad(t(2, 3), ((0, 0), (2**30, 1)))
+    assert F.conv2d(x, w, padding=1).shape == (1, 1, 4, 4) and F.pad(t(2, 3), ((1, 1), (0, 2))).shape == (4, 5)
+    # pooling pads by at most half its kernel and never allocates the padded input: huge windows just work
+    x = Tensor(np.arange(30, dtype=np.float32).reshape(1, 1, 5, 6))
+    np.testing.assert_array_equal(F.max_pool2d(x, 2**31 - 1, 1, 2**30 - 1).data, np.full((1, 1, 5, 6), 29))
+    np.testing.assert_allclose(F.avg_pool2d(x, 2**31 - 1, 1, 2**30 - 1, count_include_pad=False).data, 14.5)

@@ -15,7 +15,7 @@ from tinycomp_kernels.conv import conv2d_backward, conv2d_forward
 from tinycomp_kernels.im2col import as_pair, conv_output_size
 
 from ..autograd import Function
-from ._util import check_float
+from ._util import check_float, check_size
 
 
 class Conv2d(Function):
@@ -62,6 +62,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if OH < 1 or OW < 1:
         raise ValueError(f"conv2d: kernel {weight.shape[2]}x{weight.shape[3]} (dilation {d}, padding {p}) "
                          f"is larger than the padded input; {shapes}")
+    N, C, H, W = x.shape
+    cause = f"padding {p} (stride {s}) on input {x.shape} with weight {weight.shape}"
+    check_size("conv2d", "a padded input", (N, C, H + 2 * p[0], W + 2 * p[1]), cause)
+    check_size("conv2d", "an output", (N, weight.shape[0], OH, OW), cause)
     if bias is not None:
         check_float("conv2d", bias, "bias")
         if bias.shape != (weight.shape[0],):

@@ -4,7 +4,10 @@
             da = g @ bᵀ,  db = aᵀ @ g   (then summed over broadcast batch axes)
     linear: y = x @ Wᵀ + b,  x (..., in), W (out, in), b (out,)
             dx = g @ W,  dW = gᵀ @ x (batch axes flattened),  db = Σ g over all but the last axis
+            in, out or the batch may be 0, as in PyTorch: in = 0 gives y = b broadcast and dW (out, 0)
 """
+import math
+
 import numpy as np
 
 from ..autograd import Function, unbroadcast
@@ -49,9 +52,10 @@ class Linear(Function):
     @staticmethod
     def backward(ctx, dout):
         x, w = ctx.saved
-        g2 = dout.reshape(-1, dout.shape[-1])  # (rows, out)
+        rows = math.prod(x.shape[:-1])  # stated, not -1: reshape cannot infer it when in or out is 0
+        g2 = dout.reshape(rows, w.shape[0])  # (rows, out)
         dx = dout @ w if ctx.needs_input_grad[0] else None
-        dw = g2.T @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None  # (out, rows) @ (rows, in)
+        dw = g2.T @ x.reshape(rows, w.shape[1]) if ctx.needs_input_grad[1] else None  # (out, rows) @ (rows, in)
         db = g2.sum(axis=0) if ctx.needs_input_grad[2] else None
         return dx, dw, db
 
@@ -59,7 +63,7 @@ class Linear(Function):
 def matmul(a, b):
     from ._util import operands
 
-    a, b = operands("matmul", a, b)
+    a, b = operands("matmul", a, b, core=2)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: operands must have at least one dimension, got {a.shape} and {b.shape}")
     ka = a.shape[-1]

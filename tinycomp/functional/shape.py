@@ -10,7 +10,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..tensor import Tensor
-from ._util import check_tensor, int_tuple, normalize_axis
+from ._util import check_size, check_tensor, int_tuple, normalize_axis
 
 
 class Reshape(Function):
@@ -147,4 +147,6 @@ def pad(x, pad_width, value=0.0):
     if len(pad_width) != x.ndim or any(lo < 0 or hi < 0 for lo, hi in pad_width):
         raise ValueError(f"pad: need one non-negative (before, after) pair per axis of shape {x.shape}, "
                          f"got {pad_width}")
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, pad_width))
+    check_size("pad", "an output", padded, f"pad_width {pad_width} on shape {x.shape}")
     return Pad.apply(x, pad_width, float(value))

@@ -36,6 +36,8 @@ def ones_(tensor):
 
 
 def kaiming_uniform_(tensor, a=0.0, nonlinearity="leaky_relu"):
+    if tensor.data.size == 0:  # nothing to draw, and fan_in may be 0 (e.g. Linear(0, n))
+        return tensor
     gain = math.sqrt(2.0 / (1 + a * a)) if nonlinearity == "leaky_relu" else math.sqrt(2.0)
     bound = gain * math.sqrt(3.0 / fan_in(tensor.shape))
     return uniform_(tensor, -bound, bound)
@@ -50,5 +52,8 @@ def default_init_(weight, bias):
     """PyTorch's default init for Linear and Conv2d."""
     kaiming_uniform_(weight, a=math.sqrt(5))
     if bias is not None:
-        bound = 1.0 / math.sqrt(fan_in(weight.shape))
-        uniform_(bias, -bound, bound)
+        fan = fan_in(weight.shape)
+        if fan == 0:  # no inputs (Linear(0, n)): PyTorch's bound is 0, so the bias starts at 0
+            zeros_(bias)
+        else:
+            uniform_(bias, -1.0 / math.sqrt(fan), 1.0 / math.sqrt(fan))

@@ -20,8 +20,9 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
         super().__init__()
-        if in_features < 1 or out_features < 1:
-            raise ValueError(f"Linear: features must be positive, got ({in_features}, {out_features})")
+        for name, n in (("in_features", in_features), ("out_features", out_features)):
+            if not is_int(n) or n < 0:  # 0 is allowed, as in PyTorch: an empty weight
+                raise ValueError(f"Linear: {name} must be an int >= 0, got {n!r}")
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(np.empty((out_features, in_features), dtype))
         self.bias = Parameter(np.empty(out_features, dtype)) if bias else None

@@ -18,6 +18,22 @@ import math
 from tinycomp_kernels.checks import is_int, is_real
 
 
+def _require(scheduler, name, value, ok, what):
+    """Refuse ``value`` unless ``ok(value)``; NaN fails every comparison, so range tests refuse it."""
+    if not ok(value):
+        raise ValueError(f"{scheduler}: {name} must be {what}, got {value!r}")
+
+
+def _is_count(v, least=1):
+    """An int (not a bool, not a whole float) >= ``least``: steps are counted, never measured."""
+    return is_int(v) and v >= least
+
+
+def _is_positive(v):
+    """A finite real > 0 (NaN and inf refused)."""
+    return is_real(v) and 0 < v < math.inf
+
+
 def _cos_anneal(start, end, pct):
     return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
 
@@ -71,8 +87,8 @@ class LRScheduler:
 
 class StepLR(LRScheduler):
     def __init__(self, optimizer, step_size, gamma=0.1):
-        if step_size < 1:
-            raise ValueError(f"StepLR: step_size must be >= 1, got {step_size}")
+        _require("StepLR", "step_size", step_size, _is_count, "an int >= 1")
+        _require("StepLR", "gamma", gamma, _is_positive, "a finite number > 0")
         self.step_size, self.gamma = step_size, gamma
         super().__init__(optimizer)
 
@@ -82,9 +98,13 @@ class StepLR(LRScheduler):
 
 class MultiStepLR(LRScheduler):
     def __init__(self, optimizer, milestones, gamma=0.1):
-        self.milestones = sorted(int(m) for m in milestones)
-        if any(m < 1 for m in self.milestones):
-            raise ValueError(f"MultiStepLR: milestones must be >= 1, got {milestones}")
+        try:
+            steps = list(milestones)
+        except TypeError:
+            raise TypeError(f"MultiStepLR: milestones must be a list of ints, got {milestones!r}") from None
+        _require("MultiStepLR", "milestones", steps, lambda ms: all(_is_count(m) for m in ms), "ints >= 1")
+        _require("MultiStepLR", "gamma", gamma, _is_positive, "a finite number > 0")
+        self.milestones = sorted(int(m) for m in steps)
         self.gamma = gamma
         super().__init__(optimizer)
 
@@ -95,8 +115,9 @@ class MultiStepLR(LRScheduler):
 
 class CosineAnnealingLR(LRScheduler):
     def __init__(self, optimizer, T_max, eta_min=0.0):
-        if T_max < 1:
-            raise ValueError(f"CosineAnnealingLR: T_max must be >= 1, got {T_max}")
+        _require("CosineAnnealingLR", "T_max", T_max, _is_count, "an int >= 1")
+        _require("CosineAnnealingLR", "eta_min", eta_min, lambda v: is_real(v) and 0 <= v < math.inf,
+                 "a finite number >= 0")
         self.T_max, self.eta_min = T_max, eta_min
         super().__init__(optimizer)
 
@@ -108,9 +129,8 @@ class CosineAnnealingLR(LRScheduler):
 class LinearWarmup(LRScheduler):
     def __init__(self, optimizer, warmup_steps, start_factor=0.1, after=None):
         """``after``: a function ``optimizer -> scheduler`` for what follows warm-up (or None)."""
-        if warmup_steps < 1 or not 0 < start_factor <= 1:
-            raise ValueError(f"LinearWarmup: need warmup_steps >= 1 and 0 < start_factor <= 1, got "
-                             f"{warmup_steps}, {start_factor}")
+        _require("LinearWarmup", "warmup_steps", warmup_steps, _is_count, "an int >= 1")
+        _require("LinearWarmup", "start_factor", start_factor, lambda v: is_real(v) and 0 < v <= 1, "in (0, 1]")
         self.warmup_steps, self.start_factor = warmup_steps, start_factor
         self.after = after(optimizer) if after is not None else None
         super().__init__(optimizer)
@@ -125,18 +145,16 @@ class LinearWarmup(LRScheduler):
 class OneCycleLR(LRScheduler):
     def __init__(self, optimizer, max_lr, total_steps, pct_start=0.3, div_factor=25.0, final_div_factor=1e4,
                  cycle_momentum=True, base_momentum=0.85, max_momentum=0.95):
-        if total_steps < 2 or not 0 < pct_start < 1:
-            raise ValueError(f"OneCycleLR: need total_steps >= 2 and 0 < pct_start < 1, got {total_steps}, "
-                             f"{pct_start}")
+        _require("OneCycleLR", "total_steps", total_steps, lambda v: _is_count(v, 2), "an int >= 2")
+        _require("OneCycleLR", "pct_start", pct_start, lambda v: is_real(v) and 0 < v < 1, "in (0, 1)")
         self.total_steps, self.cycle_momentum = total_steps, cycle_momentum
         self.phase1_end = float(pct_start * total_steps) - 1
         groups = optimizer.param_groups
         max_lrs = list(max_lr) if isinstance(max_lr, (list, tuple)) else [max_lr] * len(groups)
         if len(max_lrs) != len(groups):
             raise ValueError(f"OneCycleLR: {len(max_lrs)} max_lr values for {len(groups)} parameter groups")
-        if not all(is_real(m) and 0 < m < math.inf for m in max_lrs) \
-                or not (0 < div_factor < math.inf and 0 < final_div_factor < math.inf) \
-                or not 0 <= base_momentum <= max_momentum < 1:
+        if not all(_is_positive(v) for v in max_lrs + [div_factor, final_div_factor]) \
+                or not (is_real(base_momentum) and is_real(max_momentum) and 0 <= base_momentum <= max_momentum < 1):
             raise ValueError(f"OneCycleLR: need max_lr > 0, div_factor > 0, final_div_factor > 0 (finite) and "
                              f"0 <= base_momentum <= max_momentum < 1, got {max_lr}, {div_factor}, "
                              f"{final_div_factor}, {base_momentum}, {max_momentum}")
