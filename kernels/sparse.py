@@ -33,25 +33,30 @@ Why the kernel is blocked and packed
       and copied to ``out`` after the last band;
     - copies each band with a software prefetch of the row PREFETCH_ROWS rows ahead (the hardware
       prefetcher does not follow short strided pieces). Where the time goes at 95 % sparsity, for
-      the 256 x 2304 @ 2304 x 4096 benchmark (2 threads, bands of 768 rows, 5.0 ms in all): the FMA
-      loop ~2.9 ms, bound by loads from L2 (~0.45 lines a cycle per core); packing ~1.9 ms (strided
-      768-byte pieces of the 37.7 MB b reach 11-18 GB/s against 24-29 GB/s for a sequential read);
-      the copy to ``out`` ~0.3-0.5 ms. Two ways to overlap the copy with the FMAs are kept as options
-      and were measured slower or no faster, so they are off: ``overlap`` (double-buffered bands, the
-      next one copied a few rows per row visit; with prefetcht1 instead of prefetcht0 for its
-      look-ahead, 25 % slower) and ``ahead`` (the next band prefetched into L2 between visits: its
-      strided lines thrash the L2 sets the current band uses). Wider register tiles (8, 12 or 16
-      vectors, one accumulator set) were 3-8 % slower; bands of 288-576 rows (wider slabs) differed
-      by less than the run-to-run noise (+-10-20 % on this shared-memory VM); bands of 96-192 rows
-      with slabs of 768-1024 columns (longer pieces to pack), or one band of all 2304 rows with
-      64-column slabs (which could drop the output buffer), were no faster; slabs dealt to the
-      workers round robin (both copying neighbouring pieces of the same rows) were 8-17 % faster
-      in three A/B runs and up to 4 % slower in others: within the noise, so not taken;
+      the 256 x 2304 @ 2304 x 4096 benchmark (2 threads, bands of 256 rows, slabs of 192 columns,
+      ~4.6 ms in all on a quiet machine; each phase removed in turn from a copy of the kernel): the
+      FMA loop ~2.8 ms, bound by loads from L2 (~0.45 lines a cycle per core); packing ~1.7 ms
+      (strided pieces of the 37.7 MB b: 11-13 GB/s from DRAM, more where b is partly in L3); the
+      copy to ``out`` ~0.2-0.4 ms;
+    - keeps a worker's packed band plus output slab under L2_BUDGET, less than half of L2: the rest
+      holds the band's kept entries and the source lines of the copy, which, N floats apart, crowd
+      a few L2 sets. With 768 KiB (bands of 768 rows) the kernel was 10-15 % slower in interleaved
+      A/B runs on both benchmark shapes; from 300 to 560 KiB the choice of band height (192-384)
+      and slab width (128-256) made no measurable difference.
     - visits the rows in order (visiting them sorted by their number of kept entries in the band,
       for predictable loop branches, was measured 10 % slower: the output slab is then read and
       written in a random row order);
     - parallelises over column slabs (each worker a contiguous range of them; rows too when N is
       small): workers never write the same output, and each packs only its own columns of b.
+    Measured and not taken (+-10-20 % run-to-run noise on this shared VM, so only repeated A/B wins
+    count): two ways to overlap the copy with the FMAs are kept as options and are off: ``overlap``
+    (double-buffered bands, the next one copied a few rows per row visit: no faster, -1 to +5 %, at
+    equal footprint; with prefetcht1 for its look-ahead, 25 % slower) and ``ahead`` (the next band
+    prefetched into L2 between visits: its strided lines thrash the L2 sets the current band uses;
+    13-17 % slower). Prefetching 4 or 12 rows ahead instead of 8, writing ``out`` during the last
+    band instead of after it, and slabs dealt to the workers round robin were within the noise.
+    Wider register tiles (8, 12 or 16 vectors, one accumulator set) were 3-8 % slower; one band of
+    all K rows with 64-column slabs (no output buffer) was no faster.
     A tile in L1 instead of L2 (32-column tiles of 128-row bands) was measured slower: a band then
     holds only ~6 kept entries per row at 95 % sparsity, and the per-visit cost (output load/store,
     loop set-up) outweighs the faster loads.
@@ -179,7 +184,8 @@ PACK_MIN_USES = 2  # pack b only when W keeps at least this many entries per col
 L2_BUDGET = 448 * 1024
 OUT_PAD = 16  # floats appended to each output-buffer row: an odd number of cache lines per row
 SLAB_NOPACK = 1024  # unpacked: columns per task
-PREFETCH_ROWS = 8  # the band copy prefetches the row of b this many rows ahead
+PREFETCH_ROWS = 4  # the band copy prefetches the row of b this many rows ahead into L1
+PREFETCH_L2_ROWS = 16  # ... and this many rows ahead into L2
 LINE = 16  # floats per 64-byte cache line
 
 
@@ -266,7 +272,7 @@ def csr_block(indptr, indices, values, n_cols, k_block=None):
 
 
 def _csr_matmul_loops(out, ptr, indices, values, b, k_block, slab, row_block, bbuf, obuf, pack,
-                      prefetch_rows, ahead, overlap):
+                      prefetch_rows, prefetch_l2_rows, ahead, overlap):
     """out (M, N) = W @ b from a BlockedCSR's (ptr, indices, values); tasks = (column slab, row
     block) split into one contiguous range per worker (bbuf[w], obuf[w] are worker w's buffers).
 
@@ -299,7 +305,13 @@ def _csr_matmul_loops(out, ptr, indices, values, b, k_block, slab, row_block, bb
                 if not overlap or (t == t_begin and kb == 0):
                     for r in range(min(k_block, kk - k0)):
                         # the band's rows are N floats apart: the hardware prefetcher does not
-                        # follow short strided pieces, so ask for the piece prefetch_rows rows ahead
+                        # follow short strided pieces, so ask for the piece prefetch_l2_rows rows
+                        # ahead into L2 (more misses in flight than L1 allows) and prefetch_rows
+                        # rows ahead into L1
+                        if prefetch_l2_rows > 0 and k0 + r + prefetch_l2_rows < kk:
+                            pa = (k0 + r + prefetch_l2_rows) * n + c0
+                            for q in range(0, cw, LINE):
+                                prefetch_l2(b, pa + q)
                         if prefetch_rows > 0 and k0 + r + prefetch_rows < kk:
                             pa = (k0 + r + prefetch_rows) * n + c0
                             for q in range(0, cw, LINE):
@@ -415,7 +427,8 @@ def _scratch(shape_b, shape_o):
     return ws[:nb].reshape(shape_b), ws[nb_lines:need].reshape(shape_o)
 
 
-def _matmul_blocked_into(out, bw, b, pack=None, slab=None, prefetch_rows=PREFETCH_ROWS, ahead=False, overlap=False):
+def _matmul_blocked_into(out, bw, b, pack=None, slab=None, prefetch_rows=PREFETCH_ROWS,
+                         prefetch_l2_rows=PREFETCH_L2_ROWS, ahead=False, overlap=False):
     m, n = out.shape
     if m == 0 or n == 0:
         return out
@@ -435,7 +448,7 @@ def _matmul_blocked_into(out, bw, b, pack=None, slab=None, prefetch_rows=PREFETC
         bbuf = np.empty((workers, 1, 1, 1), dtype=np.float32)
         obuf = np.empty((workers, 1, 1), dtype=np.float32)
     csr_matmul_jit(out, bw.ptr, bw.indices, bw.values, b, bw.k_block, slab, row_block, bbuf, obuf, pack,
-                   prefetch_rows, ahead, overlap)
+                   prefetch_rows, prefetch_l2_rows, ahead, overlap)
     return out
 
 
