@@ -216,7 +216,7 @@ def test_csr_matmul_asm_uses_zmm_fma():
     fresh = njit(parallel=True)(S._csr_matmul_loops)  # not the cached dispatcher: its asm is not inspectable
     bw = S.csr_block(*S.csr_from_dense(np.eye(3, dtype=np.float32)), 3)
     fresh(np.empty((3, 3), np.float32), bw.ptr, bw.indices, bw.values, np.ones((3, 3), np.float32), 3,
-          64, 3, np.empty((1, 2, 3, 80), np.float32), np.empty((1, 3, 80), np.float32), True, 8, True, True)
+          64, 3, np.empty((1, 2, 3, 80), np.float32), np.empty((1, 3, 80), np.float32), True, 8, 16, True, True)
     asm = "\n".join(fresh.inspect_asm().values())
     assert len(re.findall(r"vfmadd\w*ps\s+[^\n]*zmm", asm)) >= 8  # 2 kept weights x 4 vectors per loop trip
     assert not re.findall(r"vfmadd\w*ps\s+[^\n]*[xy]mm", asm)
@@ -288,7 +288,7 @@ def test_loops_run_in_plain_python():
     bbuf, obuf = np.empty((2, 2, 4, 20), np.float32), np.empty((2, 2, 20), np.float32)
     for pack, ahead, overlap in ((True, False, False), (True, True, False), (True, False, True), (False, False, False)):
         out[:] = np.nan
-        S._csr_matmul_loops(out, bw.ptr, bw.indices, bw.values, b, 4, 4, 2, bbuf, obuf, pack, 2, ahead,
+        S._csr_matmul_loops(out, bw.ptr, bw.indices, bw.values, b, 4, 4, 2, bbuf, obuf, pack, 2, 3, ahead,
                             overlap)
         np.testing.assert_allclose(out, w @ b, **TOL)
     np.testing.assert_allclose(out, w @ b, **TOL)
