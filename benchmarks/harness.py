@@ -98,6 +98,14 @@ def machine_info():
     }
 
 
+def compute_probe(n=512, repeats=30):
+    """GFLOP/s of an n x n float32 np.matmul (median of ``repeats``): run before and after a benchmark
+    to record how fast the machine was meanwhile (a shared VM's speed drifts by tens of percent)."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    t = time_call(lambda: a @ a, repeats=repeats)
+    return 2 * n**3 / t["median_s"] / 1e9
+
+
 def _threading_layer():
     import numba
 
