@@ -193,8 +193,10 @@ def _csr_block_loops(ptr, indices_b, values_b, perm, indptr, indices, values, k_
     """Counting sort of the entries by (K-block, row), stable: fills a ``BlockedCSR``'s arrays.
 
     A row's entries usually come in runs of one K-block (columns ascending): counts and write
-    positions are carried in registers along a run instead of a read-modify-write of memory per entry."""
+    positions are carried in registers along a run instead of a read-modify-write of memory per entry.
+    An empty ``perm`` is left unwritten (csr_matmul's throw-away copy needs no refresh map)."""
     m = len(indptr) - 1
+    keep_perm = len(perm) > 0
     n_kb = (len(ptr) - 1) // max(m, 1)
     band = np.empty(n_kb * k_block, dtype=np.int64)  # K-block of each column: a table, no divisions
     for kb in range(n_kb):
@@ -230,7 +232,8 @@ def _csr_block_loops(ptr, indices_b, values_b, perm, indptr, indices, values, k_
                 dst = fill[kb * m + i]
             indices_b[dst] = indices[q] - kb * k_block
             values_b[dst] = values[q]
-            perm[dst] = q
+            if keep_perm:
+                perm[dst] = q
             dst += 1
         if prev >= 0:
             fill[prev * m + i] = dst
@@ -239,13 +242,13 @@ def _csr_block_loops(ptr, indices_b, values_b, perm, indptr, indices, values, k_
 csr_block_jit = njit(cache=True)(_csr_block_loops)
 
 
-def _block(indptr, indices, values, n_cols, k_block):
+def _block(indptr, indices, values, n_cols, k_block, with_perm=True):
     m = len(indptr) - 1
     n_kb = max(1, -(-n_cols // k_block))
     ptr = np.empty(n_kb * m + 1, dtype=np.int64)
     indices_b = np.empty(len(indices), dtype=np.int32)
     values_b = np.empty(len(values), dtype=np.float32)
-    perm = np.empty(len(indices), dtype=np.int64)
+    perm = np.empty(len(indices) if with_perm else 0, dtype=np.int64)
     csr_block_jit(ptr, indices_b, values_b, perm, indptr, indices, values, k_block)
     return BlockedCSR(ptr, indices_b, values_b, perm, m, int(n_cols), int(k_block))
 
@@ -454,7 +457,7 @@ def _matmul_blocked_into(out, bw, b, pack=None, slab=None, prefetch_rows=PREFETC
 
 def _matmul_into(out, indptr, indices, values, b):
     k = b.shape[0]
-    return _matmul_blocked_into(out, _block(indptr, indices, values, k, auto_k_block(k)), b)
+    return _matmul_blocked_into(out, _block(indptr, indices, values, k, auto_k_block(k), with_perm=False), b)
 
 
 def csr_matmul(indptr, indices, values, b):

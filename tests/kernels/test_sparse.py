@@ -297,6 +297,10 @@ def test_loops_run_in_plain_python():
     S._csr_block_loops(ptr, ib, vb, perm, indptr, indices, values, 4)
     np.testing.assert_array_equal(ptr, bw.ptr)
     np.testing.assert_array_equal(vb, values[perm])
+    no_perm = S._block(indptr, indices, values, 6, 4, with_perm=False)  # csr_matmul's copy: same order
+    assert no_perm.perm.size == 0
+    for got, want in zip(no_perm[:3], bw[:3]):
+        np.testing.assert_array_equal(got, want)
     a = _b(rng, 3, 5)
     g = np.empty(len(values), np.float32)
     S._csr_sddmm_loops(g, indptr, indices, a, b)
