@@ -31,35 +31,44 @@ Why the kernel is blocked and packed
       segment stays in four zmm registers across the row's kept entries of the band (one broadcast,
       four loads from L2, four FMAs per entry), accumulated in a padded per-worker output slab in L2
       and copied to ``out`` after the last band;
-    - copies each band with a software prefetch of the row PREFETCH_ROWS rows ahead (the hardware
-      prefetcher does not follow short strided pieces). Where the time goes at 95 % sparsity, for
-      the 256 x 2304 @ 2304 x 4096 benchmark (2 threads, bands of 256 rows, slabs of 192 columns,
-      ~4.6 ms in all on a quiet machine; each phase removed in turn from a copy of the kernel): the
-      FMA loop ~2.8 ms, bound by loads from L2 (~0.45 lines a cycle per core); packing ~1.7 ms
-      (strided pieces of the 37.7 MB b: 11-13 GB/s from DRAM, more where b is partly in L3); the
-      copy to ``out`` ~0.2-0.4 ms;
+    - copies each band with software prefetches of the row PREFETCH_L2_ROWS ahead into L2 and of
+      the row PREFETCH_ROWS ahead into L1: the hardware prefetcher does not follow short strided
+      pieces, and L1 alone allows too few misses in flight (the L2 prefetch made the kernel 7-26 %
+      faster at 95 %). Where the time goes at 95 % sparsity, for the 256 x 2304 @ 2304 x 4096
+      benchmark (2 threads, bands of 256 rows, slabs of 192 columns, ~4.1 ms in all on a quiet
+      machine; each phase removed in turn from a copy of the kernel, timed interleaved with the
+      dense product): the FMA loop ~2.7 ms, bound by loads from L2 (~0.45 lines a cycle per core);
+      packing ~1.0-1.3 ms, close to one streaming read of the 37.7 MB b (~1.0 ms, benchmarks/
+      stream_read.py); the copy to ``out`` ~0.35 ms;
     - keeps a worker's packed band plus output slab under L2_BUDGET, less than half of L2: the rest
       holds the band's kept entries and the source lines of the copy, which, N floats apart, crowd
       a few L2 sets. With 768 KiB (bands of 768 rows) the kernel was 10-15 % slower in interleaved
       A/B runs on both benchmark shapes; from 300 to 560 KiB the choice of band height (192-384)
-      and slab width (128-256) made no measurable difference.
+      and slab width (128-256) made no measurable difference;
     - visits the rows in order (visiting them sorted by their number of kept entries in the band,
       for predictable loop branches, was measured 10 % slower: the output slab is then read and
       written in a random row order);
     - parallelises over column slabs (each worker a contiguous range of them; rows too when N is
       small): workers never write the same output, and each packs only its own columns of b.
     Measured and not taken (+-10-20 % run-to-run noise on this shared VM, so only repeated A/B wins
-    count): two ways to overlap the copy with the FMAs are kept as options and are off: ``overlap``
-    (double-buffered bands, the next one copied a few rows per row visit: no faster, -1 to +5 %, at
-    equal footprint; with prefetcht1 for its look-ahead, 25 % slower) and ``ahead`` (the next band
-    prefetched into L2 between visits: its strided lines thrash the L2 sets the current band uses;
-    13-17 % slower). Prefetching 4 or 12 rows ahead instead of 8, writing ``out`` during the last
-    band instead of after it, and slabs dealt to the workers round robin were within the noise.
-    Wider register tiles (8, 12 or 16 vectors, one accumulator set) were 3-8 % slower; one band of
-    all K rows with 64-column slabs (no output buffer) was no faster.
-    A tile in L1 instead of L2 (32-column tiles of 128-row bands) was measured slower: a band then
-    holds only ~6 kept entries per row at 95 % sparsity, and the per-visit cost (output load/store,
-    loop set-up) outweighs the faster loads.
+    count):
+    - overlapping the copy with the FMAs, kept as two options that are off: ``overlap``
+      (double-buffered bands, the next one copied a few rows per row visit: no faster to 5 % slower
+      at equal footprint, 10-30 % slower with L2 look-ahead prefetches) and ``ahead`` (the next band
+      prefetched into L2 between visits: its strided lines thrash the L2 sets the current band
+      uses; 13-17 % slower). The in-line copy competes with the FMA loop for L1 and L2 bandwidth;
+    - reading W's own CSR arrays in place (band starts found by a scan) instead of the blocked copy:
+      10 % slower, a band's entries then lie scattered over W's arrays;
+    - writing ``out`` from the tile in the last band (or, with one band, instead of the output slab)
+      instead of copying the slab after it: 3-6 % slower;
+    - per-worker column ranges split evenly into slabs, slabs dealt round robin, prefetching 8 or 12
+      rows ahead instead of 4: within the noise;
+    - wider register tiles (8 vectors, one or two accumulator sets): the FMA loop alone 25 % slower
+      on the 64 x 576 @ 576 x 16384 benchmark, and 3-8 % slower in all with 8-16 vectors (session 2);
+      one band of all K rows with 64-column slabs (no output buffer): no faster;
+    - a tile in L1 instead of L2 (32-column tiles of 128-row bands): slower, a band then holds only
+      ~6 kept entries per row at 95 % sparsity, and the per-visit cost (output load/store, loop
+      set-up) outweighs the faster loads.
 
 The transposed product
     csr_matmul_t builds the transposed CSR (= the CSC form of W) by a counting sort, O(nnz + K),
