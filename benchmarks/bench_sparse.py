@@ -37,6 +37,7 @@ from stream_read import read_all  # noqa: E402
 # (name, M, K, N): conv layers as W (O, C*3*3) @ cols (C*3*3, batch*OH*OW)
 SHAPES = [
     ("ResNet-18 layer3 256x(256*9) @ b64*8x8", 256, 2304, 64 * 8 * 8),
+    ("ResNet-18 layer2 128x(128*9) @ b64*16x16", 128, 1152, 64 * 16 * 16),
     ("ResNet-20 stage3 64x(64*9) @ b256*8x8", 64, 576, 256 * 8 * 8),
 ]
 SPARSITIES = [0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]

@@ -44,7 +44,9 @@ Why the kernel is blocked and packed
       holds the band's kept entries and the source lines of the copy, which, N floats apart, crowd
       a few L2 sets. With 768 KiB (bands of 768 rows) the kernel was 10-15 % slower in interleaved
       A/B runs on both benchmark shapes; from 300 to 560 KiB the choice of band height (192-384)
-      and slab width (128-256) made no measurable difference;
+      and slab width (128-256) made little difference on 256 x 2304 @ 2304 x 4096, but bands of
+      at most 192 rows (so 320-column slabs at M = 128) were 2-8 % faster than 256 on
+      128 x 1152 @ 1152 x 16384, the pack's pieces being longer;
     - visits the rows in order (visiting them sorted by their number of kept entries in the band,
       for predictable loop branches, was measured 10 % slower: the output slab is then read and
       written in a random row order);
@@ -186,7 +188,7 @@ class BlockedCSR(NamedTuple):
     k_block: int
 
 
-K_BLOCK = 256  # at most this many rows of b per band (evened out: 2304 -> 9 bands of 256, 576 -> 3 of 192)
+K_BLOCK = 192  # at most this many rows of b per band (evened out: 2304 -> 12 bands of 192, 1000 -> 6 of 167)
 PACK_MIN_USES = 2  # pack b only when W keeps at least this many entries per column on average
 # bytes of a worker's packed band(s) + output buffer: under half of a 1 MiB Zen 4 L2, which also holds
 # the band's kept entries and the copy's source lines (768 KiB measured 10-15 % slower: module doc)

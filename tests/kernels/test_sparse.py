@@ -135,7 +135,7 @@ def test_csr_block_unsorted_columns_and_auto_k_block():
     np.testing.assert_allclose(S.csr_matmul_blocked(bw, b), w.astype(np.float64) @ b, **TOL)
     np.testing.assert_allclose(S.csr_matmul(indptr, indices[shuffled], values[shuffled], b),
                                w.astype(np.float64) @ b, **TOL)
-    assert S.auto_k_block(2304) == 256 and S.auto_k_block(576) == 192 and S.auto_k_block(5) == 5
+    assert S.auto_k_block(2304) == 192 and S.auto_k_block(576) == 192 and S.auto_k_block(5) == 5
     for k in (1, 1000, 1025, 5000):  # bands of at most K_BLOCK rows, of equal height but for rounding
         kb = S.auto_k_block(k)
         bands = -(-k // kb)
