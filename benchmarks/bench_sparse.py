@@ -13,8 +13,9 @@ For conv layers written as matmuls, W (M, K) @ cols (K, N) with W pruned to a sp
 - read_b:      one parallel streaming read of b (stream_read.read_all), the memory floor: while every
                column of W keeps a weight the product must read all of b, so dense / read_b ("floor")
                is the most any sparse kernel could gain here.
-Every variant is validated against the float64 dense masked product before timing; the four are
-timed round-robin in one run (harness.interleaved), medians reported, ratios from that run.
+Every variant is validated against the float64 dense masked product before timing; all are timed
+round-robin in one run, each round starting one variant later (harness.interleaved with rotate),
+medians reported, ratios from that run.
 Numba and BLAS get the same thread count (--threads), recorded in the JSON, with the GFLOP/s of a
 512^3 float32 matmul before and after the run (harness.compute_probe): this VM's speed drifts.
 
@@ -88,7 +89,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="N / 8, 2 repeats: a smoke run")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--repeats", type=int, default=12)
     args = ap.parse_args()
 
     import numba
@@ -130,7 +131,7 @@ def main():
                 "scipy": lambda: w_sp @ b,
                 "structured": lambda: np.matmul(w_thin, b),
                 "read_b": lambda: read_all(b),
-            }, repeats=repeats)
+            }, repeats=repeats, rotate=True)
             med = {k: v["median_s"] for k, v in t.items()}
             row = {"shape": name, "M": M, "K": K, "N": n, "sparsity": s, "nnz": int(len(values)),
                    **{f"{k}_ms": v * 1e3 for k, v in med.items()},

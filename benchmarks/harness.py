@@ -38,9 +38,12 @@ def time_call(fn, repeats=10, warmup=1, min_time=0.0):
             "repeats": len(times), "times_s": times}
 
 
-def interleaved(fns, repeats=10, warmup=1):
+def interleaved(fns, repeats=10, warmup=1, rotate=False):
     """Time several callables round-robin (a, b, a, b, ...) so that machine noise hits all alike.
-    ``fns`` maps a name to a callable; returns name -> the dict of ``time_call``."""
+    ``fns`` maps a name to a callable; returns name -> the dict of ``time_call``. ``rotate``: each
+    round starts one callable later (a b c, b c a, c a b, ...), so that each follows every other
+    equally often; with a fixed order a memory-bound kernel always inherits the cache left by the
+    same predecessor."""
     first = {}
     for name, fn in fns.items():
         t0 = time.perf_counter()
@@ -49,10 +52,12 @@ def interleaved(fns, repeats=10, warmup=1):
         for _ in range(warmup):
             fn()
     times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    for r in range(repeats):
+        shift = r % len(names) if rotate else 0
+        for name in names[shift:] + names[:shift]:
             t0 = time.perf_counter()
-            fn()
+            fns[name]()
             times[name].append(time.perf_counter() - t0)
     return {name: {"first_s": first[name], "median_s": statistics.median(ts), "min_s": min(ts),
                    "repeats": len(ts), "times_s": ts} for name, ts in times.items()}
