@@ -23,10 +23,13 @@ Why the kernel is blocked and packed
     from cache once per kept entry. The kernel:
     - re-orders W once by (K-band, row) (``csr_block``: a counting sort, O(nnz + M*K/k_block),
       cacheable as a ``BlockedCSR``), so the entries of one row inside one band are contiguous;
-    - splits N into column slabs and K into bands of at most K_BLOCK rows, and copies ("packs") each
-      band's slab of b into a per-worker buffer that stays in L2 while every row of W uses it. In
-      place, the band's row pieces are N floats apart, a power of two in conv layers, and fall into a
-      handful of cache sets; packed, their row stride is an odd number of cache lines;
+    - splits N into column slabs and K into bands of at most K_BLOCK rows, and copies ("packs") the
+      rows of each band's slab of b that W uses (``BlockedCSR.used``: at 99 % sparsity about half of
+      them) into a per-worker buffer that stays in L2 while every row of W uses it. In place, the
+      band's row pieces are N floats apart, a power of two in conv layers, and fall into a handful
+      of cache sets; packed, their row stride is an odd number of cache lines. (Reading b in place
+      was kept for ~99 % sparsity until this copy of the used rows only, with the L2 prefetch below,
+      was faster there too: 1.4-1.5x on 128 x 1152 @ 1152 x 16384 at 99 %.)
     - runs, for every row, a 64-column register tile (``tinycomp_kernels.csr_tile``, LLVM IR): the output
       segment stays in four zmm registers across the row's kept entries of the band (one broadcast,
       four loads from L2, four FMAs per entry), accumulated in a padded per-worker output slab in L2
@@ -54,11 +57,20 @@ Why the kernel is blocked and packed
       small): workers never write the same output, and each packs only its own columns of b.
     Measured and not taken (+-10-20 % run-to-run noise on this shared VM, so only repeated A/B wins
     count):
-    - overlapping the copy with the FMAs, kept as two options that are off: ``overlap``
-      (double-buffered bands, the next one copied a few rows per row visit: no faster to 5 % slower
-      at equal footprint, 10-30 % slower with L2 look-ahead prefetches) and ``ahead`` (the next band
-      prefetched into L2 between visits: its strided lines thrash the L2 sets the current band
-      uses; 13-17 % slower). The in-line copy competes with the FMA loop for L1 and L2 bandwidth;
+    - overlapping the copy with the FMAs (two options, since removed): double-buffered bands, the
+      next one copied a few rows per row visit (no faster to 5 % slower at equal footprint, 10-30 %
+      slower with L2 look-ahead prefetches), and the next band prefetched into L2 between visits
+      (its strided lines thrash the L2 sets the current band uses; 13-17 % slower). The copy costs
+      three L1-L2 transfers per line (load, write-allocate, write-back) on the very path the FMA
+      loop saturates;
+    - on b with padded rows (no set conflicts), reading it in place with the next band prefetched
+      into L2 during the FMAs: 18-30 % slower than the copy;
+    - an outer-product (CSC) kernel, a 64 x 64 output tile in L1 and each row of b read once
+      (no copy at all): ~20 cycles per kept entry and tile against ~11 (a load, an FMA and a store
+      of the tile per entry);
+    - non-temporal stores for ``out``: 8-17 % faster into a private buffer nothing else had
+      touched, no faster or 9 % slower through the API, whose fresh output reuses memory that the
+      previous call just wrote (still in cache, so the read before an ordinary store costs little);
     - reading W's own CSR arrays in place (band starts found by a scan) instead of the blocked copy:
       10 % slower, a band's entries then lie scattered over W's arrays;
     - writing ``out`` from the tile in the last band (or, with one band, instead of the output slab)
@@ -178,23 +190,25 @@ class BlockedCSR(NamedTuple):
 
     Entries of K-block kb (columns kb*k_block .. +k_block) of row i are ptr[kb*n_rows + i] :
     ptr[kb*n_rows + i + 1]; ``indices`` are local to the block (column - kb*k_block), and
-    ``values = original values[perm]`` (refresh only the values with ``values[perm]`` when they change)."""
-    ptr: np.ndarray      # int64 (n_kblocks * n_rows + 1,)
-    indices: np.ndarray  # int32 (nnz,), column within the K-block
-    values: np.ndarray   # float32 (nnz,)
-    perm: np.ndarray     # int64 (nnz,)
+    ``values = original values[perm]`` (refresh only the values with ``values[perm]`` when they change).
+    ``used`` lists the columns of W that keep an entry (the rows of b the product reads), those of
+    K-block kb being used[used_ptr[kb] : used_ptr[kb + 1]]."""
+    ptr: np.ndarray       # int64 (n_kblocks * n_rows + 1,)
+    indices: np.ndarray   # int32 (nnz,), column within the K-block
+    values: np.ndarray    # float32 (nnz,)
+    perm: np.ndarray      # int64 (nnz,)
+    used: np.ndarray      # int32 (n_used,), ascending
+    used_ptr: np.ndarray  # int64 (n_kblocks + 1,)
     n_rows: int
     n_cols: int
     k_block: int
 
 
 K_BLOCK = 192  # at most this many rows of b per band (evened out: 2304 -> 12 bands of 192, 1000 -> 6 of 167)
-PACK_MIN_USES = 2  # pack b only when W keeps at least this many entries per column on average
 # bytes of a worker's packed band(s) + output buffer: under half of a 1 MiB Zen 4 L2, which also holds
 # the band's kept entries and the copy's source lines (768 KiB measured 10-15 % slower: module doc)
 L2_BUDGET = 448 * 1024
 OUT_PAD = 16  # floats appended to each output-buffer row: an odd number of cache lines per row
-SLAB_NOPACK = 1024  # unpacked: columns per task
 PREFETCH_ROWS = 4  # the band copy prefetches the row of b this many rows ahead into L1
 PREFETCH_L2_ROWS = 16  # ... and this many rows ahead into L2
 LINE = 16  # floats per 64-byte cache line
@@ -261,7 +275,9 @@ def _block(indptr, indices, values, n_cols, k_block, with_perm=True):
     values_b = np.empty(len(values), dtype=np.float32)
     perm = np.empty(len(indices) if with_perm else 0, dtype=np.int64)
     csr_block_jit(ptr, indices_b, values_b, perm, indptr, indices, values, k_block)
-    return BlockedCSR(ptr, indices_b, values_b, perm, m, int(n_cols), int(k_block))
+    used = np.flatnonzero(np.bincount(indices, minlength=n_cols)).astype(np.int32)
+    used_ptr = np.searchsorted(used, np.arange(n_kb + 1, dtype=np.int64) * k_block).astype(np.int64)
+    return BlockedCSR(ptr, indices_b, values_b, perm, used, used_ptr, m, int(n_cols), int(k_block))
 
 
 def auto_k_block(n_cols):
@@ -285,92 +301,56 @@ def csr_block(indptr, indices, values, n_cols, k_block=None):
     return _block(indptr, indices, values, int(n_cols), int(min(int(k_block), max(1, int(n_cols)))))
 
 
-def _csr_matmul_loops(out, ptr, indices, values, b, k_block, slab, row_block, bbuf, obuf, pack,
-                      prefetch_rows, prefetch_l2_rows, ahead, overlap):
-    """out (M, N) = W @ b from a BlockedCSR's (ptr, indices, values); tasks = (column slab, row
-    block) split into one contiguous range per worker (bbuf[w], obuf[w] are worker w's buffers).
+def _csr_matmul_loops(out, ptr, indices, values, used, used_ptr, b, k_block, slab, row_block, bbuf, obuf,
+                      prefetch_rows, prefetch_l2_rows):
+    """out (M, N) = W @ b from a BlockedCSR's arrays; tasks = (column slab, row block), split into one
+    contiguous range per worker (bbuf[w], obuf[w] are worker w's buffers).
 
-    Packed (``pack``): each K-band of b's column slab is copied into bbuf[w, buffer] (row stride
-    slab + OUT_PAD); for each 64-column tile and each row the row's kept entries of
-    the band are added into obuf[w] (rows r0.., padded), which is copied to out after the last band.
-    ``overlap``: the next band is copied into the other buffer a few rows per visit while this one
-    is used (double buffering); ``ahead``: it is prefetched into L2 the same way (single buffer).
-    In place: 64-column tiles read b where it is (element (k0 + k, c) of b is k * N + (k0 * N + c))."""
+    For each K-band, the rows of b's column slab that W uses are copied into bbuf[w] (row k of b to
+    row k - k0, row stride slab + OUT_PAD; the rows no entry reads stay unwritten); then for each
+    64-column tile and each row of W the row's kept entries of the band are added into obuf[w]
+    (rows r0.., padded), which is copied to ``out`` after the last band."""
     m, n = out.shape
-    kk = b.shape[0]
     n_kb = (len(ptr) - 1) // max(m, 1)
+    n_used = len(used)
     n_sl = (n + slab - 1) // slab
     n_rb = (m + row_block - 1) // row_block
     n_tasks = n_sl * n_rb
     n_workers = bbuf.shape[0]
     for wkr in prange(n_workers):
         ob = obuf[wkr]
+        bb = bbuf[wkr]
         t_begin = wkr * n_tasks // n_workers
         t_end = (wkr + 1) * n_tasks // n_workers
-        cur = 0
         for t in range(t_begin, t_end):
             c0 = (t // n_rb) * slab
             cw = min(slab, n - c0)
             r0 = (t % n_rb) * row_block
             r1 = min(r0 + row_block, m)
-            for kb in range(n_kb if pack else 0):
+            for kb in range(n_kb):
                 k0 = kb * k_block
-                bb = bbuf[wkr, cur]
-                if not overlap or (t == t_begin and kb == 0):
-                    for r in range(min(k_block, kk - k0)):
-                        # the band's rows are N floats apart: the hardware prefetcher does not
-                        # follow short strided pieces, so ask for the piece prefetch_l2_rows rows
-                        # ahead into L2 (more misses in flight than L1 allows) and prefetch_rows
-                        # rows ahead into L1
-                        if prefetch_l2_rows > 0 and k0 + r + prefetch_l2_rows < kk:
-                            pa = (k0 + r + prefetch_l2_rows) * n + c0
-                            for q in range(0, cw, LINE):
-                                prefetch_l2(b, pa + q)
-                        if prefetch_rows > 0 and k0 + r + prefetch_rows < kk:
-                            pa = (k0 + r + prefetch_rows) * n + c0
-                            for q in range(0, cw, LINE):
-                                prefetch(b, pa + q)
-                        src = b[k0 + r, c0:c0 + cw]  # slices: 0-based indices vectorise (no wraparound test)
-                        dst = bb[r]
-                        for j in range(cw):
-                            dst[j] = src[j]
-                # the band after this one (of this slab, else band 0 of the next task's slab) is
-                # copied (overlap) or prefetched (ahead) a few lines per visit while this one is
-                # used, so that memory works alongside the FMAs
-                nk0, nc0 = k0 + k_block, c0
-                if nk0 >= kk:
-                    nk0, nc0 = 0, ((t + 1) // n_rb) * slab
-                has_next = kb + 1 < n_kb or t + 1 < t_end
-                ncw = min(slab, n - nc0)
-                lpr = (ncw + LINE - 1) // LINE
-                n_next = min(k_block, kk - nk0) if has_next and (overlap or ahead) else 0
-                units = n_next if overlap else n_next * lpr  # rows to copy or lines to prefetch
-                nb = bbuf[wkr, 1 - cur if overlap else cur]
-                for r in range(min(prefetch_rows, n_next) if overlap else 0):
-                    for q in range(0, ncw, LINE):
-                        prefetch(b, (nk0 + r) * n + nc0 + q)
-                n_visits = ((cw + TILE - 1) // TILE) * (r1 - r0)
-                spread = 0
-                done = 0
+                for u in range(used_ptr[kb], used_ptr[kb + 1]):
+                    # the used rows are at least N floats apart: the hardware prefetcher does not
+                    # follow short strided pieces, so ask for the piece prefetch_l2_rows used rows
+                    # ahead into L2 (more misses in flight than L1 allows) and prefetch_rows ahead
+                    # into L1
+                    if prefetch_l2_rows > 0 and u + prefetch_l2_rows < n_used:
+                        pa = used[u + prefetch_l2_rows] * n + c0
+                        for q in range(0, cw, LINE):
+                            prefetch_l2(b, pa + q)
+                    if prefetch_rows > 0 and u + prefetch_rows < n_used:
+                        pa = used[u + prefetch_rows] * n + c0
+                        for q in range(0, cw, LINE):
+                            prefetch(b, pa + q)
+                    k = used[u]
+                    src = b[k, c0:c0 + cw]  # slices: 0-based indices vectorise (no wraparound test)
+                    dst = bb[k - k0]
+                    for j in range(cw):
+                        dst[j] = src[j]
                 base = kb * m
                 for jt in range(0, cw, TILE):
                     w = min(TILE, cw - jt)
                     for i in range(r0, r1):
-                        spread += units
-                        while spread >= n_visits:
-                            spread -= n_visits
-                            if overlap:
-                                if done + prefetch_rows < n_next:
-                                    pa = (nk0 + done + prefetch_rows) * n + nc0
-                                    for l in range(0, ncw, LINE):
-                                        prefetch(b, pa + l)
-                                src = b[nk0 + done, nc0:nc0 + ncw]
-                                dst = nb[done]
-                                for j in range(ncw):
-                                    dst[j] = src[j]
-                            else:
-                                prefetch_l2(b, (nk0 + done // lpr) * n + nc0 + (done % lpr) * LINE)
-                            done += 1
                         p0 = ptr[base + i]
                         p1 = ptr[base + i + 1]
                         if kb > 0 and p1 == p0:
@@ -379,38 +359,20 @@ def _csr_matmul_loops(out, ptr, indices, values, b, k_block, slab, row_block, bb
                             csr_row_tile_full(ob, i - r0, jt, TILE, p0, p1, indices, values, bb, jt, kb > 0)
                         else:
                             csr_row_tile(ob, i - r0, jt, w, p0, p1, indices, values, bb, jt, kb > 0)
-                if overlap and has_next:
-                    cur = 1 - cur
-            for i in range(r0, r1 if pack else r0):
+            for i in range(r0, r1):
                 dst = out[i, c0:c0 + cw]
                 src = ob[i - r0]
                 for j in range(cw):
                     dst[j] = src[j]
-            for jt in range(0, 0 if pack else cw, TILE):
-                w = min(TILE, cw - jt)
-                for i in range(r0, r1):
-                    for kb in range(n_kb):
-                        p0 = ptr[kb * m + i]
-                        p1 = ptr[kb * m + i + 1]
-                        if kb > 0 and p1 == p0:
-                            continue
-                        off = kb * k_block * n + c0 + jt
-                        if w == TILE:
-                            csr_row_tile_full(out, i, c0 + jt, TILE, p0, p1, indices, values, b, off, kb > 0)
-                        else:
-                            csr_row_tile(out, i, c0 + jt, w, p0, p1, indices, values, b, off, kb > 0)
 
 
 csr_matmul_jit = njit(parallel=True, cache=True)(_csr_matmul_loops)
 
 
-def _plan(m, n, k_block, workers, pack, buffers):
-    """(slab, row_block): a slab of columns whose packed band(s) and output rows fit the L2 budget,
+def _plan(m, n, k_block, workers):
+    """(slab, row_block): a slab of columns whose packed band and output rows fit the L2 budget,
     at most N / workers wide so that every worker has one; rows split too when slabs are few."""
-    if pack:
-        slab = max(TILE, L2_BUDGET // (4 * (buffers * k_block + m)) // TILE * TILE)
-    else:
-        slab = SLAB_NOPACK
+    slab = max(TILE, L2_BUDGET // (4 * (k_block + m)) // TILE * TILE)
     slab = min(slab, -(-(-(-n // workers)) // LINE) * LINE)
     n_sl = -(-n // slab)
     # too few slabs for the workers (small N: batch 1, small feature maps): split rows too
@@ -441,28 +403,17 @@ def _scratch(shape_b, shape_o):
     return ws[:nb].reshape(shape_b), ws[nb_lines:need].reshape(shape_o)
 
 
-def _matmul_blocked_into(out, bw, b, pack=None, slab=None, prefetch_rows=PREFETCH_ROWS,
-                         prefetch_l2_rows=PREFETCH_L2_ROWS, ahead=False, overlap=False):
+def _matmul_blocked_into(out, bw, b, slab=None, prefetch_rows=PREFETCH_ROWS, prefetch_l2_rows=PREFETCH_L2_ROWS):
     m, n = out.shape
     if m == 0 or n == 0:
         return out
     workers = get_num_threads()
-    # a packed row of b pays off when several rows of W use it; at ~99 % sparsity (fewer than
-    # PACK_MIN_USES kept entries per column of W) reading b in place is cheaper than copying all of it
-    if pack is None:
-        pack = len(bw.values) >= PACK_MIN_USES * b.shape[0]
-    overlap = overlap and pack
     band_rows = max(1, min(bw.k_block, b.shape[0]))  # a k_block above K only ever uses K rows
-    plan_slab, row_block = _plan(m, n, band_rows, workers, pack, 2 if overlap else 1)
+    plan_slab, row_block = _plan(m, n, band_rows, workers)
     slab = plan_slab if slab is None else slab
-    if pack:
-        bbuf, obuf = _scratch((workers, 2 if overlap else 1, band_rows, slab + OUT_PAD),
-                              (workers, row_block, slab + OUT_PAD))
-    else:
-        bbuf = np.empty((workers, 1, 1, 1), dtype=np.float32)
-        obuf = np.empty((workers, 1, 1), dtype=np.float32)
-    csr_matmul_jit(out, bw.ptr, bw.indices, bw.values, b, bw.k_block, slab, row_block, bbuf, obuf, pack,
-                   prefetch_rows, prefetch_l2_rows, ahead, overlap)
+    bbuf, obuf = _scratch((workers, band_rows, slab + OUT_PAD), (workers, row_block, slab + OUT_PAD))
+    csr_matmul_jit(out, bw.ptr, bw.indices, bw.values, bw.used, bw.used_ptr, b, bw.k_block, slab, row_block,
+                   bbuf, obuf, prefetch_rows, prefetch_l2_rows)
     return out
 
 
@@ -484,9 +435,10 @@ def csr_matmul(indptr, indices, values, b):
 
 def _check_blocked(bw):
     """A BlockedCSR is a plain tuple whose arrays the caller may refresh: check everything the kernel
-    trusts (dtypes, lengths, ptr from 0 to nnz non-decreasing, every local index inside its K-block)."""
+    trusts (dtypes, lengths, ptr from 0 to nnz non-decreasing, every local index inside its K-block,
+    ``used`` ascending and holding the column of every entry, ``used_ptr`` splitting it by K-block)."""
     ints = (bw.n_rows, bw.n_cols, bw.k_block)
-    arrays = (bw.ptr, bw.indices, bw.values)
+    arrays = (bw.ptr, bw.indices, bw.values, bw.used, bw.used_ptr)
     ok = (all(is_int(v) for v in ints) and bw.n_rows >= 0 and bw.n_cols >= 0
           and bw.k_block >= 1 and all(isinstance(a, np.ndarray) and a.ndim == 1 and a.flags.c_contiguous
                                       for a in arrays))
@@ -494,13 +446,23 @@ def _check_blocked(bw):
         m, n_cols, k_block, nnz = int(bw.n_rows), int(bw.n_cols), int(bw.k_block), len(bw.values)
         n_kb = max(1, -(-n_cols // k_block))
         ok = (bw.ptr.dtype == np.int64 and bw.indices.dtype == np.int32 and bw.values.dtype == np.float32
+              and bw.used.dtype == np.int32 and bw.used_ptr.dtype == np.int64
               and len(bw.ptr) == n_kb * m + 1 and len(bw.indices) == nnz and bw.ptr[0] == 0 and bw.ptr[-1] == nnz
-              and non_decreasing(bw.ptr))
+              and non_decreasing(bw.ptr) and len(bw.used) <= n_cols
+              and (len(bw.used) == 0 or (bw.used[0] >= 0 and bw.used[-1] < n_cols))
+              and np.all(bw.used[1:] > bw.used[:-1])
+              and np.array_equal(bw.used_ptr, np.searchsorted(bw.used, np.arange(n_kb + 1) * k_block)))
     if ok and nnz:
         # the last K-block may be narrower than k_block; its entries are ptr[(n_kb - 1) * m]:
         last = bw.indices[bw.ptr[(n_kb - 1) * m]:]
         ok = (bw.indices.min() >= 0 and bw.indices.max() < k_block
               and (last.size == 0 or last.max() < n_cols - (n_kb - 1) * k_block))
+    if ok and nnz:
+        # the kernel copies only the used rows of b: an entry in any other column would read stale data
+        columns = bw.indices + np.repeat(np.arange(n_kb, dtype=np.int64) * k_block, np.diff(bw.ptr[::m]))
+        is_used = np.zeros(n_cols, dtype=np.bool_)
+        is_used[bw.used] = True
+        ok = bool(is_used[columns].all())
     if not ok:
         raise ValueError("csr_matmul_blocked: bw is inconsistent (rebuild it with csr_block)")
     return bw._replace(n_rows=m, n_cols=n_cols, k_block=k_block)  # Python ints for the kernel's arithmetic

@@ -104,22 +104,25 @@ def test_csr_block_matmul_equals_dense(wm, n, k_block, seed):
     np.testing.assert_allclose(S.csr_matmul_blocked(bw, b), w.astype(np.float64) @ b, **TOL)
 
 
-@pytest.mark.parametrize("pack, ahead, overlap", [(True, False, True), (True, True, False), (True, False, False),
-                                                  (False, False, False)])
 @pytest.mark.parametrize("slab", [None, 32, 96])
-def test_csr_matmul_paths_slabs_bands_row_blocks(pack, ahead, overlap, slab):
-    """Both kernel paths with several slabs per worker, several K-bands (the last partial), partial
-    32- and 64-column tiles, rows split into blocks, empty rows and rows empty in some bands."""
+def test_csr_matmul_slabs_bands_row_blocks(slab):
+    """Several slabs per worker, several K-bands (the last partial), partial 32- and 64-column tiles,
+    rows split into blocks, empty rows, rows empty in some bands, columns of W that keep nothing (whose
+    rows of b are never copied: NaN there must not leak into the product) and bands that keep nothing."""
     rng = np.random.default_rng(5)
-    for m, k, n, density in ((70, 300, 333, 0.05), (9, 130, 40, 0.3), (1, 5, 1, 1.0), (200, 64, 17, 0.02)):
+    for m, k, n, density in ((70, 300, 333, 0.05), (9, 130, 40, 0.3), (1, 5, 1, 1.0), (200, 64, 17, 0.02),
+                             (30, 400, 50, 0.002)):
         w = rng.standard_normal((m, k)).astype(np.float32)
         w[rng.random(w.shape) > density] = 0
         w[m // 2] = 0
+        w[:, 130:260] = 0  # one whole band (k_block 128) and parts of two others keep nothing
         b = _b(rng, k, n)
+        b[~w.any(axis=0)] = np.nan  # rows of b that no kept weight multiplies
         bw = S.csr_block(*S.csr_from_dense(w), k, k_block=128)
+        np.testing.assert_array_equal(bw.used, np.flatnonzero(w.any(axis=0)))
         out = np.full((m, n), np.nan, np.float32)
-        S._matmul_blocked_into(out, bw, b, pack=pack, slab=slab, ahead=ahead, overlap=overlap)
-        np.testing.assert_allclose(out, w.astype(np.float64) @ b, **TOL)
+        S._matmul_blocked_into(out, bw, b, slab=slab)
+        np.testing.assert_allclose(out, w.astype(np.float64) @ np.nan_to_num(b, nan=0.0), **TOL)
 
 
 def test_csr_block_unsorted_columns_and_auto_k_block():
@@ -149,7 +152,7 @@ def test_plan_fits_the_l2_budget_and_gives_every_worker_work(m, k, n, workers):
     """The packed band and the output slab of a worker stay within L2_BUDGET (the measured knee:
     module doc) unless one 64-column tile alone exceeds it; the tasks cover N and M."""
     band = S.auto_k_block(k)
-    slab, row_block = S._plan(m, n, band, workers, True, 1)
+    slab, row_block = S._plan(m, n, band, workers)
     assert slab % S.LINE == 0 and slab >= S.LINE
     footprint = 4 * (band * (slab + S.OUT_PAD) + row_block * (slab + S.OUT_PAD))
     assert footprint <= S.L2_BUDGET * 1.1 or slab == S.TILE
@@ -215,8 +218,9 @@ def test_csr_matmul_asm_uses_zmm_fma():
         pytest.skip("NUMBA_DISABLE_JIT=1: nothing is compiled")
     fresh = njit(parallel=True)(S._csr_matmul_loops)  # not the cached dispatcher: its asm is not inspectable
     bw = S.csr_block(*S.csr_from_dense(np.eye(3, dtype=np.float32)), 3)
-    fresh(np.empty((3, 3), np.float32), bw.ptr, bw.indices, bw.values, np.ones((3, 3), np.float32), 3,
-          64, 3, np.empty((1, 2, 3, 80), np.float32), np.empty((1, 3, 80), np.float32), True, 8, 16, True, True)
+    fresh(np.empty((3, 3), np.float32), bw.ptr, bw.indices, bw.values, bw.used, bw.used_ptr,
+          np.ones((3, 3), np.float32), 3, 64, 3, np.empty((1, 3, 80), np.float32), np.empty((1, 3, 80), np.float32),
+          4, 16)
     asm = "\n".join(fresh.inspect_asm().values())
     assert len(re.findall(r"vfmadd\w*ps\s+[^\n]*zmm", asm)) >= 8  # 2 kept weights x 4 vectors per loop trip
     assert not re.findall(r"vfmadd\w*ps\s+[^\n]*[xy]mm", asm)
@@ -284,13 +288,11 @@ def test_loops_run_in_plain_python():
     out = np.empty((3, 5), np.float32)
     bw = S.csr_block(indptr, indices, values, 6, k_block=4)  # two K-blocks, the second partial
     # two workers; slabs of 4 columns (two, the second 1 wide), row blocks of 2 (the last one 1 row):
-    # four tasks, so each worker moves on to a next task (overlap copies its first band early)
-    bbuf, obuf = np.empty((2, 2, 4, 20), np.float32), np.empty((2, 2, 20), np.float32)
-    for pack, ahead, overlap in ((True, False, False), (True, True, False), (True, False, True), (False, False, False)):
-        out[:] = np.nan
-        S._csr_matmul_loops(out, bw.ptr, bw.indices, bw.values, b, 4, 4, 2, bbuf, obuf, pack, 2, 3, ahead,
-                            overlap)
-        np.testing.assert_allclose(out, w @ b, **TOL)
+    # four tasks, so each worker moves on to a next task
+    bbuf, obuf = np.empty((2, 4, 20), np.float32), np.empty((2, 2, 20), np.float32)
+    out[:] = np.nan
+    S._csr_matmul_loops(out, bw.ptr, bw.indices, bw.values, bw.used, bw.used_ptr, b, 4, 4, 2, bbuf, obuf, 2, 3)
+    np.testing.assert_allclose(out, w @ b, **TOL)
     np.testing.assert_allclose(out, w @ b, **TOL)
     ptr, ib, vb, perm = np.empty(2 * 3 + 1, np.int64), np.empty_like(indices), np.empty_like(values), \
         np.empty(len(values), np.int64)
@@ -389,6 +391,12 @@ def test_other_wrappers_bad_input():
     last[bw.ptr[bw.n_rows]:] = 1  # the last K-block of a 3-column W (k_block 2) holds one column only
     with pytest.raises(ValueError, match="csr_matmul_blocked: bw is inconsistent"):
         S.csr_matmul_blocked(bw._replace(indices=last), np.ones((3, 5), np.float32))
+    # the kernel copies only the rows of b listed in ``used``: a list that misses a column with kept
+    # entries, is out of order or out of range, or whose split by K-block is off must not reach it
+    for used, used_ptr in ((bw.used[1:], bw.used_ptr - np.array([0, 1, 1])), (bw.used[::-1].copy(), bw.used_ptr),
+                           (bw.used + 1, bw.used_ptr), (bw.used, bw.used_ptr + 1), (bw.used.astype(np.int64), bw.used_ptr)):
+        with pytest.raises(ValueError, match="csr_matmul_blocked: bw is inconsistent"):
+            S.csr_matmul_blocked(bw._replace(used=used, used_ptr=used_ptr), np.ones((3, 5), np.float32))
     with pytest.raises(ValueError, match="csr_from_dense: w must be 2-D"):
         S.csr_from_dense(w)
     with pytest.raises(ValueError, match="csr_from_dense: mask"):
@@ -417,7 +425,7 @@ def test_non_monotone_indptr_that_np_diff_misses_is_refused():
     for name, call in cases:
         with pytest.raises(ValueError, match=f"{name}: indptr must be non-decreasing"):
             call()
-    bw = S.BlockedCSR(WRAPPING_INDPTR, i1, v1, np.zeros(1, np.int64), 3, 1, 1)
+    bw = S.BlockedCSR(WRAPPING_INDPTR, i1, v1, np.zeros(1, np.int64), np.zeros(1, np.int32), np.array([0, 1]), 3, 1, 1)
     with pytest.raises(ValueError, match="csr_matmul_blocked: bw is inconsistent"):
         S.csr_matmul_blocked(bw, b)
 
