@@ -34,15 +34,20 @@ Why the kernel is blocked and packed
       segment stays in four zmm registers across the row's kept entries of the band (one broadcast,
       four loads from L2, four FMAs per entry), accumulated in a padded per-worker output slab in L2
       and copied to ``out`` after the last band;
-    - copies each band with software prefetches of the row PREFETCH_L2_ROWS ahead into L2 and of
-      the row PREFETCH_ROWS ahead into L1: the hardware prefetcher does not follow short strided
-      pieces, and L1 alone allows too few misses in flight (the L2 prefetch made the kernel 7-26 %
-      faster at 95 %). Where the time goes at 95 % sparsity, for the 256 x 2304 @ 2304 x 4096
-      benchmark (2 threads, bands of 256 rows, slabs of 192 columns, ~4.1 ms in all on a quiet
-      machine; each phase removed in turn from a copy of the kernel, timed interleaved with the
-      dense product): the FMA loop ~2.7 ms, bound by loads from L2 (~0.45 lines a cycle per core);
-      packing ~1.0-1.3 ms, close to one streaming read of the 37.7 MB b (~1.0 ms, benchmarks/
-      stream_read.py); the copy to ``out`` ~0.35 ms;
+    - copies each band with software prefetches of the used row PREFETCH_L2_ROWS ahead into L2 and
+      of the one PREFETCH_ROWS ahead into L1: the hardware prefetcher does not follow short strided
+      pieces, and L1 alone allows too few misses in flight (adding the L2 prefetch, 16 rows ahead,
+      made the kernel 7-26 % faster at 95 %; 32 rows instead of 16 another 3-8 %). Where the time
+      goes at 95 % sparsity (2 threads; each phase run alone from a copy of the kernel, timed
+      round-robin with the dense product and one streaming read of b, benchmarks/stream_read.py):
+
+        256 x 2304 @ 2304 x 4096, 4.1 ms in all: FMA loop 2.3 ms, copies 1.8 ms (reading b: 0.9),
+        copy to ``out`` 0.4 ms; copies and FMAs together 3.7 ms
+        128 x 1152 @ 1152 x 16384, 6.1 ms: FMA loop 2.4 ms, copies 3.6 ms (reading b: 2.1), out 0.6
+        64 x 576 @ 576 x 16384, 2.2 ms: FMA loop 0.8 ms, copies 1.3 ms (reading b: 0.9), out 0.4
+
+      The FMA loop streams 64-byte lines from L2 at ~32 bytes a cycle per core, about what Zen 4's
+      L2 delivers to L1; the copies reach 50-70 % of a streaming read (strided pieces of 1-1.75 KB);
     - keeps a worker's packed band plus output slab under L2_BUDGET, less than half of L2: the rest
       holds the band's kept entries and the source lines of the copy, which, N floats apart, crowd
       a few L2 sets. With 768 KiB (bands of 768 rows) the kernel was 10-15 % slower in interleaved
@@ -210,7 +215,7 @@ K_BLOCK = 192  # at most this many rows of b per band (evened out: 2304 -> 12 ba
 L2_BUDGET = 448 * 1024
 OUT_PAD = 16  # floats appended to each output-buffer row: an odd number of cache lines per row
 PREFETCH_ROWS = 4  # the band copy prefetches the row of b this many rows ahead into L1
-PREFETCH_L2_ROWS = 16  # ... and this many rows ahead into L2
+PREFETCH_L2_ROWS = 32  # ... and this many used rows ahead into L2
 LINE = 16  # floats per 64-byte cache line
 
 
