@@ -2,6 +2,7 @@
 process, then gather their Markdown tables into results/SUMMARY.md.
 
     python benchmarks/run_all.py [--quick] [--only xnor_gemm sparse ...]
+    python benchmarks/run_all.py --gather     # only rebuild SUMMARY.md from the results/ tables
 """
 import argparse
 import os
@@ -29,8 +30,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="pass --quick to every script (smoke run)")
     ap.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), help="run only these")
+    ap.add_argument("--gather", action="store_true", help="run nothing; rebuild SUMMARY.md from results/")
     args = ap.parse_args()
-    names = args.only or list(BENCHMARKS)
+    names = [] if args.gather else args.only or list(BENCHMARKS)
     env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "passive"),
                OPENBLAS_THREAD_TIMEOUT=os.environ.get("OPENBLAS_THREAD_TIMEOUT", "4"))
     failed = []
