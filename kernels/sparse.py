@@ -103,6 +103,7 @@ Reference
     Dense masked products: ``csr_to_dense`` (np.add.at) + np.matmul; convolution by
     ``numpy.lib.stride_tricks.sliding_window_view`` + einsum.
 """
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -386,6 +387,7 @@ def _plan(m, n, k_block, workers):
 
 
 _workspace = []  # the reusable scratch buffer of _scratch
+_workspace_lock = threading.Lock()  # held from _scratch to the kernel's end: one caller at a time
 USE_WORKSPACE = True
 
 
@@ -394,8 +396,9 @@ def _scratch(shape_b, shape_o):
 
     Together the buffers fill most of L2. Allocated afresh per call, they land on random 4 KiB pages
     whose physical addresses overload some L2 sets; numpy asks for transparent huge pages for arrays
-    of 4 MiB and more, and in one 2 MiB page the padded rows spread evenly over the sets. Sharing
-    one buffer is safe: the kernel runs holding the GIL, so two calls never overlap."""
+    of 4 MiB and more, and in one 2 MiB page the padded rows spread evenly over the sets. Numba
+    releases the GIL inside a parallel region, so callers hold _workspace_lock until the kernel has
+    returned: calls from several Python threads would otherwise share the buffer."""
     nb = int(np.prod(shape_b))
     nb_lines = -(-nb // LINE) * LINE
     need = nb_lines + int(np.prod(shape_o))
@@ -416,9 +419,10 @@ def _matmul_blocked_into(out, bw, b, slab=None, prefetch_rows=PREFETCH_ROWS, pre
     band_rows = max(1, min(bw.k_block, b.shape[0]))  # a k_block above K only ever uses K rows
     plan_slab, row_block = _plan(m, n, band_rows, workers)
     slab = plan_slab if slab is None else slab
-    bbuf, obuf = _scratch((workers, band_rows, slab + OUT_PAD), (workers, row_block, slab + OUT_PAD))
-    csr_matmul_jit(out, bw.ptr, bw.indices, bw.values, bw.used, bw.used_ptr, b, bw.k_block, slab, row_block,
-                   bbuf, obuf, prefetch_rows, prefetch_l2_rows)
+    with _workspace_lock:
+        bbuf, obuf = _scratch((workers, band_rows, slab + OUT_PAD), (workers, row_block, slab + OUT_PAD))
+        csr_matmul_jit(out, bw.ptr, bw.indices, bw.values, bw.used, bw.used_ptr, b, bw.k_block, slab, row_block,
+                       bbuf, obuf, prefetch_rows, prefetch_l2_rows)
     return out
 
 
@@ -444,7 +448,7 @@ def _check_blocked(bw):
     ``used`` ascending and holding the column of every entry, ``used_ptr`` splitting it by K-block)."""
     ints = (bw.n_rows, bw.n_cols, bw.k_block)
     arrays = (bw.ptr, bw.indices, bw.values, bw.used, bw.used_ptr)
-    ok = (all(is_int(v) for v in ints) and bw.n_rows >= 0 and bw.n_cols >= 0
+    ok = (all(is_int(v) for v in ints) and bw.n_rows >= 0 and 0 <= bw.n_cols < 2**31
           and bw.k_block >= 1 and all(isinstance(a, np.ndarray) and a.ndim == 1 and a.flags.c_contiguous
                                       for a in arrays))
     if ok:
@@ -478,9 +482,9 @@ def csr_matmul_blocked(bw, b):
     if not isinstance(bw, BlockedCSR):
         raise TypeError(f"csr_matmul_blocked: bw must be a BlockedCSR (from csr_block), got {type(bw).__name__}")
     _check_dense("csr_matmul_blocked", "b", b, (2,))
-    bw = _check_blocked(bw)
-    if b.shape[0] != bw.n_cols:
+    if is_int(bw.n_cols) and b.shape[0] != bw.n_cols:  # first: _check_blocked builds an n_cols table
         raise ValueError(f"csr_matmul_blocked: b has {b.shape[0]} rows, W has {bw.n_cols} columns")
+    bw = _check_blocked(bw)
     out = np.empty((bw.n_rows, b.shape[1]), dtype=np.float32)
     return _matmul_blocked_into(out, bw, b)
 

@@ -171,6 +171,55 @@ def test_scratch_buffers_disjoint_aligned_and_reused():
     assert big.size == 3 << 20 and big.ctypes.data % (1 << 21) == 0
 
 
+def test_calls_from_python_threads_never_share_the_workspace(monkeypatch):
+    """Numba releases the GIL inside the parallel kernel: without the workspace lock two Python
+    threads packed their bands into the same scratch buffer (wrong products, found by review)."""
+    import threading
+    import time
+
+    kernel, running, overlaps = S.csr_matmul_jit, [], []
+
+    def slow_kernel(*args):
+        running.append(1)
+        overlaps.append(len(running) > 1)
+        time.sleep(0.02)  # releases the GIL, as the parallel region does
+        kernel(*args)
+        running.pop()
+
+    monkeypatch.setattr(S, "csr_matmul_jit", slow_kernel)
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((20, 300)).astype(np.float32)
+    w[rng.random(w.shape) > 0.1] = 0
+    csr = S.csr_from_dense(w)
+    bs = [_b(rng, 300, 90 + 7 * t) for t in range(3)]
+    results = {}
+
+    def call(t):
+        results[t] = [S.csr_matmul(*csr, bs[t]) for _ in range(3)]
+
+    threads = [threading.Thread(target=call, args=(t,)) for t in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(overlaps) == 9 and not any(overlaps)
+    for t in range(3):
+        for got in results[t]:
+            np.testing.assert_allclose(got, w.astype(np.float64) @ bs[t], **TOL)
+
+
+def test_csr_matmul_blocked_huge_n_cols_refused_before_any_table():
+    """A tampered n_cols (with an empty b of as many rows, which costs no memory) must be refused,
+    not allocate an n_cols-long table (it raised MemoryError for 2**40)."""
+    w = np.array([[1, 0, 2], [0, 3, 0]], np.float32)
+    bw = S.csr_block(*S.csr_from_dense(w), 3)  # one K-block: used_ptr stays valid for any larger k_block
+    huge = bw._replace(n_cols=2**40, k_block=2**40)
+    with pytest.raises(ValueError, match="csr_matmul_blocked: bw is inconsistent"):
+        S.csr_matmul_blocked(huge, np.empty((2**40, 0), np.float32))
+    with pytest.raises(ValueError, match="csr_matmul_blocked: b has 3 rows, W has 1099511627776 columns"):
+        S.csr_matmul_blocked(huge, np.ones((3, 4), np.float32))
+
+
 def test_csr_row_tile_plain_python_and_jit():
     rng = np.random.default_rng(3)
     b = _b(rng, 9, 150)
