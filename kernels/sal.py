@@ -22,9 +22,10 @@ The kernel (``sal_conv2d``)
     the output on the padded width Wp (the 2p extra columns per row are junk and cropped at the end)
     turns every kept pair into ONE contiguous axpy of length H*Wp - 2p:
         out[n, o, f] += v * xpad[n, c, f + offset_s]        for f in 0 .. H*Wp - 2p - 1
-    (row wrap-around only ever lands in the junk columns). Four kept pairs are fused per pass as in
-    ``sparse.csr_matmul``. Parallel over (n, o): each task owns one output plane, no races; the
-    padded planes of one image stay in L2 while its O output planes are computed.
+    (row wrap-around only ever lands in the junk columns). Four kept pairs are fused per pass, so
+    the output row is read and written once per four axpys. Parallel over (n, o): each task owns one
+    output plane, no races; the padded planes of one image stay in L2 while its O output planes are
+    computed.
 
 Reference
     ``sal_conv2d_ref``: shifted copies by slicing (zero fill) + einsum over channels, summed over taps.

@@ -23,16 +23,19 @@ Why the kernel is blocked and packed
     from cache once per kept entry. The kernel:
     - re-orders W once by (K-band, row) (``csr_block``: a counting sort, O(nnz + M*K/k_block),
       cacheable as a ``BlockedCSR``), so the entries of one row inside one band are contiguous;
-    - splits N into column slabs and K into bands of at most K_BLOCK rows, and copies ("packs") the
-      rows of each band's slab of b that W uses (``BlockedCSR.used``: at 99 % sparsity about half of
-      them) into a per-worker buffer that stays in L2 while every row of W uses it. In place, the
-      band's row pieces are N floats apart, a power of two in conv layers, and fall into a handful
-      of cache sets; packed, their row stride is an odd number of cache lines. (Reading b in place
+    - splits N into column slabs and K into bands (of at most K_BLOCK rows unless csr_block was given
+      a taller k_block), and copies ("packs") the rows of each band's slab of b that W uses
+      (``BlockedCSR.used``: all of them at 95 % sparsity; at 99 %, 1 - 0.99**M of them, 47 % at
+      M = 64, 92 % at M = 256) into a per-worker buffer that stays in L2 while every row of W uses
+      it. In place, the band's row pieces are N floats apart, a power of two in conv layers, and
+      fall into a handful of cache sets; packed, their row stride is an odd number of cache lines
+      (``_padded``). (Reading b in place
       was kept for ~99 % sparsity until this copy of the used rows only, with the L2 prefetch below,
       was faster there too: 1.4-1.5x on 128 x 1152 @ 1152 x 16384 at 99 %.)
     - runs, for every row, a 64-column register tile (``tinycomp_kernels.csr_tile``, LLVM IR): the output
-      segment stays in four zmm registers across the row's kept entries of the band (one broadcast,
-      four loads from L2, four FMAs per entry), accumulated in a padded per-worker output slab in L2
+      segment, four vectors wide, stays in eight zmm registers (two accumulator sets) across the row's
+      kept entries of the band (one broadcast, four loads from L2, four FMAs per entry), accumulated
+      in a padded per-worker output slab in L2
       and copied to ``out`` after the last band;
     - copies each band with software prefetches of the used row PREFETCH_L2_ROWS ahead into L2 and
       of the one PREFETCH_ROWS ahead into L1: the hardware prefetcher does not follow short strided
@@ -59,7 +62,8 @@ Why the kernel is blocked and packed
       for predictable loop branches, was measured 10 % slower: the output slab is then read and
       written in a random row order);
     - parallelises over column slabs (each worker a contiguous range of them; rows too when N is
-      small): workers never write the same output, and each packs only its own columns of b.
+      small): workers never write the same output, and each packs only its own columns of b (but
+      for row blocks of one slab, which copy the same columns).
     Measured and not taken (+-10-20 % run-to-run noise on this shared VM, so only repeated A/B wins
     count):
     - overlapping the copy with the FMAs (two options, since removed): double-buffered bands, the
@@ -80,8 +84,9 @@ Why the kernel is blocked and packed
       10 % slower, a band's entries then lie scattered over W's arrays;
     - writing ``out`` from the tile in the last band (or, with one band, instead of the output slab)
       instead of copying the slab after it: 3-6 % slower;
-    - per-worker column ranges split evenly into slabs, slabs dealt round robin, prefetching 8 or 12
-      rows ahead instead of 4: within the noise;
+    - per-worker column ranges split evenly into slabs, slabs dealt round robin, the L1 prefetch 8
+      or 12 rows ahead instead of 4, the rows of a band copied in a scattered order (against DRAM
+      bank conflicts of the power-of-two row stride): within the noise;
     - wider register tiles (8 vectors, one or two accumulator sets): the FMA loop alone 25 % slower
       on the 64 x 576 @ 576 x 16384 benchmark, and 3-8 % slower in all with 8-16 vectors (session 2);
       one band of all K rows with 64-column slabs (no output buffer): no faster;
@@ -211,11 +216,10 @@ class BlockedCSR(NamedTuple):
 
 
 K_BLOCK = 192  # at most this many rows of b per band (evened out: 2304 -> 12 bands of 192, 1000 -> 6 of 167)
-# bytes of a worker's packed band(s) + output buffer: under half of a 1 MiB Zen 4 L2, which also holds
+# bytes of a worker's packed band + output buffer: under half of a 1 MiB Zen 4 L2, which also holds
 # the band's kept entries and the copy's source lines (768 KiB measured 10-15 % slower: module doc)
 L2_BUDGET = 448 * 1024
-OUT_PAD = 16  # floats appended to each output-buffer row: an odd number of cache lines per row
-PREFETCH_ROWS = 4  # the band copy prefetches the row of b this many rows ahead into L1
+PREFETCH_ROWS = 4  # the band copy prefetches the row of b this many used rows ahead into L1
 PREFETCH_L2_ROWS = 32  # ... and this many used rows ahead into L2
 LINE = 16  # floats per 64-byte cache line
 
@@ -313,7 +317,7 @@ def _csr_matmul_loops(out, ptr, indices, values, used, used_ptr, b, k_block, sla
     contiguous range per worker (bbuf[w], obuf[w] are worker w's buffers).
 
     For each K-band, the rows of b's column slab that W uses are copied into bbuf[w] (row k of b to
-    row k - k0, row stride slab + OUT_PAD; the rows no entry reads stay unwritten); then for each
+    row k - k0, row stride ``_padded(slab)``; the rows no entry reads stay unwritten); then for each
     64-column tile and each row of W the row's kept entries of the band are added into obuf[w]
     (rows r0.., padded), which is copied to ``out`` after the last band."""
     m, n = out.shape
@@ -375,6 +379,13 @@ def _csr_matmul_loops(out, ptr, indices, values, used, used_ptr, b, k_block, sla
 csr_matmul_jit = njit(parallel=True, cache=True)(_csr_matmul_loops)
 
 
+def _padded(slab):
+    """Row stride of the band and output buffers for a slab of ``slab`` columns: the least odd
+    number of cache lines that holds it, so that successive rows start in different L2 sets."""
+    lines = -(-slab // LINE)
+    return (lines + 1 - lines % 2) * LINE
+
+
 def _plan(m, n, k_block, workers):
     """(slab, row_block): a slab of columns whose packed band and output rows fit the L2 budget,
     at most N / workers wide so that every worker has one; rows split too when slabs are few."""
@@ -394,7 +405,7 @@ USE_WORKSPACE = True
 def _scratch(shape_b, shape_o):
     """Views (bbuf, obuf) of one reusable float32 buffer, 2 MiB-aligned, of at least 8 MiB.
 
-    Together the buffers fill most of L2. Allocated afresh per call, they land on random 4 KiB pages
+    Together the buffers take up to L2_BUDGET of L2. Allocated afresh per call, they land on random 4 KiB pages
     whose physical addresses overload some L2 sets; numpy asks for transparent huge pages for arrays
     of 4 MiB and more, and in one 2 MiB page the padded rows spread evenly over the sets. Numba
     releases the GIL inside a parallel region, so callers hold _workspace_lock until the kernel has
@@ -420,13 +431,16 @@ def _matmul_blocked_into(out, bw, b, slab=None, prefetch_rows=PREFETCH_ROWS, pre
     plan_slab, row_block = _plan(m, n, band_rows, workers)
     slab = plan_slab if slab is None else slab
     with _workspace_lock:
-        bbuf, obuf = _scratch((workers, band_rows, slab + OUT_PAD), (workers, row_block, slab + OUT_PAD))
+        stride = _padded(slab)
+        bbuf, obuf = _scratch((workers, band_rows, stride), (workers, row_block, stride))
         csr_matmul_jit(out, bw.ptr, bw.indices, bw.values, bw.used, bw.used_ptr, b, bw.k_block, slab, row_block,
                        bbuf, obuf, prefetch_rows, prefetch_l2_rows)
     return out
 
 
 def _matmul_into(out, indptr, indices, values, b):
+    if out.size == 0:  # before the blocked copy, whose tables grow with K even for an empty product
+        return out
     k = b.shape[0]
     return _matmul_blocked_into(out, _block(indptr, indices, values, k, auto_k_block(k), with_perm=False), b)
 

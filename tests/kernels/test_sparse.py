@@ -154,7 +154,9 @@ def test_plan_fits_the_l2_budget_and_gives_every_worker_work(m, k, n, workers):
     band = S.auto_k_block(k)
     slab, row_block = S._plan(m, n, band, workers)
     assert slab % S.LINE == 0 and slab >= S.LINE
-    footprint = 4 * (band * (slab + S.OUT_PAD) + row_block * (slab + S.OUT_PAD))
+    stride = S._padded(slab)
+    assert stride >= slab and stride % S.LINE == 0 and (stride // S.LINE) % 2 == 1
+    footprint = 4 * (band + row_block) * stride
     assert footprint <= S.L2_BUDGET * 1.1 or slab == S.TILE
     assert -(-n // slab) * -(-m // row_block) >= workers
 
@@ -498,3 +500,12 @@ def test_integer_arguments_checked_and_numpy_ints_accepted():
             S.sparse_conv2d(x, ip, ix, v, (3, 2, 3, 3), **kw)
     with pytest.raises(ValueError, match="sparse_conv2d: weight_shape must be"):
         S.sparse_conv2d(x, ip, ix, v, (3, 2, 3.5, 3))
+
+
+def test_empty_products_return_before_any_blocked_copy():
+    """N = 0 or M = 0: an empty result at once, even for a K whose blocked copy would need GBs of tables."""
+    indptr, indices, values = np.zeros(3, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
+    out = S.csr_matmul(indptr, indices, values, np.empty((2**30, 0), np.float32))
+    assert out.shape == (2, 0) and out.dtype == np.float32
+    out = S.csr_matmul(np.zeros(1, np.int64), indices, values, np.empty((2**30, 0), np.float32))
+    assert out.shape == (0, 0)
