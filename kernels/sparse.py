@@ -405,9 +405,9 @@ USE_WORKSPACE = True
 def _scratch(shape_b, shape_o):
     """Views (bbuf, obuf) of one reusable float32 buffer, 2 MiB-aligned, of at least 8 MiB.
 
-    Together the buffers take up to L2_BUDGET of L2. Allocated afresh per call, they land on random 4 KiB pages
-    whose physical addresses overload some L2 sets; numpy asks for transparent huge pages for arrays
-    of 4 MiB and more, and in one 2 MiB page the padded rows spread evenly over the sets. Numba
+    Together the buffers take up to L2_BUDGET of L2. Allocated afresh per call, they land on random
+    4 KiB pages whose physical addresses overload some L2 sets; numpy asks for transparent huge pages
+    for arrays of 4 MiB and more, and in one 2 MiB page the padded rows spread evenly over the sets. Numba
     releases the GIL inside a parallel region, so callers hold _workspace_lock until the kernel has
     returned: calls from several Python threads would otherwise share the buffer."""
     nb = int(np.prod(shape_b))
