@@ -13,8 +13,9 @@ bounds are checked: the caller guarantees j0 + ncols <= N, 0 <= p0 <= p1 <= len(
 flat index in range.
 
 ``prefetch(a, k)`` / ``prefetch_l2(a, k)`` ask the CPU to bring the cache line holding
-a.reshape(-1)[k] into L1 (prefetcht0) / L2 (prefetcht1, Zen 4 and later) (hints: no fault, no effect
-on results); no-ops outside Numba.
+a.reshape(-1)[k] into L1 (prefetcht0) / L2 (prefetcht1, Zen 4 and later), and ``prefetch_w(a, k)``
+into L1 for writing (prefetchw: the line arrives owned, so a store to it need not wait). Hints: no
+fault, no effect on results; no-ops outside Numba.
 
 Why: an axpy formulation (out row += v * b row, one pass per kept weight) loads and stores the output
 once per kept weight, and Numba's loop vectoriser keeps accumulators in memory. Here the output segment
@@ -224,7 +225,11 @@ def prefetch_l2(a, k):
     """Hint: fetch the cache line of a.reshape(-1)[k] into L2 (a no-op outside Numba)."""
 
 
-def _prefetch_intrinsic(locality):
+def prefetch_w(a, k):
+    """Hint: fetch the cache line of a.reshape(-1)[k] into L1 to be written (a no-op outside Numba)."""
+
+
+def _prefetch_intrinsic(locality, write=False):
     def typer(typingctx, a, k):
         if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(k, types.Integer)):
             return None
@@ -236,18 +241,19 @@ def _prefetch_intrinsic(locality):
             fn = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(ir.VoidType(), [_I8.as_pointer(), _I32, _I32, _I32]),
                 "llvm.prefetch.p0i8")
-            # read (0), temporal locality 3 = prefetcht0 / 2 = prefetcht1, data cache (1)
-            builder.call(fn, [builder.bitcast(addr, _I8.as_pointer()), _I32(0), _I32(locality), _I32(1)])
+            # read (0) or write (1), temporal locality 3 = prefetcht0 / 2 = prefetcht1, data cache (1)
+            builder.call(fn, [builder.bitcast(addr, _I8.as_pointer()), _I32(int(write)), _I32(locality), _I32(1)])
             return context.get_dummy_value()
 
         return types.void(a, k), codegen
 
-    typer.__name__ = f"_prefetch{locality}_ir"
+    typer.__name__ = f"_prefetch{'w' if write else ''}{locality}_ir"
     return intrinsic(typer)
 
 
 _prefetch_l1_ir = _prefetch_intrinsic(3)
 _prefetch_l2_ir = _prefetch_intrinsic(2)
+_prefetch_w_ir = _prefetch_intrinsic(3, write=True)
 
 
 @overload(prefetch, inline="always")
@@ -258,3 +264,8 @@ def _prefetch_numba(a, k):
 @overload(prefetch_l2, inline="always")
 def _prefetch_l2_numba(a, k):
     return lambda a, k: _prefetch_l2_ir(a, k)
+
+
+@overload(prefetch_w, inline="always")
+def _prefetch_w_numba(a, k):
+    return lambda a, k: _prefetch_w_ir(a, k)

@@ -275,6 +275,7 @@ def test_csr_matmul_asm_uses_zmm_fma():
     asm = "\n".join(fresh.inspect_asm().values())
     assert len(re.findall(r"vfmadd\w*ps\s+[^\n]*zmm", asm)) >= 8  # 2 kept weights x 4 vectors per loop trip
     assert not re.findall(r"vfmadd\w*ps\s+[^\n]*[xy]mm", asm)
+    assert re.search(r"\bprefetchw\b", asm) and re.search(r"\bprefetcht1\b", asm)  # out rows, L2 look-ahead
     assert "prefetcht0" in asm and "prefetcht1" in asm  # the band copies' and the L2 look-ahead's prefetches
 
 
