@@ -53,8 +53,8 @@ Why the kernel is blocked and packed
       L2 delivers to L1; the copies reach 50-70 % of a streaming read (strided pieces of 1-1.75 KB);
     - fetches each row of ``out`` OUT_PREFETCH_ROWS ahead for writing (prefetchw) while copying the
       output slab: the rows are N floats apart, so no hardware prefetcher fetches them and every
-      store waited for its line; 25-40 % off that copy (0.49 -> 0.30, 0.61 -> 0.47, 0.48 -> 0.33 ms
-      on the three shapes above);
+      store waited for its line; 25-40 % off that copy run alone (0.49 -> 0.30, 0.61 -> 0.47,
+      0.48 -> 0.33 ms on the three shapes above), within the noise (+-5 %) for the whole product;
     - keeps a worker's packed band plus output slab under L2_BUDGET, less than half of L2: the rest
       holds the band's kept entries and the source lines of the copy, which, N floats apart, crowd
       a few L2 sets. With 768 KiB (bands of 768 rows) the kernel was 10-15 % slower in interleaved
