@@ -271,3 +271,13 @@ def test_padding_that_would_need_a_huge_array_is_refused_before_allocating():
     x = Tensor(np.arange(30, dtype=np.float32).reshape(1, 1, 5, 6))
     np.testing.assert_array_equal(F.max_pool2d(x, 2**31 - 1, 1, 2**30 - 1).data, np.full((1, 1, 5, 6), 29))
     np.testing.assert_allclose(F.avg_pool2d(x, 2**31 - 1, 1, 2**30 - 1, count_include_pad=False).data, 14.5)
+
+
+def test_pad_widths_must_be_integer_pairs():
+    """A float, bool, negative or missing pad width was truncated or misread; now refused, naming pad."""
+    x = Tensor(np.ones((2, 3), np.float32))
+    for bad in (((0, 0), (1.5, 0)), ((0, 0), (True, 0)), ((0, -1), (0, 0)), ((0, 0),), (1, 2), None,
+                ((0, 0), (1, 2, 3))):
+        with pytest.raises(ValueError, match=r"pad: need one \(before, after\) pair of integers"):
+            F.pad(x, bad)
+    assert F.pad(x, ((np.int64(1), 0), (0, np.uint8(2)))).shape == (3, 5)

@@ -7,6 +7,7 @@
     pad(x, pad_width, value): dx = g with the padding cut off
 """
 import numpy as np
+from tinycomp_kernels.checks import is_int
 
 from ..autograd import Function
 from ..tensor import Tensor
@@ -143,10 +144,15 @@ cat = concatenate
 def pad(x, pad_width, value=0.0):
     """Pad with a constant. ``pad_width``: one (before, after) pair per axis, as ``np.pad``."""
     check_tensor("pad", x)
-    pad_width = tuple((int(lo), int(hi)) for lo, hi in pad_width)
-    if len(pad_width) != x.ndim or any(lo < 0 or hi < 0 for lo, hi in pad_width):
-        raise ValueError(f"pad: need one non-negative (before, after) pair per axis of shape {x.shape}, "
-                         f"got {pad_width}")
+    try:
+        pairs = tuple((lo, hi) for lo, hi in pad_width)
+    except (TypeError, ValueError):
+        pairs = None
+    if (pairs is None or len(pairs) != x.ndim
+            or not all(is_int(v) and v >= 0 for pair in pairs for v in pair)):
+        raise ValueError(f"pad: need one (before, after) pair of integers >= 0 per axis of shape {x.shape}, "
+                         f"got {pad_width!r}")
+    pad_width = tuple((int(lo), int(hi)) for lo, hi in pairs)
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, pad_width))
     check_size("pad", "an output", padded, f"pad_width {pad_width} on shape {x.shape}")
     return Pad.apply(x, pad_width, float(value))
