@@ -29,14 +29,13 @@ Why the kernel is blocked and packed
       M = 64, 92 % at M = 256) into a per-worker buffer that stays in L2 while every row of W uses
       it. In place, the band's row pieces are N floats apart, a power of two in conv layers, and
       fall into a handful of cache sets; packed, their row stride is an odd number of cache lines
-      (``_padded``). (Reading b in place
-      was kept for ~99 % sparsity until this copy of the used rows only, with the L2 prefetch below,
-      was faster there too: 1.4-1.5x on 128 x 1152 @ 1152 x 16384 at 99 %.)
+      (``_padded``). (Reading b in place was kept for ~99 % sparsity until this copy of the used
+      rows only, with the L2 prefetch below, was faster there too: 1.4-1.5x on 128 x 1152 @
+      1152 x 16384 at 99 %.)
     - runs, for every row, a 64-column register tile (``tinycomp_kernels.csr_tile``, LLVM IR): the output
       segment, four vectors wide, stays in eight zmm registers (two accumulator sets) across the row's
       kept entries of the band (one broadcast, four loads from L2, four FMAs per entry), accumulated
-      in a padded per-worker output slab in L2
-      and copied to ``out`` after the last band;
+      in a padded per-worker output slab in L2 and copied to ``out`` after the last band;
     - copies each band with software prefetches of the used row PREFETCH_L2_ROWS ahead into L2 and
       of the one PREFETCH_ROWS ahead into L1: the hardware prefetcher does not follow short strided
       pieces, and L1 alone allows too few misses in flight (adding the L2 prefetch, 16 rows ahead,
@@ -58,7 +57,7 @@ Why the kernel is blocked and packed
     - keeps a worker's packed band plus output slab under L2_BUDGET, less than half of L2: the rest
       holds the band's kept entries and the source lines of the copy, which, N floats apart, crowd
       a few L2 sets. With 768 KiB (bands of 768 rows) the kernel was 10-15 % slower in interleaved
-      A/B runs on both benchmark shapes; from 300 to 560 KiB the choice of band height (192-384)
+      A/B runs on 256 x 2304 @ 2304 x 4096 and 64 x 576 @ 576 x 16384; from 300 to 560 KiB the choice of band height (192-384)
       and slab width (128-256) made little difference on 256 x 2304 @ 2304 x 4096, but bands of
       at most 192 rows (so 320-column slabs at M = 128) were 2-8 % faster than 256 on
       128 x 1152 @ 1152 x 16384, the pack's pieces being longer;
