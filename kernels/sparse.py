@@ -76,7 +76,8 @@ Why the kernel is blocked and packed
       three L1-L2 transfers per line (load, write-allocate, write-back) on the very path the FMA
       loop saturates;
     - on b with padded rows (no set conflicts), reading it in place with the next band prefetched
-      into L2 during the FMAs: 18-30 % slower than the copy;
+      into L2 during the FMAs, or with an L2 prefetch pass over each band before its FMAs: 8-35 %
+      slower than the copy;
     - an outer-product (CSC) kernel, a 64 x 64 output tile in L1 and each row of b read once
       (no copy at all): ~20 cycles per kept entry and tile against ~11 (a load, an FMA and a store
       of the tile per entry);
