@@ -2,9 +2,10 @@
 
 ``read_all(a)`` sums a C-contiguous float32 array with every Numba thread, each over its own
 contiguous part; fastmath reassociation lets LLVM vectorise the loop into several independent vector
-accumulators, so its time is that of reading the array from wherever it sits, not of adding. bench_sparse.py times it on b
-beside the sparse product: at 95 % sparsity every column of W keeps weights, so the product reads all of
-b, and dense / read_all is the most any such kernel can gain over the dense matmul.
+accumulators, so its time is that of reading the array from wherever it sits, not of adding.
+bench_sparse.py times it on b beside the sparse product: at 95 % sparsity every column of W keeps
+weights, so the product reads all of b, and dense / read_all is the most any such kernel can gain
+over the dense matmul.
 """
 import numpy as np
 from numba import get_num_threads, njit, prange

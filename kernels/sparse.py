@@ -433,7 +433,7 @@ def _scratch(shape_b, shape_o):
     return ws[:nb].reshape(shape_b), ws[nb_lines:need].reshape(shape_o)
 
 
-def _matmul_blocked_into(out, bw, b, slab=None, prefetch_rows=PREFETCH_ROWS, prefetch_l2_rows=PREFETCH_L2_ROWS):
+def _matmul_blocked_into(out, bw, b, slab=None):
     m, n = out.shape
     if m == 0 or n == 0:
         return out
@@ -445,7 +445,7 @@ def _matmul_blocked_into(out, bw, b, slab=None, prefetch_rows=PREFETCH_ROWS, pre
         stride = _padded(slab)
         bbuf, obuf = _scratch((workers, band_rows, stride), (workers, row_block, stride))
         csr_matmul_jit(out, bw.ptr, bw.indices, bw.values, bw.used, bw.used_ptr, b, bw.k_block, slab, row_block,
-                       bbuf, obuf, prefetch_rows, prefetch_l2_rows)
+                       bbuf, obuf, PREFETCH_ROWS, PREFETCH_L2_ROWS)
     return out
 
 

@@ -6,6 +6,7 @@ accumulated across calls until reset to ``None`` (``Module.zero_grad()`` / ``Opt
 Operators and methods call the ops of ``tinycomp.functional``.
 """
 import numpy as np
+from tinycomp_kernels.checks import is_int
 
 from .autograd import as_array, run_backward
 
@@ -158,7 +159,7 @@ class Tensor:
 
     def flatten(self, start_dim=0):
         dims = max(self.ndim, 1)  # a 0-d tensor flattens like a 1-d one
-        if isinstance(start_dim, bool) or not isinstance(start_dim, (int, np.integer)) or not -dims <= start_dim < dims:
+        if not is_int(start_dim) or not -dims <= start_dim < dims:
             raise ValueError(f"flatten: start_dim {start_dim!r} out of range for a tensor of shape {self.shape}")
         return self.reshape(self.shape[:start_dim % dims] + (-1,))
 

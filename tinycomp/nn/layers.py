@@ -1,8 +1,9 @@
 """Layers with learnable parameters: Linear, Conv2d, BatchNorm2d (and BatchNorm1d)."""
 import numpy as np
-from tinycomp_kernels.checks import is_int, is_real
+from tinycomp_kernels.checks import is_int
 
 from .. import functional as F
+from ..functional.normalization import check_eps, check_momentum
 from .init import default_init_
 from .module import Module
 from .parameter import Parameter
@@ -77,10 +78,8 @@ class _BatchNorm(Module):
         super().__init__()
         if not is_int(num_features) or num_features < 1:
             raise ValueError(f"{type(self).__name__}: num_features must be a positive int, got {num_features!r}")
-        if not (is_real(eps) and 0 <= eps < np.inf):
-            raise ValueError(f"{type(self).__name__}: eps must be >= 0 and finite, got {eps!r}")
-        if not (is_real(momentum) and 0 <= momentum <= 1):
-            raise ValueError(f"{type(self).__name__}: momentum must be in [0, 1], got {momentum!r}")
+        check_eps(type(self).__name__, eps)
+        check_momentum(type(self).__name__, momentum)
         self.num_features, self.eps, self.momentum, self.affine = num_features, eps, momentum, affine
         self.weight = Parameter(np.ones(num_features, dtype)) if affine else None
         self.bias = Parameter(np.zeros(num_features, dtype)) if affine else None

@@ -6,7 +6,7 @@ State is keyed by the parameter's position across all groups, as PyTorch does, s
 loads into a freshly built optimizer over the same model.
 """
 import numpy as np
-from tinycomp_kernels.checks import is_real
+from tinycomp_kernels.checks import is_int, is_real
 
 
 class Optimizer:
@@ -91,7 +91,7 @@ class Optimizer:
                                  f"{sorted(self.state_keys)}")
             for k, v in entry.items():
                 if self.state_keys[k] == "count":
-                    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                    if not is_int(v) or v < 0:
                         raise ValueError(f"{name}: state '{k}' of parameter {i} must be an int >= 0, got {v!r}")
                     restored[k] = int(v)
                     continue
