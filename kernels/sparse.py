@@ -39,9 +39,12 @@ Why the kernel is blocked and packed
     - copies each band with software prefetches of the used row PREFETCH_L2_ROWS ahead into L2 and
       of the one PREFETCH_ROWS ahead into L1: the hardware prefetcher does not follow short strided
       pieces, and L1 alone allows too few misses in flight (adding the L2 prefetch, 16 rows ahead,
-      made the kernel 7-26 % faster at 95 %; 32 rows instead of 16 another 3-8 %). Where the time
-      goes at 95 % sparsity (2 threads; each phase run alone from a copy of the kernel, timed
-      round-robin with the dense product and one streaming read of b, benchmarks/stream_read.py):
+      made the kernel 7-26 % faster at 95 %; 32 rows instead of 16 another 3-8 %; the L1 prefetch 3
+      rows ahead instead of 4, 3-15 % on 64 x 576 @ 576 x 16384 in 7 of 7 interleaved runs and within
+      the noise on the other two shapes; 2 rows about as good as 3; 8 or 12: no better than 4).
+      Where the time goes at 95 % sparsity (2 threads; each phase run alone from a copy of the
+      kernel, timed round-robin with the dense product and one streaming read of b,
+      benchmarks/stream_read.py):
 
         256 x 2304 @ 2304 x 4096, 4.1 ms in all: FMA loop 2.3 ms, copies 1.8 ms (reading b: 0.9),
         copy to ``out`` 0.4 ms; copies and FMAs together 3.7 ms
@@ -57,8 +60,10 @@ Why the kernel is blocked and packed
     - keeps a worker's packed band plus output slab under L2_BUDGET, less than half of L2: the rest
       holds the band's kept entries and the source lines of the copy, which, N floats apart, crowd
       a few L2 sets. With 768 KiB (bands of 768 rows) the kernel was 10-15 % slower in interleaved
-      A/B runs on 256 x 2304 @ 2304 x 4096 and 64 x 576 @ 576 x 16384; from 300 to 560 KiB the choice of band height (192-384)
-      and slab width (128-256) made little difference on 256 x 2304 @ 2304 x 4096, but bands of
+      A/B runs on 256 x 2304 @ 2304 x 4096 and 64 x 576 @ 576 x 16384; from 300 to 560 KiB the
+      choice of band height (192-384) and slab width (128-256) made little difference on
+      256 x 2304 @ 2304 x 4096 (nor, session 4, bands of 96-288 rows on 64 x 576 @ 576 x 16384: all
+      within 6 %), but bands of
       at most 192 rows (so 320-column slabs at M = 128) were 2-8 % faster than 256 on
       128 x 1152 @ 1152 x 16384, the pack's pieces being longer;
     - visits the rows in order (visiting them sorted by their number of kept entries in the band,
@@ -88,15 +93,31 @@ Why the kernel is blocked and packed
       10 % slower, a band's entries then lie scattered over W's arrays;
     - writing ``out`` from the tile in the last band (or, with one band, instead of the output slab)
       instead of copying the slab after it: 3-6 % slower;
-    - per-worker column ranges split evenly into slabs, slabs dealt round robin, the L1 prefetch 8
-      or 12 rows ahead instead of 4, the rows of a band copied in a scattered order (against DRAM
-      bank conflicts of the power-of-two row stride): within the noise;
+    - per-worker column ranges split evenly into slabs, slabs dealt round robin, the rows of a band
+      copied in a scattered order (against DRAM bank conflicts of the power-of-two row stride): within
+      the noise;
+    - the copy of a slab's output spread over the next slab's first band copy (one output row per
+      copied row, two output buffers, so the writes to ``out`` overlap the reads of b): 2-8 % faster
+      on 64 x 576 @ 576 x 16384, from 12 % slower to 13 % faster on the other two shapes in three
+      interleaved runs (session 4): within the noise, not worth a second output buffer;
     - wider register tiles (8 vectors, one or two accumulator sets): the FMA loop alone 25 % slower
       on the 64 x 576 @ 576 x 16384 benchmark, and 3-8 % slower in all with 8-16 vectors (session 2);
       one band of all K rows with 64-column slabs (no output buffer): no faster;
     - a tile in L1 instead of L2 (32-column tiles of 128-row bands): slower, a band then holds only
       ~6 kept entries per row at 95 % sparsity, and the per-visit cost (output load/store, loop
-      set-up) outweighs the faster loads.
+      set-up) outweighs the faster loads;
+    - starting the odd workers late (a spin of 10-40 thousand multiply-adds) so that their copies
+      fall into the even workers' FMA phases (one core alone copies its half 20 % faster than two
+      side by side): no change, within 2 %.
+    What the copy costs, measured with a prototype that takes b already laid out slab by slab
+    (slab s of every row contiguous, rows padded as in the band buffer; not a kernel of this module,
+    since a dense b would first have to be rewritten so, which is the copy): the tiles read the band
+    in place while the next band is prefetched into L2 a few lines per row visit, sequential lines
+    that thrash no set. 1.25-1.4x faster than this kernel in 4-5 interleaved runs on each shape
+    (95 %: 64 x 576 @ 576 x 16384 4.6-5.9x dense, 128 x 1152 @ 1152 x 16384 6.2-7.6x,
+    256 x 2304 @ 2304 x 4096 6.6-8.1x): the copy is the largest single cost, and a producer that
+    wrote b in that layout (an im2col, say) would save it; on 64-channel layers even that stays
+    near 5x dense.
 
 The transposed product
     csr_matmul_t builds the transposed CSR (= the CSC form of W) by a counting sort, O(nnz + K),
@@ -223,7 +244,7 @@ K_BLOCK = 192  # at most this many rows of b per band (evened out: 2304 -> 12 ba
 # bytes of a worker's packed band + output buffer: under half of a 1 MiB Zen 4 L2, which also holds
 # the band's kept entries and the copy's source lines (768 KiB measured 10-15 % slower: module doc)
 L2_BUDGET = 448 * 1024
-PREFETCH_ROWS = 4  # the band copy prefetches the row of b this many used rows ahead into L1
+PREFETCH_ROWS = 3  # the band copy prefetches the row of b this many used rows ahead into L1
 PREFETCH_L2_ROWS = 32  # ... and this many used rows ahead into L2
 OUT_PREFETCH_ROWS = 8  # the copy to ``out`` fetches the output row this many rows ahead for writing
 LINE = 16  # floats per 64-byte cache line
