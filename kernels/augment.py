@@ -29,6 +29,8 @@ Reference: ``augment_ref`` builds the padded batch with ``np.pad``, slices each 
 import numpy as np
 from numba import njit, prange
 
+from .checks import is_int
+
 MODES = ("reflect", "zero")
 
 
@@ -108,7 +110,7 @@ def augment(images, offsets, flips, scale, shift, pad=4, mode="reflect", out=Non
     N, C, H, W = images.shape
     if mode not in MODES:
         raise ValueError(f"{name}: mode must be one of {MODES}, got {mode!r}")
-    if isinstance(pad, bool) or not isinstance(pad, (int, np.integer)) or pad < 0:
+    if not is_int(pad) or pad < 0:
         raise ValueError(f"{name}: pad must be a non-negative int, got {pad!r}")
     if mode == "reflect" and N and (pad >= H or pad >= W):
         raise ValueError(f"{name}: reflect padding needs pad < H and pad < W, got pad={pad} for {H}x{W}")

@@ -22,6 +22,8 @@ Reference: ``pack_signs_ref`` builds each word as the sum of ``bit << position``
 import numpy as np
 from numba import njit, prange
 
+from .checks import is_int
+
 WORD_BITS = 64
 
 
@@ -79,7 +81,7 @@ unpack_signs_jit = njit(parallel=True, cache=True)(_unpack_signs_loops)
 
 
 def _check_axis(name, ndim, axis):
-    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+    if not is_int(axis):
         raise TypeError(f"{name}: axis must be an int, got {type(axis).__name__}")
     if ndim == 0:
         raise ValueError(f"{name}: argument must have at least one dimension")
@@ -120,7 +122,7 @@ def unpack_signs(bits, n, axis=-1):
         raise TypeError(f"unpack_signs: bits must be a numpy array, got {type(bits).__name__}")
     if bits.dtype != np.uint64:
         raise TypeError(f"unpack_signs: bits must have dtype uint64, got {bits.dtype}")
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
+    if not is_int(n):
         raise TypeError(f"unpack_signs: n must be an int, got {type(n).__name__}")
     axis = _check_axis("unpack_signs", bits.ndim, axis)
     if n <= 0 or n_words(n) != bits.shape[axis]:

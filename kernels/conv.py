@@ -31,6 +31,7 @@ weights via einsum); the tests also check against a direct-loop reference.
 import numpy as np
 from numba import njit, prange
 
+from .checks import is_int
 from .conv_tiles import (_conv2d_tiles, _conv2d_tiles_backward_input, _conv2d_tiles_backward_weight, _tiles_fit,
                          _tiles_backward_input_fits, _tiles_backward_weight_fits)
 from .im2col import _valid_range_jit, as_pair, col2im, conv_output_size, im2col
@@ -187,7 +188,7 @@ def _validate(op, x_shape, w_shape, stride, padding, dilation, groups, x_dtype, 
     if len(x_shape) != 4 or len(w_shape) != 4:
         raise ValueError(f"{op}: input must be (N, C, H, W) and weight (O, C/groups, KH, KW); "
                          f"got input {tuple(x_shape)}, weight {tuple(w_shape)}")
-    if not isinstance(groups, (int, np.integer)) or groups < 1:
+    if not is_int(groups) or groups < 1:
         raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
     N, C, H, W = x_shape
     O, Cg, KH, KW = w_shape

@@ -26,6 +26,8 @@ Reference: the "unfold" formulation of convolution (Chellapilla et al., 2006; Ca
 import numpy as np
 from numba import njit, prange
 
+from .checks import is_int
+
 __all__ = ["conv_output_size", "im2col", "col2im", "im2col_ref", "col2im_ref", "as_pair"]
 
 
@@ -34,15 +36,16 @@ MAX_GEOMETRY = 2**31  # bound on every kernel size, stride, padding and dilation
 
 def as_pair(value, name, op="im2col", minimum=0):
     """``value`` as a pair of ints (an int ``v`` means ``(v, v)``), each at least ``minimum``."""
-    if isinstance(value, (int, np.integer)):
+    if is_int(value):
         pair = (int(value), int(value))
     else:
         try:
-            pair = tuple(int(v) for v in value)
+            items = tuple(value)
         except TypeError:
             raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") from None
-        if len(pair) != 2 or any(p != v for p, v in zip(pair, value)):
+        if len(items) != 2 or not all(is_int(v) for v in items):  # floats and bools refused, not truncated
             raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+        pair = (int(items[0]), int(items[1]))
     if min(pair) < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
     if max(pair) >= MAX_GEOMETRY:  # beyond it the kernels' int64 index arithmetic could overflow

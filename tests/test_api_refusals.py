@@ -281,3 +281,28 @@ def test_pad_widths_must_be_integer_pairs():
         with pytest.raises(ValueError, match=r"pad: need one \(before, after\) pair of integers"):
             F.pad(x, bad)
     assert F.pad(x, ((np.int64(1), 0), (0, np.uint8(2)))).shape == (3, 5)
+
+
+def test_bools_and_floats_are_not_taken_for_integer_arguments():
+    """True would pass an isinstance(int) test and 2.0 would truncate silently: both are refused
+    wherever an integer is meant (kernel_size, stride, groups, seeds, axes, padding)."""
+    from tinycomp.data.loader import train_val_split
+    from tinycomp_kernels.augment import augment
+    from tinycomp_kernels.bits import pack_signs
+    from tinycomp_kernels.im2col import im2col
+
+    x = np.zeros((1, 2, 4, 4), np.float32)
+    for stride in (True, (1, True), (1.0, 1.0), 2.0):
+        with pytest.raises((TypeError, ValueError), match="im2col: stride must be an int or a pair of ints"):
+            im2col(x, 3, 3, stride=stride)
+    with pytest.raises(ValueError, match="conv2d: groups must be a positive int, got True"):
+        F.conv2d(t(1, 2, 4, 4), t(2, 2, 3, 3), groups=True)
+    with pytest.raises(ValueError, match="Conv2d: kernel_size must be an int or a pair of ints, got True"):
+        nn.Conv2d(2, 2, True)
+    with pytest.raises(ValueError, match="seed must be a non-negative int, got True"):
+        train_val_split(10, val=2, seed=True)
+    with pytest.raises(TypeError, match="pack_signs: axis must be an int, got bool"):
+        pack_signs(np.ones((2, 3), np.float32), axis=True)
+    with pytest.raises(ValueError, match="pad must be a non-negative int, got True"):
+        augment(np.zeros((1, 3, 8, 8), np.uint8), np.zeros((1, 2), np.int64), np.zeros(1, bool),
+                np.ones(3, np.float32), np.zeros(3, np.float32), pad=True)

@@ -17,6 +17,7 @@ permutation of all training images, so it depends only on (seed, val) and never 
 exactly the first K images). Both index arrays are returned sorted.
 """
 import numpy as np
+from tinycomp_kernels.checks import is_int
 
 from .augment import Normalize, augment_batch
 
@@ -24,7 +25,7 @@ _SHUFFLE, _AUGMENT, _SPLIT = 0, 1, 2
 
 
 def _check_seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     return int(seed)
 
@@ -84,7 +85,7 @@ class BatchLoader:
         if labels.ndim != 1 or labels.shape[0] != images.shape[0] or labels.dtype.kind not in "iu":
             raise ValueError(f"BatchLoader: labels must be integers of shape ({images.shape[0]},), "
                              f"got {labels.dtype} {labels.shape}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"BatchLoader: batch_size must be a positive int, got {batch_size!r}")
         if padding_mode not in ("reflect", "zero"):
             raise ValueError(f"BatchLoader: padding_mode must be 'reflect' or 'zero', got {padding_mode!r}")

@@ -75,7 +75,7 @@ def check_float(op, x, name="input"):
 
 def int_tuple(op, name, values):
     """An int or an iterable of ints as a tuple of Python ints; floats and bools are refused, not truncated."""
-    items = (values,) if isinstance(values, (int, np.integer)) else values
+    items = (values,) if is_int(values) else values
     try:
         items = tuple(items)
     except TypeError:

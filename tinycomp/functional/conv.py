@@ -11,6 +11,7 @@ The kernels (tinycomp_kernels.conv) pick register-tile implicit GEMM (float32), 
 loops (depthwise) or a plain matmul (1x1) from the shapes and dtype alone, so results are reproducible.
 """
 import numpy as np
+from tinycomp_kernels.checks import is_int
 from tinycomp_kernels.conv import conv2d_backward, conv2d_forward
 from tinycomp_kernels.im2col import as_pair, conv_output_size
 
@@ -46,7 +47,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     shapes = f"input {x.shape}, weight {weight.shape}"
     if x.ndim != 4 or weight.ndim != 4:
         raise ValueError(f"conv2d: input must be 4-D (N, C, H, W) and weight 4-D (O, C/groups, KH, KW); {shapes}")
-    if not isinstance(groups, (int, np.integer)) or groups < 1:
+    if not is_int(groups) or groups < 1:
         raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
     if x.shape[1] != weight.shape[1] * groups:
         raise ValueError(f"conv2d: input has {x.shape[1]} channels but weight expects "

@@ -111,7 +111,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
 def adaptive_avg_pool2d(x, output_size):
     """PyTorch's ``F.adaptive_avg_pool2d``: output_size an int or (OH, OW); None in a pair keeps that side."""
     _check_input("adaptive_avg_pool2d", x)
-    if isinstance(output_size, (int, np.integer)):
+    if is_int(output_size):
         output_size = (output_size, output_size)
     if (not isinstance(output_size, (tuple, list)) or len(output_size) != 2
             or not all(v is None or is_int(v) for v in output_size)):

@@ -10,8 +10,11 @@ from .parameter import Parameter
 
 
 def _pair(v, name, layer):
-    pair = (v, v) if isinstance(v, (int, np.integer)) else tuple(v)
-    if len(pair) != 2 or not all(isinstance(i, (int, np.integer)) for i in pair):
+    try:
+        pair = (v, v) if is_int(v) else tuple(v)
+    except TypeError:  # not iterable: a bool, a float, None
+        pair = ()
+    if len(pair) != 2 or not all(is_int(i) for i in pair):
         raise ValueError(f"{layer}: {name} must be an int or a pair of ints, got {v!r}")
     return tuple(int(i) for i in pair)
 
