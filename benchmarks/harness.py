@@ -63,6 +63,15 @@ def interleaved(fns, repeats=10, warmup=1, rotate=False):
                    "repeats": len(ts), "times_s": ts} for name, ts in times.items()}
 
 
+def paired_ratio(timings, num, den):
+    """(median, 25th, 75th percentile) of the per-round ratios num_i / den_i of an ``interleaved``
+    result: each pair was timed in the same round, seconds apart, so a slow drift of the machine
+    cancels in the ratio, where a ratio of two medians mixes rounds run at different speeds."""
+    ratios = np.array(timings[num]["times_s"]) / np.array(timings[den]["times_s"])
+    q25, q50, q75 = np.percentile(ratios, [25, 50, 75])
+    return float(q50), float(q25), float(q75)
+
+
 def cpu_model():
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

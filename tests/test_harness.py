@@ -24,6 +24,15 @@ def test_interleaved_rotates_the_order_of_each_round(monkeypatch):
     assert calls[3:] == list("abcabc")
 
 
+def test_paired_ratio_takes_each_round_apart(monkeypatch):
+    harness = _load("harness", monkeypatch)
+    # the machine slows down 4x halfway: per-round ratios stay 2, a ratio of medians would not
+    timings = {"dense": {"times_s": [2.0, 2.0, 8.0, 8.0, 8.0]}, "sparse": {"times_s": [1.0, 1.0, 4.0, 4.0, 4.0]}}
+    assert harness.paired_ratio(timings, "dense", "sparse") == (2.0, 2.0, 2.0)
+    timings["sparse"]["times_s"] = [1.0, 2.0, 2.0, 4.0, 8.0]
+    assert harness.paired_ratio(timings, "dense", "sparse") == (2.0, 1.0, 2.0)
+
+
 def test_read_all_sums_the_whole_array(monkeypatch):
     read_all = _load("stream_read", monkeypatch).read_all
     a = np.random.default_rng(0).standard_normal((37, 1001)).astype(np.float32)

@@ -510,3 +510,35 @@ def test_empty_products_return_before_any_blocked_copy():
     assert out.shape == (2, 0) and out.dtype == np.float32
     out = S.csr_matmul(np.zeros(1, np.int64), indices, values, np.empty((2**30, 0), np.float32))
     assert out.shape == (0, 0)
+
+
+def test_products_into_a_given_out():
+    """out= fills the caller's buffer (every element: it starts as NaN) and returns it; a wrong
+    shape, dtype, layout, a read-only buffer or one overlapping b is refused by name."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((70, 40)).astype(np.float32) * (rng.random((70, 40)) < 0.1)
+    indptr, indices, values = S.csr_from_dense(w)
+    b = _b(rng, 40, 100)
+    bw = S.csr_block(indptr, indices, values, 40)
+    a = _b(rng, 70, 100)
+    for call, shape, want in (
+            (lambda out: S.csr_matmul(indptr, indices, values, b, out=out), (70, 100), w @ b),
+            (lambda out: S.csr_matmul_blocked(bw, b, out=out), (70, 100), w @ b),
+            (lambda out: S.csr_matmul_t(indptr, indices, values, a, 40, out=out), (40, 100), w.T @ a)):
+        out = np.full(shape, np.nan, np.float32)
+        assert call(out) is out
+        np.testing.assert_allclose(out, want, **TOL)
+    for bad, word in ((np.empty((70, 99), np.float32), "out has shape"),
+                      (np.empty((70, 100), np.float64), "out must be float32"),
+                      (np.empty((100, 70), np.float32).T, "out must be C-contiguous"),
+                      (np.empty((70, 100), np.float32), "out is read-only")):
+        if word == "out is read-only":
+            bad.flags.writeable = False
+        for fn in (lambda o: S.csr_matmul(indptr, indices, values, b, out=o),
+                   lambda o: S.csr_matmul_blocked(bw, b, out=o)):
+            with pytest.raises((ValueError, TypeError), match=word):
+                fn(bad)
+    big = np.zeros((110, 100), np.float32)
+    with pytest.raises(ValueError, match="csr_matmul: out overlaps the dense operand b"):
+        S.csr_matmul(indptr, indices, values, big[:40], out=big[30:100])
+    S.csr_matmul(indptr, indices, values, big[:40], out=big[40:])  # adjacent, not overlapping: fine
