@@ -43,8 +43,10 @@ def as_pair(value, name, op="im2col", minimum=0):
             items = tuple(value)
         except TypeError:
             raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") from None
-        if len(items) != 2 or not all(is_int(v) for v in items):  # floats and bools refused, not truncated
+        if len(items) != 2:
             raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+        if not all(is_int(v) for v in items):  # floats and bools refused, not truncated
+            raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
         pair = (int(items[0]), int(items[1]))
     if min(pair) < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")

@@ -16,6 +16,8 @@ The math
     sparse_conv2d   y = W @ cols, cols = im2col(x) (C*KH*KW, N*OH*OW), W = weight.reshape(O, -1)
                     backward: dx = col2im(W.T @ dout_mat); dvalues = csr_sddmm(dout_mat, cols)
                     with dout_mat = dout as (O, N*OH*OW)
+    The three products also write into a caller's buffer (``out=``, like numpy's), which may overlap
+    none of the arrays they read.
 
 Why the kernel is blocked and packed
     Per kept entry (i, k) the product needs the row b[k, :]: one b element per multiply-add (a dense
@@ -62,9 +64,8 @@ Why the kernel is blocked and packed
       a few L2 sets. With 768 KiB (bands of 768 rows) the kernel was 10-15 % slower in interleaved
       A/B runs on 256 x 2304 @ 2304 x 4096 and 64 x 576 @ 576 x 16384; from 300 to 560 KiB the
       choice of band height (192-384) and slab width (128-256) made little difference on
-      256 x 2304 @ 2304 x 4096 (nor, session 4, bands of 96-288 rows on 64 x 576 @ 576 x 16384: all
-      within 6 %), but bands of
-      at most 192 rows (so 320-column slabs at M = 128) were 2-8 % faster than 256 on
+      256 x 2304 @ 2304 x 4096 (likewise bands of 96-288 rows on 64 x 576 @ 576 x 16384: all within
+      6 %), but bands of at most 192 rows (so 320-column slabs at M = 128) were 2-8 % faster than 256 on
       128 x 1152 @ 1152 x 16384, the pack's pieces being longer;
     - visits the rows in order (visiting them sorted by their number of kept entries in the band,
       for predictable loop branches, was measured 10 % slower: the output slab is then read and
@@ -99,7 +100,7 @@ Why the kernel is blocked and packed
     - the copy of a slab's output spread over the next slab's first band copy (one output row per
       copied row, two output buffers, so the writes to ``out`` overlap the reads of b): 2-8 % faster
       on 64 x 576 @ 576 x 16384, from 12 % slower to 13 % faster on the other two shapes in three
-      interleaved runs (session 4): within the noise, not worth a second output buffer;
+      interleaved runs: within the noise, not worth a second output buffer;
     - wider register tiles (8 vectors, one or two accumulator sets): the FMA loop alone 25 % slower
       on the 64 x 576 @ 576 x 16384 benchmark, and 3-8 % slower in all with 8-16 vectors (session 2);
       one band of all K rows with 64-column slabs (no output buffer): no faster;
@@ -109,6 +110,7 @@ Why the kernel is blocked and packed
     - starting the odd workers late (a spin of 10-40 thousand multiply-adds) so that their copies
       fall into the even workers' FMA phases (one core alone copies its half 20 % faster than two
       side by side): no change, within 2 %.
+
     What the copy costs, measured with a prototype that takes b already laid out slab by slab
     (slab s of every row contiguous, rows padded as in the band buffer; not a kernel of this module,
     since a dense b would first have to be rewritten so, which is the copy): the tiles read the band
@@ -215,10 +217,10 @@ def _check_dense(kernel, name, b, ndims):
         raise ValueError(f"{kernel}: {name} must be C-contiguous (use np.ascontiguousarray)")
 
 
-def _output(kernel, out, shape, b):
-    """``out`` checked as the destination of a product of shape ``shape`` reading ``b``, or a fresh
-    array when None. A fresh 4 MiB output costs ~0.3 ms of page faults per call here (12 % of the
-    95 %-sparse 64 x 576 @ 576 x 16384 product): a layer that runs repeatedly can pass its own buffer."""
+def _output(kernel, out, shape, *reads):
+    """``out`` checked as the destination of a product of shape ``shape`` (a caller's buffer, reused
+    from call to call, like numpy's ``out=``), or a fresh array when None. ``reads``: the arrays the
+    kernel reads while it writes ``out``; out may overlap none of them."""
     if out is None:
         return np.empty(shape, dtype=np.float32)
     _check_dense(kernel, "out", out, (2,))
@@ -226,8 +228,9 @@ def _output(kernel, out, shape, b):
         raise ValueError(f"{kernel}: out has shape {out.shape}, the product has shape {shape}")
     if not out.flags.writeable:
         raise ValueError(f"{kernel}: out is read-only")
-    if np.may_share_memory(out, b):  # the kernel reads b while it writes out
-        raise ValueError(f"{kernel}: out overlaps the dense operand b")
+    for name, arr in reads:
+        if np.may_share_memory(out, arr):
+            raise ValueError(f"{kernel}: out overlaps {name}")
     return out
 
 
@@ -501,40 +504,59 @@ def csr_matmul(indptr, indices, values, b, out=None):
     ``csr_block`` + ``csr_matmul_blocked`` to pay that once for a fixed W."""
     _check_dense("csr_matmul", "b", b, (2,))
     indptr, indices, values = _check_csr("csr_matmul", indptr, indices, values, b.shape[0])
-    out = _output("csr_matmul", out, (len(indptr) - 1, b.shape[1]), b)
+    out = _output("csr_matmul", out, (len(indptr) - 1, b.shape[1]), ("the dense operand b", b))
     return _matmul_into(out, indptr, indices, values, b)
+
+
+def _blocked_consistent_loops(ptr, indices, used, used_ptr, m, n_cols, k_block, n_kb):
+    """True when the arrays of a BlockedCSR are what the kernel trusts: ptr from 0 to nnz,
+    non-decreasing; every local index inside its K-block (the last one may be narrower); ``used``
+    strictly ascending inside [0, n_cols) and holding the column of every entry; ``used_ptr``
+    splitting it by K-block. One pass over each array (numpy's version cost 0.2-0.4 ms a call at
+    95 % sparsity on the benchmark shapes, 7-10 % of the product)."""
+    nnz = len(indices)
+    if ptr[0] != 0 or ptr[len(ptr) - 1] != nnz:
+        return False
+    for c in range(len(ptr) - 1):
+        if ptr[c + 1] < ptr[c]:
+            return False
+    if len(used) > n_cols or len(used_ptr) != n_kb + 1:
+        return False
+    is_used = np.zeros(n_cols, dtype=np.bool_)
+    for u in range(len(used)):
+        if used[u] < 0 or used[u] >= n_cols or (u > 0 and used[u] <= used[u - 1]):
+            return False
+        is_used[used[u]] = True
+    for kb in range(n_kb + 1):  # used_ptr[kb] = the first u with used[u] >= kb * k_block
+        u = used_ptr[kb]
+        if u < 0 or u > len(used) or (u < len(used) and used[u] < kb * k_block) \
+                or (u > 0 and used[u - 1] >= kb * k_block):
+            return False
+    for kb in range(n_kb):
+        width = min(k_block, n_cols - kb * k_block)
+        for q in range(ptr[kb * m], ptr[(kb + 1) * m]):
+            if indices[q] < 0 or indices[q] >= width or not is_used[kb * k_block + indices[q]]:
+                return False
+    return True
+
+
+blocked_consistent_jit = njit(cache=True)(_blocked_consistent_loops)
 
 
 def _check_blocked(bw):
     """A BlockedCSR is a plain tuple whose arrays the caller may refresh: check everything the kernel
-    trusts (dtypes, lengths, ptr from 0 to nnz non-decreasing, every local index inside its K-block,
-    ``used`` ascending and holding the column of every entry, ``used_ptr`` splitting it by K-block)."""
+    trusts (types, dtypes and lengths here, the contents in ``_blocked_consistent_loops``)."""
     ints = (bw.n_rows, bw.n_cols, bw.k_block)
     arrays = (bw.ptr, bw.indices, bw.values, bw.used, bw.used_ptr)
-    ok = (all(is_int(v) for v in ints) and bw.n_rows >= 0 and 0 <= bw.n_cols < 2**31
-          and bw.k_block >= 1 and all(isinstance(a, np.ndarray) and a.ndim == 1 and a.flags.c_contiguous
-                                      for a in arrays))
+    ok = (all(is_int(v) for v in ints) and bw.n_rows >= 0 and 0 <= bw.n_cols < 2**31 and 1 <= bw.k_block < 2**31
+          and all(isinstance(a, np.ndarray) and a.ndim == 1 and a.flags.c_contiguous for a in arrays))
     if ok:
-        m, n_cols, k_block, nnz = int(bw.n_rows), int(bw.n_cols), int(bw.k_block), len(bw.values)
+        m, n_cols, k_block = int(bw.n_rows), int(bw.n_cols), int(bw.k_block)
         n_kb = max(1, -(-n_cols // k_block))
         ok = (bw.ptr.dtype == np.int64 and bw.indices.dtype == np.int32 and bw.values.dtype == np.float32
               and bw.used.dtype == np.int32 and bw.used_ptr.dtype == np.int64
-              and len(bw.ptr) == n_kb * m + 1 and len(bw.indices) == nnz and bw.ptr[0] == 0 and bw.ptr[-1] == nnz
-              and non_decreasing(bw.ptr) and len(bw.used) <= n_cols
-              and (len(bw.used) == 0 or (bw.used[0] >= 0 and bw.used[-1] < n_cols))
-              and np.all(bw.used[1:] > bw.used[:-1])
-              and np.array_equal(bw.used_ptr, np.searchsorted(bw.used, np.arange(n_kb + 1) * k_block)))
-    if ok and nnz:
-        # the last K-block may be narrower than k_block; its entries are ptr[(n_kb - 1) * m]:
-        last = bw.indices[bw.ptr[(n_kb - 1) * m]:]
-        ok = (bw.indices.min() >= 0 and bw.indices.max() < k_block
-              and (last.size == 0 or last.max() < n_cols - (n_kb - 1) * k_block))
-    if ok and nnz:
-        # the kernel copies only the used rows of b: an entry in any other column would read stale data
-        columns = bw.indices + np.repeat(np.arange(n_kb, dtype=np.int64) * k_block, np.diff(bw.ptr[::m]))
-        is_used = np.zeros(n_cols, dtype=np.bool_)
-        is_used[bw.used] = True
-        ok = bool(is_used[columns].all())
+              and len(bw.ptr) == n_kb * m + 1 and len(bw.indices) == len(bw.values)
+              and blocked_consistent_jit(bw.ptr, bw.indices, bw.used, bw.used_ptr, m, n_cols, k_block, n_kb))
     if not ok:
         raise ValueError("csr_matmul_blocked: bw is inconsistent (rebuild it with csr_block)")
     return bw._replace(n_rows=m, n_cols=n_cols, k_block=k_block)  # Python ints for the kernel's arithmetic
@@ -549,7 +571,8 @@ def csr_matmul_blocked(bw, b, out=None):
     if is_int(bw.n_cols) and b.shape[0] != bw.n_cols:  # first: _check_blocked builds an n_cols table
         raise ValueError(f"csr_matmul_blocked: b has {b.shape[0]} rows, W has {bw.n_cols} columns")
     bw = _check_blocked(bw)
-    out = _output("csr_matmul_blocked", out, (bw.n_rows, b.shape[1]), b)
+    out = _output("csr_matmul_blocked", out, (bw.n_rows, b.shape[1]), ("the dense operand b", b),
+                  *((f"bw.{f}", getattr(bw, f)) for f in ("ptr", "indices", "values", "used", "used_ptr")))
     return _matmul_blocked_into(out, bw, b)
 
 
@@ -604,7 +627,7 @@ def csr_matmul_t(indptr, indices, values, b, n_rows_out, out=None):
     indptr, indices, values = _check_csr("csr_matmul_t", indptr, indices, values, n_rows_out)
     if b.shape[0] != len(indptr) - 1:
         raise ValueError(f"csr_matmul_t: b has {b.shape[0]} rows, W has {len(indptr) - 1} (len(indptr) - 1)")
-    out = _output("csr_matmul_t", out, (n_rows_out, b.shape[1]), b)
+    out = _output("csr_matmul_t", out, (n_rows_out, b.shape[1]), ("the dense operand b", b))
     indptr_t, indices_t, values_t, _ = csr_transpose(indptr, indices, values, n_rows_out)
     return _matmul_into(out, indptr_t, indices_t, values_t, b)
 

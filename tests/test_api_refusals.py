@@ -284,25 +284,33 @@ def test_pad_widths_must_be_integer_pairs():
 
 
 def test_bools_and_floats_are_not_taken_for_integer_arguments():
-    """True would pass an isinstance(int) test and 2.0 would truncate silently: both are refused
-    wherever an integer is meant (kernel_size, stride, groups, seeds, axes, padding)."""
-    from tinycomp.data.loader import train_val_split
-    from tinycomp_kernels.augment import augment
-    from tinycomp_kernels.bits import pack_signs
+    """True would pass an isinstance(int) test and 2.0 would truncate silently: both are refused with
+    a TypeError wherever an integer is meant (a pair of the wrong length gets a ValueError)."""
+    from tinycomp.data.loader import BatchLoader, train_val_split
+    from tinycomp_kernels.bits import pack_signs, unpack_signs
+    from tinycomp_kernels.conv import conv2d_forward
     from tinycomp_kernels.im2col import im2col
 
     x = np.zeros((1, 2, 4, 4), np.float32)
-    for stride in (True, (1, True), (1.0, 1.0), 2.0):
-        with pytest.raises((TypeError, ValueError), match="im2col: stride must be an int or a pair of ints"):
+    for stride in (True, (1, True), (1.0, 1.0), 2.0, (1, np.bool_(True))):
+        with pytest.raises(TypeError, match="im2col: stride must be an int or a pair of ints"):
             im2col(x, 3, 3, stride=stride)
+    with pytest.raises(ValueError, match="im2col: stride must be an int or a pair of ints"):
+        im2col(x, 3, 3, stride=(1, 1, 1))
     with pytest.raises(ValueError, match="conv2d: groups must be a positive int, got True"):
         F.conv2d(t(1, 2, 4, 4), t(2, 2, 3, 3), groups=True)
-    with pytest.raises(ValueError, match="Conv2d: kernel_size must be an int or a pair of ints, got True"):
-        nn.Conv2d(2, 2, True)
-    with pytest.raises(ValueError, match="seed must be a non-negative int, got True"):
+    with pytest.raises(ValueError, match="conv2d_forward: groups must be a positive int, got True"):
+        conv2d_forward(x, np.zeros((2, 2, 3, 3), np.float32), groups=True)
+    for size, exc in ((True, TypeError), ((3, 2.0), TypeError), ((3, 3, 3), ValueError)):
+        with pytest.raises(exc, match="Conv2d: kernel_size must be an int or a pair of ints"):
+            nn.Conv2d(2, 2, size)
+    with pytest.raises(TypeError, match="Conv2d: stride must be an int or a pair of ints"):
+        nn.Conv2d(2, 2, 3, stride=(1, 2.0))
+    with pytest.raises(ValueError, match="adaptive_avg_pool2d: output_size must be an int or a pair of ints"):
+        F.adaptive_avg_pool2d(t(1, 1, 4, 4), True)
+    with pytest.raises(ValueError, match="train_val_split: seed must be a non-negative int, got True"):
         train_val_split(10, val=2, seed=True)
-    with pytest.raises(TypeError, match="pack_signs: axis must be an int, got bool"):
-        pack_signs(np.ones((2, 3), np.float32), axis=True)
-    with pytest.raises(ValueError, match="pad must be a non-negative int, got True"):
-        augment(np.zeros((1, 3, 8, 8), np.uint8), np.zeros((1, 2), np.int64), np.zeros(1, bool),
-                np.ones(3, np.float32), np.zeros(3, np.float32), pad=True)
+    with pytest.raises(ValueError, match="BatchLoader: batch_size must be a positive int, got True"):
+        BatchLoader(np.zeros((4, 3, 8, 8), np.uint8), np.zeros(4, np.int64), batch_size=True)
+    with pytest.raises(TypeError, match="unpack_signs: n must be an int, got bool"):
+        unpack_signs(pack_signs(np.ones((2, 3), np.float32)), True)

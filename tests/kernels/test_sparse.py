@@ -345,6 +345,8 @@ def test_loops_run_in_plain_python():
     out[:] = np.nan
     S._csr_matmul_loops(out, bw.ptr, bw.indices, bw.values, bw.used, bw.used_ptr, b, 4, 4, 2, bbuf, obuf, 2, 3)
     np.testing.assert_allclose(out, w @ b, **TOL)
+    assert S._blocked_consistent_loops(bw.ptr, bw.indices, bw.used, bw.used_ptr, 3, 6, 4, 2)
+    assert not S._blocked_consistent_loops(bw.ptr, bw.indices, bw.used[1:], bw.used_ptr, 3, 6, 4, 2)
     np.testing.assert_allclose(out, w @ b, **TOL)
     ptr, ib, vb, perm = np.empty(2 * 3 + 1, np.int64), np.empty_like(indices), np.empty_like(values), \
         np.empty(len(values), np.int64)
@@ -514,31 +516,37 @@ def test_empty_products_return_before_any_blocked_copy():
 
 def test_products_into_a_given_out():
     """out= fills the caller's buffer (every element: it starts as NaN) and returns it; a wrong
-    shape, dtype, layout, a read-only buffer or one overlapping b is refused by name."""
+    shape, dtype, layout, a read-only buffer or one overlapping an array the kernel reads is refused,
+    naming the function."""
     rng = np.random.default_rng(3)
     w = rng.standard_normal((70, 40)).astype(np.float32) * (rng.random((70, 40)) < 0.1)
     indptr, indices, values = S.csr_from_dense(w)
     b = _b(rng, 40, 100)
-    bw = S.csr_block(indptr, indices, values, 40)
     a = _b(rng, 70, 100)
-    for call, shape, want in (
-            (lambda out: S.csr_matmul(indptr, indices, values, b, out=out), (70, 100), w @ b),
-            (lambda out: S.csr_matmul_blocked(bw, b, out=out), (70, 100), w @ b),
-            (lambda out: S.csr_matmul_t(indptr, indices, values, a, 40, out=out), (40, 100), w.T @ a)):
+    bw = S.csr_block(indptr, indices, values, 40)
+    calls = {"csr_matmul": (lambda out: S.csr_matmul(indptr, indices, values, b, out=out), (70, 100), w @ b),
+             "csr_matmul_blocked": (lambda out: S.csr_matmul_blocked(bw, b, out=out), (70, 100), w @ b),
+             "csr_matmul_t": (lambda out: S.csr_matmul_t(indptr, indices, values, a, 40, out=out), (40, 100), w.T @ a)}
+    for name, (call, shape, want) in calls.items():
         out = np.full(shape, np.nan, np.float32)
         assert call(out) is out
         np.testing.assert_allclose(out, want, **TOL)
-    for bad, word in ((np.empty((70, 99), np.float32), "out has shape"),
-                      (np.empty((70, 100), np.float64), "out must be float32"),
-                      (np.empty((100, 70), np.float32).T, "out must be C-contiguous"),
-                      (np.empty((70, 100), np.float32), "out is read-only")):
-        if word == "out is read-only":
-            bad.flags.writeable = False
-        for fn in (lambda o: S.csr_matmul(indptr, indices, values, b, out=o),
-                   lambda o: S.csr_matmul_blocked(bw, b, out=o)):
-            with pytest.raises((ValueError, TypeError), match=word):
-                fn(bad)
-    big = np.zeros((110, 100), np.float32)
+        read_only = np.empty(shape, np.float32)
+        read_only.flags.writeable = False
+        for bad, word in ((np.empty((shape[0], 99), np.float32), "out has shape"),
+                          (np.empty(shape, np.float64), "out must be float32"),
+                          (np.empty(shape[::-1], np.float32).T, "out must be C-contiguous"),
+                          (read_only, "out is read-only")):
+            with pytest.raises((ValueError, TypeError), match=f"{name}: {word}"):
+                call(bad)
+    big = _b(rng, 110, 100)
     with pytest.raises(ValueError, match="csr_matmul: out overlaps the dense operand b"):
         S.csr_matmul(indptr, indices, values, big[:40], out=big[30:100])
-    S.csr_matmul(indptr, indices, values, big[:40], out=big[40:])  # adjacent, not overlapping: fine
+    want = w @ big[:40]
+    np.testing.assert_allclose(S.csr_matmul(indptr, indices, values, big[:40], out=big[40:]), want, **TOL)  # adjacent
+    # a BlockedCSR whose arrays share out's memory: the kernel would read what it overwrites
+    store = np.zeros(70 * 100, np.float32)
+    store[:len(bw.values)] = bw.values
+    shared = bw._replace(values=store[:len(bw.values)])
+    with pytest.raises(ValueError, match="csr_matmul_blocked: out overlaps bw.values"):
+        S.csr_matmul_blocked(shared, b, out=store.reshape(70, 100))

@@ -24,9 +24,9 @@ from .augment import Normalize, augment_batch
 _SHUFFLE, _AUGMENT, _SPLIT = 0, 1, 2
 
 
-def _check_seed(seed):
+def _check_seed(seed, where):
     if not is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        raise ValueError(f"{where}: seed must be a non-negative int, got {seed!r}")
     return int(seed)
 
 
@@ -40,7 +40,7 @@ def train_val_split(num_images, val=0, seed=0, subset=None):
     ``val``: number of images held out for validation (last ``val`` of a permutation seeded by
     ``seed``). ``subset``: keep only the first ``subset`` of the remaining training images.
     """
-    seed = _check_seed(seed)
+    seed = _check_seed(seed, "train_val_split")
     val = int(val or 0)
     if not 0 <= val < num_images:
         raise ValueError(f"val must be in [0, {num_images}) for {num_images} training images, got {val}")
@@ -99,7 +99,7 @@ class BatchLoader:
         self.indices = indices
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
-        self.seed = _check_seed(seed)
+        self.seed = _check_seed(seed, "BatchLoader")
         self.drop_last = bool(drop_last)
         self.augment = bool(augment)
         self.pad = int(pad) if self.augment else 0

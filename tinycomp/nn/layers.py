@@ -13,9 +13,11 @@ def _pair(v, name, layer):
     try:
         pair = (v, v) if is_int(v) else tuple(v)
     except TypeError:  # not iterable: a bool, a float, None
-        pair = ()
-    if len(pair) != 2 or not all(is_int(i) for i in pair):
+        raise TypeError(f"{layer}: {name} must be an int or a pair of ints, got {v!r}") from None
+    if len(pair) != 2:
         raise ValueError(f"{layer}: {name} must be an int or a pair of ints, got {v!r}")
+    if not all(is_int(i) for i in pair):  # floats and bools refused, not truncated
+        raise TypeError(f"{layer}: {name} must be an int or a pair of ints, got {v!r}")
     return tuple(int(i) for i in pair)
 
 
