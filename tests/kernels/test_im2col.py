@@ -1,11 +1,11 @@
 """im2col / col2im against NumPy slicing references; col2im is im2col's adjoint."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given, settings, strategies as st
 
 from strategies import conv_configs
-from tinycomp_kernels.im2col import (_col2im_loops, _im2col_loops, col2im, col2im_ref, conv_output_size, im2col,
-                                     im2col_ref)
+from tinycomp_kernels.im2col import (_col2im_loops, _im2col_loops, _im2col_same_loops, col2im, col2im_ref,
+                                     conv_output_size, im2col, im2col_ref)
 
 
 def _cfg_input(cfg, dtype, seed=0):
@@ -24,6 +24,28 @@ def test_im2col_matches_reference_and_col2im_is_adjoint(cfg):
     back = col2im(c, x.shape, *geo)
     np.testing.assert_allclose(back, col2im_ref(c, x.shape, *geo), rtol=1e-12, atol=1e-12)
     assert np.isclose(np.vdot(cols, c), np.vdot(x, back), rtol=1e-10)  # <im2col x, c> = <x, col2im c>
+
+
+@settings(max_examples=30)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 9), st.integers(1, 9), st.sampled_from([1, 3, 5]),
+       st.sampled_from([1, 3]), st.sampled_from([np.float32, np.float64]), st.integers(0, 2**32 - 1))
+def test_same_padding_path_exact_with_inf_and_nan(n, c, h, w, kh, kw, dtype, seed):
+    """Stride 1 with padding (KH-1)/2, (KW-1)/2 takes the shifted-plane path: exact against the
+    slicing reference, with inf and NaN in x (the padding must stay 0, never inf * 0 = NaN)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    x.reshape(-1)[rng.integers(0, x.size, 3)] = [np.inf, -np.inf, np.nan]
+    pad = ((kh - 1) // 2, (kw - 1) // 2)
+    np.testing.assert_array_equal(im2col(x, kh, kw, 1, pad), im2col_ref(x, kh, kw, 1, pad))
+
+
+def test_same_loops_run_as_plain_python():
+    x = _cfg_input(dict(N=2, C=2, H=3, W=4), np.float64)
+    iw = np.arange(12) % 4
+    col_ok = np.array([(iw + kw - 1 >= 0) & (iw + kw - 1 < 4) for kw in range(3)])
+    cols = np.full((2 * 9, 2 * 12), np.nan)
+    _im2col_same_loops(cols, x, 3, 3, 1, 1, col_ok, np.zeros((2, 12 + 2 * 5)))  # two workers
+    np.testing.assert_array_equal(cols, im2col_ref(x, 3, 3, 1, 1))
 
 
 def test_layout_of_one_entry():
