@@ -332,6 +332,22 @@ def test_sparse_conv2d_forward_and_backward(cfg):
                                rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 2 * 4 * 18 * 63, 1 << 30])  # 2 images a chunk at stride 1, pad 1 (4 B x 18 x 63 each)
+def test_sparse_conv2d_inference_in_chunks(monkeypatch, chunk_bytes):
+    """Without return_cols the images go through in chunks (one image; two and a shorter last one of
+    five; all at once): the same result as the reference, stride and padding included."""
+    monkeypatch.setattr(S, "CONV_CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 2, 7, 9)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32) * (rng.random((3, 2, 3, 3)) < 0.4)
+    indptr, indices, values = S.csr_from_dense(w.reshape(3, -1))
+    for stride, padding in ((1, 1), (2, 0), (1, 2)):
+        y = S.sparse_conv2d(x, indptr, indices, values, w.shape, stride, padding)
+        np.testing.assert_allclose(y, S.sparse_conv2d_ref(x, w, stride, padding), **TOL)
+    empty = S.sparse_conv2d(x[:0], indptr, indices, values, w.shape, 1, 1)
+    assert empty.shape == (0, 3, 7, 9) and empty.dtype == np.float32
+
+
 def test_loops_run_in_plain_python():
     rng = np.random.default_rng(2)
     w = np.array([[1.5, 0, -2, 0, 0, 1], [0, 0, 0, 0, 0, 0], [0, 3, 0, 1, 1, 0]], dtype=np.float32)
