@@ -77,7 +77,7 @@ def torch_times(shapes, threads, repeats):
     res = subprocess.run([sys.executable, "-c", TORCH_SCRIPT, cfg], capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     if res.returncode != 0:
-        return None, "torch failed: " + res.stderr.strip().splitlines()[-1][:200]
+        return None, "torch failed: " + (res.stderr.strip().splitlines() or ["no message"])[-1][:200]
     data = json.loads(res.stdout.strip().splitlines()[-1])
     return data["median_s"], f"torch {data['version']}"
 

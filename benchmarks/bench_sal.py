@@ -13,7 +13,6 @@ for Numba and BLAS.
 
     flock /tmp/tinycomp-bench.lock python benchmarks/bench_sal.py [--quick] [--threads 2]
 """
-import argparse
 import os
 import sys
 
@@ -22,21 +21,11 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-from harness import interleaved, write_report  # noqa: E402
+from harness import bench_run, interleaved, write_report  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="batch 8, 2 repeats: a smoke run")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=15)
-    args = ap.parse_args()
-
-    import numba
-    from threadpoolctl import threadpool_limits
-
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    threadpool_limits(args.threads, user_api="blas")
+    args, threads = bench_run(__doc__, repeats=15, quick_help="batch 8, 2 repeats: a smoke run")
     from tinycomp_kernels.conv import conv2d_forward
     from tinycomp_kernels.im2col import im2col
     from tinycomp_kernels.sal import sal_conv2d, sal_conv2d_ref, sal_dense_weight, sal_pack
@@ -81,10 +70,10 @@ def main():
                ("sal_vs_conv", "sal vs conv", "{:.2f}x"), ("sal_vs_im2col+mm", "sal vs im2col+mm", "{:.2f}x"),
                ("sal_vs_csr conv", "sal vs csr conv", "{:.2f}x")]
     write_report("sal" + ("_quick" if args.quick else ""), rows, columns,
-                 extra={"shape": {"N": N, "C": C, "O": O, "H": H, "W": H, "k": k}, "threads": args.threads,
+                 extra={"shape": {"N": N, "C": C, "O": O, "H": H, "W": H, "k": k}, "threads": threads,
                         "repeats": repeats,
                         "env": {k_: os.environ.get(k_) for k_ in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}},
-                 title=f"SAL inference vs dense 3x3 conv, C=O=64, 16x16, batch {N}, {args.threads} threads")
+                 title=f"SAL inference vs dense 3x3 conv, C=O=64, 16x16, batch {N}, {threads} threads")
 
 
 if __name__ == "__main__":

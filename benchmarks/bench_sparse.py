@@ -23,7 +23,6 @@ Numba and BLAS get the same thread count (--threads), recorded in the JSON, with
 
     flock /tmp/tinycomp-bench.lock python benchmarks/bench_sparse.py [--quick] [--threads 2]
 """
-import argparse
 import os
 import sys
 
@@ -34,7 +33,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-from harness import compute_probe, interleaved, paired_ratio, write_report  # noqa: E402
+from harness import bench_run, compute_probe, interleaved, paired_ratio, write_report  # noqa: E402
 from stream_read import read_all  # noqa: E402
 
 # (name, M, K, N): conv layers as W (O, C*3*3) @ cols (C*3*3, batch*OH*OW)
@@ -96,19 +95,9 @@ def summary_markdown(summary, probe):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="N / 8, 2 repeats: a smoke run")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=12)
-    args = ap.parse_args()
-
-    import numba
+    args, threads = bench_run(__doc__, repeats=12, quick_help="N / 8, 2 repeats: a smoke run")
     import scipy
     import scipy.sparse as sp
-    from threadpoolctl import threadpool_limits
-
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    threadpool_limits(args.threads, user_api="blas")
     from tinycomp_kernels.sparse import csr_block, csr_from_dense, csr_matmul, csr_matmul_blocked
 
     repeats = 2 if args.quick else args.repeats
@@ -181,11 +170,11 @@ def main():
                ("csr_vs_scipy", "csr vs scipy", "{:.2f}x"), ("read_b_ms", "read b ms", "{:.2f}"),
                ("floor_x", "floor: dense / read b", "{:.1f}x")]
     write_report("sparse" + ("_quick" if args.quick else ""), rows, columns,
-                 extra={"threads": args.threads, "repeats": repeats, "scipy": scipy.__version__,
+                 extra={"threads": threads, "repeats": repeats, "scipy": scipy.__version__,
                         "probe_gflops": probe,
                         "scipy_threads": 1, "summary": summary,
                         "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}},
-                 title=f"sparse matmul vs dense / scipy.sparse / structured, float32, {args.threads} threads "
+                 title=f"sparse matmul vs dense / scipy.sparse / structured, float32, {threads} threads "
                        f"(scipy.sparse: 1 thread)")
     md = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                       "sparse" + ("_quick" if args.quick else "") + ".md")

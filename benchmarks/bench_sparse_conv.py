@@ -6,15 +6,17 @@ each chunk's patch matrix still in L3 when the CSR product reads it, then NCHW o
 project's fastest float conv, ``tinycomp_kernels.conv.conv2d_forward`` with the full weight (the
 "tiles" implicit GEMM on these shapes), float32, stride 1, padding 1. Weights are magnitude-pruned to
 each sparsity (unstructured); every sparse result is validated against conv2d_forward of the pruned
-weight before timing. Both are timed round-robin in one run (harness.interleaved, rotated); ratios
-are medians of per-round ratios (harness.paired_ratio), with the middle half of the rounds. PyTorch's
-dense conv2d is timed too when torch is importable, in a separate process with the same thread count
-(bench_binary_conv.torch_times): PyTorch has no CPU kernel for unstructured sparse convolution, so
-its dense conv is what a PyTorch user would run.
+weight before timing. "whole" is the same layer with the whole batch's patch matrix formed at once
+(``return_cols=True``, the training path, which keeps it for the backward): the chunking's gain. All
+three are timed round-robin in one run (harness.interleaved, rotated); ratios are medians of
+per-round ratios (harness.paired_ratio), with the middle half of the rounds. PyTorch's dense conv2d
+is timed too when torch is importable, in a separate process with the same thread count, after the
+tinycomp rounds (bench_binary_conv.torch_times): its column divides medians taken minutes apart.
+PyTorch has no CPU kernel for unstructured sparse convolution, so its dense conv is what a PyTorch
+user would run.
 
     flock /tmp/tinycomp-bench.lock python benchmarks/bench_sparse_conv.py [--quick] [--threads 2]
 """
-import argparse
 import os
 import sys
 
@@ -25,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 from bench_binary_conv import torch_times  # noqa: E402
 from bench_sparse import magnitude_prune  # noqa: E402
-from harness import compute_probe, interleaved, paired_ratio, write_report  # noqa: E402
+from harness import bench_run, compute_probe, interleaved, paired_ratio, write_report  # noqa: E402
 
 # (net, N, C = O, H = W): the 3x3 stride-1 layers of the CIFAR ResNets
 LAYERS = [
@@ -36,18 +38,7 @@ SPARSITIES = [0.0, 0.5, 0.8, 0.9, 0.95, 0.99]
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="batch / 8, 2 repeats: a smoke run")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=10)
-    args = ap.parse_args()
-
-    import numba
-    from threadpoolctl import threadpool_limits
-
-    threads = min(args.threads, numba.config.NUMBA_NUM_THREADS)
-    numba.set_num_threads(threads)
-    threadpool_limits(threads, user_api="blas")
+    args, threads = bench_run(__doc__, repeats=10, quick_help="batch / 8, 2 repeats: a smoke run")
     from tinycomp_kernels.conv import conv2d_forward
     from tinycomp_kernels.sparse import csr_from_dense, sparse_conv2d
 
@@ -69,14 +60,17 @@ def main():
             t = interleaved({
                 "dense": lambda: conv2d_forward(x, w_full, 1, 1),
                 "sparse": lambda: sparse_conv2d(x, indptr, indices, values, w.shape, 1, 1),
+                "whole": lambda: sparse_conv2d(x, indptr, indices, values, w.shape, 1, 1, return_cols=True),
             }, repeats=repeats, rotate=True)
             ratio, q25, q75 = paired_ratio(t, "dense", "sparse")
             row = {"layer": net, "N": n, "C": c, "H": h, "sparsity": s, "nnz": int(len(values)),
                    "dense_ms": t["dense"]["median_s"] * 1e3, "sparse_ms": t["sparse"]["median_s"] * 1e3,
-                   "sparse_x": ratio, "sparse_x_iqr": f"{q25:.2f}-{q75:.2f}"}
+                   "sparse_x": ratio, "sparse_x_iqr": f"{q25:.2f}-{q75:.2f}", "whole_ms": t["whole"]["median_s"] * 1e3,
+                   "chunking_x": paired_ratio(t, "whole", "sparse")[0]}
             rows.append(row)
             print(f"{net} N={n} C={c} {h}x{h} s={s:.2f}: dense {row['dense_ms']:.2f} ms, "
-                  f"sparse {row['sparse_ms']:.2f} ms, x{ratio:.2f}", flush=True)
+                  f"sparse {row['sparse_ms']:.2f} ms, x{ratio:.2f} (whole patch matrix {row['whole_ms']:.2f} ms)",
+                  flush=True)
     torch_s, torch_note = torch_times(layers, threads, repeats)
     for row in rows:
         i = [(r[0], r[1], r[2]) for r in layers].index((row["N"], row["C"], row["H"]))
@@ -86,7 +80,8 @@ def main():
     columns = [("layer", "layer", None), ("N", "N", None), ("C", "C = O", None), ("H", "H = W", None),
                ("sparsity", "sparsity", "{:.0%}"), ("dense_ms", "dense conv ms", "{:.2f}"),
                ("sparse_ms", "sparse_conv2d ms", "{:.2f}"), ("sparse_x", "sparse vs dense", "{:.2f}x"),
-               ("sparse_x_iqr", "middle half of rounds", None), ("torch_dense_ms", "torch dense ms", "{:.2f}"),
+               ("sparse_x_iqr", "middle half of rounds", None), ("whole_ms", "whole patch matrix ms", "{:.2f}"),
+               ("chunking_x", "chunks vs whole", "{:.2f}x"), ("torch_dense_ms", "torch dense ms", "{:.2f}"),
                ("sparse_vs_torch", "sparse vs torch", "{:.2f}x")]
     write_report("sparse_conv" + ("_quick" if args.quick else ""), rows, columns,
                  extra={"threads": threads, "repeats": repeats, "torch": torch_note,

@@ -63,6 +63,26 @@ def interleaved(fns, repeats=10, warmup=1, rotate=False):
                    "repeats": len(ts), "times_s": ts} for name, ts in times.items()}
 
 
+def bench_run(doc, repeats, quick_help, threads=2):
+    """The command line of a benchmark script (--quick, --threads, --repeats, described by the
+    script's docstring) parsed, and Numba's and BLAS's thread counts set to --threads (capped at
+    Numba's pool). Returns (args, threads)."""
+    import argparse
+
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--threads", type=int, default=threads)
+    ap.add_argument("--repeats", type=int, default=repeats)
+    args = ap.parse_args()
+    threads = min(args.threads, numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(threads)
+    threadpool_limits(threads, user_api="blas")
+    return args, threads
+
+
 def paired_ratio(timings, num, den):
     """(median, 25th, 75th percentile) of the per-round ratios num_i / den_i of an ``interleaved``
     result: each pair was timed in the same round, seconds apart, so a slow drift of the machine
@@ -137,7 +157,12 @@ def markdown_table(rows, columns):
         cells = []
         for key, _, fmt in columns:
             value = row.get(key, "")
-            cells.append(fmt.format(value) if fmt and value != "" and value is not None else str(value))
+            if value is None:
+                cells.append("n/a")  # a measurement that could not be taken (e.g. torch not installed)
+            elif fmt and isinstance(value, (int, float, np.integer, np.floating)):
+                cells.append(fmt.format(value))
+            else:
+                cells.append(str(value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -19,6 +19,7 @@ BENCHMARKS = {
     "binary_weight_conv": ("bench_binary_weight_conv.py", "binary_weight_conv"),
     "sparse": ("bench_sparse.py", "sparse"),
     "sparse_conv": ("bench_sparse_conv.py", "sparse_conv"),
+    "im2col": ("bench_im2col.py", "im2col"),
     "sal": ("bench_sal.py", "sal"),
     "shift": ("bench_shift.py", "shift"),
     "conv": ("bench_conv.py", "conv"),

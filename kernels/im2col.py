@@ -19,9 +19,9 @@ of one group of a grouped convolution (channels ``g*C/G .. (g+1)*C/G``) are a co
 entry back into the pixel it came from (a pixel read by several kernel taps gets the sum); entries that
 came from padding are dropped. Both kernels run in parallel: im2col over rows (each row of ``cols`` is
 written by one thread), col2im over (n, c) image planes (each plane is accumulated by one thread, so
-no two threads ever add into the same pixel). For stride 1 with "same" padding (every 3x3 pad-1 conv
-of the CIFAR ResNets) im2col takes ``_im2col_same_loops`` instead, over (c, n) planes: each plane is
-read once and written out as KH*KW shifted blocks.
+no two threads ever add into the same pixel). For stride 1 with "same" padding (every stride-1 3x3
+pad-1 conv of the CIFAR ResNets) im2col takes ``_im2col_same_loops`` instead, over (c, n) planes: each
+plane is read once and written out as KH*KW shifted blocks (``benchmarks/bench_im2col.py`` times both).
 
 Reference: the "unfold" formulation of convolution (Chellapilla et al., 2006; Caffe's im2col).
 """
@@ -141,9 +141,9 @@ def _im2col_same_loops(cols, x, KH, KW, ph, pw, col_ok, bufs):
     above and below) and writes all KH*KW blocks from it; the taps that would wrap around a row edge
     are selected to 0 by ``col_ok[kw, t]`` (a select, not a multiply: an inf in x must not become NaN).
     The generic loops run 8-element rows on 8x8 maps, too short for LLVM's 16-wide vector body, and
-    read every pixel KH*KW times; here every block is one vectorised pass of P elements: 3.0-3.8x
-    faster into a reused buffer on CIFAR ResNet and ResNet-18 layer shapes at batch 64-256, 2.2-4.6x
-    when the call allocates its result (page faults on a fresh 10-75 MB array take 1-3 ms of that)."""
+    read every pixel KH*KW times; here every block is one vectorised pass of P elements: 2.9-3.9x
+    faster into a reused buffer on the CIFAR ResNet-20 and ResNet-18 layers at batch 64-256, 2.3-3.4x
+    when the call allocates its result (``benchmarks/bench_im2col.py``, results/im2col.md)."""
     N, C, H, W = x.shape
     P = H * W
     G = ph * W + pw

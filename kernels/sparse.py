@@ -709,6 +709,7 @@ def sparse_conv2d_ref(x, weight, stride=1, padding=0, dilation=1):
 
 
 CONV_CHUNK_BYTES = 8 << 20  # inference: the patch matrix of one chunk of images, which stays in L3
+CONV_WHOLE_BYTES = 24 << 20  # ... unless the whole batch's is at most this: in one piece the product runs best
 
 
 def sparse_conv2d(x, indptr, indices, values, weight_shape, stride=1, padding=0, dilation=1,
@@ -742,7 +743,8 @@ def sparse_conv2d(x, indptr, indices, values, weight_shape, stride=1, padding=0,
     if y.size == 0:
         return y
     bw = _block(indptr, indices, values, k, auto_k_block(k), with_perm=False)
-    chunk = int(min(n, max(1, CONV_CHUNK_BYTES // (4 * k * p))))
+    n_chunks = 1 if 4 * k * p * n <= CONV_WHOLE_BYTES else -(-n // max(1, CONV_CHUNK_BYTES // (4 * k * p)))
+    chunk = -(-n // n_chunks)  # chunks of equal size: a small last one would run the product at a loss
     cols_buf = np.empty(k * chunk * p, dtype=np.float32)  # flat: a shorter last chunk stays C-contiguous
     out_buf = np.empty(o * chunk * p, dtype=np.float32)
     for n0 in range(0, n, chunk):

@@ -40,3 +40,10 @@ def test_read_all_sums_the_whole_array(monkeypatch):
     a = np.random.default_rng(0).standard_normal((37, 1001)).astype(np.float32)
     assert np.isclose(read_all(a), a.astype(np.float64).sum(), rtol=1e-4, atol=1e-2)
     assert read_all(np.zeros((0, 5), np.float32)) == 0.0
+
+
+def test_markdown_table_formats_numbers_and_marks_missing_values(monkeypatch):
+    harness = _load("harness", monkeypatch)
+    rows = [{"name": "a", "ms": 1.234, "n": np.int64(3)}, {"name": "b", "ms": None, "n": "x"}]
+    table = harness.markdown_table(rows, [("name", "name", None), ("ms", "ms", "{:.2f}"), ("n", "n", "{:d}")])
+    assert table.splitlines()[2:] == ["| a | 1.23 | 3 |", "| b | n/a | x |"]

@@ -332,11 +332,13 @@ def test_sparse_conv2d_forward_and_backward(cfg):
                                rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 2 * 4 * 18 * 63, 1 << 30])  # 2 images a chunk at stride 1, pad 1 (4 B x 18 x 63 each)
+@pytest.mark.parametrize("chunk_bytes", [1, 2 * 4 * 18 * 63, 1 << 30])  # at stride 1, pad 1: 2 images (4 B x 18 x 63 each)
 def test_sparse_conv2d_inference_in_chunks(monkeypatch, chunk_bytes):
-    """Without return_cols the images go through in chunks (one image; two and a shorter last one of
-    five; all at once): the same result as the reference, stride and padding included."""
+    """Without return_cols the images go through in chunks (of one image; at stride 1 and padding 1,
+    of at most two, so the five go as 2, 2, 1; all at once): the same result as the reference,
+    stride and padding included."""
     monkeypatch.setattr(S, "CONV_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(S, "CONV_WHOLE_BYTES", 0)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((5, 2, 7, 9)).astype(np.float32)
     w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32) * (rng.random((3, 2, 3, 3)) < 0.4)
