@@ -720,13 +720,13 @@ def sparse_conv2d(x, indptr, indices, values, weight_shape, stride=1, padding=0,
 
     The batch is folded into the matmul's columns (W @ cols, cols (K, N*OH*OW)) so that the column
     tiles stay long even for small feature maps; the (O, N, OH*OW) result is then transposed to NCHW.
-    Without ``return_cols`` (inference) the images go through in chunks whose patch matrix takes about
-    CONV_CHUNK_BYTES: it is still in L3 when the product reads it, where the whole one (38 MB for 256
-    images of 64x8x8) makes a round trip to memory. Measured at 95 % sparsity, 2 threads, whole patch
-    matrix -> chunks of 8 MiB (the dense conv2d_forward beside): 64 channels, 8x8, batch 256:
-    10.9 -> 3.5 ms (7.0); 128 channels, 16x16, batch 64: 12.2 -> 8.0 ms (22.6); 256 channels, 8x8,
-    batch 64: 8.7 -> 5.7 ms (27.2); 16 channels, 32x32, batch 64: 6.6 -> 3.4 ms (2.6). 4 MiB chunks
-    were slower on all four, 16 MiB no faster."""
+    Without ``return_cols`` (inference) a patch matrix larger than CONV_WHOLE_BYTES is formed in chunks
+    of images of equal size, each taking about CONV_CHUNK_BYTES: a chunk's is still in L3 when the
+    product reads it, where the whole one (38 MB for 256 images of 64x8x8) makes a round trip to
+    memory. ``benchmarks/bench_sparse_conv.py`` ("chunks vs whole"): 1.2-1.6x faster than one piece at
+    95 % sparsity on the 38-75 MB patch matrices of the CIFAR ResNet layers; at 9-19 MB one piece was
+    as fast or faster (the product's column slabs are cut short by chunks), hence CONV_WHOLE_BYTES.
+    """
     _check_dense("sparse_conv2d", "x", x, (4,))
     o, c, kh, kw, oh, ow = _check_conv("sparse_conv2d", x.shape, weight_shape, stride, padding, dilation)
     if len(indptr) != o + 1:
