@@ -107,6 +107,19 @@ def _valid_range(OW, W, sw, off):
 _valid_range_jit = njit(cache=True, inline="always")(_valid_range)
 
 
+def _copy_plane(flat, plane):
+    """flat[i*W + j] = plane[i, j]: an (H, W) image plane into a flat run of H*W elements."""
+    h, w = plane.shape
+    for i in range(h):
+        src = plane[i]
+        row = flat[i * w:i * w + w]  # slices: 0-based indices vectorise (no wraparound test)
+        for j in range(w):
+            row[j] = src[j]
+
+
+copy_plane_jit = njit(cache=True, inline="always")(_copy_plane)
+
+
 def _im2col_loops(cols, x, KH, KW, sh, sw, ph, pw, dil_h, dil_w, OH, OW):
     N, C, H, W = x.shape
     P = OH * OW
@@ -141,9 +154,9 @@ def _im2col_same_loops(cols, x, KH, KW, ph, pw, col_ok, bufs):
     above and below) and writes all KH*KW blocks from it; the taps that would wrap around a row edge
     are selected to 0 by ``col_ok[kw, t]`` (a select, not a multiply: an inf in x must not become NaN).
     The generic loops run 8-element rows on 8x8 maps, too short for LLVM's 16-wide vector body, and
-    read every pixel KH*KW times; here every block is one vectorised pass of P elements: 2.9-3.9x
-    faster into a reused buffer on the CIFAR ResNet-20 and ResNet-18 layers at batch 64-256, 2.3-3.4x
-    when the call allocates its result (``benchmarks/bench_im2col.py``, results/im2col.md)."""
+    read every pixel KH*KW times; here every block is one vectorised pass of P elements: 2.8-3.9x
+    faster into a reused buffer on the CIFAR ResNet-20 and ResNet-18 layers at batch 64-256, 2.2-3.8x
+    when the call allocates its result (two runs of ``benchmarks/bench_im2col.py``)."""
     N, C, H, W = x.shape
     P = H * W
     G = ph * W + pw
@@ -156,11 +169,7 @@ def _im2col_same_loops(cols, x, KH, KW, ph, pw, col_ok, bufs):
         for task in range(wk * n_tasks // n_workers, (wk + 1) * n_tasks // n_workers):
             c = task // N
             n = task % N
-            for ih in range(H):
-                src = x[n, c, ih]
-                row = plane[ih * W:ih * W + W]
-                for iw in range(W):
-                    row[iw] = src[iw]
+            copy_plane_jit(plane, x[n, c])
             for kh in range(KH):
                 for kw in range(KW):
                     start = G + (kh - ph) * W + (kw - pw)

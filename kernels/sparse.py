@@ -15,7 +15,8 @@ The math
                     (the sampled dense-dense product: dL/dW at the kept positions only, cost nnz * N)
     sparse_conv2d   y = W @ cols, cols = im2col(x) (C*KH*KW, N*OH*OW), W = weight.reshape(O, -1)
                     backward: dx = col2im(W.T @ dout_mat); dvalues = csr_sddmm(dout_mat, cols)
-                    with dout_mat = dout as (O, N*OH*OW)
+                    with dout_mat = dout as (O, N*OH*OW); at inference, when few weights are kept per
+                    output channel, the direct kernel of ``sparse_direct`` instead (no cols)
     The three products also write into a caller's buffer (``out=``, like numpy's), which may overlap
     none of the arrays they read.
 
@@ -144,6 +145,7 @@ from numba import get_num_threads, njit, prange
 from .checks import is_int, non_decreasing
 from .csr_tile import TILE, csr_row_tile, csr_row_tile_full, prefetch, prefetch_l2, prefetch_w
 from .im2col import col2im, im2col
+from .sparse_direct import direct_fits, direct_pays, sparse_conv2d_direct_into
 
 _FASTMATH_SUM = {"contract", "reassoc"}  # dot products: reassociation lets LLVM vectorise the reduction
 
@@ -712,8 +714,21 @@ CONV_CHUNK_BYTES = 8 << 20  # inference: the patch matrix of one chunk of images
 CONV_WHOLE_BYTES = 24 << 20  # ... unless the whole batch's is at most this: in one piece the product runs best
 
 
+CONV_ALGORITHMS = ("im2col", "direct")
+
+
+def sparse_conv2d_algorithm(x_shape, weight_shape, nnz, stride=1, padding=0, dilation=1, return_cols=False):
+    """The path ``sparse_conv2d`` takes, from the shapes alone (reproducible): "direct"
+    (``sparse_direct``: no patch matrix) for inference with stride 1, dilation 1 and "same" padding
+    when ``sparse_direct.direct_pays``, else "im2col"."""
+    if (not return_cols and direct_fits(x_shape, weight_shape, stride, padding, dilation)
+            and direct_pays(nnz, weight_shape[0], x_shape[2] * x_shape[3])):
+        return "direct"
+    return "im2col"
+
+
 def sparse_conv2d(x, indptr, indices, values, weight_shape, stride=1, padding=0, dilation=1,
-                  return_cols=False):
+                  return_cols=False, algorithm=None):
     """Conv2d of x (N, C, H, W) float32 with the pruned weight (O, C, KH, KW) given as CSR over
     (O, C*KH*KW). Returns y (N, O, OH, OW) float32, and cols (C*KH*KW, N*OH*OW) if ``return_cols``
     (keep it for ``sparse_conv2d_backward``).
@@ -726,13 +741,29 @@ def sparse_conv2d(x, indptr, indices, values, weight_shape, stride=1, padding=0,
     memory. ``benchmarks/bench_sparse_conv.py`` ("chunks vs whole"): 1.2-1.6x faster than one piece at
     95 % sparsity on the 38-75 MB patch matrices of the CIFAR ResNet layers; at 9-19 MB one piece was
     as fast or faster (the product's column slabs are cut short by chunks), hence CONV_WHOLE_BYTES.
-    """
+
+    ``algorithm``: None (``sparse_conv2d_algorithm`` picks), "im2col" (the above) or "direct"
+    (``kernels/sparse_direct.py``: no patch matrix; inference with stride 1, dilation 1 and "same"
+    padding only), for tests and benchmarks."""
     _check_dense("sparse_conv2d", "x", x, (4,))
     o, c, kh, kw, oh, ow = _check_conv("sparse_conv2d", x.shape, weight_shape, stride, padding, dilation)
     if len(indptr) != o + 1:
         raise ValueError(f"sparse_conv2d: indptr has length {len(indptr)}, expected O + 1 = {o + 1}")
     indptr, indices, values = _check_csr("sparse_conv2d", indptr, indices, values, c * kh * kw)
     n = x.shape[0]
+    if algorithm is None:
+        algorithm = sparse_conv2d_algorithm(x.shape, (o, c, kh, kw), len(values), stride, padding, dilation,
+                                            return_cols)
+    elif algorithm not in CONV_ALGORITHMS:
+        raise ValueError(f"sparse_conv2d: algorithm must be None or one of {CONV_ALGORITHMS}, got {algorithm!r}")
+    elif algorithm == "direct" and (return_cols or not direct_fits(x.shape, (o, c, kh, kw), stride, padding,
+                                                                   dilation)):
+        raise ValueError("sparse_conv2d: algorithm 'direct' computes inference (no return_cols) with stride 1, "
+                         f"dilation 1 and 'same' padding only; got a {kh}x{kw} kernel, stride {stride}, "
+                         f"padding {padding}, dilation {dilation}, return_cols={return_cols}")
+    if algorithm == "direct":
+        return sparse_conv2d_direct_into(np.empty((n, o, oh, ow), dtype=np.float32), x, indptr, indices, values,
+                                         kh, kw)
     if return_cols:
         cols = im2col(x, kh, kw, stride, padding, dilation)  # (K, N*P), the float conv's layout
         out = np.empty((o, n * oh * ow), dtype=np.float32)  # (O, N*P)

@@ -1,0 +1,70 @@
+"""kernels/sparse_direct.py: the direct sparse convolution equals the dense reference; the dispatch rule."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from tinycomp_kernels import sparse as S
+from tinycomp_kernels import sparse_direct as D
+
+TOL = dict(rtol=1e-4, atol=1e-4)
+
+
+def _layer(rng, n, c, o, h, w, k, density):
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((o, c, k, k)).astype(np.float32) * (rng.random((o, c, k, k)) < density)
+    return x, weight, S.csr_from_dense(weight.reshape(o, -1))
+
+
+@settings(max_examples=40)
+@given(st.integers(0, 3), st.integers(1, 5), st.integers(1, 5), st.integers(1, 9), st.integers(1, 9),
+       st.sampled_from([1, 3, 5]), st.sampled_from([0.0, 0.2, 0.6, 1.0]), st.integers(0, 2**32 - 1))
+def test_direct_equals_the_dense_reference(n, c, o, h, w, k, density, seed):
+    """Kernel sizes 1, 3, 5 with "same" padding, planes down to 1x1 (all taps in the padding), empty
+    rows of W and an all-zero W, batch 0."""
+    x, weight, (indptr, indices, values) = _layer(np.random.default_rng(seed), n, c, o, h, w, k, density)
+    y = S.sparse_conv2d(x, indptr, indices, values, weight.shape, 1, (k - 1) // 2, algorithm="direct")
+    assert y.shape == (n, o, h, w) and y.dtype == np.float32 and y.flags.c_contiguous
+    np.testing.assert_allclose(y, S.sparse_conv2d_ref(x, weight, 1, (k - 1) // 2), **TOL)
+    np.testing.assert_allclose(y, S.sparse_conv2d(x, indptr, indices, values, weight.shape, 1, (k - 1) // 2,
+                                                  algorithm="im2col"), **TOL)
+
+
+def test_loops_run_as_plain_python():
+    rng = np.random.default_rng(1)
+    x, weight, (indptr, indices, values) = _layer(rng, 2, 3, 2, 4, 5, 3, 0.5)
+    cols = indices.astype(np.int64)
+    chan, tap_col = cols // 9, cols % 3
+    shift = ((cols // 3) % 3 - 1) * 5 + (tap_col - 1)
+    j = np.arange(20) % 5
+    col_ok = np.array([(j + k - 1 >= 0) & (j + k - 1 < 5) for k in range(3)])
+    y = np.full((2, 2, 4, 5), np.nan, np.float32)
+    D._sparse_conv2d_direct_loops(y, x, indptr, chan, shift, tap_col, values, col_ok,
+                                  np.zeros((2, 3, 20 + 2 * 6), np.float32), np.empty((2, 20), np.float32))
+    np.testing.assert_allclose(y, S.sparse_conv2d_ref(x, weight, 1, 1), **TOL)
+
+
+def test_dispatch_is_from_the_shapes():
+    """95 %-sparse 3x3 layers: direct for 16 channels at 32x32 and 64 channels at 16x16, the general
+    path for 256 channels at 8x8, for any stride-2 or padding-0 layer, and whenever the patch matrix
+    is asked for (training)."""
+    def algo(c, h, density, **kw):
+        nnz = int(round(density * c * c * 9))
+        return S.sparse_conv2d_algorithm((64, c, h, h), (c, c, 3, 3), nnz, **{"stride": 1, "padding": 1, **kw})
+    assert algo(16, 32, 0.05) == "direct" and algo(64, 16, 0.05) == "direct"
+    assert algo(256, 8, 0.05) == "im2col" and algo(64, 16, 0.5) == "im2col"
+    assert algo(16, 32, 0.05, stride=2) == "im2col" and algo(16, 32, 0.05, padding=0) == "im2col"
+    assert algo(16, 32, 0.05, return_cols=True) == "im2col"
+    rng = np.random.default_rng(2)
+    x, weight, (indptr, indices, values) = _layer(rng, 2, 4, 4, 6, 6, 3, 0.05)
+    auto = S.sparse_conv2d(x, indptr, indices, values, weight.shape, 1, 1)
+    np.testing.assert_allclose(auto, S.sparse_conv2d_ref(x, weight, 1, 1), **TOL)
+
+
+def test_direct_refused_where_it_does_not_apply():
+    x, weight, (indptr, indices, values) = _layer(np.random.default_rng(3), 1, 2, 2, 5, 5, 3, 0.5)
+    for kw in (dict(stride=2, padding=1), dict(stride=1, padding=0), dict(stride=1, padding=1, dilation=2),
+               dict(stride=1, padding=1, return_cols=True)):
+        with pytest.raises(ValueError, match="sparse_conv2d: algorithm 'direct' computes inference"):
+            S.sparse_conv2d(x, indptr, indices, values, weight.shape, algorithm="direct", **kw)
+    with pytest.raises(ValueError, match="sparse_conv2d: algorithm must be None or one of"):
+        S.sparse_conv2d(x, indptr, indices, values, weight.shape, 1, 1, algorithm="fft")
