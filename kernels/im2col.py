@@ -117,6 +117,8 @@ def _copy_plane(flat, plane):
             row[j] = src[j]
 
 
+# inlined into the cached im2col and sparse_direct kernels: after editing it, clear __pycache__ (Numba's
+# cache does not follow inlined functions across modules)
 copy_plane_jit = njit(cache=True, inline="always")(_copy_plane)
 
 
@@ -164,7 +166,7 @@ def _im2col_same_loops(cols, x, KH, KW, ph, pw, col_ok, bufs):
     n_tasks = C * N
     for wk in prange(n_workers):
         buf = bufs[wk]
-        zero = buf[0]  # a guard element: 0 in x's dtype
+        zero = buf[0]  # 0 in x's dtype: read before any plane is copied in (with G = 0 it is a plane element)
         plane = buf[G:G + P]
         for task in range(wk * n_tasks // n_workers, (wk + 1) * n_tasks // n_workers):
             c = task // N

@@ -145,7 +145,7 @@ from numba import get_num_threads, njit, prange
 from .checks import is_int, non_decreasing
 from .csr_tile import TILE, csr_row_tile, csr_row_tile_full, prefetch, prefetch_l2, prefetch_w
 from .im2col import col2im, im2col
-from .sparse_direct import direct_fits, direct_pays, sparse_conv2d_direct_into
+from .sparse_direct import _direct_into, direct_fits, direct_pays
 
 _FASTMATH_SUM = {"contract", "reassoc"}  # dot products: reassociation lets LLVM vectorise the reduction
 
@@ -762,8 +762,7 @@ def sparse_conv2d(x, indptr, indices, values, weight_shape, stride=1, padding=0,
                          f"dilation 1 and 'same' padding only; got a {kh}x{kw} kernel, stride {stride}, "
                          f"padding {padding}, dilation {dilation}, return_cols={return_cols}")
     if algorithm == "direct":
-        return sparse_conv2d_direct_into(np.empty((n, o, oh, ow), dtype=np.float32), x, indptr, indices, values,
-                                         kh, kw)
+        return _direct_into(np.empty((n, o, oh, ow), dtype=np.float32), x, indptr, indices, values, kh, kw)
     if return_cols:
         cols = im2col(x, kh, kw, stride, padding, dilation)  # (K, N*P), the float conv's layout
         out = np.empty((o, n * oh * ow), dtype=np.float32)  # (O, N*P)

@@ -18,11 +18,11 @@ Why
     whatever the sparsity. Here the cost is one pass over x, one over y, and nnz*N*P multiply-adds,
     plus a per-weight loop overhead worth ~64 elements. It wins when few weights are kept per output
     channel and the planes are long (``direct_pays``). ``benchmarks/bench_sparse_conv.py`` times both
-    paths on the CIFAR ResNet layers (3 runs, 2 threads); the direct one against the general one at
-    95 % sparsity: 16 channels 32x32 3.4-3.5x faster, 32 channels 16x16 2.1-2.5x, 128 channels 16x16
-    1.0x, 64 channels 8x8 0.6-0.85x, 256 channels 8x8 0.24-0.5x (the general path's register tiles
-    reuse each patch value across many output channels); at 99 % it wins everywhere but at 256
-    channels (1.7-5.6x).
+    paths on the CIFAR ResNet layers (4 runs, 2 threads); the direct one against the general one at
+    95 % sparsity: 16 channels 32x32 3.4-4.0x faster, 32 channels 16x16 2.1-2.5x, 128 channels 16x16
+    1.0x, 64 channels 8x8 0.6-1.0x, 256 channels 8x8 0.24-0.5x (the general path's register tiles
+    reuse each patch value across many output channels); at 99 % 1.7-5.8x, but 0.76-1.76x at 256
+    channels.
 
 Reference
     ``sparse.sparse_conv2d_ref`` (dense weight, sliding windows + einsum); tests compare both paths.
@@ -46,46 +46,54 @@ def direct_pays(nnz, n_out, plane):
     """The dispatch rule (deterministic, from the shapes): kept weights per output channel, times
     (1 + OVERHEAD / plane size), at most DIRECT_MAX_WORK. It takes the direct path for 16 channels at
     32x32 from 80 % sparsity, 32 at 16x16 from 90 %, 64 at 8x8 and 128 at 16x16 at 99 %; over the
-    benchmark's 108 timed cases the path it picked was at most 16 % slower than the other (16
-    channels at 50 %), but once 25 % (256 channels at 99 %, where the two traded places run to run)."""
+    benchmark's 144 timed cases (four runs) the path it picked was at most 22 % slower than the other
+    (16 channels at 0-50 %), but for 256 channels at 99 %, where the two traded places from run to
+    run (the direct one 0.76-1.76x as fast)."""
     return n_out > 0 and nnz / n_out * (1 + OVERHEAD / max(plane, 1)) <= DIRECT_MAX_WORK
 
 
 def _sparse_conv2d_direct_loops(y, x, indptr, chan, shift, tap_col, values, col_ok, planes, acc):
     """y (N, O, H, W) from x (N, C, H, W); entry q of the CSR has input channel chan[q], flat shift
-    shift[q] and kernel column tap_col[q]; planes (workers, C, P + 2G) zero-guarded, acc (workers, P)."""
+    shift[q] and kernel column tap_col[q]; planes (workers, C, P + 2G) zero-guarded, acc (workers, P).
+    The (image, output channel) pairs are split in one contiguous range per worker, so that a batch
+    of one image keeps both cores busy; a worker copies an image's planes when it reaches it."""
     n_img, n_ch, h, w = x.shape
     n_out = y.shape[1]
     p = h * w
     g = (planes.shape[2] - p) // 2
     n_workers = planes.shape[0]
+    n_tasks = n_img * n_out
+    zero = np.float32(0.0)
     for wk in prange(n_workers):
         guarded = planes[wk]
         a = acc[wk]
-        zero = guarded[0, 0]  # a guard element: 0 in x's dtype
-        for n in range(wk * n_img // n_workers, (wk + 1) * n_img // n_workers):
-            for c in range(n_ch):
-                copy_plane_jit(guarded[c, g:g + p], x[n, c])
-            for o in range(n_out):
+        loaded = -1  # the image whose planes are in ``guarded``
+        for task in range(wk * n_tasks // n_workers, (wk + 1) * n_tasks // n_workers):
+            n = task // n_out
+            o = task % n_out
+            if n != loaded:
+                for c in range(n_ch):
+                    copy_plane_jit(guarded[c, g:g + p], x[n, c])
+                loaded = n
+            for t in range(p):
+                a[t] = 0
+            for q in range(indptr[o], indptr[o + 1]):
+                v = values[q]
+                seg = guarded[chan[q], g + shift[q]:g + shift[q] + p]
+                ok = col_ok[tap_col[q]]
                 for t in range(p):
-                    a[t] = 0
-                for q in range(indptr[o], indptr[o + 1]):
-                    v = values[q]
-                    seg = guarded[chan[q], g + shift[q]:g + shift[q] + p]
-                    ok = col_ok[tap_col[q]]
-                    for t in range(p):
-                        a[t] += v * (seg[t] if ok[t] else zero)
-                dst = y[n, o]
-                for i in range(h):
-                    drow = dst[i]
-                    for j in range(w):
-                        drow[j] = a[i * w + j]
+                    a[t] += v * (seg[t] if ok[t] else zero)
+            dst = y[n, o]
+            for i in range(h):
+                drow = dst[i]
+                for j in range(w):
+                    drow[j] = a[i * w + j]
 
 
 sparse_conv2d_direct_jit = njit(parallel=True, cache=True, fastmath={"contract"})(_sparse_conv2d_direct_loops)
 
 
-def sparse_conv2d_direct_into(y, x, indptr, indices, values, kh, kw):
+def _direct_into(y, x, indptr, indices, values, kh, kw):
     """Run the kernel on validated arrays (``sparse.sparse_conv2d`` checks them): y (N, O, H, W)
     float32 C-contiguous, x (N, C, H, W) float32 C-contiguous, the CSR triple over (O, C*kh*kw)."""
     _, n_ch, h, w = x.shape

@@ -17,16 +17,29 @@ def _layer(rng, n, c, o, h, w, k, density):
 
 @settings(max_examples=40)
 @given(st.integers(0, 3), st.integers(1, 5), st.integers(1, 5), st.integers(1, 9), st.integers(1, 9),
-       st.sampled_from([1, 3, 5]), st.sampled_from([0.0, 0.2, 0.6, 1.0]), st.integers(0, 2**32 - 1))
+       st.sampled_from([1, 3, 5, 7]), st.sampled_from([0.0, 0.2, 0.6, 1.0]), st.integers(0, 2**32 - 1))
 def test_direct_equals_the_dense_reference(n, c, o, h, w, k, density, seed):
-    """Kernel sizes 1, 3, 5 with "same" padding, planes down to 1x1 (all taps in the padding), empty
-    rows of W and an all-zero W, batch 0."""
+    """Kernel sizes 1 to 7 with "same" padding, planes down to 1x1 and 1xW (taps in the padding),
+    empty rows of W and an all-zero W, batch 0 and 1 (one image: the output channels are split)."""
     x, weight, (indptr, indices, values) = _layer(np.random.default_rng(seed), n, c, o, h, w, k, density)
     y = S.sparse_conv2d(x, indptr, indices, values, weight.shape, 1, (k - 1) // 2, algorithm="direct")
     assert y.shape == (n, o, h, w) and y.dtype == np.float32 and y.flags.c_contiguous
     np.testing.assert_allclose(y, S.sparse_conv2d_ref(x, weight, 1, (k - 1) // 2), **TOL)
     np.testing.assert_allclose(y, S.sparse_conv2d(x, indptr, indices, values, weight.shape, 1, (k - 1) // 2,
                                                   algorithm="im2col"), **TOL)
+
+
+def test_unsorted_and_repeated_columns_add_like_the_general_path():
+    """_check_csr accepts a row's columns in any order and repeated: both paths add every entry."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 2, 5, 6)).astype(np.float32)
+    indptr = np.array([0, 3, 5])
+    indices = np.array([10, 4, 10, 17, 0], dtype=np.int32)  # row 0: column 10 twice, out of order
+    values = rng.standard_normal(5).astype(np.float32)
+    dense = S.csr_to_dense(indptr, indices, values, 18).reshape(2, 2, 3, 3)
+    for algorithm in ("direct", "im2col"):
+        y = S.sparse_conv2d(x, indptr, indices, values, (2, 2, 3, 3), 1, 1, algorithm=algorithm)
+        np.testing.assert_allclose(y, S.sparse_conv2d_ref(x, dense, 1, 1), **TOL)
 
 
 def test_loops_run_as_plain_python():
@@ -38,7 +51,7 @@ def test_loops_run_as_plain_python():
     j = np.arange(20) % 5
     col_ok = np.array([(j + k - 1 >= 0) & (j + k - 1 < 5) for k in range(3)])
     y = np.full((2, 2, 4, 5), np.nan, np.float32)
-    D._sparse_conv2d_direct_loops(y, x, indptr, chan, shift, tap_col, values, col_ok,
+    D._sparse_conv2d_direct_loops(y, x, indptr, chan, shift, tap_col, values, col_ok,  # two workers
                                   np.zeros((2, 3, 20 + 2 * 6), np.float32), np.empty((2, 20), np.float32))
     np.testing.assert_allclose(y, S.sparse_conv2d_ref(x, weight, 1, 1), **TOL)
 
