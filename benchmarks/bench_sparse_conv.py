@@ -46,7 +46,7 @@ def main():
     repeats = 2 if args.quick else args.repeats
     probe_before = compute_probe()
     rng = np.random.default_rng(0)
-    rows, layers = [], []
+    rows, layers, layer_of_row = [], [], []
     for net, n, c, h in LAYERS:
         n = max(1, n // 8) if args.quick else n
         layers.append((n, c, h, c, 1))
@@ -74,13 +74,13 @@ def main():
                    "sparse_x": ratio, "sparse_x_iqr": f"{q25:.2f}-{q75:.2f}", "whole_ms": t["whole"]["median_s"] * 1e3,
                    "chunking_x": paired_ratio(t, "whole", "im2col")[0]}
             rows.append(row)
+            layer_of_row.append(len(layers) - 1)
             print(f"{net} N={n} C={c} {h}x{h} s={s:.2f}: dense {row['dense_ms']:.2f} ms, "
                   f"sparse ({row['path']}) {row['sparse_ms']:.2f} ms, x{ratio:.2f} (im2col {row['im2col_ms']:.2f}, "
                   f"direct {row['direct_ms']:.2f}, whole patch matrix {row['whole_ms']:.2f} ms)",
                   flush=True)
     torch_s, torch_note = torch_times(layers, threads, repeats)
-    for row in rows:
-        i = [(r[0], r[1], r[2]) for r in layers].index((row["N"], row["C"], row["H"]))
+    for row, i in zip(rows, layer_of_row):
         ts = None if torch_s is None else torch_s[i]
         row["torch_dense_ms"] = None if ts is None else ts * 1e3
         row["sparse_vs_torch"] = None if ts is None else ts / (row["sparse_ms"] / 1e3)

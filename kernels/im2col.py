@@ -147,6 +147,16 @@ def _im2col_loops(cols, x, KH, KW, sh, sw, ph, pw, dil_h, dil_w, OH, OW):
                     cols[r, base + ow] = 0
 
 
+def same_padding_tables(H, W, KW, ph, pw):
+    """For a stride-1 "same" convolution on H x W planes, flattened (t = i*W + j): the guard G
+    (= ph*W + pw, the zeros on each side of a plane that stand for the rows above and below) and
+    col_ok (KW, H*W) bool, True where tap column kw of output t stays inside its row (0 <= j + kw -
+    pw < W). Shared by ``_im2col_same_loops`` and ``sparse_direct``."""
+    j = np.arange(H * W) % W
+    col_ok = np.array([(j + kw - pw >= 0) & (j + kw - pw < W) for kw in range(KW)]).reshape(KW, H * W)
+    return ph * W + pw, col_ok
+
+
 def _im2col_same_loops(cols, x, KH, KW, ph, pw, col_ok, bufs):
     """im2col for stride 1, dilation 1 and "same" padding (OH = H, OW = W: 2*ph = KH - 1, 2*pw = KW - 1).
 
@@ -248,10 +258,8 @@ def im2col(x, KH, KW, stride=1, padding=0, dilation=1, out=None):
         raise ValueError(f"im2col: out must be C-contiguous {x.dtype} of shape {shape}, got {out.dtype} {out.shape}")
     x = np.ascontiguousarray(x)
     if (sh, sw, dil_h, dil_w) == (1, 1, 1, 1) and (OH, OW) == (H, W) and out.size:
-        G = ph * W + pw
+        G, col_ok = same_padding_tables(H, W, int(KW), ph, pw)
         bufs = np.zeros((get_num_threads(), H * W + 2 * G), dtype=x.dtype)
-        iw = np.arange(H * W) % W
-        col_ok = np.array([(iw + kw - pw >= 0) & (iw + kw - pw < W) for kw in range(int(KW))])
         im2col_same_jit(out, x, int(KH), int(KW), ph, pw, col_ok, bufs)
     else:
         im2col_jit(out, x, int(KH), int(KW), sh, sw, ph, pw, dil_h, dil_w, OH, OW)

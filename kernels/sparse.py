@@ -721,7 +721,7 @@ def sparse_conv2d_algorithm(x_shape, weight_shape, nnz, stride=1, padding=0, dil
     """The path ``sparse_conv2d`` takes, from the shapes alone (reproducible): "direct"
     (``sparse_direct``: no patch matrix) for inference with stride 1, dilation 1 and "same" padding
     when ``sparse_direct.direct_pays``, else "im2col"."""
-    if (not return_cols and direct_fits(x_shape, weight_shape, stride, padding, dilation)
+    if (not return_cols and direct_fits(weight_shape, stride, padding, dilation)
             and direct_pays(nnz, weight_shape[0], x_shape[2] * x_shape[3])):
         return "direct"
     return "im2col"
@@ -756,33 +756,29 @@ def sparse_conv2d(x, indptr, indices, values, weight_shape, stride=1, padding=0,
                                             return_cols)
     elif algorithm not in CONV_ALGORITHMS:
         raise ValueError(f"sparse_conv2d: algorithm must be None or one of {CONV_ALGORITHMS}, got {algorithm!r}")
-    elif algorithm == "direct" and (return_cols or not direct_fits(x.shape, (o, c, kh, kw), stride, padding,
-                                                                   dilation)):
+    elif algorithm == "direct" and (return_cols or not direct_fits((o, c, kh, kw), stride, padding, dilation)):
         raise ValueError("sparse_conv2d: algorithm 'direct' computes inference (no return_cols) with stride 1, "
                          f"dilation 1 and 'same' padding only; got a {kh}x{kw} kernel, stride {stride}, "
                          f"padding {padding}, dilation {dilation}, return_cols={return_cols}")
     if algorithm == "direct":
         return _direct_into(np.empty((n, o, oh, ow), dtype=np.float32), x, indptr, indices, values, kh, kw)
-    if return_cols:
-        cols = im2col(x, kh, kw, stride, padding, dilation)  # (K, N*P), the float conv's layout
-        out = np.empty((o, n * oh * ow), dtype=np.float32)  # (O, N*P)
-        _matmul_into(out, indptr, indices, values, cols)
-        return np.ascontiguousarray(out.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)), cols  # (N, O, OH, OW)
     k, p = c * kh * kw, oh * ow
     y = np.empty((n, o, oh, ow), dtype=np.float32)
-    if y.size == 0:
-        return y
-    bw = _block(indptr, indices, values, k, auto_k_block(k), with_perm=False)
-    n_chunks = 1 if 4 * k * p * n <= CONV_WHOLE_BYTES else -(-n // max(1, CONV_CHUNK_BYTES // (4 * k * p)))
-    chunk = -(-n // n_chunks)  # chunks of equal size: a small last one would run the product at a loss
+    # cols (K, N*P) in the float conv's layout; training keeps all of it for the backward
+    if return_cols or 4 * k * p * n <= CONV_WHOLE_BYTES:
+        chunk = max(n, 1)
+    else:  # chunks of equal size: a small last one would run the product at a loss
+        chunk = -(-n // -(-n // max(1, CONV_CHUNK_BYTES // (4 * k * p))))
     cols_buf = np.empty(k * chunk * p, dtype=np.float32)  # flat: a shorter last chunk stays C-contiguous
     out_buf = np.empty(o * chunk * p, dtype=np.float32)
+    # the blocked copy of W only for a non-empty batch: its tables grow with K even for no product
+    bw = _block(indptr, indices, values, k, auto_k_block(k), with_perm=False) if n else None
     for n0 in range(0, n, chunk):
         nc = min(chunk, n - n0)
         cols = im2col(x[n0:n0 + nc], kh, kw, stride, padding, dilation, out=cols_buf[:k * nc * p].reshape(k, nc * p))
         out = _matmul_blocked_into(out_buf[:o * nc * p].reshape(o, nc * p), bw, cols)
-        y[n0:n0 + nc] = out.reshape(o, nc, oh, ow).transpose(1, 0, 2, 3)
-    return y
+        y[n0:n0 + nc] = out.reshape(o, nc, oh, ow).transpose(1, 0, 2, 3)  # (O, N, OH, OW) -> NCHW
+    return (y, cols_buf[:k * n * p].reshape(k, n * p)) if return_cols else y
 
 
 def sparse_conv2d_backward_ref(dout, x, weight, stride=1, padding=0, dilation=1):

@@ -30,13 +30,13 @@ Reference
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from .im2col import copy_plane_jit
+from .im2col import copy_plane_jit, same_padding_tables
 
 OVERHEAD = 64  # a kept weight's loop costs about as much as this many plane elements (fit to the timings)
 DIRECT_MAX_WORK = 40  # direct_pays: kept weights per output channel x (1 + OVERHEAD / P) at most this
 
 
-def direct_fits(x_shape, weight_shape, stride, padding, dilation):
+def direct_fits(weight_shape, stride, padding, dilation):
     """True when the geometry is the one this kernel computes: stride 1, dilation 1, "same" padding."""
     _, _, kh, kw = weight_shape
     return (stride, dilation) == (1, 1) and kh % 2 == 1 and kw % 2 == 1 and padding == (kh - 1) // 2 == (kw - 1) // 2
@@ -103,10 +103,9 @@ def _direct_into(y, x, indptr, indices, values, kh, kw):
     chan = cols // (kh * kw)
     tap_col = cols % kw
     shift = ((cols // kw) % kh - ph) * w + (tap_col - pw)
-    j = np.arange(p) % w
-    col_ok = np.array([(j + k - pw >= 0) & (j + k - pw < w) for k in range(kw)]).reshape(kw, p)
+    g, col_ok = same_padding_tables(h, w, kw, ph, pw)
     workers = get_num_threads()
-    planes = np.zeros((workers, n_ch, p + 2 * (ph * w + pw)), dtype=np.float32)
+    planes = np.zeros((workers, n_ch, p + 2 * g), dtype=np.float32)
     acc = np.empty((workers, p), dtype=np.float32)
     sparse_conv2d_direct_jit(y, x, indptr, chan, shift, tap_col, values, col_ok, planes, acc)
     return y

@@ -1,24 +1,13 @@
 """Layers with learnable parameters: Linear, Conv2d, BatchNorm2d (and BatchNorm1d)."""
 import numpy as np
 from tinycomp_kernels.checks import is_int
+from tinycomp_kernels.im2col import as_pair
 
 from .. import functional as F
 from ..functional.normalization import check_eps, check_momentum
 from .init import default_init_
 from .module import Module
 from .parameter import Parameter
-
-
-def _pair(v, name, layer):
-    try:
-        pair = (v, v) if is_int(v) else tuple(v)
-    except TypeError:  # not iterable: a bool, a float, None
-        raise TypeError(f"{layer}: {name} must be an int or a pair of ints, got {v!r}") from None
-    if len(pair) != 2:
-        raise ValueError(f"{layer}: {name} must be an int or a pair of ints, got {v!r}")
-    if not all(is_int(i) for i in pair):  # floats and bools refused, not truncated
-        raise TypeError(f"{layer}: {name} must be an int or a pair of ints, got {v!r}")
-    return tuple(int(i) for i in pair)
 
 
 class Linear(Module):
@@ -51,10 +40,10 @@ class Conv2d(Module):
             raise ValueError(f"Conv2d: in_channels {in_channels} and out_channels {out_channels} must be "
                              f"divisible by groups {groups}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = _pair(kernel_size, "kernel_size", "Conv2d")
-        self.stride = _pair(stride, "stride", "Conv2d")
-        self.padding = _pair(padding, "padding", "Conv2d")
-        self.dilation = _pair(dilation, "dilation", "Conv2d")
+        self.kernel_size = as_pair(kernel_size, "kernel_size", "Conv2d", 1)
+        self.stride = as_pair(stride, "stride", "Conv2d", 1)
+        self.padding = as_pair(padding, "padding", "Conv2d", 0)
+        self.dilation = as_pair(dilation, "dilation", "Conv2d", 1)
         self.weight = Parameter(np.empty((out_channels, in_channels // groups) + self.kernel_size, dtype))
         self.bias = Parameter(np.empty(out_channels, dtype)) if bias else None
         default_init_(self.weight, self.bias)
