@@ -4,10 +4,12 @@ Where bench_sparse.py times the product W @ cols on a given patch matrix, this t
 as a pruned network runs it: ``tinycomp_kernels.sparse.sparse_conv2d`` with the path it picks from
 the shapes ("sparse"; the "path" column names it) against the project's fastest float conv,
 ``tinycomp_kernels.conv.conv2d_forward`` with the full weight (the "tiles" implicit GEMM on these
-shapes), float32, stride 1, padding 1. Both paths are also timed forced: "im2col" (the patch matrix
-in L3-sized chunks of images when it is large, then the CSR product) and "direct" (no patch matrix:
-``kernels/sparse_direct.py``), and "whole" is the im2col path with the whole batch's patch matrix at
-once (``return_cols=True``, the training path): the chunking's gain. Weights are magnitude-pruned to
+shapes), float32, stride 1, padding 1. All three paths are also timed forced: "im2col" (the patch
+matrix in L3-sized chunks of images when it is large, then the CSR product), "implicit" (the same
+product with the patch rows written from x inside the kernel: ``kernels/sparse_implicit.py``) and
+"direct" (each kept weight adds a shifted plane: ``kernels/sparse_direct.py``), and "whole" is the
+im2col path with the whole batch's patch matrix at once (``return_cols=True``, the training path):
+the chunking's gain. Weights are magnitude-pruned to
 each sparsity (unstructured); every sparse result is validated against conv2d_forward of the pruned
 weight before timing. All are timed round-robin in one run (harness.interleaved, rotated); ratios
 are medians of per-round ratios (harness.paired_ratio), with the middle half of the rounds. PyTorch's dense conv2d
@@ -56,20 +58,22 @@ def main():
             w = magnitude_prune(w_full, s)
             indptr, indices, values = csr_from_dense(w.reshape(c, -1))
             want = conv2d_forward(x, w, 1, 1)
-            for algorithm in (None, "im2col", "direct"):
+            for algorithm in (None, "im2col", "implicit", "direct"):
                 got = sparse_conv2d(x, indptr, indices, values, w.shape, 1, 1, algorithm=algorithm)
                 assert np.allclose(got, want, rtol=1e-3, atol=1e-3 * np.sqrt(9 * c)), (net, n, s, algorithm)
             t = interleaved({
                 "dense": lambda: conv2d_forward(x, w_full, 1, 1),
                 "sparse": lambda: sparse_conv2d(x, indptr, indices, values, w.shape, 1, 1),
                 "im2col": lambda: sparse_conv2d(x, indptr, indices, values, w.shape, 1, 1, algorithm="im2col"),
+                "implicit": lambda: sparse_conv2d(x, indptr, indices, values, w.shape, 1, 1, algorithm="implicit"),
                 "direct": lambda: sparse_conv2d(x, indptr, indices, values, w.shape, 1, 1, algorithm="direct"),
                 "whole": lambda: sparse_conv2d(x, indptr, indices, values, w.shape, 1, 1, return_cols=True),
             }, repeats=repeats, rotate=True)
             ratio, q25, q75 = paired_ratio(t, "dense", "sparse")
             row = {"layer": net, "N": n, "C": c, "H": h, "sparsity": s, "nnz": int(len(values)),
                    "path": sparse_conv2d_algorithm(x.shape, w.shape, len(values), 1, 1),
-                   "im2col_ms": t["im2col"]["median_s"] * 1e3, "direct_ms": t["direct"]["median_s"] * 1e3,
+                   "im2col_ms": t["im2col"]["median_s"] * 1e3, "implicit_ms": t["implicit"]["median_s"] * 1e3,
+                   "direct_ms": t["direct"]["median_s"] * 1e3, "implicit_x": paired_ratio(t, "im2col", "implicit")[0],
                    "dense_ms": t["dense"]["median_s"] * 1e3, "sparse_ms": t["sparse"]["median_s"] * 1e3,
                    "sparse_x": ratio, "sparse_x_iqr": f"{q25:.2f}-{q75:.2f}", "whole_ms": t["whole"]["median_s"] * 1e3,
                    "chunking_x": paired_ratio(t, "whole", "im2col")[0]}
@@ -77,7 +81,7 @@ def main():
             layer_of_row.append(len(layers) - 1)
             print(f"{net} N={n} C={c} {h}x{h} s={s:.2f}: dense {row['dense_ms']:.2f} ms, "
                   f"sparse ({row['path']}) {row['sparse_ms']:.2f} ms, x{ratio:.2f} (im2col {row['im2col_ms']:.2f}, "
-                  f"direct {row['direct_ms']:.2f}, whole patch matrix {row['whole_ms']:.2f} ms)",
+                  f"implicit {row['implicit_ms']:.2f}, direct {row['direct_ms']:.2f}, whole patch matrix {row['whole_ms']:.2f} ms)",
                   flush=True)
     torch_s, torch_note = torch_times(layers, threads, repeats)
     for row, i in zip(rows, layer_of_row):
@@ -88,6 +92,7 @@ def main():
                ("sparsity", "sparsity", "{:.0%}"), ("dense_ms", "dense conv ms", "{:.2f}"),
                ("path", "path", None), ("sparse_ms", "sparse_conv2d ms", "{:.2f}"), ("sparse_x", "sparse vs dense", "{:.2f}x"),
                ("sparse_x_iqr", "middle half of rounds", None), ("im2col_ms", "im2col path ms", "{:.2f}"),
+               ("implicit_ms", "implicit path ms", "{:.2f}"), ("implicit_x", "implicit vs im2col", "{:.2f}x"),
                ("direct_ms", "direct path ms", "{:.2f}"), ("whole_ms", "im2col, whole patch matrix ms", "{:.2f}"),
                ("chunking_x", "im2col: chunks vs whole", "{:.2f}x"), ("torch_dense_ms", "torch dense ms", "{:.2f}"),
                ("sparse_vs_torch", "sparse vs torch", "{:.2f}x")]

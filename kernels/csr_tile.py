@@ -27,6 +27,12 @@ latency. The partial-width variant uses masked vector loads/stores (llvm.masked.
 is handled at vector speed. The IR is emitted through ``numba.extending.intrinsic`` like
 ``tinycomp_kernels.popcount`` and ``tinycomp_kernels.fma_tile``.
 
+``band_tiles(ob, r0, r1, cw, ptr, base, accumulate, indices, values, bb)`` runs the tiles over a band:
+for every 64-column tile of ``cw`` columns and every row i in [r0, r1), the row's entries
+ptr[base + i] : ptr[base + i + 1] into ob[i - r0] (rows with no entry skipped when accumulating). The
+sparse matmul and the implicit-im2col sparse convolution share it; tiles outer, rows inner, so one
+tile's column of the band stays in L1 while every row reads it.
+
 Outside Numba (``NUMBA_DISABLE_JIT=1`` or a plain call) the tiles are ordinary Python functions with
 the same result up to float rounding order.
 Reference: ``csr_row_tile_ref`` (NumPy gather + dot); ``tinycomp_kernels.sparse`` tests the products.
@@ -35,6 +41,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba import njit
 from numba.extending import intrinsic, overload
 
 LANES = 16           # float32 lanes of a 512-bit vector
@@ -215,6 +222,25 @@ def _make(masked):
 
 csr_row_tile = _make(True)
 csr_row_tile_full = _make(False)
+
+
+def _band_tiles(ob, r0, r1, cw, ptr, base, accumulate, indices, values, bb):
+    for jt in range(0, cw, TILE):
+        w = min(TILE, cw - jt)
+        for i in range(r0, r1):
+            p0 = ptr[base + i]
+            p1 = ptr[base + i + 1]
+            if accumulate and p1 == p0:
+                continue
+            if w == TILE:
+                csr_row_tile_full(ob, i - r0, jt, TILE, p0, p1, indices, values, bb, jt, accumulate)
+            else:
+                csr_row_tile(ob, i - r0, jt, w, p0, p1, indices, values, bb, jt, accumulate)
+
+
+# inlined into the cached kernels of sparse and sparse_implicit: after editing this module, clear their
+# __pycache__ (Numba's cache does not follow functions it inlined from another module)
+band_tiles = njit(inline="always")(_band_tiles)
 
 
 def prefetch(a, k):

@@ -143,9 +143,10 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from .checks import is_int, non_decreasing
-from .csr_tile import TILE, csr_row_tile, csr_row_tile_full, prefetch, prefetch_l2, prefetch_w
+from .csr_tile import TILE, band_tiles, prefetch, prefetch_l2, prefetch_w
 from .im2col import col2im, im2col
 from .sparse_direct import _direct_into, direct_fits, direct_pays
+from .sparse_implicit import implicit_tables, sparse_conv2d_implicit_jit
 
 _FASTMATH_SUM = {"contract", "reassoc"}  # dot products: reassociation lets LLVM vectorise the reduction
 
@@ -404,18 +405,7 @@ def _csr_matmul_loops(out, ptr, indices, values, used, used_ptr, b, k_block, sla
                     dst = bb[k - k0]
                     for j in range(cw):
                         dst[j] = src[j]
-                base = kb * m
-                for jt in range(0, cw, TILE):
-                    w = min(TILE, cw - jt)
-                    for i in range(r0, r1):
-                        p0 = ptr[base + i]
-                        p1 = ptr[base + i + 1]
-                        if kb > 0 and p1 == p0:
-                            continue
-                        if w == TILE:
-                            csr_row_tile_full(ob, i - r0, jt, TILE, p0, p1, indices, values, bb, jt, kb > 0)
-                        else:
-                            csr_row_tile(ob, i - r0, jt, w, p0, p1, indices, values, bb, jt, kb > 0)
+                band_tiles(ob, r0, r1, cw, ptr, kb * m, kb > 0, indices, values, bb)
             for i in range(r0, r1):
                 # out's rows are N floats apart too: fetch the row OUT_PREFETCH_ROWS ahead for writing,
                 # or every store waits for its line
@@ -489,6 +479,29 @@ def _matmul_blocked_into(out, bw, b, slab=None):
         csr_matmul_jit(out, bw.ptr, bw.indices, bw.values, bw.used, bw.used_ptr, b, bw.k_block, slab, row_block,
                        bbuf, obuf, PREFETCH_ROWS, PREFETCH_L2_ROWS)
     return out
+
+
+def _implicit_into(y, x, bw, kh, kw, slab=None):
+    """y (N, O, H, W) = the "same" convolution of x (N, C, H, W) with W given as a BlockedCSR over
+    (O, C*kh*kw), by ``sparse_implicit``: the matmul's plan and buffers, the band rows written from x.
+    ``slab`` (columns of N*H*W) overrides the plan, for tests."""
+    n, c, h, w = x.shape
+    o, p = y.shape[1], h * w
+    if n == 0 or o == 0:
+        return y
+    workers = get_num_threads()
+    band_rows = max(1, min(bw.k_block, c * kh * kw))
+    plan_slab, row_block = _plan(o, n * p, band_rows, workers)
+    slab = plan_slab if slab is None else slab
+    chan, shift, tap, tap_ok, g = implicit_tables(c, kh, kw, h, w, slab)
+    gbuf = np.empty((workers, slab + 2 * g), dtype=np.float32)
+    with _workspace_lock:
+        stride = _padded(slab)
+        bbuf, obuf = _scratch((workers, band_rows, stride), (workers, row_block, stride))
+        sparse_conv2d_implicit_jit(y.reshape(n, o, p), bw.ptr, bw.indices, bw.values, bw.used, bw.used_ptr,
+                                   x.reshape(n, c, p), chan, shift, tap, tap_ok, g, bw.k_block, slab, row_block,
+                                   bbuf, obuf, gbuf)
+    return y
 
 
 def _matmul_into(out, indptr, indices, values, b):
@@ -714,17 +727,17 @@ CONV_CHUNK_BYTES = 8 << 20  # inference: the patch matrix of one chunk of images
 CONV_WHOLE_BYTES = 24 << 20  # ... unless the whole batch's is at most this: in one piece the product runs best
 
 
-CONV_ALGORITHMS = ("im2col", "direct")
+CONV_ALGORITHMS = ("im2col", "implicit", "direct")
 
 
 def sparse_conv2d_algorithm(x_shape, weight_shape, nnz, stride=1, padding=0, dilation=1, return_cols=False):
-    """The path ``sparse_conv2d`` takes, from the shapes alone (reproducible): "direct"
-    (``sparse_direct``: no patch matrix) for inference with stride 1, dilation 1 and "same" padding
-    when ``sparse_direct.direct_pays``, else "im2col"."""
-    if (not return_cols and direct_fits(weight_shape, stride, padding, dilation)
-            and direct_pays(nnz, weight_shape[0], x_shape[2] * x_shape[3])):
-        return "direct"
-    return "im2col"
+    """The path ``sparse_conv2d`` takes, from the shapes alone (reproducible). At inference with stride
+    1, dilation 1 and "same" padding (``sparse_direct.direct_fits``): "direct" (``sparse_direct``) when
+    ``sparse_direct.direct_pays``, else "implicit" (``sparse_implicit``); neither forms the patch
+    matrix. Otherwise (other geometries, or training, whose backward needs the patch matrix): "im2col"."""
+    if return_cols or not direct_fits(weight_shape, stride, padding, dilation):
+        return "im2col"
+    return "direct" if direct_pays(nnz, weight_shape[0], x_shape[2] * x_shape[3]) else "implicit"
 
 
 def sparse_conv2d(x, indptr, indices, values, weight_shape, stride=1, padding=0, dilation=1,
@@ -733,18 +746,21 @@ def sparse_conv2d(x, indptr, indices, values, weight_shape, stride=1, padding=0,
     (O, C*KH*KW). Returns y (N, O, OH, OW) float32, and cols (C*KH*KW, N*OH*OW) if ``return_cols``
     (keep it for ``sparse_conv2d_backward``).
 
-    The batch is folded into the matmul's columns (W @ cols, cols (K, N*OH*OW)) so that the column
-    tiles stay long even for small feature maps; the (O, N, OH*OW) result is then transposed to NCHW.
-    Without ``return_cols`` (inference) a patch matrix larger than CONV_WHOLE_BYTES is formed in chunks
-    of images of equal size, each taking about CONV_CHUNK_BYTES: a chunk's is still in L3 when the
-    product reads it, where the whole one (38 MB for 256 images of 64x8x8) makes a round trip to
-    memory. ``benchmarks/bench_sparse_conv.py`` ("chunks vs whole"): 1.2-1.6x faster than one piece at
-    95 % sparsity on the 38-75 MB patch matrices of the CIFAR ResNet layers; at 9-19 MB one piece was
-    as fast or faster (the product's column slabs are cut short by chunks), hence CONV_WHOLE_BYTES.
-
-    ``algorithm``: None (``sparse_conv2d_algorithm`` picks), "im2col" (the above) or "direct"
-    (``kernels/sparse_direct.py``: no patch matrix; inference with stride 1, dilation 1 and "same"
-    padding only), for tests and benchmarks."""
+    Three paths (``sparse_conv2d_algorithm`` picks one from the shapes; ``algorithm`` forces one, for
+    tests and benchmarks):
+    - "im2col", any geometry: the patch matrix cols (K, N*OH*OW) then the CSR product W @ cols, the
+      batch folded into the columns so that the column tiles stay long even for small feature maps,
+      and the (O, N, OH*OW) result transposed to NCHW. Without ``return_cols`` a patch matrix larger
+      than CONV_WHOLE_BYTES is formed in chunks of images of equal size, each taking about
+      CONV_CHUNK_BYTES: a chunk's is still in L3 when the product reads it, where the whole one (38 MB
+      for 256 images of 64x8x8) makes a round trip to memory (``benchmarks/bench_sparse_conv.py``,
+      "chunks vs whole": 1.2-1.6x faster than one piece at 95 % sparsity on the 38-75 MB ones; at
+      9-19 MB one piece was as fast or faster, hence CONV_WHOLE_BYTES).
+    - "implicit" (``kernels/sparse_implicit.py``): the same product with the patch rows written from
+      x into the kernel's L2 buffer; no patch matrix, no transpose. Inference with stride 1, dilation 1
+      and "same" padding only.
+    - "direct" (``kernels/sparse_direct.py``): each kept weight adds a shifted input plane; for few
+      kept weights per output channel on large planes. Same geometry as "implicit"."""
     _check_dense("sparse_conv2d", "x", x, (4,))
     o, c, kh, kw, oh, ow = _check_conv("sparse_conv2d", x.shape, weight_shape, stride, padding, dilation)
     if len(indptr) != o + 1:
@@ -756,12 +772,18 @@ def sparse_conv2d(x, indptr, indices, values, weight_shape, stride=1, padding=0,
                                             return_cols)
     elif algorithm not in CONV_ALGORITHMS:
         raise ValueError(f"sparse_conv2d: algorithm must be None or one of {CONV_ALGORITHMS}, got {algorithm!r}")
-    elif algorithm == "direct" and (return_cols or not direct_fits((o, c, kh, kw), stride, padding, dilation)):
-        raise ValueError("sparse_conv2d: algorithm 'direct' computes inference (no return_cols) with stride 1, "
-                         f"dilation 1 and 'same' padding only; got a {kh}x{kw} kernel, stride {stride}, "
+    elif algorithm != "im2col" and (return_cols or not direct_fits((o, c, kh, kw), stride, padding, dilation)):
+        raise ValueError(f"sparse_conv2d: algorithm {algorithm!r} computes inference (no return_cols) with "
+                         f"stride 1, dilation 1 and 'same' padding only; got a {kh}x{kw} kernel, stride {stride}, "
                          f"padding {padding}, dilation {dilation}, return_cols={return_cols}")
     if algorithm == "direct":
         return _direct_into(np.empty((n, o, oh, ow), dtype=np.float32), x, indptr, indices, values, kh, kw)
+    if algorithm == "implicit":
+        y = np.empty((n, o, oh, ow), dtype=np.float32)
+        if n == 0:  # the blocked copy of W only for a non-empty batch: its tables grow with K
+            return y
+        return _implicit_into(y, x, _block(indptr, indices, values, c * kh * kw, auto_k_block(c * kh * kw),
+                                           with_perm=False), kh, kw)
     k, p = c * kh * kw, oh * ow
     y = np.empty((n, o, oh, ow), dtype=np.float32)
     # cols (K, N*P) in the float conv's layout; training keeps all of it for the backward

@@ -13,16 +13,16 @@ What
     would wrap around a row edge selected to 0 by ``col_ok``) into an accumulator plane in L1.
 
 Why
-    ``sparse_conv2d``'s general path forms the patch matrix, C*KH*KW rows of N*P columns (9x the
-    input for 3x3), then runs the CSR product on it; writing and reading that matrix costs the same
-    whatever the sparsity. Here the cost is one pass over x, one over y, and nnz*N*P multiply-adds,
-    plus a per-weight loop overhead worth ~64 elements. It wins when few weights are kept per output
-    channel and the planes are long (``direct_pays``). ``benchmarks/bench_sparse_conv.py`` times both
-    paths on the CIFAR ResNet layers (4 runs, 2 threads); the direct one against the general one at
-    95 % sparsity: 16 channels 32x32 3.4-4.0x faster, 32 channels 16x16 2.1-2.5x, 128 channels 16x16
-    1.0x, 64 channels 8x8 0.6-1.0x, 256 channels 8x8 0.24-0.5x (the general path's register tiles
-    reuse each patch value across many output channels); at 99 % 1.7-5.8x, but 0.76-1.76x at 256
-    channels.
+    ``sparse_conv2d``'s other paths run the CSR product on the patch matrix, C*KH*KW rows of N*P
+    columns (9x the input for 3x3): formed in memory ("im2col") or row by row in the kernel's L2
+    buffer ("implicit", ``sparse_implicit``); either way that costs the same whatever the sparsity.
+    Here the cost is one pass over x, one over y, and nnz*N*P multiply-adds, plus a per-weight loop
+    overhead worth ~64 elements. It wins when few weights are kept per output channel and the planes
+    are long (``direct_pays``). ``benchmarks/bench_sparse_conv.py`` times all paths on the CIFAR
+    ResNet layers (2 threads); against the implicit path (/tmp sweep, one run): 1.4-1.6x faster at 16
+    channels 32x32 from 90 % sparsity, 1.2-1.3x at 32 channels 16x16 from 95 %; 0.9-1.1x at 99 % on
+    64 and 128 channels; slower everywhere else (0.1-0.95x: the product's register tiles reuse each
+    patch value across many output channels).
 
 Reference
     ``sparse.sparse_conv2d_ref`` (dense weight, sliding windows + einsum); tests compare both paths.
@@ -33,7 +33,7 @@ from numba import get_num_threads, njit, prange
 from .im2col import copy_plane_jit, same_padding_tables
 
 OVERHEAD = 64  # a kept weight's loop costs about as much as this many plane elements (fit to the timings)
-DIRECT_MAX_WORK = 40  # direct_pays: kept weights per output channel x (1 + OVERHEAD / P) at most this
+DIRECT_MAX_WORK = 20  # direct_pays: kept weights per output channel x (1 + OVERHEAD / P) at most this
 
 
 def direct_fits(weight_shape, stride, padding, dilation):
@@ -44,11 +44,11 @@ def direct_fits(weight_shape, stride, padding, dilation):
 
 def direct_pays(nnz, n_out, plane):
     """The dispatch rule (deterministic, from the shapes): kept weights per output channel, times
-    (1 + OVERHEAD / plane size), at most DIRECT_MAX_WORK. It takes the direct path for 16 channels at
-    32x32 from 80 % sparsity, 32 at 16x16 from 90 %, 64 at 8x8 and 128 at 16x16 at 99 %; over the
-    benchmark's 144 timed cases (four runs) the path it picked was at most 22 % slower than the other
-    (16 channels at 0-50 %), but for 256 channels at 99 %, where the two traded places from run to
-    run (the direct one 0.76-1.76x as fast)."""
+    (1 + OVERHEAD / plane size), at most DIRECT_MAX_WORK. Against the implicit path it takes the direct
+    one for 16 channels at 32x32 from 90 % sparsity, 32 at 16x16 from 95 %, 64 at 8x8 and 128 at
+    16x16 at 99 %; in a sweep of the six CIFAR ResNet layers of the benchmark at 0-99 % the path it
+    picked was at most 10 % slower than the other (64 and 128 channels at 99 %, where the two are
+    within 10 % of each other)."""
     return n_out > 0 and nnz / n_out * (1 + OVERHEAD / max(plane, 1)) <= DIRECT_MAX_WORK
 
 

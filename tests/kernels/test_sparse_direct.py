@@ -3,16 +3,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from strategies import pruned_conv_layer
 from tinycomp_kernels import sparse as S
 from tinycomp_kernels import sparse_direct as D
 
 TOL = dict(rtol=1e-4, atol=1e-4)
-
-
-def _layer(rng, n, c, o, h, w, k, density):
-    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    weight = rng.standard_normal((o, c, k, k)).astype(np.float32) * (rng.random((o, c, k, k)) < density)
-    return x, weight, S.csr_from_dense(weight.reshape(o, -1))
 
 
 @settings(max_examples=40)
@@ -21,7 +16,7 @@ def _layer(rng, n, c, o, h, w, k, density):
 def test_direct_equals_the_dense_reference(n, c, o, h, w, k, density, seed):
     """Kernel sizes 1 to 7 with "same" padding, planes down to 1x1 and 1xW (taps in the padding),
     empty rows of W and an all-zero W, batch 0 and 1 (one image: the output channels are split)."""
-    x, weight, (indptr, indices, values) = _layer(np.random.default_rng(seed), n, c, o, h, w, k, density)
+    x, weight, (indptr, indices, values) = pruned_conv_layer(np.random.default_rng(seed), n, c, o, h, w, k, density)
     y = S.sparse_conv2d(x, indptr, indices, values, weight.shape, 1, (k - 1) // 2, algorithm="direct")
     assert y.shape == (n, o, h, w) and y.dtype == np.float32 and y.flags.c_contiguous
     np.testing.assert_allclose(y, S.sparse_conv2d_ref(x, weight, 1, (k - 1) // 2), **TOL)
@@ -37,14 +32,14 @@ def test_unsorted_and_repeated_columns_add_like_the_general_path():
     indices = np.array([10, 4, 10, 17, 0], dtype=np.int32)  # row 0: column 10 twice, out of order
     values = rng.standard_normal(5).astype(np.float32)
     dense = S.csr_to_dense(indptr, indices, values, 18).reshape(2, 2, 3, 3)
-    for algorithm in ("direct", "im2col"):
+    for algorithm in ("direct", "implicit", "im2col"):
         y = S.sparse_conv2d(x, indptr, indices, values, (2, 2, 3, 3), 1, 1, algorithm=algorithm)
         np.testing.assert_allclose(y, S.sparse_conv2d_ref(x, dense, 1, 1), **TOL)
 
 
 def test_loops_run_as_plain_python():
     rng = np.random.default_rng(1)
-    x, weight, (indptr, indices, values) = _layer(rng, 2, 3, 2, 4, 5, 3, 0.5)
+    x, weight, (indptr, indices, values) = pruned_conv_layer(rng, 2, 3, 2, 4, 5, 3, 0.5)
     cols = indices.astype(np.int64)
     chan, tap_col = cols // 9, cols % 3
     shift = ((cols // 3) % 3 - 1) * 5 + (tap_col - 1)
@@ -57,27 +52,28 @@ def test_loops_run_as_plain_python():
 
 
 def test_dispatch_is_from_the_shapes():
-    """95 %-sparse 3x3 layers: direct for 16 channels at 32x32 and 64 channels at 16x16, the general
-    path for 256 channels at 8x8, for any stride-2 or padding-0 layer, and whenever the patch matrix
-    is asked for (training)."""
+    """95 %-sparse 3x3 layers: direct for 16 channels at 32x32 and 32 at 16x16, the implicit path for
+    64 channels at 8x8 and 256 at 8x8 (and at 50 %); im2col for any stride-2 or padding-0 layer, and
+    whenever the patch matrix is asked for (training)."""
     def algo(c, h, density, **kw):
         nnz = int(round(density * c * c * 9))
         return S.sparse_conv2d_algorithm((64, c, h, h), (c, c, 3, 3), nnz, **{"stride": 1, "padding": 1, **kw})
-    assert algo(16, 32, 0.05) == "direct" and algo(64, 16, 0.05) == "direct"
-    assert algo(256, 8, 0.05) == "im2col" and algo(64, 16, 0.5) == "im2col"
+    assert algo(16, 32, 0.05) == "direct" and algo(32, 16, 0.05) == "direct"
+    assert algo(64, 8, 0.05) == "implicit" and algo(256, 8, 0.05) == "implicit" and algo(16, 32, 0.5) == "implicit"
     assert algo(16, 32, 0.05, stride=2) == "im2col" and algo(16, 32, 0.05, padding=0) == "im2col"
-    assert algo(16, 32, 0.05, return_cols=True) == "im2col"
+    assert algo(16, 32, 0.05, return_cols=True) == "im2col" and algo(64, 8, 0.05, return_cols=True) == "im2col"
     rng = np.random.default_rng(2)
-    x, weight, (indptr, indices, values) = _layer(rng, 2, 4, 4, 6, 6, 3, 0.05)
+    x, weight, (indptr, indices, values) = pruned_conv_layer(rng, 2, 4, 4, 6, 6, 3, 0.05)
     auto = S.sparse_conv2d(x, indptr, indices, values, weight.shape, 1, 1)
     np.testing.assert_allclose(auto, S.sparse_conv2d_ref(x, weight, 1, 1), **TOL)
 
 
-def test_direct_refused_where_it_does_not_apply():
-    x, weight, (indptr, indices, values) = _layer(np.random.default_rng(3), 1, 2, 2, 5, 5, 3, 0.5)
+def test_direct_and_implicit_refused_where_they_do_not_apply():
+    x, weight, (indptr, indices, values) = pruned_conv_layer(np.random.default_rng(3), 1, 2, 2, 5, 5, 3, 0.5)
     for kw in (dict(stride=2, padding=1), dict(stride=1, padding=0), dict(stride=1, padding=1, dilation=2),
                dict(stride=1, padding=1, return_cols=True)):
-        with pytest.raises(ValueError, match="sparse_conv2d: algorithm 'direct' computes inference"):
-            S.sparse_conv2d(x, indptr, indices, values, weight.shape, algorithm="direct", **kw)
+        for algorithm in ("direct", "implicit"):
+            with pytest.raises(ValueError, match=f"sparse_conv2d: algorithm '{algorithm}' computes inference"):
+                S.sparse_conv2d(x, indptr, indices, values, weight.shape, algorithm=algorithm, **kw)
     with pytest.raises(ValueError, match="sparse_conv2d: algorithm must be None or one of"):
         S.sparse_conv2d(x, indptr, indices, values, weight.shape, 1, 1, algorithm="fft")
