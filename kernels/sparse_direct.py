@@ -18,10 +18,11 @@ Why
     buffer ("implicit", ``sparse_implicit``); either way that costs the same whatever the sparsity.
     Here the cost is one pass over x, one over y, and nnz*N*P multiply-adds, plus a per-weight loop
     overhead worth ~64 elements. It wins when few weights are kept per output channel and the planes
-    are long (``direct_pays``). ``benchmarks/bench_sparse_conv.py`` times all paths on the CIFAR
-    ResNet layers (2 threads); against the implicit path (/tmp sweep, one run): 1.4-1.6x faster at 16
-    channels 32x32 from 90 % sparsity, 1.2-1.3x at 32 channels 16x16 from 95 %; 0.9-1.1x at 99 % on
-    64 and 128 channels; slower everywhere else (0.1-0.95x: the product's register tiles reuse each
+    are long (``direct_pays``). Against the implicit path, in runs of boundary cases (2 threads,
+    interleaved, 4 runs; /tmp scripts, the benchmark times all paths on its layers): 1.2-1.4x faster
+    at 16 channels 32x32 from 95 % sparsity, 1.1-1.2x at 32 channels 16x16 at 99 %, 0.85-1.16x at 16
+    channels at 90 %; slower at 64 channels 8x8 at 99 % (0.6-0.85x: the per-weight overhead on short
+    planes) and everywhere with more kept weights (0.3-0.9x: the product's register tiles reuse each
     patch value across many output channels).
 
 Reference
@@ -32,7 +33,7 @@ from numba import get_num_threads, njit, prange
 
 from .im2col import copy_plane_jit, same_padding_tables
 
-OVERHEAD = 64  # a kept weight's loop costs about as much as this many plane elements (fit to the timings)
+OVERHEAD = 256  # a kept weight's loop costs about as much as this many plane elements (fit to the timings)
 DIRECT_MAX_WORK = 20  # direct_pays: kept weights per output channel x (1 + OVERHEAD / P) at most this
 
 
@@ -44,11 +45,11 @@ def direct_fits(weight_shape, stride, padding, dilation):
 
 def direct_pays(nnz, n_out, plane):
     """The dispatch rule (deterministic, from the shapes): kept weights per output channel, times
-    (1 + OVERHEAD / plane size), at most DIRECT_MAX_WORK. Against the implicit path it takes the direct
-    one for 16 channels at 32x32 from 90 % sparsity, 32 at 16x16 from 95 %, 64 at 8x8 and 128 at
-    16x16 at 99 %; in a sweep of the six CIFAR ResNet layers of the benchmark at 0-99 % the path it
-    picked was at most 10 % slower than the other (64 and 128 channels at 99 %, where the two are
-    within 10 % of each other)."""
+    (1 + OVERHEAD / plane size), at most DIRECT_MAX_WORK. On the CIFAR ResNet layers it takes the direct
+    path for 16 channels at 32x32 from 90 % sparsity and 32 at 16x16 at 99 %, the implicit one for
+    64-256 channels at 8x8 or 16x16 at any sparsity; in the boundary runs (module doc) the path it
+    picked was at most 15 % slower than the other, but for 32 channels 16x16 at 95 %, where the two
+    traded places from run to run (the direct one 0.67-1.17x as fast)."""
     return n_out > 0 and nnz / n_out * (1 + OVERHEAD / max(plane, 1)) <= DIRECT_MAX_WORK
 
 
