@@ -7,7 +7,7 @@ keeping one tap per (o, c) pair (the SAL end state) and with 50 % of the pairs a
               rounded-mask weight (9x the MACs of SAL at one tap per pair);
 - im2col+mm:  tinycomp_kernels.im2col + np.matmul of the same dense weight (the textbook dense path);
 - csr conv:   tinycomp_kernels.sparse.sparse_conv2d with the rounded weight in CSR (same nnz as SAL,
-              but through im2col).
+              through the path it picks: the implicit-im2col product here, no patch matrix).
 All validated against sal_conv2d_ref first; timed round-robin (harness.interleaved), same thread count
 for Numba and BLAS.
 
