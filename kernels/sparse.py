@@ -144,7 +144,7 @@ from numba import get_num_threads, njit, prange
 
 from .checks import is_int, non_decreasing
 from .csr_tile import TILE, band_tiles, prefetch, prefetch_l2, prefetch_w
-from .im2col import col2im, im2col
+from .im2col import col2im, conv_output_size, im2col
 from .sparse_direct import _direct_into, direct_fits, direct_pays
 from .sparse_implicit import implicit_tables, sparse_conv2d_implicit_jit
 
@@ -690,10 +690,6 @@ def csr_sddmm(indptr, indices, a, b):
 
 
 # --- sparse convolution: im2col (kernels/im2col.py) + the CSR kernels --------------------------------------
-def _conv_out_size(size, k, stride, padding, dilation):
-    return (size + 2 * padding - dilation * (k - 1) - 1) // stride + 1
-
-
 def _check_conv(kernel, x_shape, weight_shape, stride, padding, dilation):
     if (not isinstance(weight_shape, (tuple, list)) or len(weight_shape) != 4
             or not all(is_int(s) and s >= 1 for s in weight_shape)):
@@ -705,8 +701,7 @@ def _check_conv(kernel, x_shape, weight_shape, stride, padding, dilation):
     for name, v, low in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
         if not is_int(v) or v < low:
             raise ValueError(f"{kernel}: {name} must be an integer >= {low}, got {v!r}")
-    oh = _conv_out_size(x_shape[2], kh, stride, padding, dilation)
-    ow = _conv_out_size(x_shape[3], kw, stride, padding, dilation)
+    oh, ow = conv_output_size(x_shape[2], x_shape[3], kh, kw, stride, padding, dilation)
     if oh < 1 or ow < 1:
         raise ValueError(f"{kernel}: kernel {kh}x{kw} (dilation {dilation}) larger than the padded input "
                          f"{x_shape[2]}x{x_shape[3]} + 2*{padding}")

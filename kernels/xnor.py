@@ -61,6 +61,7 @@ from numba import njit, prange
 
 from .bits import n_words, pack_signs, pack_signs_jit
 from .checks import is_int
+from .im2col import as_pair
 from .popcount import TILE_ROWS, popcount64, xor_popcount_tile_4x8, xor_popcount_tile_4x32
 
 __all__ = ["xnor_gemm", "xnor_gemm_ref", "binary_conv2d", "binary_conv2d_ref", "pack_activations",
@@ -82,7 +83,8 @@ def binary_conv2d_ref(x_sign, w_sign, stride=1, padding=0, pad_mode="zero"):
 
     ``pad_mode="zero"`` pads with 0 (the float model), ``"one"`` with +1 (Larq). Returns float64.
     """
-    (sh, sw), (ph, pw) = _pair(stride, "stride", 1), _pair(padding, "padding", 0)
+    (sh, sw) = as_pair(stride, "stride", "binary_conv2d_ref", 1)
+    (ph, pw) = as_pair(padding, "padding", "binary_conv2d_ref", 0)
     N, C, H, W = x_sign.shape
     O, _, KH, KW = w_sign.shape
     OH, OW = (H + 2 * ph - KH) // sh + 1, (W + 2 * pw - KW) // sw + 1
@@ -293,16 +295,6 @@ pack_nchw_jit = njit(parallel=True, cache=True)(_pack_nchw_loops)
 
 
 # --- wrappers -----------------------------------------------------------------------------------
-def _pair(value, name, minimum, op="binary_conv2d"):
-    """An int or a pair of ints -> (int, int), each >= minimum."""
-    pair = (value, value) if is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else None
-    if pair is None or len(pair) != 2 or not all(is_int(v) for v in pair):
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
 def _check_bits(op, name, arr, ndim):
     """uint64 array of ``ndim`` dimensions, returned C-contiguous (a copy only if it was not)."""
     if not isinstance(arr, np.ndarray):
@@ -436,7 +428,7 @@ def binary_conv2d(x_bits, w_bits, channels, stride=1, padding=0, alpha=None, bn_
         raise ValueError(f"{op}: empty x_bits {x.shape} or w_bits {w.shape}")
     _check_tail(op, "x_bits", x, channels)
     _check_tail(op, "w_bits", w, channels)
-    (sh, sw), (ph, pw) = _pair(stride, "stride", 1), _pair(padding, "padding", 0)
+    (sh, sw), (ph, pw) = as_pair(stride, "stride", op, 1), as_pair(padding, "padding", op, 0)
     if pad_mode not in PAD_MODES:
         raise ValueError(f"{op}: pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
     if layout not in ("NCHW", "NHWC"):

@@ -201,6 +201,8 @@ _X, _W = pack_activations(np.ones((1, 70, 4, 4), np.float32)), pack_conv_weights
     (lambda: binary_conv2d(_X, _W, "70"), TypeError, "binary_conv2d: channels"),
     (lambda: binary_conv2d(_X, _W, 70, stride=0), ValueError, "binary_conv2d: stride"),
     (lambda: binary_conv2d(_X, _W, 70, stride=1.5), TypeError, "binary_conv2d: stride"),
+    (lambda: binary_conv2d(_X, _W, 70, stride=(1, 1, 1)), ValueError, "binary_conv2d: stride must be an int or a pair"),
+    (lambda: binary_conv2d(_X, _W, 70, padding=True), TypeError, "binary_conv2d: padding must be an int or a pair"),
     (lambda: binary_conv2d(_X, _W, 70, padding=-1), ValueError, "binary_conv2d: padding"),
     (lambda: binary_conv2d(_X[:, :2], _W, 70), ValueError, "binary_conv2d: kernel 3x3 does not fit"),
     (lambda: binary_conv2d(_X, _W, 70, pad_mode="reflect"), ValueError, "binary_conv2d: pad_mode"),
