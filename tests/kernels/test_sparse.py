@@ -125,6 +125,35 @@ def test_csr_matmul_slabs_bands_row_blocks(slab):
         np.testing.assert_allclose(out, w.astype(np.float64) @ np.nan_to_num(b, nan=0.0), **TOL)
 
 
+@pytest.mark.parametrize("reuse", [0.0, np.inf])
+def test_whole_row_and_blocked_kernels_agree(monkeypatch, reuse):
+    """ROWS_MAX_REUSE 0 leaves every product to the blocked kernel, inf gives all to the whole-row one
+    (in pieces of 48 columns here): both equal the dense product with bands, empty rows and bands, and
+    NaN in the rows of b that no kept weight reads."""
+    monkeypatch.setattr(S, "ROWS_MAX_REUSE", reuse)
+    monkeypatch.setattr(S, "ROWS_CHUNK", 48)
+    rng = np.random.default_rng(6)
+    for m, k, n, density in ((70, 300, 333, 0.05), (1, 5, 1, 1.0), (30, 400, 50, 0.002), (3, 7, 100, 0.0)):
+        w = rng.standard_normal((m, k)).astype(np.float32)
+        w[rng.random(w.shape) > density] = 0
+        w[m // 2] = 0
+        b = _b(rng, k, n)
+        b[~w.any(axis=0)] = np.nan
+        bw = S.csr_block(*S.csr_from_dense(w), k, k_block=128)
+        np.testing.assert_allclose(S.csr_matmul_blocked(bw, b), w.astype(np.float64) @ np.nan_to_num(b, nan=0.0),
+                                   **TOL)
+        np.testing.assert_allclose(S.csr_matmul(*S.csr_from_dense(w), b), w @ np.nan_to_num(b, nan=0.0), **TOL)
+
+
+def test_matmul_algorithm_from_the_shapes():
+    """The whole-row kernel for a 99 %-sparse 64-row W (1.3 kept entries per used row of b), the
+    blocked one at 95 % and for a 99 %-sparse 256-row W."""
+    rng = np.random.default_rng(8)
+    for m, k, density, want in ((64, 576, 0.01, "rows"), (64, 576, 0.05, "blocked"), (256, 2304, 0.01, "blocked")):
+        _, indices, _ = S.csr_from_dense(rng.standard_normal((m, k)) * (rng.random((m, k)) < density))
+        assert S.csr_matmul_algorithm(len(indices), len(np.unique(indices))) == want
+
+
 def test_csr_block_unsorted_columns_and_auto_k_block():
     """Columns in any order within a row (a valid CSR need not sort them) block and multiply correctly;
     auto_k_block splits K into equal bands of at most K_BLOCK rows."""
@@ -362,6 +391,9 @@ def test_loops_run_in_plain_python():
     bbuf, obuf = np.empty((2, 4, 20), np.float32), np.empty((2, 2, 20), np.float32)
     out[:] = np.nan
     S._csr_matmul_loops(out, bw.ptr, bw.indices, bw.values, bw.used, bw.used_ptr, b, 4, 4, 2, bbuf, obuf, 2, 3)
+    np.testing.assert_allclose(out, w @ b, **TOL)
+    out[:] = np.nan
+    S._csr_rows_loops(out, bw.ptr, bw.indices, bw.values, b, 4, 2)  # pieces of 2 columns, the last 1
     np.testing.assert_allclose(out, w @ b, **TOL)
     assert S._blocked_consistent_loops(bw.ptr, bw.indices, bw.used, bw.used_ptr, 3, 6, 4, 2)
     assert not S._blocked_consistent_loops(bw.ptr, bw.indices, bw.used[1:], bw.used_ptr, 3, 6, 4, 2)
