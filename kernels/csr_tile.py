@@ -39,9 +39,8 @@ Reference: ``csr_row_tile_ref`` (NumPy gather + dot); ``tinycomp_kernels.sparse`
 """
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
-from numba import njit
 from numba.extending import intrinsic, overload
 
 LANES = 16           # float32 lanes of a 512-bit vector

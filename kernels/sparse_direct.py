@@ -17,8 +17,8 @@ Why
     columns (9x the input for 3x3): formed in memory ("im2col") or row by row in the kernel's L2
     buffer ("implicit", ``sparse_implicit``); either way that costs the same whatever the sparsity.
     Here the cost is one pass over x, one over y, and nnz*N*P multiply-adds, plus a per-weight loop
-    overhead worth ~64 elements. It wins when few weights are kept per output channel and the planes
-    are long (``direct_pays``). Against the implicit path, in runs of boundary cases (2 threads,
+    overhead (OVERHEAD plane elements, fitted against the implicit path). It wins when few weights are
+    kept per output channel and the planes are long (``direct_pays``). Against the implicit path, in runs of boundary cases (2 threads,
     interleaved, 4 runs; /tmp scripts, the benchmark times all paths on its layers): 1.2-1.4x faster
     at 16 channels 32x32 from 95 % sparsity, 1.1-1.2x at 32 channels 16x16 at 99 %, 0.85-1.16x at 16
     channels at 90 %; slower at 64 channels 8x8 at 99 % (0.6-0.85x: the per-weight overhead on short

@@ -22,7 +22,7 @@ def test_implicit_equals_the_dense_reference(n, c, o, h, w, k, density, seed):
 
 
 @settings(max_examples=40)
-@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 9), st.integers(1, 9), st.sampled_from([1, 3, 5]),
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 9), st.integers(1, 9), st.sampled_from([1, 3, 5, 7]),
        st.integers(1, 70), st.integers(1, 40), st.integers(0, 2**32 - 1))
 def test_any_slab_and_band_split(n, c, h, w, k, slab, k_block, seed):
     """Slabs that start and end inside a plane, are shorter than the guard G or than one tile, and
