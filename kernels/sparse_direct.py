@@ -18,12 +18,15 @@ Why
     buffer ("implicit", ``sparse_implicit``); either way that costs the same whatever the sparsity.
     Here the cost is one pass over x, one over y, and nnz*N*P multiply-adds, plus a per-weight loop
     overhead (OVERHEAD plane elements, fitted against the implicit path). It wins when few weights are
-    kept per output channel and the planes are long (``direct_pays``). Against the implicit path, in runs of boundary cases (2 threads,
-    interleaved, 4 runs; /tmp scripts, the benchmark times all paths on its layers): 1.2-1.4x faster
-    at 16 channels 32x32 from 95 % sparsity, 1.1-1.2x at 32 channels 16x16 at 99 %, 0.85-1.16x at 16
-    channels at 90 %; slower at 64 channels 8x8 at 99 % (0.6-0.85x: the per-weight overhead on short
-    planes) and everywhere with more kept weights (0.3-0.9x: the product's register tiles reuse each
-    patch value across many output channels).
+    kept per output channel and the planes are long (``direct_pays``). Four kept weights are added per
+    pass over the accumulator plane, which is then read and written once for four (1.1-1.3x faster
+    than one per pass on the 16- and 32-channel layers at 90-99 %). Against the implicit path, in two
+    runs of 17 boundary cases (2 threads, interleaved with the im2col path; /tmp scripts, the
+    benchmark times all paths on its layers): 1.07-1.37x faster at 16 channels 32x32 from 80 %
+    sparsity, 1.08-1.39x at 32 channels 16x16 from 95 %, 1.16-1.49x at 64 and 128 channels 16x16 at
+    98-99 %; even at 64 channels 8x8 at 99 % (0.8-1.14x: the per-weight overhead on short planes);
+    slower with more kept weights (0.6-0.99x: the product's register tiles reuse each patch value
+    across many output channels).
 
 Reference
     ``sparse.sparse_conv2d_ref`` (dense weight, sliding windows + einsum); tests compare both paths.
@@ -34,7 +37,7 @@ from numba import get_num_threads, njit, prange
 from .im2col import copy_plane_jit, same_padding_tables
 
 OVERHEAD = 256  # a kept weight's loop costs about as much as this many plane elements (fit to the timings)
-DIRECT_MAX_WORK = 20  # direct_pays: kept weights per output channel x (1 + OVERHEAD / P) at most this
+DIRECT_MAX_WORK = 35  # direct_pays: kept weights per output channel x (1 + OVERHEAD / P) at most this
 
 
 def direct_fits(weight_shape, stride, padding, dilation):
@@ -45,11 +48,10 @@ def direct_fits(weight_shape, stride, padding, dilation):
 
 def direct_pays(nnz, n_out, plane):
     """The dispatch rule (deterministic, from the shapes): kept weights per output channel, times
-    (1 + OVERHEAD / plane size), at most DIRECT_MAX_WORK. On the CIFAR ResNet layers it takes the direct
-    path for 16 channels at 32x32 from 90 % sparsity and 32 at 16x16 at 99 %, the implicit one for
-    64-256 channels at 8x8 or 16x16 at any sparsity; in the boundary runs (module doc) the path it
-    picked was at most 15 % slower than the other, but for 32 channels 16x16 at 95 %, where the two
-    traded places from run to run (the direct one 0.67-1.17x as fast)."""
+    (1 + OVERHEAD / plane size), at most DIRECT_MAX_WORK. It takes the direct path for 16 channels at
+    32x32 from 85 % sparsity, 32 channels at 16x16 from 95 %, 64 at 16x16 from 97 %, 128 at 16x16 and
+    64 at 8x8 at 99 %; in the boundary runs (module doc) the path it picked was at most 7 %
+    slower than the other, but for 64 channels 8x8 at batch 256 and 99 % (direct 0.8-0.95x)."""
     return n_out > 0 and nnz / n_out * (1 + OVERHEAD / max(plane, 1)) <= DIRECT_MAX_WORK
 
 
@@ -78,7 +80,20 @@ def _sparse_conv2d_direct_loops(y, x, indptr, chan, shift, tap_col, values, col_
                 loaded = n
             for t in range(p):
                 a[t] = 0
-            for q in range(indptr[o], indptr[o + 1]):
+            q = indptr[o]
+            while q + 4 <= indptr[o + 1]:  # four kept weights per pass: the accumulator read and written once
+                v0, v1, v2, v3 = values[q], values[q + 1], values[q + 2], values[q + 3]
+                s0 = guarded[chan[q], g + shift[q]:g + shift[q] + p]
+                s1 = guarded[chan[q + 1], g + shift[q + 1]:g + shift[q + 1] + p]
+                s2 = guarded[chan[q + 2], g + shift[q + 2]:g + shift[q + 2] + p]
+                s3 = guarded[chan[q + 3], g + shift[q + 3]:g + shift[q + 3] + p]
+                ok0, ok1 = col_ok[tap_col[q]], col_ok[tap_col[q + 1]]
+                ok2, ok3 = col_ok[tap_col[q + 2]], col_ok[tap_col[q + 3]]
+                for t in range(p):
+                    a[t] += ((v0 * (s0[t] if ok0[t] else zero) + v1 * (s1[t] if ok1[t] else zero))
+                             + (v2 * (s2[t] if ok2[t] else zero) + v3 * (s3[t] if ok3[t] else zero)))
+                q += 4
+            for q in range(q, indptr[o + 1]):
                 v = values[q]
                 seg = guarded[chan[q], g + shift[q]:g + shift[q] + p]
                 ok = col_ok[tap_col[q]]
