@@ -50,8 +50,8 @@ def direct_pays(nnz, n_out, plane):
     """The dispatch rule (deterministic, from the shapes): kept weights per output channel, times
     (1 + OVERHEAD / plane size), at most DIRECT_MAX_WORK. It takes the direct path for 16 channels at
     32x32 from 80 % sparsity, 32 channels at 16x16 from 95 %, 64 at 16x16 from 97 %, 128 at 16x16 and
-    64 at 8x8 at 99 %; in the boundary runs (module doc) and four benchmark runs the path it
-    picked was at most 3 % slower than the other, but for 64 channels 8x8 at batch 256 and 99 % (direct
+    64 at 8x8 at 99 %; in the boundary runs (module doc) and eight benchmark runs the path it
+    picked was at most 6 % slower than the other, but for 64 channels 8x8 at batch 256 and 99 % (direct
     0.78-1.02x as fast)."""
     return n_out > 0 and nnz / n_out * (1 + OVERHEAD / max(plane, 1)) <= DIRECT_MAX_WORK
 
