@@ -23,13 +23,13 @@ Why
     than one per pass on the 16- and 32-channel layers at 90-99 %). Against the implicit path, in two
     runs of 17 boundary cases (2 threads, interleaved with the im2col path; /tmp scripts, the
     benchmark times all paths on its layers): 1.07-1.37x faster at 16 channels 32x32 from 80 %
-    sparsity, 1.08-1.39x at 32 channels 16x16 from 95 %, 1.16-1.49x at 64 and 128 channels 16x16 at
-    98-99 %; even at 64 channels 8x8 at 99 % (0.8-1.14x: the per-weight overhead on short planes);
-    slower with more kept weights (0.6-0.99x: the product's register tiles reuse each patch value
-    across many output channels).
+    sparsity, 1.08-1.39x at 32 channels 16x16 from 95 %, 1.16-1.49x at 64 channels 16x16 at 98-99 %
+    and 128 at 99 %; even at 128 channels at 98 % (0.99-1.1x) and 64 channels 8x8 at 99 % (0.8-1.14x:
+    the per-weight overhead on short planes); slower with more kept weights (0.6-0.99x: the product's
+    register tiles reuse each patch value across many output channels).
 
 Reference
-    ``sparse.sparse_conv2d_ref`` (dense weight, sliding windows + einsum); tests compare both paths.
+    ``sparse.sparse_conv2d_ref`` (dense weight, sliding windows + einsum); tests compare all three paths.
 """
 import numpy as np
 from numba import get_num_threads, njit, prange
