@@ -20,9 +20,9 @@ What
 Why
     ``sparse_conv2d``'s im2col path writes the patch matrix (9x the input for 3x3, 38 MB for 256 images
     of 64 channels 8x8) and the product then reads it back from memory or L3; here the band copy reads
-    x (1/9 of that) from cache. Twelve runs of ``benchmarks/bench_sparse_conv.py`` (2 threads, 03:27-04:23
-    UTC on 2026-11-27) on the six CIFAR ResNet 3x3 layers: 1.7-3.1x faster than the im2col path at 95 % sparsity, 1.1-4.4x over 0-99 %,
-    never slower.
+    x (1/9 of that) from cache. Twelve runs of ``benchmarks/bench_sparse_conv.py`` (2 threads,
+    03:27-04:23 UTC on 2026-11-27) on the six CIFAR ResNet 3x3 layers: 1.7-3.1x faster than the im2col
+    path at 95 % sparsity, 1.1-4.4x over 0-99 %, never slower.
 
     Where the time goes (95 %, 256 images of 64 channels 8x8, each phase alone from a copy of the
     kernel, interleaved): writing the band rows 0.6 ms, the register tiles 0.7 ms, the output 0.1-0.4
