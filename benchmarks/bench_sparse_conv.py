@@ -9,14 +9,13 @@ matrix in L3-sized chunks of images when it is large, then the CSR product), "im
 product with the patch rows written from x inside the kernel: ``kernels/sparse_implicit.py``) and
 "direct" (each kept weight adds a shifted plane: ``kernels/sparse_direct.py``), and "whole" is the
 im2col path with the whole batch's patch matrix at once (``return_cols=True``, the training path):
-the chunking's gain. Weights are magnitude-pruned to
-each sparsity (unstructured); every sparse result is validated against conv2d_forward of the pruned
-weight before timing. All are timed round-robin in one run (harness.interleaved, rotated); ratios
-are medians of per-round ratios (harness.paired_ratio), with the middle half of the rounds. PyTorch's dense conv2d
-is timed too when torch is importable, in a separate process with the same thread count, after the
-tinycomp rounds (bench_binary_conv.torch_times): its column divides medians taken minutes apart.
-PyTorch has no CPU kernel for unstructured sparse convolution, so its dense conv is what a PyTorch
-user would run.
+the chunking's gain. Weights are magnitude-pruned to each sparsity (unstructured); every sparse
+result is validated against conv2d_forward of the pruned weight before timing. All are timed
+round-robin in one run (harness.interleaved, rotated); ratios are medians of per-round ratios
+(harness.paired_ratio), with the middle half of the rounds. PyTorch's dense conv2d is timed too when
+torch is importable, in a separate process with the same thread count, after the tinycomp rounds
+(bench_binary_conv.torch_times): its column divides medians taken minutes apart. PyTorch has no CPU
+kernel for unstructured sparse convolution, so its dense conv is what a PyTorch user would run.
 
     flock /tmp/tinycomp-bench.lock python benchmarks/bench_sparse_conv.py [--quick] [--threads 2]
 """

@@ -157,6 +157,15 @@ def same_padding_tables(H, W, KW, ph, pw):
     return ph * W + pw, col_ok
 
 
+def same_padding_taps(rows, KH, KW, W):
+    """For patch rows r = (c*KH + kh)*KW + kw of a stride-1 "same" convolution on planes W wide:
+    (c, tap = kh*KW + kw, shift = (kh - ph)*W + (kw - pw), the flat offset that tap reads at), int64
+    arrays. Shared by ``sparse_direct`` (per kept weight) and ``sparse_implicit`` (per patch row)."""
+    r = np.asarray(rows, dtype=np.int64)
+    tap = r % (KH * KW)
+    return r // (KH * KW), tap, (tap // KW - (KH - 1) // 2) * W + (tap % KW - (KW - 1) // 2)
+
+
 def _im2col_same_loops(cols, x, KH, KW, ph, pw, col_ok, bufs):
     """im2col for stride 1, dilation 1 and "same" padding (OH = H, OW = W: 2*ph = KH - 1, 2*pw = KW - 1).
 

@@ -147,6 +147,7 @@ Reference
     ``numpy.lib.stride_tricks.sliding_window_view`` + einsum.
 """
 import threading
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
@@ -511,21 +512,29 @@ def csr_matmul_algorithm(nnz, n_used):
     return "rows" if nnz <= ROWS_MAX_REUSE * n_used else "blocked"
 
 
+@contextmanager
+def _band_buffers(m, n, k, k_block, slab=None):
+    """The blocked kernels' plan and buffers for an (M, K) @ (K, N) product: yields (slab, row_block,
+    bbuf, obuf), ``slab`` from ``_plan`` unless given, holding ``_workspace_lock`` until the kernel has
+    run (the buffers are views of the one workspace)."""
+    workers = get_num_threads()
+    band_rows = max(1, min(k_block, k))  # a k_block above K only ever uses K rows
+    plan_slab, row_block = _plan(m, n, band_rows, workers)
+    slab = plan_slab if slab is None else slab
+    stride = _padded(slab)
+    with _workspace_lock:
+        yield (slab, row_block) + _scratch((workers, band_rows, stride), (workers, row_block, stride))
+
+
 def _matmul_blocked_into(out, bw, b, slab=None):
     m, n = out.shape
     if m == 0 or n == 0:
         return out
-    workers = get_num_threads()
     if slab is None and csr_matmul_algorithm(len(bw.values), len(bw.used)) == "rows":
-        n_ch = max(-(-n // ROWS_CHUNK), -(-2 * workers // m))  # a task per worker at least twice over
+        n_ch = max(-(-n // ROWS_CHUNK), -(-2 * get_num_threads() // m))  # a task per worker at least twice over
         csr_rows_jit(out, bw.ptr, bw.indices, bw.values, b, bw.k_block, -(-n // n_ch))
         return out
-    band_rows = max(1, min(bw.k_block, b.shape[0]))  # a k_block above K only ever uses K rows
-    plan_slab, row_block = _plan(m, n, band_rows, workers)
-    slab = plan_slab if slab is None else slab
-    with _workspace_lock:
-        stride = _padded(slab)
-        bbuf, obuf = _scratch((workers, band_rows, stride), (workers, row_block, stride))
+    with _band_buffers(m, n, b.shape[0], bw.k_block, slab) as (slab, row_block, bbuf, obuf):
         csr_matmul_jit(out, bw.ptr, bw.indices, bw.values, bw.used, bw.used_ptr, b, bw.k_block, slab, row_block,
                        bbuf, obuf, PREFETCH_ROWS, PREFETCH_L2_ROWS)
     return out
@@ -539,15 +548,9 @@ def _implicit_into(y, x, bw, kh, kw, slab=None):
     o, p = y.shape[1], h * w
     if n == 0 or o == 0:
         return y
-    workers = get_num_threads()
-    band_rows = max(1, min(bw.k_block, c * kh * kw))
-    plan_slab, row_block = _plan(o, n * p, band_rows, workers)
-    slab = plan_slab if slab is None else slab
-    chan, shift, tap, tap_ok, g = implicit_tables(c, kh, kw, h, w, slab)
-    gbuf = np.empty((workers, slab + 2 * g), dtype=np.float32)
-    with _workspace_lock:
-        stride = _padded(slab)
-        bbuf, obuf = _scratch((workers, band_rows, stride), (workers, row_block, stride))
+    with _band_buffers(o, n * p, c * kh * kw, bw.k_block, slab) as (slab, row_block, bbuf, obuf):
+        chan, shift, tap, tap_ok, g = implicit_tables(c, kh, kw, h, w, slab)
+        gbuf = np.empty((bbuf.shape[0], slab + 2 * g), dtype=np.float32)
         sparse_conv2d_implicit_jit(y.reshape(n, o, p), bw.ptr, bw.indices, bw.values, bw.used, bw.used_ptr,
                                    x.reshape(n, c, p), chan, shift, tap, tap_ok, g, bw.k_block, slab, row_block,
                                    bbuf, obuf, gbuf)
@@ -821,16 +824,14 @@ def sparse_conv2d(x, indptr, indices, values, weight_shape, stride=1, padding=0,
         raise ValueError(f"sparse_conv2d: algorithm {algorithm!r} computes inference (no return_cols) with "
                          f"stride 1, dilation 1 and 'same' padding only; got a {kh}x{kw} kernel, stride {stride}, "
                          f"padding {padding}, dilation {dilation}, return_cols={return_cols}")
-    if algorithm == "direct":
-        return _direct_into(np.empty((n, o, oh, ow), dtype=np.float32), x, indptr, indices, values, kh, kw)
-    if algorithm == "implicit":
-        y = np.empty((n, o, oh, ow), dtype=np.float32)
-        if n == 0:  # the blocked copy of W only for a non-empty batch: its tables grow with K
-            return y
-        return _implicit_into(y, x, _block(indptr, indices, values, c * kh * kw, auto_k_block(c * kh * kw),
-                                           with_perm=False), kh, kw)
-    k, p = c * kh * kw, oh * ow
     y = np.empty((n, o, oh, ow), dtype=np.float32)
+    if algorithm == "direct":
+        return _direct_into(y, x, indptr, indices, values, kh, kw)
+    k, p = c * kh * kw, oh * ow
+    # the blocked copy of W only for a non-empty batch: its tables grow with K even for no product
+    bw = _block(indptr, indices, values, k, auto_k_block(k), with_perm=False) if n else None
+    if algorithm == "implicit":
+        return _implicit_into(y, x, bw, kh, kw)
     # cols (K, N*P) in the float conv's layout; training keeps all of it for the backward
     if return_cols or 4 * k * p * n <= CONV_WHOLE_BYTES:
         chunk = max(n, 1)
@@ -838,8 +839,6 @@ def sparse_conv2d(x, indptr, indices, values, weight_shape, stride=1, padding=0,
         chunk = -(-n // -(-n // max(1, CONV_CHUNK_BYTES // (4 * k * p))))
     cols_buf = np.empty(k * chunk * p, dtype=np.float32)  # flat: a shorter last chunk stays C-contiguous
     out_buf = np.empty(o * chunk * p, dtype=np.float32)
-    # the blocked copy of W only for a non-empty batch: its tables grow with K even for no product
-    bw = _block(indptr, indices, values, k, auto_k_block(k), with_perm=False) if n else None
     for n0 in range(0, n, chunk):
         nc = min(chunk, n - n0)
         cols = im2col(x[n0:n0 + nc], kh, kw, stride, padding, dilation, out=cols_buf[:k * nc * p].reshape(k, nc * p))

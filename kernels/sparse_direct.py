@@ -34,7 +34,7 @@ Reference
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from .im2col import copy_plane_jit, same_padding_tables
+from .im2col import copy_plane_jit, same_padding_tables, same_padding_taps
 
 OVERHEAD = 256  # a kept weight's loop costs about as much as this many plane elements (fit to the timings)
 DIRECT_MAX_WORK = 37  # direct_pays: kept weights per output channel x (1 + OVERHEAD / P) at most this
@@ -116,10 +116,8 @@ def _direct_into(y, x, indptr, indices, values, kh, kw):
     _, n_ch, h, w = x.shape
     ph, pw = (kh - 1) // 2, (kw - 1) // 2
     p = h * w
-    cols = indices.astype(np.int64)
-    chan = cols // (kh * kw)
-    tap_col = cols % kw
-    shift = ((cols // kw) % kh - ph) * w + (tap_col - pw)
+    chan, tap, shift = same_padding_taps(indices, kh, kw, w)
+    tap_col = tap % kw
     g, col_ok = same_padding_tables(h, w, kw, ph, pw)
     workers = get_num_threads()
     planes = np.zeros((workers, n_ch, p + 2 * g), dtype=np.float32)

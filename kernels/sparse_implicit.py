@@ -42,6 +42,7 @@ import numpy as np
 from numba import njit, prange
 
 from .csr_tile import band_tiles
+from .im2col import same_padding_tables, same_padding_taps
 
 
 def implicit_tables(c, kh, kw, h, w, slab):
@@ -50,15 +51,12 @@ def implicit_tables(c, kh, kw, h, w, slab):
     the tap of flat position t mod P reads inside the plane, repeated over L >= P + slab columns so
     that a slab starting anywhere in a plane reads it as one slice; G = ph*W + pw."""
     ph, pw = (kh - 1) // 2, (kw - 1) // 2
-    k = np.arange(c * kh * kw, dtype=np.int64)
-    tap = k % (kh * kw)
-    shift = (tap // kw - ph) * w + (tap % kw - pw)
+    chan, tap, shift = same_padding_taps(np.arange(c * kh * kw), kh, kw, w)
     p = h * w
-    rows = np.arange(h) + np.arange(kh)[:, None] - ph  # (kh, h): the input row tap kh reads
-    cols = np.arange(w) + np.arange(kw)[:, None] - pw
-    ok = ((rows >= 0) & (rows < h))[:, None, :, None] & ((cols >= 0) & (cols < w))[None, :, None, :]
-    reps = -(-(p + slab) // p)
-    return k // (kh * kw), shift, tap, np.tile(ok.reshape(kh * kw, p), (1, reps)), ph * w + pw
+    g, col_ok = same_padding_tables(h, w, kw, ph, pw)
+    rows = np.arange(p) // w + np.arange(kh)[:, None] - ph  # (kh, p): the input row tap row kh reads
+    ok = (((rows >= 0) & (rows < h))[:, None, :] & col_ok[None, :, :]).reshape(kh * kw, p)
+    return chan, shift, tap, np.tile(ok, (1, -(-(p + slab) // p))), g
 
 
 def _sparse_conv2d_implicit_loops(y, ptr, indices, values, used, used_ptr, x, chan, shift, tap, tap_ok, g,
