@@ -15,7 +15,6 @@ Shapes (3x3, stride 1, padding 1, O = C): ResNet-18 (CIFAR widths, C >= 128) 128
 
     flock /tmp/tinycomp-bench.lock python benchmarks/bench_binary_conv.py [--quick] [--threads 2]
 """
-import argparse
 import importlib.util
 import json
 import os
@@ -27,7 +26,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-from harness import interleaved, write_report  # noqa: E402
+from harness import bench_run, interleaved, write_report  # noqa: E402
 
 # (net, C, H, O, stride)
 LAYERS = [
@@ -83,18 +82,9 @@ def torch_times(shapes, threads, repeats):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="3 repeats, batch 1 and 8: a smoke run")
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--repeats", type=int, default=10)
-    args = ap.parse_args()
+    args, threads = bench_run(__doc__, repeats=10, quick_help="3 repeats, batch 1 and 8: a smoke run", threads=os.cpu_count())
+    from threadpoolctl import threadpool_info
 
-    import numba
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    threads = min(args.threads, numba.config.NUMBA_NUM_THREADS)
-    numba.set_num_threads(threads)
-    threadpool_limits(threads, user_api="blas")
     blas_threads = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
 
     from tinycomp_kernels.xnor import binary_conv2d, pack_activations, pack_conv_weights
@@ -144,7 +134,7 @@ def main():
     for row, ts in zip(rows, torch_s or [None] * len(rows)):
         row["torch_ms"] = None if ts is None else 1e3 * ts
         row["ratio_vs_torch"] = None if ts is None else ts / (row["binary_ms"] / 1e3)
-    extra = {"threads": {"numba": numba.get_num_threads(), "blas": blas_threads}, "torch": torch_note,
+    extra = {"threads": {"numba": threads, "blas": blas_threads}, "torch": torch_note,
              "repeats": repeats, "quick": args.quick,
              "note": "binary = pack_activations + binary_conv2d (weights pre-packed); float = fastest float32 "
                      "conv of the run (float_impl); ratio = float median / binary median, same interleaved run"}

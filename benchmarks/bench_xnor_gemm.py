@@ -12,7 +12,6 @@ recorded. Ratios come from one interleaved run (harness.interleaved). The JSON a
 
     flock /tmp/tinycomp-bench.lock python benchmarks/bench_xnor_gemm.py [--quick] [--threads 2]
 """
-import argparse
 import os
 import sys
 
@@ -23,7 +22,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-from harness import interleaved, write_report  # noqa: E402
+from harness import bench_run, interleaved, write_report  # noqa: E402
 
 SHAPES = [  # (M, N, K)
     (4096, 64, 576), (1024, 64, 576),
@@ -35,18 +34,9 @@ QUICK_SHAPES = [(1024, 64, 576), (1024, 128, 1152), (1024, 256, 2304), (1024, 51
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="M = 1024 only, 3 repeats: a smoke run")
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--repeats", type=int, default=15)
-    args = ap.parse_args()
+    args, threads = bench_run(__doc__, repeats=15, quick_help="M = 1024 only, 3 repeats: a smoke run", threads=os.cpu_count())
+    from threadpoolctl import threadpool_info
 
-    import numba
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    threads = min(args.threads, numba.config.NUMBA_NUM_THREADS)
-    numba.set_num_threads(threads)
-    threadpool_limits(threads, user_api="blas")
     blas_threads = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
 
     from tinycomp_kernels.bits import pack_signs
@@ -80,7 +70,7 @@ def main():
               f"ratio {rows[-1]['ratio']:.1f}x", flush=True)
 
     asm = popcount_instruction_counts()
-    extra = {"threads": {"numba": numba.get_num_threads(), "blas": blas_threads}, "popcount_instructions": asm,
+    extra = {"threads": {"numba": threads, "blas": blas_threads}, "popcount_instructions": asm,
              "repeats": repeats, "quick": args.quick,
              "note": "ratio = median float32 time / median xnor time from one interleaved run; "
                      "xnor_gbops = binary MACs (M*N*K) per ns; operands packed beforehand"}
