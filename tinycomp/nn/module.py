@@ -21,18 +21,35 @@ class Module:
 
     # --- registration ------------------------------------------------------------------------
     def __setattr__(self, name, value):
+        """Register Parameters and Modules by name. Re-assigning an existing name keeps its position
+        (Sequential's order, ``parameters()``'s order, which optimizer state is matched by), as PyTorch does."""
         if "_parameters" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
-        for table in (self._parameters, self._buffers, self._modules):
-            table.pop(name, None)
+        params, modules, buffers = self._parameters, self._modules, self._buffers
+        if name in params and not isinstance(value, Parameter) and value is not None:
+            raise TypeError(f"{type(self).__name__}.{name} is a Parameter: assign a Parameter (or None), not a "
+                            f"{type(value).__name__}; wrap it as nn.Parameter(...) or change .{name}.data in place")
+        if name in modules and not isinstance(value, Module) and value is not None:
+            raise TypeError(f"{type(self).__name__}.{name} is a child module: assign a Module (or None), not a "
+                            f"{type(value).__name__}")
         if isinstance(value, Parameter):
-            self._parameters[name] = value
+            table = params
         elif isinstance(value, Module):
-            self._modules[name] = value
+            table = modules
+        elif name in params or name in modules:  # None keeps the slot, as in PyTorch
+            table = params if name in params else modules
         elif name in self.__dict__.get("_buffer_names", ()):
-            self._buffers[name] = value
+            table = buffers
         else:
+            for other in (params, buffers, modules):
+                other.pop(name, None)
             object.__setattr__(self, name, value)
+            return
+        for other in (params, buffers, modules):
+            if other is not table:
+                other.pop(name, None)
+        self.__dict__.pop(name, None)  # a plain attribute of that name would shadow the registered one
+        table[name] = value  # an existing key keeps its place in the OrderedDict
 
     def __getattr__(self, name):
         for table in ("_parameters", "_buffers", "_modules"):
