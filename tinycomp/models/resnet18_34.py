@@ -13,6 +13,7 @@ class ResNet(nn.Module):
         widths = [scaled(c, width) for c in (64, 128, 256, 512)]
         self.conv1 = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
+        self.stem_act = nn.ReLU()  # a module, so binary-activation conversions can replace it
         in_planes = widths[0]
         for i, (planes, n) in enumerate(zip(widths, blocks_per_stage)):
             blocks = []
@@ -23,7 +24,7 @@ class ResNet(nn.Module):
         self.linear = nn.Linear(in_planes, num_classes)
 
     def forward(self, x):
-        out = self.bn1(self.conv1(x)).relu()
+        out = self.stem_act(self.bn1(self.conv1(x)))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 

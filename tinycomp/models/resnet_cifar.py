@@ -62,6 +62,7 @@ class CifarResNet(nn.Module):
         widths = [scaled(c, width) for c in (16, 32, 64)]
         self.conv1 = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
+        self.stem_act = nn.ReLU()  # a module, so binary-activation conversions can replace it
         in_planes = widths[0]
         for i, planes in enumerate(widths):
             blocks = []
@@ -76,7 +77,7 @@ class CifarResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
 
     def forward(self, x):
-        out = self.bn1(self.conv1(x)).relu()
+        out = self.stem_act(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)  # (N, C)
         return self.linear(out)
