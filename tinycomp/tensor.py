@@ -5,6 +5,8 @@ checks). ``Tensor.grad`` is an ``np.ndarray`` of the same shape once ``backward(
 accumulated across calls until reset to ``None`` (``Module.zero_grad()`` / ``Optimizer.zero_grad()``).
 Operators and methods call the ops of ``tinycomp.functional``.
 """
+import math
+
 import numpy as np
 from tinycomp_kernels.checks import is_int
 
@@ -143,25 +145,32 @@ class Tensor:
         return self.data >= _raw(other)
 
     # --- methods -----------------------------------------------------------------------------
-    def sum(self, axis=None, keepdims=False):
-        return _F().sum(self, axis, keepdims)
+    # Reductions take NumPy's axis=/keepdims= or PyTorch's dim=/keepdim= (see functional/reduction.py).
+    def sum(self, axis=None, keepdims=None, *, dim=None, keepdim=None):
+        return _F().sum(self, axis, keepdims, dim=dim, keepdim=keepdim)
 
-    def mean(self, axis=None, keepdims=False):
-        return _F().mean(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=None, *, dim=None, keepdim=None):
+        return _F().mean(self, axis, keepdims, dim=dim, keepdim=keepdim)
 
-    def max(self, axis=None, keepdims=False):
-        return _F().max(self, axis, keepdims)
+    def max(self, axis=None, keepdims=None, *, dim=None, keepdim=None):
+        return _F().max(self, axis, keepdims, dim=dim, keepdim=keepdim)
 
     def reshape(self, *shape):
         return _F().reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
 
     view = reshape
 
-    def flatten(self, start_dim=0):
-        dims = max(self.ndim, 1)  # a 0-d tensor flattens like a 1-d one
-        if not is_int(start_dim) or not -dims <= start_dim < dims:
-            raise ValueError(f"flatten: start_dim {start_dim!r} out of range for a tensor of shape {self.shape}")
-        return self.reshape(self.shape[:start_dim % dims] + (-1,))
+    def flatten(self, start_dim=0, end_dim=-1):
+        """Merge the axes start_dim..end_dim (both included) into one, as ``torch.flatten``."""
+        shape = self.shape or (1,)  # a 0-d tensor flattens like a 1-d one
+        for name, d in (("start_dim", start_dim), ("end_dim", end_dim)):
+            if not is_int(d) or not -len(shape) <= d < len(shape):
+                raise ValueError(f"flatten: {name} {d!r} out of range for a tensor of shape {self.shape}")
+        start, end = start_dim % len(shape), end_dim % len(shape)
+        if start > end:
+            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {self.shape}")
+        # the product, not -1: -1 cannot be resolved when another axis has length 0
+        return self.reshape(shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:])
 
     def permute(self, *axes):
         return _F().permute(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes)
@@ -188,8 +197,12 @@ class Tensor:
     def tanh(self):
         return _F().tanh(self)
 
-    def argmax(self, axis=None):
-        return self.data.argmax(axis=axis)
+    def argmax(self, axis=None, keepdims=None, *, dim=None, keepdim=None):
+        """Index of the first maximum, an int64 ``np.ndarray`` (no gradient), over all elements or one axis."""
+        from .functional._dims import axis_or_dim, keepdims_or_keepdim  # late: functional imports Tensor
+
+        return self.data.argmax(axis=axis_or_dim("argmax", axis, dim),
+                                keepdims=keepdims_or_keepdim("argmax", keepdims, keepdim))
 
 
 def _raw(x):

@@ -10,6 +10,7 @@ logsumexp subtracts the row maximum first so exp never overflows.
 import numpy as np
 
 from ..autograd import Function
+from ._dims import axis_or_dim
 from ._util import check_float, normalize_axis
 
 
@@ -48,9 +49,11 @@ class CrossEntropy(Function):
         return dout * (np.exp(logp) - q) / logp.shape[0], None, None
 
 
-def log_softmax(x, axis=-1):
+def log_softmax(x, axis=None, *, dim=None):
+    """Log-softmax over ``axis`` (PyTorch's ``dim``; the last axis when neither is given)."""
     check_float("log_softmax", x)
-    return LogSoftmax.apply(x, normalize_axis("log_softmax", int(axis), x.ndim)[0])
+    axis = int(axis_or_dim("log_softmax", axis, dim, default=-1))
+    return LogSoftmax.apply(x, normalize_axis("log_softmax", axis, x.ndim)[0])
 
 
 def cross_entropy(logits, target, label_smoothing=0.0):

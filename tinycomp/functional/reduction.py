@@ -4,10 +4,16 @@
     mean: y = Σ_axes x / n               dx = g / n broadcast back
     max:  y = max_axes x                 dx = g / t on each of the t tied maxima, 0 elsewhere
 (``max`` spreads the gradient evenly over ties, like ``torch.amax``; it never picks one arbitrarily.)
+Each takes NumPy's ``axis``/``keepdims`` or PyTorch's ``dim``/``keepdim``. ``max(x, dim=d)`` returns
+what PyTorch's does, ``(values, indices)``; ``max(x, axis=d)`` returns the values, as NumPy's.
 """
+from collections import namedtuple
+
 import numpy as np
+from tinycomp_kernels.checks import is_int
 
 from ..autograd import Function
+from ._dims import axis_or_dim, keepdims_or_keepdim
 from ._util import check_float, normalize_axis
 
 
@@ -57,18 +63,35 @@ class Max(Function):
         return (g * ctx.weights).astype(dout.dtype, copy=False), None, None
 
 
-def sum(x, axis=None, keepdims=False):
+def sum(x, axis=None, keepdims=None, *, dim=None, keepdim=None):
     check_float("sum", x)
-    return Sum.apply(x, normalize_axis("sum", axis, x.ndim), bool(keepdims))
+    axes = normalize_axis("sum", axis_or_dim("sum", axis, dim), x.ndim)
+    return Sum.apply(x, axes, keepdims_or_keepdim("sum", keepdims, keepdim))
 
 
-def mean(x, axis=None, keepdims=False):
+def mean(x, axis=None, keepdims=None, *, dim=None, keepdim=None):
     check_float("mean", x)
-    return Mean.apply(x, normalize_axis("mean", axis, x.ndim), bool(keepdims))
+    axes = normalize_axis("mean", axis_or_dim("mean", axis, dim), x.ndim)
+    return Mean.apply(x, axes, keepdims_or_keepdim("mean", keepdims, keepdim))
 
 
-def max(x, axis=None, keepdims=False):
+# PyTorch's max(x, dim) result: values (a Tensor, differentiable) and indices (an int64 ndarray, as argmax's)
+ValuesIndices = namedtuple("ValuesIndices", "values indices")
+
+
+def max(x, axis=None, keepdims=None, *, dim=None, keepdim=None):
+    """The largest element over ``axis`` (NumPy's ``max``, PyTorch's ``amax``). With PyTorch's ``dim=``
+    (one int) it returns PyTorch's ``max(x, dim)``: ``ValuesIndices(values, indices)``, the first maximum's
+    index; the gradient of ``values`` is still shared among tied maxima."""
     check_float("max", x)
+    keepdims = keepdims_or_keepdim("max", keepdims, keepdim)
+    axes = normalize_axis("max", axis_or_dim("max", axis, dim), x.ndim)
+    if dim is not None and not is_int(dim):
+        raise TypeError(f"max: dim= must be one int, got {dim!r} (max(dim=) returns values and indices along one "
+                        f"dimension, as PyTorch's); for several axes use axis=")
     if x.data.size == 0:
         raise ValueError(f"max: cannot reduce an empty tensor of shape {x.shape}")
-    return Max.apply(x, normalize_axis("max", axis, x.ndim), bool(keepdims))
+    values = Max.apply(x, axes, keepdims)
+    if dim is None:
+        return values
+    return ValuesIndices(values, x.data.argmax(axis=axes[0], keepdims=keepdims))

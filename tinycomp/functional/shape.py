@@ -11,6 +11,7 @@ from tinycomp_kernels.checks import is_int
 
 from ..autograd import Function
 from ..tensor import Tensor
+from ._dims import axis_or_dim
 from ._util import check_size, check_tensor, int_tuple, normalize_axis
 
 
@@ -123,12 +124,13 @@ def getitem(x, index):
     return GetItem.apply(x, index)
 
 
-def concatenate(tensors, axis=0):
+def concatenate(tensors, axis=None, *, dim=None):
+    """Join ``tensors`` along ``axis`` (PyTorch's ``dim``; 0 when neither is given)."""
     tensors = [check_tensor("concatenate", t, f"tensors[{i}]") for i, t in enumerate(tensors)]
     if not tensors:
         raise ValueError("concatenate: needs at least one tensor")
     ref = tensors[0]
-    axis = normalize_axis("concatenate", int(axis), ref.ndim)[0]
+    axis = normalize_axis("concatenate", int(axis_or_dim("concatenate", axis, dim, default=0)), ref.ndim)[0]
     for i, t in enumerate(tensors):
         if t.ndim != ref.ndim or any(a != b for d, (a, b) in enumerate(zip(t.shape, ref.shape)) if d != axis):
             raise ValueError(f"concatenate: tensors[{i}] has shape {t.shape}, incompatible with {ref.shape} "

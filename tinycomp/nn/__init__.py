@@ -2,6 +2,7 @@
 from . import init
 from .containers import ModuleList, Sequential
 from .layers import BatchNorm1d, BatchNorm2d, Conv2d, Linear
+from .loss import CrossEntropyLoss
 from .module import Module
 from .parameter import Parameter
 from .simple import (AdaptiveAvgPool2d, AvgPool2d, Dropout, Flatten, Hardtanh, Identity, LeakyReLU, MaxPool2d,
