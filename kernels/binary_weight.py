@@ -1,6 +1,6 @@
 """Binary-weight convolution (BinaryConnect / BWN inference): float activations, 1-bit weights.
 
-Math (METHODS.md, "BC" and "BWN"): with W_b = sign(W) in {-1, +1} (sign(0) = +1) and a scale
+Math (docs/methods.md, "BC" and "BWN"): with W_b = sign(W) in {-1, +1} (sign(0) = +1) and a scale
 alpha (one per output filter for BWN, a single one for BC, where alpha = 1),
 
     y[n, o, oh, ow] = alpha[o] * sum_{c, kh, kw} W_b[o, c, kh, kw] * x[n, c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]

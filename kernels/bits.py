@@ -5,7 +5,8 @@ What: ``pack_signs(x, axis=-1)`` turns the signs of ``x`` along one axis into ui
 the XNOR/popcount kernels (``tinycomp_kernels.xnor``) and of the binary-weight convolution.
 
 Conventions (stated once, used by every bit kernel of tinycomp):
-- sign(v) = +1 if v >= 0 else -1, so **sign(0) = +1** (METHODS.md). NaN is rejected.
+- sign(v) = +1 if v >= 0 else -1, so **sign(0) = +1** (docs/methods.md, "Sign and straight-through
+  estimators"). NaN is rejected.
 - **bit 1 <-> +1, bit 0 <-> -1.**
 - Element j of a packed row sits in **bit (j % 64) of word j // 64** (bit 0 = least significant),
   so a row of n elements takes ceil(n / 64) words.

@@ -1,7 +1,7 @@
 """SAL inference form: a k x k convolution whose every (o, c) pair kept at most one tap.
 
 What
-    After training a Shift Attention Layer (METHODS.md, "SAL"), the rounded attention leaves each
+    After training a Shift Attention Layer (docs/methods.md, "SAL"), the rounded attention leaves each
     (output channel o, input channel c) pair with one tap s in 0..k*k-1 of the k x k kernel, or none
     (the pair is pruned). The layer is then a sum of k*k shifted sparse 1x1 convolutions:
 

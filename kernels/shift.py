@@ -1,6 +1,6 @@
 """Shift: a per-channel spatial translation with zero fill (Wu et al., CVPR 2018).
 
-Math (METHODS.md, "Shift"): for an input F of shape (N, C, H, W) and integer offsets dy, dx of
+Math (docs/methods.md, "Shift"): for an input F of shape (N, C, H, W) and integer offsets dy, dx of
 length C,
 
     G[n, c, y, x] = F[n, c, y + dy[c], x + dx[c]]    if 0 <= y + dy[c] < H and 0 <= x + dx[c] < W

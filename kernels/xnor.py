@@ -1,6 +1,6 @@
 """XNOR/popcount GEMM and binary convolution on bit-packed ±1 operands.
 
-The identity (METHODS.md, "The kernel identity"): for a, b in {-1,+1}^n packed as bits (bit 1 <-> +1,
+The identity (docs/methods.md, "The kernel identity"): for a, b in {-1,+1}^n packed as bits (bit 1 <-> +1,
 ``tinycomp_kernels.bits``; tail bits 0 in every operand, so they never differ),
 
     a . b = n - 2 * popcount(a XOR b)
