@@ -180,8 +180,8 @@ class Module:
 
     def load_state_dict(self, state, strict=True):
         """Copy arrays from ``state`` into the parameters and buffers. Every entry is checked first,
-        so a bad state dict raises (naming each missing, unexpected or mis-shaped entry) and leaves
-        the model unchanged."""
+        so a bad state dict raises (counting the missing, unexpected or mis-shaped entries and naming
+        the first five) and leaves the model unchanged."""
         slots = self._state_slots()
         missing = [k for k in slots if k not in state]
         unexpected = [k for k in state if k not in slots]
@@ -197,8 +197,10 @@ class Module:
                 problems.append(f"{key}: dtype {new.dtype} cannot be loaded into {current.dtype}")
         if strict:
             problems += [f"missing key: {k}" for k in missing] + [f"unexpected key: {k}" for k in unexpected]
-        if problems:
-            raise ValueError(f"load_state_dict into {type(self).__name__}: " + "; ".join(problems))
+        if problems:  # the first few only: a checkpoint of another model mismatches every tensor
+            more = f"; ... and {len(problems) - 5} more" if len(problems) > 5 else ""
+            raise ValueError(f"load_state_dict into {type(self).__name__}: {len(problems)} problems: "
+                             + "; ".join(problems[:5]) + more)
         for key, (module, table, name) in slots.items():
             if key in state:
                 target = table[name].data if isinstance(table[name], Tensor) else table[name]
