@@ -3,7 +3,7 @@
 Everything returns NumPy arrays; nothing is ever unpickled.
 
     from tinycomp.data import load_cifar, Normalize, BatchLoader, train_val_split
-    data = load_cifar("cifar10", root=None, download=True)   # uint8 (N, 3, 32, 32), int64 labels
+    data = load_cifar("cifar10", root=None)   # uint8 (N, 3, 32, 32), int64 labels
     train_idx, val_idx = train_val_split(len(data.train_labels), val=5000, seed=0)
     norm = Normalize.from_images(data.train_images, train_idx)
     train = BatchLoader(data.train_images, data.train_labels, 128, indices=train_idx, shuffle=True,
@@ -11,10 +11,11 @@ Everything returns NumPy arrays; nothing is ever unpickled.
     for x, y in train: ...                                    # one epoch; train.state() to checkpoint
 
 Public API
-- ``load_cifar(name="cifar10", root=None, download=True, label=None, url=None, md5=None,
+- ``load_cifar(name="cifar10", root=None, download=None, label=None, url=None, md5=None,
   progress=True) -> CifarData`` (train/test images and labels, class names).
 - ``resolve_root(data_dir=None) -> (Path, source)``: ``data_dir``, else ``$TINYCOMP_DATA``, else
-  ``~/.cache/tinycomp``. ``ensure_dataset(name, data_dir, download, url, md5)`` -> dataset folder.
+  ``~/.cache/tinycomp``. ``ensure_dataset(name, data_dir, download, url, md5)`` -> dataset folder
+  (``download``: None only into the default cache, True anywhere, False never).
 - ``DatasetError`` (a ValueError): missing, malformed or undownloadable data; names the file.
 - ``channel_stats(images, indices=None) -> (mean, std)``, ``Normalize(mean, std)``,
   ``augment_batch(images, rng, normalize=None, pad=4, flip=True, mode="reflect")``,

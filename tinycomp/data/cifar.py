@@ -28,14 +28,15 @@ class CifarData:
         return len(self.classes)
 
 
-def load_cifar(name="cifar10", root=None, download=True, label=None, url=None, md5=None, progress=True):
+def load_cifar(name="cifar10", root=None, download=None, label=None, url=None, md5=None, progress=True):
     """Load CIFAR-10 or CIFAR-100 from the data root, downloading the official archive if absent.
 
     ``name``: "cifar10", "cifar100" (or a ``DatasetSpec``). ``root``: the data root, the folder
     that *contains* ``cifar-10-batches-bin/`` / ``cifar-100-binary/`` (default: ``$TINYCOMP_DATA``,
-    else ``~/.cache/tinycomp``; see ``resolve_root``). ``download=False``: never download; a
-    missing folder raises ``DatasetError`` saying where it looked. ``label``: CIFAR-100's
-    "fine" (default, 100 classes) or "coarse" (20 superclasses). ``url``/``md5``: override the
+    else ``~/.cache/tinycomp``; see ``resolve_root``). ``download``: None downloads a missing
+    dataset only into the default cache, True into any root, False never (see ``ensure_dataset``);
+    a missing folder that is not downloaded raises ``DatasetError`` saying where it looked.
+    ``label``: CIFAR-100's "fine" (default, 100 classes) or "coarse" (20 superclasses). ``url``/``md5``: override the
     archive (see ``tinycomp.data.download``).
 
     The folder is validated (every file present, sizes, record counts, label ranges, names

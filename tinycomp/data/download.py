@@ -7,7 +7,10 @@ chosen in this order:
 2. the environment variable ``TINYCOMP_DATA``;
 3. the user's cache: ``$XDG_CACHE_HOME/tinycomp`` if that variable is set, else ``~/.cache/tinycomp``.
 
-Download (``ensure_dataset``), only when the dataset folder is absent and downloads are allowed:
+Download (``ensure_dataset``), only when the dataset folder is absent and downloads are allowed.
+By default only into the cache folder (3.): a root named by 1. or 2. that lacks the dataset is an
+error naming what belongs there, since a mistyped path would otherwise get a 162 MB download (and
+new folders); ``download=True`` (the CLI's ``--download``) allows it.
 
 - URL and md5: the function arguments, else ``TINYCOMP_CIFAR10_URL`` / ``TINYCOMP_CIFAR10_MD5``
   (``TINYCOMP_CIFAR100_...`` for CIFAR-100), else the official archive and its published md5.
@@ -19,7 +22,8 @@ Download (``ensure_dataset``), only when the dataset folder is absent and downlo
   folder (symlinks, hard links, devices) or whose path is absolute or contains ``..``; members are
   written by this code into a temporary folder, never by ``tarfile.extract``. The extracted
   dataset folder is validated (sizes, record counts, labels) and only then renamed into place,
-  atomically. On any failure the temporary file and folder are removed: nothing is left behind.
+  atomically. On any failure the temporary file and folder are removed, and the data root too if
+this call created it: nothing is left behind.
 """
 import hashlib
 import ipaddress
@@ -159,13 +163,54 @@ def safe_extract(archive, target):
         raise DatasetError(f"{archive}: not a valid tar archive: {err}") from err
 
 
-def ensure_dataset(name="cifar10", data_dir=None, download=True, url=None, md5=None, progress=True):
-    """The dataset folder (``<root>/cifar-10-batches-bin`` ...), downloading it if absent.
+def _expected(spec):
+    """What the dataset folder holds, for messages: "data_batch_1.bin ... data_batch_5.bin, ..."."""
+    train = [f for f, _ in spec.train_files]
+    names = [f"{train[0]} ... {train[-1]}" if len(train) > 2 else ", ".join(train)]
+    names += [f for f, _ in spec.test_files] + [f for _, f in spec.names_files]
+    return ", ".join(names)
+
+
+def _misplaced_hint(spec, root):
+    """A suggestion when ``root`` is one level too deep (it is the dataset folder) or too high (a
+    child holds the dataset folder); "" otherwise."""
+    first = spec.train_files[0][0]
+    if root.name == spec.folder or (root / first).is_file():
+        return f" {root} looks like the dataset folder itself: point at its parent, {root.parent}."
+    try:
+        children = sorted(c for c in root.iterdir() if c.is_dir())[:1000]
+    except OSError:  # missing, not a folder, or unreadable
+        return ""
+    holders = [c for c in children if (c / spec.folder).is_dir()]
+    if holders:
+        return f" {holders[0]} holds {spec.folder}/: point at {holders[0]} instead."
+    return ""
+
+
+def _not_found(spec, root, source, download):
+    """The DatasetError message for a dataset that is not in ``root``."""
+    hint = _misplaced_hint(spec, root) or (f" Point at the folder that contains {spec.folder}/ with "
+                                           f"--data-dir DIR or {ENV_ROOT}=DIR.")
+    where = (f"{spec.title} not found: looked for {root / spec.folder} (data root {root}, from {source}); "
+             f"the folder {spec.folder}/ should hold {_expected(spec)}.{hint}")
+    if download is False:
+        return f"{where} Or allow the download."
+    # a folder the user named is never downloaded into unasked: a typo would get 162 MB and new folders
+    return (f"{where} Or pass --download to download the official archive into {root}"
+            + ("" if root.is_dir() else " (creating that folder)") + ".")
+
+
+def ensure_dataset(name="cifar10", data_dir=None, download=None, url=None, md5=None, progress=True):
+    """The dataset folder (``<root>/cifar-10-batches-bin`` ...), downloading it if absent and allowed.
 
     ``name``: ``"cifar10"``, ``"cifar100"`` or a ``DatasetSpec``. ``data_dir``: see
-    ``resolve_root``. ``download=False`` turns a missing folder into a DatasetError that says where
-    it looked and how to point at the data. ``url``/``md5`` override the archive (see the module
-    docstring). An existing folder is returned as is (the caller validates it when reading).
+    ``resolve_root``. ``download``: None (default) downloads a missing dataset only into the default
+    cache folder; a root named by ``data_dir`` or ``$TINYCOMP_DATA`` that lacks it is an error naming
+    what was expected there (and the likely right path when the root is one level off). True
+    downloads into any root, creating the root folder itself (not its parents) if needed; False never
+    downloads. Every error says where it looked and how to point at the data. ``url``/``md5``
+    override the archive (see the module docstring). An existing folder is returned as is (the
+    caller validates it when reading).
     """
     spec = get_spec(name)
     root, source = resolve_root(data_dir)
@@ -174,17 +219,36 @@ def ensure_dataset(name="cifar10", data_dir=None, download=True, url=None, md5=N
         return folder
     if folder.exists():
         raise DatasetError(f"{spec.title}: {folder} exists but is not a folder")
-    if not download:
-        raise DatasetError(
-            f"{spec.title} not found: looked for {folder} (data root {root}, from {source}). "
-            f"Point at the folder that contains {spec.folder}/ with --data-dir DIR or "
-            f"{ENV_ROOT}=DIR, or allow the download.")
+    explicit = source != "default cache folder"
+    if download is False or (download is None and explicit):
+        raise DatasetError(_not_found(spec, root, source, download))
     url, md5 = dataset_source(spec, url, md5)
     check_url(url)
+    created = not root.exists()
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        # the default cache may need its parents (~/.cache); a named root only itself
+        root.mkdir(parents=not explicit, exist_ok=True)
     except OSError as err:
         raise DatasetError(f"{spec.title}: cannot create data root {root}: {err}") from err
+    try:
+        _download_into(spec, folder, url, md5, progress)
+    except DatasetError as err:
+        raise DatasetError(f"{err}. {spec.title} is not in {folder} (data root {root}, from {source}); if you "
+                           f"have a copy, point at the folder that contains {spec.folder}/ with --data-dir DIR "
+                           f"or {ENV_ROOT}=DIR.") from err
+    finally:
+        if created and not folder.is_dir():  # leave no folder behind that the user did not have
+            try:
+                root.rmdir()
+            except OSError:
+                pass
+    return folder
+
+
+def _download_into(spec, folder, url, md5, progress):
+    """Fetch, check and extract the archive, then rename its dataset folder to ``folder``; nothing is
+    left in ``folder.parent`` on failure."""
+    root = folder.parent
     fd, archive = tempfile.mkstemp(dir=root, prefix=f".{spec.name}-", suffix=".tar.gz.part")
     os.close(fd)
     workdir = tempfile.mkdtemp(dir=root, prefix=f".{spec.name}-extract-")
@@ -207,4 +271,3 @@ def ensure_dataset(name="cifar10", data_dir=None, download=True, url=None, md5=N
     finally:
         Path(archive).unlink(missing_ok=True)
         shutil.rmtree(workdir, ignore_errors=True)
-    return folder
