@@ -185,3 +185,21 @@ def test_reading_metadata_names_the_file():
     with pytest.raises(CheckpointError, match="^own$"):  # a CheckpointError passes unchanged
         with checkpoint.reading_metadata("x.npz"):
             raise CheckpointError("own")
+
+
+def test_checkpoint_of_another_model_names_a_few_mismatches_and_the_count(tmp_path):
+    """Every tensor of a wider model mismatches: the message stays short, says how many and which model."""
+    from tinycomp import models
+
+    path = tmp_path / "wide.npz"
+    checkpoint.save(path, models.get("resnet20", width=0.5).state_dict(), None,
+                    {"config": {"model": "resnet20", "width": 0.5}})
+    with pytest.raises(CheckpointError) as err:
+        checkpoint.load_into(path, models.get("resnet20", width=0.25))
+    message = str(err.value)
+    assert len(message) < 800, message
+    assert "it holds a 'resnet20' model of width 0.5" in message
+    shapes = message.count(" in the state dict, ")
+    assert shapes == 5 and "problems:" in message
+    total = int(message.split(" problems:")[0].rsplit(" ", 1)[-1])
+    assert f"... and {total - 5} more" in message and total > 50

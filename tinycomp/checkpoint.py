@@ -123,7 +123,10 @@ def load_into(path, model, optimizer=None, expect_model=None):
         if optimizer is not None and ckpt["optimizer"] is not None:
             optimizer.load_state_dict(ckpt["optimizer"])
     except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise CheckpointError(f"checkpoint {path} does not fit the model: {exc}") from None
+        width = config.get("width") if isinstance(config, dict) else None
+        held = "" if not saved_name else f" (it holds a '{saved_name}' model" + (
+            f" of width {width:g})" if isinstance(width, (int, float)) else ")")
+        raise CheckpointError(f"checkpoint {path}{held} does not fit the model: {exc}") from None
     return ckpt
 
 
