@@ -8,16 +8,8 @@ import time
 import numpy as np
 import pytest
 
+from cli_helpers import SMALL, tinycomp
 from data_helpers import require_data
-
-# A run small enough for a test: ResNet-20 at width 0.25 on 512 images, batches of 64.
-SMALL = ["--model", "resnet20", "--width", "0.25", "--subset", "512", "--batch-size", "64", "--threads", "1",
-         "--no-progress", "--no-download"]
-
-
-def tinycomp(*args, timeout=600, **kwargs):
-    return subprocess.run([sys.executable, "-m", "tinycomp", *args], capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
 
 
 def model_arrays(path):
@@ -132,13 +124,18 @@ def test_existing_run_folder_is_not_overwritten(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    """A 2-epoch reference run, shared by the resume tests."""
+def uninterrupted_run(tmp_path_factory):
+    """A 2-epoch reference run (run folder, finished process), shared by the resume tests."""
     require_data()
     out = tmp_path_factory.mktemp("runs") / "ref"
     r = tinycomp("train", *SMALL, "--epochs", "2", "--val", "256", "--out", str(out))
     assert r.returncode == 0, r.stderr
-    return out
+    return out, r
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_run):
+    return uninterrupted_run[0]
 
 
 def test_run_folder_contents_and_eval(uninterrupted):
@@ -211,9 +208,20 @@ def test_resume_does_not_need_the_init_checkpoint_any_more(uninterrupted, tmp_pa
     assert r.returncode == 0, r.stderr
 
 
-def test_resume_refuses_changed_options(uninterrupted, tmp_path):
-    r = tinycomp("train", "--out", str(uninterrupted), "--resume", "--lr", "0.5")
-    assert r.returncode == 2 and "--lr" in r.stderr
+def test_resume_refuses_changed_options_naming_both_values(uninterrupted, tmp_path):
+    r = tinycomp("train", "--out", str(uninterrupted), "--resume", "--lr", "0.5", "--epochs", "3", "--threads", "2")
+    assert r.returncode == 2
+    assert "--epochs (saved 2, given 3), --lr (saved 0.2, given 0.5)" in r.stderr, r.stderr
+    assert "--threads" not in r.stderr  # may change on resume
+
+
+def test_resume_of_a_finished_run_says_so_and_what_it_reached(uninterrupted):
+    r = tinycomp("train", "--out", str(uninterrupted), "--resume", "--no-download")
+    assert r.returncode == 0, r.stderr
+    log = [json.loads(line) for line in (uninterrupted / "log.jsonl").read_text().splitlines()]
+    assert "already finished (2 epochs)" in r.stdout
+    assert f"test accuracy {100 * log[-1]['test_acc']:.2f} % (epoch 2)" in r.stdout
+    assert str(uninterrupted / "last.npz") in r.stdout and str(uninterrupted / "best.npz") in r.stdout
 
 
 def test_real_data_smoke_training_beats_chance(tmp_path):
@@ -238,3 +246,50 @@ def test_ctrl_c_before_training_starts_exits_130(monkeypatch, capsys):
     monkeypatch.setattr(cli, "cmd_summary", interrupted)
     assert cli.main(["summary", "--model", "resnet20"]) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_no_progress_keeps_one_line_per_epoch_and_a_summary(uninterrupted_run):
+    out, r = uninterrupted_run
+    lines = r.stdout.splitlines()
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [line.split(":")[0] for line in lines[:2]] == ["epoch 1/2", "epoch 2/2"]
+    assert f"test acc {100 * log[1]['test_acc']:.2f} %" in lines[1]
+    # one-cycle ends at 0.2 / 25 / 1e4 = 8e-07: shown as such, not rounded to 0.0
+    assert f"lr {log[1]['lr']:.3g}," in lines[1] and log[1]["lr"] < 1e-5
+    assert f"train loss {log[1]['train_loss']:.4f}," in lines[1]
+    assert lines[2].startswith("tinycomp train: done: 2 epochs in ") and str(out / "last.npz") in lines[2]
+    assert ": batch " not in r.stderr  # --no-progress: no in-epoch lines
+
+
+def test_eval_text_names_width_epoch_and_a_mid_epoch_checkpoint(uninterrupted, tmp_path):
+    from tinycomp import checkpoint
+
+    r = tinycomp("eval", str(uninterrupted / "last.npz"), "--no-download")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("resnet20 (width 0.25, after epoch 2/2) on CIFAR-10 test set: accuracy")
+    saved = checkpoint.load(uninterrupted / "last.npz")
+    saved["meta"]["position"] = {"epoch": 1, "batch": 3}  # as a SIGTERM three batches into epoch 2 leaves it
+    checkpoint.save(tmp_path / "mid.npz", saved["model"], None, saved["meta"])
+    r = tinycomp("eval", str(tmp_path / "mid.npz"), "--no-download")
+    assert r.returncode == 0, r.stderr
+    assert "(width 0.25, saved mid-epoch: 3 batches into epoch 2/2)" in r.stdout
+    result = json.loads(tinycomp("eval", str(tmp_path / "mid.npz"), "--no-download", "--json").stdout)
+    assert (result["width"], result["epoch"], result["epochs"], result["mid_epoch_batch"]) == (0.25, 1, 2, 3)
+
+
+def test_run_killed_before_its_first_checkpoint_can_be_resumed(tmp_path):
+    """A folder with config.json and no last.npz: refused without --resume (saying why), restarted with it."""
+    require_data()
+    out = tmp_path / "r"
+    proc = _start(out)
+    _wait_for(lambda: (out / "config.json").exists(), proc)
+    proc.kill()
+    proc.wait()
+    assert not (out / "last.npz").exists()
+    r = tinycomp("train", *SMALL, "--epochs", "1", "--out", str(out))
+    assert r.returncode == 2 and "pass --resume to start it again" in r.stderr, r.stderr
+    r = tinycomp("train", "--out", str(out), "--resume", "--epochs", "1")
+    assert r.returncode == 2 and "--epochs (saved 2, given 1)" in r.stderr, r.stderr  # config.json is the saved run
+    r = tinycomp("train", "--out", str(out), "--resume", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2]

@@ -7,7 +7,8 @@ import pytest
 
 from data_helpers import require_data
 from tinycomp import checkpoint
-from tinycomp.train import DivergedError, TrainConfig, Trainer
+from tinycomp.config import DivergedError, TrainConfig
+from tinycomp.train import Trainer
 
 SMALL = dict(model="resnet20", width=0.25, subset=256, batch_size=64, threads=1, download=False, test_every=99)
 
@@ -39,5 +40,19 @@ def test_cli_exits_3_when_the_loss_diverges(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 3, r.stderr
     assert "the loss became" in r.stderr and "training stopped" in r.stderr
-    assert not (tmp_path / "r" / "last.npz").exists()  # nothing good to keep yet: nothing written
+    assert not (tmp_path / "r").exists()  # nothing good to keep yet: the folder it made is gone again
     assert "there is no checkpoint" in r.stderr and "checkpoint is kept" not in r.stderr
+    assert f"the run's files were removed from {tmp_path / 'r'}" in r.stderr
+    assert r.stderr.splitlines()[-1].startswith("tinycomp train: error: the loss became")
+
+
+def test_a_run_diverging_in_a_folder_it_did_not_make_leaves_it_empty(tmp_path):
+    require_data()
+    out = tmp_path / "r"
+    out.mkdir()
+    cfg = TrainConfig(epochs=1, lr=1e30, schedule="constant", **SMALL)
+    with pytest.raises(DivergedError, match="no checkpoint"):
+        Trainer(cfg, out, progress=False).run()
+    assert out.is_dir() and list(out.iterdir()) == []
+    with pytest.raises(DivergedError):  # and it does not block the same run again
+        Trainer(cfg, out, progress=False).run()

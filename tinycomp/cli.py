@@ -10,12 +10,11 @@ import json
 import os
 import sys
 
-from . import models
+from . import __version__, models
+from .config import MAX_WIDTH, DivergedError, RunError, TrainConfig, resume_config
 
 
 def _train_parser(sub):
-    from .train import MAX_WIDTH, TrainConfig
-
     d = TrainConfig()
     p = sub.add_parser("train", help="train a model on CIFAR", description="Train a network on CIFAR-10/100 "
                        "on the CPU. The run folder gets last.npz, best.npz (with --val) and log.jsonl.")
@@ -39,10 +38,7 @@ def _train_parser(sub):
     p.add_argument("--label-smoothing", type=float, default=None, help="default 0")
     p.add_argument("--seed", type=int, default=None, help="default 0")
     p.add_argument("--threads", type=int, default=None, help="Numba and BLAS threads (default: all cores)")
-    p.add_argument("--data-dir", default=None, help="folder containing cifar-10-batches-bin/ (default "
-                   "$TINYCOMP_DATA, else ~/.cache/tinycomp; downloaded there if absent)")
-    p.add_argument("--no-download", dest="download", action="store_false", default=None,
-                   help="fail instead of downloading a missing dataset")
+    _add_data_options(p)
     p.add_argument("--val", type=int, default=None, help="hold out N training images for validation "
                    "(best.npz is chosen on them)")
     p.add_argument("--subset", type=int, default=None, help="train on the first N training images only")
@@ -51,50 +47,67 @@ def _train_parser(sub):
     p.add_argument("--init", default=None, help="start from the weights of this checkpoint")
     p.add_argument("--out", required=True, help="run folder (must not exist, unless --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.npz")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar or in-epoch lines (the line per epoch and the summary stay)")
     return p
 
 
-# flags that may differ on --resume without changing the result
-RESUME_MAY_CHANGE = {"threads", "data_dir", "download"}
+def _add_data_options(p):
+    """--data-dir and --download / --no-download, the same for train and eval."""
+    p.add_argument("--data-dir", default=None, help="folder containing cifar-10-batches-bin/ (or "
+                   "cifar-100-binary/); default $TINYCOMP_DATA, else ~/.cache/tinycomp")
+    choice = p.add_mutually_exclusive_group()
+    choice.add_argument("--download", dest="download", action="store_const", const=True, default=None,
+                        help="download the dataset into --data-dir / $TINYCOMP_DATA if it is not there (without "
+                        "either, a missing dataset is downloaded to ~/.cache/tinycomp anyway)")
+    choice.add_argument("--no-download", dest="download", action="store_const", const=False,
+                        help="fail instead of downloading a missing dataset")
 
 
-def _config_from_args(args):
-    from .train import RunError, TrainConfig
-
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-             if getattr(args, f.name, None) is not None}
-    if not args.resume:
-        return TrainConfig(**given)
-    from .checkpoint import load, reading_metadata
-
-    path = f"{args.out}/last.npz"
-    with reading_metadata(path):
-        saved = load(path)["meta"]["config"]
-        changed = sorted(k for k, v in given.items() if k not in RESUME_MAY_CHANGE and saved.get(k) != v)
-        cfg = TrainConfig(**{**saved, **given})
-    if changed:
-        raise RunError(f"--resume continues the saved run; these options differ from it: "
-                       f"{', '.join('--' + k.replace('_', '-') for k in changed)}")
-    return cfg
+def _given_options(args):
+    """The TrainConfig fields the user set on the command line (every option defaults to None)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+            if getattr(args, f.name, None) is not None}
 
 
 def cmd_train(args):
-    from .train import RunError, Trainer
+    from .progress import run_summary
+    from .train import Trainer, finished_epochs, read_run
 
-    if args.resume and not os.path.isfile(os.path.join(args.out, "last.npz")):
-        raise RunError(f"--resume: {args.out}/last.npz does not exist; nothing to resume")
-    cfg = _config_from_args(args)
-    signum = Trainer(cfg, args.out, resume=args.resume, progress=args.progress).run()
+    given = _given_options(args)
+    if not args.resume:
+        cfg = TrainConfig(**given)
+    else:
+        saved, meta = read_run(args.out)
+        cfg = resume_config(saved, given)
+        last = os.path.join(args.out, "last.npz")
+        if meta is not None and finished_epochs(meta, last) >= cfg.epochs:
+            best = os.path.join(args.out, "best.npz")
+            print(f"tinycomp train: the run in {args.out} is already finished ({cfg.epochs} epochs); nothing "
+                  f"to resume. {run_summary(meta.get('history') or [], last, best if cfg.val else None)}")
+            return 0
+    trainer = Trainer(cfg, args.out, resume=args.resume, progress=args.progress)
+    signum = trainer.run()
     if signum is not None:
         print(f"tinycomp train: stopped by signal {signum}; checkpoint saved in {args.out}/last.npz. "
               f"Continue with: tinycomp train --out {args.out} --resume", file=sys.stderr)
         return 128 + signum
+    print(f"tinycomp train: done: {trainer.summary()}", flush=True)
     return 0
 
 
+def _position_text(result):
+    """Where training was when the evaluated checkpoint was written, for eval's text output."""
+    epoch, epochs, batch = result["epoch"], result["epochs"], result["mid_epoch_batch"]
+    if epoch is None:
+        return "epoch unknown"
+    if batch:
+        return f"saved mid-epoch: {batch} batches into epoch {epoch + 1}/{epochs}"
+    return f"after epoch {epoch}/{epochs}"
+
+
 def cmd_eval(args):
-    from .train import RunError, evaluate_checkpoint
+    from .evaluate import evaluate_checkpoint
 
     if args.batch_size < 1:
         raise RunError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -103,7 +116,8 @@ def cmd_eval(args):
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
-    print(f"{result['model']} on {result['dataset']} test set: accuracy {100 * result['test_acc']:.2f} %, "
+    print(f"{result['model']} (width {result['width']:g}, {_position_text(result)}) on {result['dataset']} "
+          f"test set: accuracy {100 * result['test_acc']:.2f} %, "
           f"loss {result['test_loss']:.4f}")
     for name, acc in result["per_class_acc"].items():
         print(f"  {name:<14} {100 * acc:6.2f} %")
@@ -112,7 +126,6 @@ def cmd_eval(args):
 
 def cmd_summary(args):
     from .summary import format_summary, summarize
-    from .train import MAX_WIDTH, RunError
 
     if not 0 < args.width <= MAX_WIDTH:
         raise RunError(f"--width must be in (0, {MAX_WIDTH}], got {args.width}")
@@ -128,24 +141,24 @@ def cmd_summary(args):
 
 
 def build_parser():
-    from .train import MAX_WIDTH
-
     parser = argparse.ArgumentParser(prog="tinycomp", description="Train, evaluate and inspect compressed "
                                      "networks on CIFAR, on a CPU.")
+    parser.add_argument("--version", action="version", version=f"tinycomp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     p = sub.add_parser("eval", help="test accuracy of a checkpoint", description="Test accuracy and per-class "
                        "accuracy of a checkpoint written by tinycomp train.")
-    p.add_argument("checkpoint")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--no-download", dest="download", action="store_false")
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("checkpoint", help="a .npz written by tinycomp train (last.npz or best.npz of a run folder)")
+    _add_data_options(p)
+    p.add_argument("--batch-size", type=int, default=500, help="images per forward pass (default 500); "
+                   "changes the memory used, not the result")
+    p.add_argument("--json", action="store_true", help="print JSON (accuracy, loss, per-class accuracy, model, "
+                   "width, epoch) instead of text")
     p = sub.add_parser("summary", help="parameters, MACs and memory per layer",
                        description="Per-layer and total parameters, MACs and memory of a model.")
-    p.add_argument("--model", required=True, choices=models.names())
+    p.add_argument("--model", required=True, choices=models.names(), help="the model to describe")
     p.add_argument("--width", type=float, default=1.0, help=f"channel width multiplier in (0, {MAX_WIDTH:g}]")
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--num-classes", type=int, default=10, help="classifier outputs (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
@@ -156,7 +169,6 @@ def main(argv=None):
     command = {"train": cmd_train, "eval": cmd_eval, "summary": cmd_summary}[args.command]
     from .checkpoint import CheckpointError
     from .data import DatasetError
-    from .train import DivergedError, RunError
 
     try:
         return command(args)

@@ -7,11 +7,14 @@ A run folder holds
                  never chosen on the test set)
     log.jsonl    one line per finished epoch (losses, accuracies, learning rate, wall time),
                  rewritten atomically from the history stored in last.npz
-    config.json  the run's configuration
+    config.json  the run's configuration, written when the run starts
 
 Resume (``resume=True``) restores everything in last.npz, so an interrupted and resumed run ends
 with the same weights, bitwise, as an uninterrupted one on the same machine and thread count: the
-data stream is a pure function of (seed, epoch, batch) and every kernel is deterministic.
+data stream is a pure function of (seed, epoch, batch) and every kernel is deterministic. A folder
+with config.json but no last.npz (a run killed before its first epoch ended) resumes from the start.
+A run that diverges before its first checkpoint removes the files it wrote, so its folder does not
+block running it again.
 """
 import dataclasses
 import json
@@ -23,89 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint, functional as F, models, optim
-from .data import BatchLoader, Normalize, get_spec, load_cifar, train_val_split
-from .autograd import no_grad
+from .config import DivergedError, RunError, TrainConfig  # noqa: F401 (TrainConfig: re-exported)
+from .data import BatchLoader, Normalize, load_cifar, train_val_split
+from .evaluate import evaluate
+from .progress import EpochProgress, choose_mode, format_epoch, run_summary
 from .random import generator, manual_seed
 from .tensor import Tensor
 from .threads import set_num_threads
 
-
-MAX_WIDTH = 16.0  # width multipliers above this make models of billions of parameters
-
-
-class RunError(ValueError):
-    """A run that cannot start: bad options, an existing run folder, nothing to resume."""
-
-
-class DivergedError(RunError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    model: str = "resnet20"
-    width: float = 1.0
-    dataset: str = "cifar10"
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.2                # peak learning rate for onecycle, initial for the others
-    schedule: str = "onecycle"     # onecycle | cosine | step | constant
-    pct_start: float = 0.25        # onecycle warm-up fraction
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    no_decay_bn_bias: bool = False  # exclude BatchNorm parameters and biases from weight decay
-    label_smoothing: float = 0.0
-    seed: int = 0
-    threads: int = 0               # 0: leave the thread pools as they are
-    data_dir: str = None
-    download: bool = True
-    val: int = 0
-    subset: int = None
-    init: str = None
-    eval_batch_size: int = 500
-    test_every: int = 1            # evaluate on the test set every N epochs (and after the last)
-
-    def check(self):
-        problems = []
-        if self.model not in models.names():
-            problems.append(f"--model: unknown model '{self.model}' (choose from {', '.join(models.names())})")
-        if self.schedule not in ("onecycle", "cosine", "step", "constant"):
-            problems.append(f"--schedule: '{self.schedule}' is not one of onecycle, cosine, step, constant")
-        for name in ("epochs", "batch_size", "eval_batch_size", "test_every"):
-            if getattr(self, name) < 1:
-                problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        # comparisons written so that NaN fails them; inf is refused explicitly
-        if not 0 < self.width <= MAX_WIDTH:
-            problems.append(f"--width must be in (0, {MAX_WIDTH}], got {self.width}")
-        if not 0 < self.lr < math.inf:
-            problems.append(f"--lr must be > 0 and finite, got {self.lr}")
-        if not 0 < self.pct_start < 1:
-            problems.append(f"--pct-start must be in (0, 1), got {self.pct_start}")
-        if not 0 <= self.weight_decay < math.inf:
-            problems.append(f"--weight-decay must be >= 0 and finite, got {self.weight_decay}")
-        if not 0 <= self.momentum < 1:
-            problems.append(f"--momentum must be in [0, 1), got {self.momentum}")
-        if not 0 <= self.label_smoothing < 1:
-            problems.append(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        for name in ("seed", "threads", "val"):
-            if getattr(self, name) < 0:
-                problems.append(f"--{name} must be >= 0, got {getattr(self, name)}")
-        if self.subset is not None and self.subset < 1:
-            problems.append(f"--subset must be >= 1, got {self.subset}")
-        try:
-            spec = get_spec(self.dataset)
-        except ValueError as exc:
-            problems.append(f"--dataset: {exc}")
-        else:  # the training set's size is fixed by the format: check the split before loading anything
-            n_train = sum(count for _, count in spec.train_files)
-            if self.val >= n_train:
-                problems.append(f"--val {self.val} leaves no training images (the training set has {n_train:,})")
-            elif self.subset is not None and self.subset > n_train - self.val:
-                problems.append(f"--subset {self.subset} is more than the {n_train - self.val:,} training images "
-                                f"left after --val {self.val}")
-        if problems:
-            raise RunError("; ".join(problems))
+COMPILE_NOTE = "compiling kernels on the first batch (first run only; later runs load them from the cache)"
 
 
 def parameter_groups(model, weight_decay, no_decay_bn_bias):
@@ -127,21 +56,6 @@ def make_scheduler(cfg, optimizer, total_steps):
         return optim.MultiStepLR(optimizer, [max(1, total_steps // 2), max(1, 3 * total_steps // 4)], gamma=0.1)
     return optim.StepLR(optimizer, step_size=total_steps + 1, gamma=1.0)
 
-
-@no_grad()
-def evaluate(model, loader, num_classes):
-    """(mean loss, accuracy, per-class accuracy) of ``model`` on every batch of ``loader``."""
-    model.eval()
-    loss_sum, correct, total = 0.0, np.zeros(num_classes), np.zeros(num_classes)
-    for b in range(len(loader)):
-        x, y = loader.batch(0, b)
-        logits = model(Tensor(x))
-        loss_sum += F.cross_entropy(logits, y).item() * len(y)
-        hit = logits.data.argmax(axis=1) == y
-        np.add.at(correct, y, hit)
-        np.add.at(total, y, 1)
-    per_class = np.where(total > 0, correct / np.maximum(total, 1), np.nan)
-    return loss_sum / total.sum(), correct.sum() / total.sum(), per_class
 
 
 def write_text_atomic(path, text):
@@ -168,14 +82,49 @@ class _StopSignal:
         return False
 
 
+
+def read_run(out):
+    """What the run folder ``out`` holds for ``--resume``: ``(saved configuration dict, last.npz's
+    metadata)``, the metadata None when the run never wrote a checkpoint (it starts again from its
+    config.json). RunError when there is nothing to resume."""
+    out = Path(out)
+    last, config = out / "last.npz", out / "config.json"
+    if last.is_file():
+        meta = checkpoint.load(last)["meta"]
+        saved = meta.get("config")
+        if not isinstance(saved, dict):
+            raise checkpoint.CheckpointError(f"checkpoint {last}: no run configuration in its metadata")
+        return saved, meta
+    if not config.is_file():
+        raise RunError(f"--resume: {last} does not exist; nothing to resume")
+    try:
+        saved = json.loads(config.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"--resume: {config} is not readable JSON ({exc})") from None
+    if not isinstance(saved, dict):
+        raise RunError(f"--resume: {config} does not hold a run configuration")
+    return saved, None
+
+
+def finished_epochs(meta, path):
+    """The number of finished epochs recorded in the metadata of checkpoint ``path``."""
+    with checkpoint.reading_metadata(path):
+        return int(meta["position"]["epoch"])
+
+
 class Trainer:
-    """One training run in folder ``out``: ``Trainer(cfg, out).run()``; ``resume=True`` continues it."""
+    """One training run in folder ``out``: ``Trainer(cfg, out).run()``; ``resume=True`` continues it.
+
+    ``progress``: a bar on a terminal, plain lines elsewhere (``progress.choose_mode``); the epoch
+    lines (stdout) are printed either way.
+    """
+    _kernels_ready = False  # after the first batch in this process: later batches compile nothing
 
     def __init__(self, cfg, out, resume=False, progress=True):
         cfg.check()
-        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.cfg, self.out, self.mode = cfg, Path(out), choose_mode(progress)
         self.last_path, self.best_path = self.out / "last.npz", self.out / "best.npz"
-        self._check_folder(resume)
+        restore = self._check_folder(resume)
         if cfg.threads:
             set_num_threads(cfg.threads)
         manual_seed(cfg.seed)
@@ -193,7 +142,7 @@ class Trainer:
         self.test_loader = BatchLoader(data.test_images, data.test_labels, cfg.eval_batch_size,
                                        normalize=self.normalize)
         self.model = models.get(cfg.model, num_classes=data.num_classes, width=cfg.width)
-        if cfg.init and not resume:  # a resumed run takes its weights from last.npz, not from --init
+        if cfg.init and not restore:  # a restored run takes its weights from last.npz, not from --init
             checkpoint.load_into(cfg.init, self.model)
         self.optimizer = optim.SGD(parameter_groups(self.model, cfg.weight_decay, cfg.no_decay_bn_bias), lr=cfg.lr,
                                    momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
@@ -204,23 +153,30 @@ class Trainer:
             raise RunError(f"--schedule {cfg.schedule} over {self.total_steps} batches: {exc}") from None
         self.history, self.best_val, self.elapsed = [], -1.0, 0.0
         self.running = {"loss": 0.0, "correct": 0, "seen": 0}
-        if resume:
+        self.created_out = not self.out.exists()
+        if restore:
             self._restore()
         else:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
 
     def _check_folder(self, resume):
+        """Refuse an unusable --out; True when there is a last.npz to restore."""
         existing = self.out
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
         if not existing.is_dir():
             raise RunError(f"--out {self.out}: {existing} is not a folder")
-        if resume and not self.last_path.is_file():
-            raise RunError(f"--resume: {self.last_path} does not exist; nothing to resume")
-        if not resume and self.out.exists() and any(self.out.iterdir()):
-            raise RunError(f"run folder {self.out} already exists and is not empty; pass --resume to continue "
-                           "it or choose another --out")
+        never_checkpointed = (self.out / "config.json").is_file() and not self.last_path.is_file()
+        if resume:
+            if not self.last_path.is_file() and not never_checkpointed:
+                raise RunError(f"--resume: {self.last_path} does not exist; nothing to resume")
+            return not never_checkpointed
+        if self.out.exists() and any(self.out.iterdir()):
+            hint = ("it holds a run stopped before its first epoch ended: pass --resume to start it again"
+                    if never_checkpointed else "pass --resume to continue it")
+            raise RunError(f"run folder {self.out} already exists and is not empty; {hint} or choose another --out")
+        return False
 
     def _meta(self):
         return {"config": dataclasses.asdict(self.cfg), "position": self.train_loader.state(),
@@ -244,15 +200,31 @@ class Trainer:
     def _write_log(self):
         write_text_atomic(self.out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
 
+    def _discard(self):
+        """Remove what a run that never checkpointed wrote, so that its folder does not block a re-run."""
+        (self.out / "config.json").unlink(missing_ok=True)
+        if self.created_out:
+            try:
+                self.out.rmdir()
+            except OSError:  # something else was put in it meanwhile: leave it
+                pass
+
     def _step(self, x, y):
         self.model.train()
-        logits = self.model(Tensor(x))
-        loss = F.cross_entropy(logits, y, self.cfg.label_smoothing)
+        # a diverging run's overflow is reported once, below, as a DivergedError; NumPy's warnings
+        # on the way would only be printed across the progress bar
+        with np.errstate(over="ignore", invalid="ignore"):
+            logits = self.model(Tensor(x))
+            loss = F.cross_entropy(logits, y, self.cfg.label_smoothing)
         value = loss.item()
         if not math.isfinite(value):
             state = self.train_loader.state()
-            kept = (f"The last good checkpoint is kept: {self.last_path}" if self.last_path.is_file() else
-                    f"No epoch had ended, so there is no checkpoint; remove {self.out} before running again")
+            if self.last_path.is_file():
+                kept = f"The last good checkpoint is kept: {self.last_path}"
+            else:
+                self._discard()
+                kept = (f"No epoch had ended, so there is no checkpoint; the run's files were removed from "
+                        f"{self.out}, so the same command can run again (with a lower --lr, say)")
             raise DivergedError(f"the loss became {value} at epoch {state['epoch'] + 1}, batch {state['batch']}; "
                                 f"training stopped. {kept}")
         self.optimizer.zero_grad()
@@ -266,32 +238,44 @@ class Trainer:
 
     def run(self):
         """Train to the last epoch, or until SIGINT / SIGTERM (then checkpoint and return the signal)."""
-        from tqdm import tqdm
-
         loader, epochs = self.train_loader, self.cfg.epochs
         with _StopSignal() as stop:
             while loader.epoch < epochs:
                 epoch, t0 = loader.epoch, time.perf_counter()
-                bar = tqdm(total=len(loader), initial=loader.position, desc=f"epoch {epoch + 1}/{epochs}",
-                           disable=not self.progress, leave=False)
-                for x, y in loader:
-                    tb = time.perf_counter()
-                    self._step(x, y)
-                    r = self.running
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{r['loss'] / r['seen']:.3f}", acc=f"{r['correct'] / r['seen']:.3f}",
-                                    img_s=f"{len(y) / (time.perf_counter() - tb):.0f}")
-                    if stop.signum is not None and loader.position != 0:  # mid-epoch: save and leave
-                        self.elapsed += time.perf_counter() - t0
-                        checkpoint.save(self.last_path, self.model.state_dict(), self.optimizer.state_dict(),
-                                        self._meta())
-                        bar.close()
-                        return stop.signum
-                bar.close()
+                shown = EpochProgress(self.mode, len(loader), loader.position, f"epoch {epoch + 1}/{epochs}")
+                try:
+                    stopped = self._run_batches(shown, stop, t0)
+                finally:  # an error is then printed on a line of its own, not on the bar's
+                    shown.close()
+                if stopped:
+                    return stop.signum
                 self._end_epoch(epoch, t0)
                 if stop.signum is not None:
                     return stop.signum
         return None
+
+    def _run_batches(self, shown, stop, t0):
+        """The rest of the current epoch; True when a signal stopped it mid-epoch (after a checkpoint)."""
+        images, seconds, tb = 0, 0.0, time.perf_counter()
+        for x, y in self.train_loader:
+            if not Trainer._kernels_ready:
+                shown.note(COMPILE_NOTE)
+            self._step(x, y)
+            now = time.perf_counter()
+            if Trainer._kernels_ready:  # the first batch's compile time stays out of images/s
+                images, seconds = images + len(y), seconds + (now - tb)
+            Trainer._kernels_ready, tb = True, now
+            r = self.running
+            stats = {"loss": r["loss"] / r["seen"], "acc": r["correct"] / r["seen"],
+                     "lr": self.optimizer.param_groups[0]["lr"]}
+            if seconds > 0:
+                stats["images/s"] = images / seconds
+            shown.update(stats)
+            if stop.signum is not None and self.train_loader.position != 0:  # mid-epoch: save and leave
+                self.elapsed += time.perf_counter() - t0
+                checkpoint.save(self.last_path, self.model.state_dict(), self.optimizer.state_dict(), self._meta())
+                return True
+        return False
 
     def _end_epoch(self, epoch, t0):
         line = {"epoch": epoch + 1, "train_loss": self.running["loss"] / max(1, self.running["seen"]),
@@ -312,29 +296,8 @@ class Trainer:
             checkpoint.save(self.best_path, self.model.state_dict(), None, self._meta())
         checkpoint.save(self.last_path, self.model.state_dict(), self.optimizer.state_dict(), self._meta())
         self._write_log()
-        if self.progress:
-            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in line.items()}
-            print(json.dumps(shown), flush=True)
+        print(format_epoch(line, self.cfg.epochs), flush=True)
 
-
-def evaluate_checkpoint(path, data_dir=None, download=True, batch_size=500, progress=True):
-    """Test loss, accuracy and per-class accuracy of the model saved in checkpoint ``path``."""
-    ckpt = checkpoint.load(path)
-    meta = ckpt["meta"]
-    cfg = meta.get("config")
-    if not isinstance(cfg, dict) or "normalize" not in meta:
-        raise checkpoint.CheckpointError(f"checkpoint {path} has no training configuration; was it written by "
-                                         "tinycomp train?")
-    with checkpoint.reading_metadata(path):
-        model = models.get(cfg["model"], num_classes=meta["num_classes"], width=cfg["width"])
-        get_spec(cfg["dataset"])
-        norm = Normalize(meta["normalize"]["mean"], meta["normalize"]["std"])
-    try:
-        model.load_state_dict(ckpt["model"])
-    except ValueError as exc:
-        raise checkpoint.CheckpointError(f"checkpoint {path} does not fit model {cfg['model']}: {exc}") from None
-    data = load_cifar(cfg["dataset"], root=data_dir, download=download, progress=progress)
-    loader = BatchLoader(data.test_images, data.test_labels, batch_size, normalize=norm)
-    loss, acc, per_class = evaluate(model, loader, data.num_classes)
-    return {"checkpoint": str(path), "model": cfg["model"], "dataset": data.name, "test_loss": loss,
-            "test_acc": acc, "per_class_acc": dict(zip(data.classes, per_class.tolist()))}
+    def summary(self):
+        """The end-of-run line (``progress.run_summary``)."""
+        return run_summary(self.history, self.last_path, self.best_path if self.val_loader is not None else None)

@@ -1,0 +1,107 @@
+"""A training run's configuration: ``TrainConfig`` (one field a command-line option), its checks,
+and the rule for ``--resume`` (the saved configuration wins; a changed option is refused).
+
+Every field is a ``--option`` of ``tinycomp train`` (underscores become dashes), so a new option is a
+new field here, a check in ``check()`` and an ``add_argument`` in cli.py.
+"""
+import dataclasses
+import math
+
+from . import models
+from .data import get_spec
+
+
+MAX_WIDTH = 16.0  # width multipliers above this make models of billions of parameters
+
+
+class RunError(ValueError):
+    """A run that cannot start: bad options, an existing run folder, nothing to resume."""
+
+
+class DivergedError(RunError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: str = "resnet20"
+    width: float = 1.0
+    dataset: str = "cifar10"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.2                # peak learning rate for onecycle, initial for the others
+    schedule: str = "onecycle"     # onecycle | cosine | step | constant
+    pct_start: float = 0.25        # onecycle warm-up fraction
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    no_decay_bn_bias: bool = False  # exclude BatchNorm parameters and biases from weight decay
+    label_smoothing: float = 0.0
+    seed: int = 0
+    threads: int = 0               # 0: leave the thread pools as they are
+    data_dir: str = None
+    download: bool = None          # None: only into the default cache; True: also into data_dir; False: never
+    val: int = 0
+    subset: int = None
+    init: str = None
+    eval_batch_size: int = 500
+    test_every: int = 1            # evaluate on the test set every N epochs (and after the last)
+
+    def check(self):
+        problems = []
+        if self.model not in models.names():
+            problems.append(f"--model: unknown model '{self.model}' (choose from {', '.join(models.names())})")
+        if self.schedule not in ("onecycle", "cosine", "step", "constant"):
+            problems.append(f"--schedule: '{self.schedule}' is not one of onecycle, cosine, step, constant")
+        for name in ("epochs", "batch_size", "eval_batch_size", "test_every"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        # comparisons written so that NaN fails them; inf is refused explicitly
+        if not 0 < self.width <= MAX_WIDTH:
+            problems.append(f"--width must be in (0, {MAX_WIDTH}], got {self.width}")
+        if not 0 < self.lr < math.inf:
+            problems.append(f"--lr must be > 0 and finite, got {self.lr}")
+        if not 0 < self.pct_start < 1:
+            problems.append(f"--pct-start must be in (0, 1), got {self.pct_start}")
+        if not 0 <= self.weight_decay < math.inf:
+            problems.append(f"--weight-decay must be >= 0 and finite, got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            problems.append(f"--momentum must be in [0, 1), got {self.momentum}")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        for name in ("seed", "threads", "val"):
+            if getattr(self, name) < 0:
+                problems.append(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.subset is not None and self.subset < 1:
+            problems.append(f"--subset must be >= 1, got {self.subset}")
+        try:
+            spec = get_spec(self.dataset)
+        except ValueError as exc:
+            problems.append(f"--dataset: {exc}")
+        else:  # the training set's size is fixed by the format: check the split before loading anything
+            n_train = sum(count for _, count in spec.train_files)
+            if self.val >= n_train:
+                problems.append(f"--val {self.val} leaves no training images (the training set has {n_train:,})")
+            elif self.subset is not None and self.subset > n_train - self.val:
+                problems.append(f"--subset {self.subset} is more than the {n_train - self.val:,} training images "
+                                f"left after --val {self.val}")
+        if problems:
+            raise RunError("; ".join(problems))
+
+
+# options that may differ on --resume without changing the result
+RESUME_MAY_CHANGE = {"threads", "data_dir", "download"}
+
+
+def resume_config(saved, given):
+    """The configuration a resumed run continues with: ``saved`` (a dict from the run folder) with the
+    options in ``given`` (``{field: value}`` the user passed) applied. Raises RunError naming each
+    option that differs from the saved run, with both values, unless it is in RESUME_MAY_CHANGE."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    changed = [(k, saved.get(k), v) for k, v in sorted(given.items())
+               if k in fields and k not in RESUME_MAY_CHANGE and saved.get(k) != v]
+    if changed:
+        raise RunError("--resume continues the saved run; these options differ from it: " + ", ".join(
+            f"--{k.replace('_', '-')} (saved {old!r}, given {new!r})" for k, old, new in changed))
+    # fields added to TrainConfig after the run was saved take their defaults
+    return TrainConfig(**{k: v for k, v in {**saved, **given}.items() if k in fields})

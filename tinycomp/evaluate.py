@@ -1,0 +1,58 @@
+"""Evaluation: loss and accuracy of a model on a loader, and of a checkpoint on its test set."""
+import numpy as np
+
+from . import checkpoint, functional as F, models
+from .autograd import no_grad
+from .data import BatchLoader, Normalize, get_spec, load_cifar
+from .tensor import Tensor
+
+
+@no_grad()
+def evaluate(model, loader, num_classes):
+    """(mean loss, accuracy, per-class accuracy) of ``model`` on every batch of ``loader``."""
+    model.eval()
+    loss_sum, correct, total = 0.0, np.zeros(num_classes), np.zeros(num_classes)
+    for b in range(len(loader)):
+        x, y = loader.batch(0, b)
+        logits = model(Tensor(x))
+        loss_sum += F.cross_entropy(logits, y).item() * len(y)
+        hit = logits.data.argmax(axis=1) == y
+        np.add.at(correct, y, hit)
+        np.add.at(total, y, 1)
+    per_class = np.where(total > 0, correct / np.maximum(total, 1), np.nan)
+    return loss_sum / total.sum(), correct.sum() / total.sum(), per_class
+
+
+def training_position(meta):
+    """Where training was when the checkpoint was written: ``{"epoch": finished epochs, "epochs":
+    planned epochs, "mid_epoch_batch": batches done in the next epoch (0 at an epoch end)}``, with
+    None for what the metadata does not hold."""
+    position = meta.get("position") if isinstance(meta.get("position"), dict) else {}
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    return {"epoch": position.get("epoch"), "epochs": config.get("epochs"),
+            "mid_epoch_batch": position.get("batch")}
+
+
+def evaluate_checkpoint(path, data_dir=None, download=None, batch_size=500, progress=True):
+    """Test loss, accuracy and per-class accuracy of the model saved in checkpoint ``path``, with the
+    model's name and width and where its training was (``training_position``)."""
+    ckpt = checkpoint.load(path)
+    meta = ckpt["meta"]
+    cfg = meta.get("config")
+    if not isinstance(cfg, dict) or "normalize" not in meta:
+        raise checkpoint.CheckpointError(f"checkpoint {path} has no training configuration; was it written by "
+                                         "tinycomp train?")
+    with checkpoint.reading_metadata(path):
+        model = models.get(cfg["model"], num_classes=meta["num_classes"], width=cfg["width"])
+        get_spec(cfg["dataset"])
+        norm = Normalize(meta["normalize"]["mean"], meta["normalize"]["std"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except ValueError as exc:
+        raise checkpoint.CheckpointError(f"checkpoint {path} does not fit model {cfg['model']}: {exc}") from None
+    data = load_cifar(cfg["dataset"], root=data_dir, download=download, progress=progress)
+    loader = BatchLoader(data.test_images, data.test_labels, batch_size, normalize=norm)
+    loss, acc, per_class = evaluate(model, loader, data.num_classes)
+    return {"checkpoint": str(path), "model": cfg["model"], "width": cfg["width"], **training_position(meta),
+            "dataset": data.name, "test_loss": loss, "test_acc": acc,
+            "per_class_acc": dict(zip(data.classes, per_class.tolist()))}
