@@ -376,3 +376,36 @@ def test_masks_are_closed_at_the_bounds():
     s = Tensor(np.array(0.25), requires_grad=True)
     Q.lsq(x, s, 3).backward(np.ones(3))
     np.testing.assert_array_equal(x.grad, [1, 1, 0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_path_equals_numpy_path(monkeypatch, dtype):
+    """Above functional.quantize.KERNEL_MIN_SIZE the ops call tinycomp_kernels.quantize; below, NumPy.
+    Both give the same outputs and dx exactly, and the same scale gradients up to summation order."""
+    from tinycomp.functional import quantize as FQ
+
+    rng = np.random.default_rng(2)
+    x0 = (rng.standard_normal((4, 3, 64, 64)) * 1.5).astype(dtype)
+    x0.flat[:7] = [0.0, -0.0, 0.5, 1.0, -1.0, 0.3, 0.6]
+    g = rng.standard_normal(x0.shape).astype(dtype)
+    ops = {"ste_sign": lambda x: Q.ste_sign(x), "ste_tern": lambda x: Q.ste_tern(x),
+           "approx_sign": Q.approx_sign, "dorefa_activation": lambda x: Q.dorefa_activation(x, 2),
+           "pact": lambda x, a: Q.pact(x, a, 3), "lsq": lambda x, s: Q.lsq(x, s, 4, signed=False)}
+    scales = {"pact": np.array(0.9, dtype), "lsq": np.array(0.3, dtype)}
+
+    def run(op):
+        x = Tensor(x0, requires_grad=True)
+        p = [Tensor(scales[op].copy(), requires_grad=True)] if op in scales else []
+        y = ops[op](x, *p)
+        y.backward(g)
+        return y.data, x.grad, [t.grad for t in p]
+
+    assert x0.size >= FQ.KERNEL_MIN_SIZE
+    fast = {op: run(op) for op in ops}
+    monkeypatch.setattr(FQ, "KERNEL_MIN_SIZE", 10**12)
+    for op in ops:
+        y, dx, dp = run(op)
+        np.testing.assert_array_equal(fast[op][0], y, err_msg=op)
+        np.testing.assert_array_equal(fast[op][1], dx, err_msg=op)
+        for a, b in zip(fast[op][2], dp):
+            np.testing.assert_allclose(a, b, rtol=1e-4 if dtype == np.float32 else 1e-10, err_msg=op)

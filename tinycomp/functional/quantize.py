@@ -16,11 +16,21 @@ These take NumPy arrays; the public wrappers that check Tensor arguments are
 """
 import numpy as np
 
+from tinycomp_kernels import quantize as K
+
 from ..autograd import Function, unbroadcast
 
 
+# From this many elements the one-pass kernels of tinycomp_kernels.quantize beat NumPy's several passes
+# (their fixed cost, waking the threads, is ~20 us); below it NumPy's lower cost per call wins. Both
+# paths give the same values (benchmarks/bench_quantize.py times them side by side).
+KERNEL_MIN_SIZE = 1 << 14
+
+
 def _sign(x):
-    """sign(x) in x's dtype with sign(0) = +1 (a compare and a select)."""
+    """sign(x) in x's dtype with sign(0) = +1."""
+    if x.size >= KERNEL_MIN_SIZE:
+        return K.sign(x)
     one = x.dtype.type(1)
     return np.where(x >= 0, one, -one)
 
@@ -29,24 +39,32 @@ def _pass_within(dout, x, clip):
     """dout · 1{abs(x) <= clip}, the hardtanh STE, as a new array; clip None: dout itself (identity)."""
     if clip is None:
         return dout
-    return np.where(np.abs(x) <= clip, dout, dout.dtype.type(0))
+    return _pass_between(dout, x, -clip, clip)
 
 
-def _quantize_unit(r, levels):
-    """round(levels · r) / levels in place on r (r in [0, 1]: DoReFa's quantize_k, levels = 2^k - 1)."""
-    r *= levels
-    np.rint(r, out=r)
-    r /= levels
-    return r
+def _pass_between(dout, x, lo, hi):
+    """dout · 1{lo <= x <= hi} as a new array (lo, hi scalars)."""
+    if x.size >= KERNEL_MIN_SIZE:
+        return K.clip_backward(dout, x, lo, hi)[0]
+    return np.where((x >= lo) & (x <= hi), dout, dout.dtype.type(0))
 
 
 def _round_to_grid(x, step, qn, qp):
     """round(clip(x / step, qn, qp))·step: the integer grid qn..qp scaled by step (broadcast to x)."""
+    if x.size >= KERNEL_MIN_SIZE and np.size(step) == 1:
+        return K.round_to_grid(x, np.asarray(step).item(), qn, qp)
     v = x / step
     np.clip(v, qn, qp, out=v)
     np.rint(v, out=v)
     v *= step
     return v
+
+
+def _quantize_unit(r, bits):
+    """DoReFa's quantize_k(r) = round((2^k - 1)·r) / (2^k - 1) for r in [0, 1], written as the grid
+    0 .. 2^k - 1 of step 1/(2^k - 1) (the same up to float rounding; one code path with LSQ and PACT)."""
+    levels = 2**bits - 1
+    return _round_to_grid(r, r.dtype.type(1) / r.dtype.type(levels), 0, levels)
 
 
 def _filter_axes(w):
@@ -318,7 +336,7 @@ class DorefaWeight(Function):
         ctx.save_for_backward(t, m)
         r = t / (2 * m)
         r += 0.5
-        q = _quantize_unit(r, w.dtype.type(2**bits - 1))
+        q = _quantize_unit(r, bits)
         q *= 2
         q -= 1
         return q
@@ -339,7 +357,8 @@ class DorefaActivation(Function):
     """DoReFa-Net's k-bit activations: quantize_k of the input clipped to [0, 1].
 
     Shapes: x any -> q of x's shape and dtype, values i/(2^k - 1), i = 0 .. 2^k - 1.
-    Forward:  q = round((2^k - 1)·clip(x, 0, 1)) / (2^k - 1).
+    Forward:  q = round((2^k - 1)·clip(x, 0, 1)) / (2^k - 1), computed as round(clip(x/d, 0, 2^k - 1))·d
+              with d = 1/(2^k - 1) (the same up to float rounding; the code path of LSQ and PACT).
     Backward: dx = g · 1{0 <= x <= 1} (straight through round).
     Surrogate: clip(x, 0, 1).
     Paper: Zhou et al., DoReFa-Net, 2016.
@@ -349,13 +368,12 @@ class DorefaActivation(Function):
     @staticmethod
     def forward(ctx, x, bits=2):
         ctx.save_for_backward(x)
-        return _quantize_unit(np.clip(x, 0, 1), x.dtype.type(2**bits - 1))
+        return _quantize_unit(x, bits)    # the grid's clip to 0 .. 2^k - 1 is clip(x, 0, 1)
 
     @staticmethod
     def backward(ctx, dout):
         (x,) = ctx.saved
-        zero = dout.dtype.type(0)
-        return np.where((x >= 0) & (x <= 1), dout, zero)
+        return _pass_between(dout, x, 0, 1)
 
 
 class PACT(Function):
@@ -380,10 +398,12 @@ class PACT(Function):
     @staticmethod
     def backward(ctx, dout):
         x, alpha = ctx.saved
+        if x.size >= KERNEL_MIN_SIZE and alpha.size == 1:
+            dx, above = K.clip_backward(dout, x, 0, alpha.item())
+            return dx, np.full(alpha.shape, above, alpha.dtype)
         zero = dout.dtype.type(0)
-        above = x >= alpha
         dx = np.where((x >= 0) & (x <= alpha), dout, zero)
-        dalpha = unbroadcast(np.where(above, dout, zero), alpha.shape)
+        dalpha = unbroadcast(np.where(x >= alpha, dout, zero), alpha.shape)
         return dx, dalpha
 
 
@@ -416,6 +436,10 @@ class LSQ(Function):
     def backward(ctx, dout):
         x, step = ctx.saved
         qn, qp = ctx.qn, ctx.qp
+        gscale = step.dtype.type(1 / np.sqrt(x.size * qp))
+        if x.size >= KERNEL_MIN_SIZE and step.size == 1:
+            dx, dstep = K.lsq_backward(dout, x, step.item(), qn, qp)
+            return dx, np.full(step.shape, dstep * gscale, step.dtype)
         u = x / step
         inside = (u >= qn) & (u <= qp)
         zero = dout.dtype.type(0)
@@ -426,5 +450,5 @@ class LSQ(Function):
         r -= u                          # ... minus u inside
         r *= dout
         dstep = unbroadcast(r, step.shape)
-        dstep = dstep * step.dtype.type(1 / np.sqrt(x.size * qp))
+        dstep = dstep * gscale
         return dx, dstep
