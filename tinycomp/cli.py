@@ -44,12 +44,34 @@ def _train_parser(sub):
     p.add_argument("--subset", type=int, default=None, help="train on the first N training images only")
     p.add_argument("--test-every", type=int, default=None, help="evaluate on the test set every N epochs and "
                    "after the last one (default 1)")
-    p.add_argument("--init", default=None, help="start from the weights of this checkpoint")
+    _add_method_options(p, None)
+    p.add_argument("--init", default=None, help="start from the weights of this checkpoint (same model; a float "
+                   "checkpoint into a --method run: the usual fine-tuning recipe)")
     p.add_argument("--out", required=True, help="run folder (must not exist, unless --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.npz")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar or in-epoch lines (the line per epoch and the summary stay)")
     return p
+
+
+def _add_method_options(p, defaults):
+    """--method and its options, the same for train (defaults None: unset options are not 'given',
+    so --resume can tell them apart) and summary (defaults from TrainConfig)."""
+    d = TrainConfig()
+    given = (lambda value: value) if defaults is not None else (lambda value: None)
+    p.add_argument("--method", default=given(d.method), help="compression method: none, bc, bwn, xnor, ternary, "
+                   "or w<k>a<m> (k-bit weights, m-bit activations, 1 to 8; a32: float activations); "
+                   "docs/methods.md (default none)")
+    p.add_argument("--quantizer", default=given(d.quantizer), help="for w<k>a<m>: dorefa (DoReFa weights and "
+                   "activations), pact (DoReFa weights, PACT activations) or lsq (default dorefa)")
+    p.add_argument("--keep-float", default=given(d.keep_float), help="layers kept full precision, comma-separated "
+                   "from first, last, shortcuts, or none (default first,last)")
+    p.add_argument("--bc-stochastic", action="store_true", default=given(d.bc_stochastic),
+                   help="bc: the stochastic sign in training")
+    p.add_argument("--bwn-scale", choices=["filter", "layer"], default=given(d.bwn_scale),
+                   help="bwn, xnor: one alpha per output filter (default) or per layer")
+    p.add_argument("--xnor-act-scale", action="store_true", default=given(d.xnor_act_scale),
+                   help="xnor: XNOR-Net's activation scale beta (off by default, as in most later BNNs)")
 
 
 def _add_data_options(p):
@@ -116,7 +138,7 @@ def cmd_eval(args):
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
-    print(f"{result['model']} (width {result['width']:g}, {_position_text(result)}) on {result['dataset']} "
+    print(f"{result['model']} (width {result['width']:g}, method {result['method']}, {_position_text(result)}) on {result['dataset']} "
           f"test set: accuracy {100 * result['test_acc']:.2f} %, "
           f"loss {result['test_loss']:.4f}")
     for name, acc in result["per_class_acc"].items():
@@ -131,12 +153,18 @@ def cmd_summary(args):
         raise RunError(f"--width must be in (0, {MAX_WIDTH}], got {args.width}")
     if args.num_classes < 1:
         raise RunError(f"--num-classes must be >= 1, got {args.num_classes}")
-    model = models.get(args.model, num_classes=args.num_classes, width=args.width)
+    from .compress import build_model
+
+    try:
+        model = build_model(vars(args), args.num_classes)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
     s = summarize(model)
     if args.json:
         print(json.dumps({"model": args.model, "width": args.width, **s}, indent=1))
     else:
-        print(format_summary(s, f"{args.model} (width {args.width}, {args.num_classes} classes, 3x32x32 input)"))
+        print(format_summary(s, f"{args.model} (width {args.width}, {args.num_classes} classes, 3x32x32 input, "
+                                f"method {args.method})"))
     return 0
 
 
@@ -159,6 +187,7 @@ def build_parser():
     p.add_argument("--model", required=True, choices=models.names(), help="the model to describe")
     p.add_argument("--width", type=float, default=1.0, help=f"channel width multiplier in (0, {MAX_WIDTH:g}]")
     p.add_argument("--num-classes", type=int, default=10, help="classifier outputs (default 10)")
+    _add_method_options(p, TrainConfig())
     p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 

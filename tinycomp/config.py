@@ -46,6 +46,13 @@ class TrainConfig:
     init: str = None
     eval_batch_size: int = 500
     test_every: int = 1            # evaluate on the test set every N epochs (and after the last)
+    # compression (tinycomp.compress; docs/methods.md)
+    method: str = "none"           # none | bc | bwn | xnor | ternary | w<k>a<m>
+    quantizer: str = "dorefa"      # dorefa | pact | lsq, for w<k>a<m>
+    keep_float: str = "first,last"  # layers left full precision: first, last, shortcuts (or none)
+    bc_stochastic: bool = False    # BC's stochastic sign in training
+    bwn_scale: str = "filter"      # BWN's alpha per filter or per layer (bwn, xnor)
+    xnor_act_scale: bool = False   # XNOR-Net's activation scale beta
 
     def check(self):
         problems = []
@@ -85,8 +92,20 @@ class TrainConfig:
             elif self.subset is not None and self.subset > n_train - self.val:
                 problems.append(f"--subset {self.subset} is more than the {n_train - self.val:,} training images "
                                 f"left after --val {self.val}")
+        if not problems:
+            problems += self._check_method()
         if problems:
             raise RunError("; ".join(problems))
+
+    def _check_method(self):
+        """The compression options, checked by converting a narrow copy of the model (milliseconds)."""
+        from .compress import convert_from_config
+
+        try:
+            convert_from_config(models.get(self.model, width=1 / 16), self)
+        except ValueError as exc:
+            return [str(exc)]
+        return []
 
 
 # options that may differ on --resume without changing the result

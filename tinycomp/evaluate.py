@@ -1,7 +1,8 @@
 """Evaluation: loss and accuracy of a model on a loader, and of a checkpoint on its test set."""
 import numpy as np
 
-from . import checkpoint, functional as F, models
+from . import checkpoint, functional as F
+from .compress import build_model
 from .autograd import no_grad
 from .data import BatchLoader, Normalize, get_spec, load_cifar
 from .tensor import Tensor
@@ -43,7 +44,7 @@ def evaluate_checkpoint(path, data_dir=None, download=None, batch_size=500, prog
         raise checkpoint.CheckpointError(f"checkpoint {path} has no training configuration; was it written by "
                                          "tinycomp train?")
     with checkpoint.reading_metadata(path):
-        model = models.get(cfg["model"], num_classes=meta["num_classes"], width=cfg["width"])
+        model = build_model(cfg, meta["num_classes"])  # checkpoints without a method field stay float
         get_spec(cfg["dataset"])
         norm = Normalize(meta["normalize"]["mean"], meta["normalize"]["std"])
     try:
@@ -53,6 +54,7 @@ def evaluate_checkpoint(path, data_dir=None, download=None, batch_size=500, prog
     data = load_cifar(cfg["dataset"], root=data_dir, download=download, progress=progress)
     loader = BatchLoader(data.test_images, data.test_labels, batch_size, normalize=norm)
     loss, acc, per_class = evaluate(model, loader, data.num_classes)
-    return {"checkpoint": str(path), "model": cfg["model"], "width": cfg["width"], **training_position(meta),
+    return {"checkpoint": str(path), "model": cfg["model"], "width": cfg["width"],
+            "method": cfg.get("method", "none"), **training_position(meta),
             "dataset": data.name, "test_loss": loss, "test_acc": acc,
             "per_class_acc": dict(zip(data.classes, per_class.tolist()))}

@@ -20,12 +20,14 @@ import dataclasses
 import json
 import math
 import signal
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, functional as F, models, optim
+from . import checkpoint, compress, functional as F, optim
+from .compress import build_model
 from .config import DivergedError, RunError, TrainConfig  # noqa: F401 (TrainConfig: re-exported)
 from .data import BatchLoader, Normalize, load_cifar, train_val_split
 from .evaluate import evaluate
@@ -38,12 +40,15 @@ COMPILE_NOTE = "compiling kernels on the first batch (first run only; later runs
 
 
 def parameter_groups(model, weight_decay, no_decay_bn_bias):
-    if not no_decay_bn_bias:
-        return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
+    """One group with ``weight_decay``, one without: the quantizers' learned scales (PACT's alpha,
+    LSQ's step) never decay, and with ``no_decay_bn_bias`` neither do biases and BatchNorm parameters."""
+    scales = {id(p) for p in compress.quantizer_parameters(model)}
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)  # 1-D: biases and BatchNorm scales/shifts
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    for p in model.parameters():
+        # 1-D: biases and BatchNorm scales/shifts
+        (no_decay if id(p) in scales or (no_decay_bn_bias and p.ndim <= 1) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    return groups + [{"params": no_decay, "weight_decay": 0.0}] if no_decay else groups
 
 
 def make_scheduler(cfg, optimizer, total_steps):
@@ -141,9 +146,9 @@ class Trainer:
             data.train_images, data.train_labels, cfg.eval_batch_size, indices=val_idx, normalize=self.normalize)
         self.test_loader = BatchLoader(data.test_images, data.test_labels, cfg.eval_batch_size,
                                        normalize=self.normalize)
-        self.model = models.get(cfg.model, num_classes=data.num_classes, width=cfg.width)
+        self.model = build_model(cfg, data.num_classes)
         if cfg.init and not restore:  # a restored run takes its weights from last.npz, not from --init
-            checkpoint.load_into(cfg.init, self.model)
+            self._load_init(cfg.init)
         self.optimizer = optim.SGD(parameter_groups(self.model, cfg.weight_decay, cfg.no_decay_bn_bias), lr=cfg.lr,
                                    momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
         self.total_steps = cfg.epochs * len(self.train_loader)
@@ -159,6 +164,24 @@ class Trainer:
         else:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+
+    def _load_init(self, path):
+        """--init: the weights of a checkpoint of the same model (float or the same method); the
+        quantizers' own parameters a float checkpoint lacks keep their initial values and are named."""
+        ckpt = checkpoint.load(path)
+        config = ckpt["meta"].get("config")
+        saved = config.get("model") if isinstance(config, dict) else None
+        if saved is not None and saved != self.cfg.model:
+            raise RunError(f"--init {path}: it holds a '{saved}' model, not --model {self.cfg.model}")
+        try:
+            left = compress.load_float_state(self.model, ckpt["model"])
+        except ValueError as exc:
+            raise RunError(f"--init {path} does not fit --model {self.cfg.model} --width {self.cfg.width:g} "
+                           f"--method {self.cfg.method}: {exc}") from None
+        if left:
+            shown = ", ".join(left[:4]) + (f" and {len(left) - 4} more" if len(left) > 4 else "")
+            print(f"--init: {len(left)} quantizer parameters not in {path} start from their initial values "
+                  f"({shown})", file=sys.stderr, flush=True)
 
     def _check_folder(self, resume):
         """Refuse an unusable --out; True when there is a last.npz to restore."""
@@ -230,6 +253,7 @@ class Trainer:
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
+        compress.after_step(self.model)  # the method's own update rule (BC's clip), if any
         if self.scheduler.last_step < self.total_steps - 1:
             self.scheduler.step()
         self.running["loss"] += value * len(y)

@@ -10,6 +10,6 @@ methods      the method names of --method and the recipes they use
 convert      convert(model, method, ...) in place; the training loop's after_step hook
 Definitions and papers: docs/methods.md.
 """
-from .convert import after_step, convert, quantizer_parameters
+from .convert import after_step, build_model, convert, convert_from_config, load_float_state, quantizer_parameters
 from .layers import QuantConv2d, QuantLinear
 from .methods import Method, parse_method

@@ -52,6 +52,6 @@ def to_binary_activation_blocks(model):
             if type(module) is nn.ReLU:
                 model.set_submodule(name, nn.Identity())
     else:
-        raise ValueError(f"convert: binary activations (xnor) need a block order in which no ReLU "
+        raise ValueError(f"--method xnor: binary activations need a block order in which no ReLU "
                          f"feeds a sign; supported: the zoo's ResNets and VGGs, not {type(model).__name__}")
     return model
