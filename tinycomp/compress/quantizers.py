@@ -13,6 +13,7 @@
     pact(x, alpha, bits)           PACT: clip at a learned alpha, k-bit linear levels on [0, alpha]
     lsq(x, step, bits, signed)     LSQ: learned step, gradient scale 1/sqrt(x.size·Qp)
     lsq_init_step(x, bits, signed) LSQ's initial step 2·mean(abs(x))/sqrt(Qp), a float
+    lsq_bounds(bits, signed)       LSQ's integer range (Qn, Qp)
 
 sign(0) = +1 everywhere. Inputs are float32 or float64 Tensors and the output keeps the dtype;
 alpha and step are Tensors of the input's dtype. Every formula, surrogate and paper is in the
