@@ -203,3 +203,18 @@ def test_checkpoint_of_another_model_names_a_few_mismatches_and_the_count(tmp_pa
     assert shapes == 5 and "problems:" in message
     total = int(message.split(" problems:")[0].rsplit(" ", 1)[-1])
     assert f"... and {total - 5} more" in message and total > 50
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), lambda ps: optim.Adam(ps, lr=0.1)])
+def test_optimizer_state_of_a_0d_parameter_round_trips(tmp_path, make):
+    """A quantizer's step or alpha is a () Parameter: its momentum buffer is a 0-d array, not a count."""
+    p, q = nn.Parameter(np.ones((), np.float32)), nn.Parameter(np.ones(3, np.float32))
+    opt = make([p, q])
+    (p * 2.0 + q.sum()).backward()
+    opt.step()
+    checkpoint.save(tmp_path / "c.npz", {}, opt.state_dict(), {})
+    again = make([p, q])
+    again.load_state_dict(checkpoint.load(tmp_path / "c.npz")["optimizer"])
+    for k, v in opt.state[id(p)].items():
+        np.testing.assert_array_equal(again.state[id(p)][k], v)
+        assert type(again.state[id(p)][k]) is type(v)

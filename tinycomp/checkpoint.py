@@ -93,7 +93,7 @@ def load(path):
                 _, i, name = (k.split("/", 2) + ["", ""])[:3]
                 if not i.isdigit() or not name:
                     raise CheckpointError(f"checkpoint {path}: malformed optimizer entry {k!r}")
-                state.setdefault(int(i), {})[name] = v if v.ndim else v.item()
+                state.setdefault(int(i), {})[name] = v  # 0-d stays an array: a () parameter's buffer
         optimizer = {"state": state, "param_groups": meta["optimizer_groups"]}
     return {"model": model, "optimizer": optimizer, "meta": meta}
 

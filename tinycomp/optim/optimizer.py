@@ -91,6 +91,8 @@ class Optimizer:
                                  f"{sorted(self.state_keys)}")
             for k, v in entry.items():
                 if self.state_keys[k] == "count":
+                    if isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in "iu":
+                        v = v.item()  # a count as a checkpoint stores it
                     if not is_int(v) or v < 0:
                         raise ValueError(f"{name}: state '{k}' of parameter {i} must be an int >= 0, got {v!r}")
                     restored[k] = int(v)
