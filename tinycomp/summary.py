@@ -14,6 +14,11 @@ layer for DoReFa); its bias and its recipes' learned scales (PACT's α, LSQ's st
 BatchNorm is counted unfolded, 32 bits per parameter (as Larq does), so a float model's total is
 32 bits per parameter. Megabits (Mb, 10^6 bits) follow the seed talk's tables.
 
+A compressed layer of another family (pruned, SAL, ...) describes itself to the summary with three
+methods: ``summary_param_bits()`` (its storage bits, index structures included),
+``summary_macs(out_shape)`` (the MACs it executes per image) and ``summary_precision()`` ((weight
+bits, input bits, MAC kind)); the summary then lists it whole, like a quantized layer.
+
 MACs are split by the precision of both operands: ``binary_macs`` where weights and inputs are both
 ±1 (XNOR layers: XNOR + popcount), ``kbit_macs`` where both are quantized to at most 8 bits
 otherwise, ``float_macs`` where either stays float (BC and BWN layers multiply float inputs by ±α:
@@ -27,6 +32,8 @@ from .tensor import Tensor
 
 
 def _layer_macs(module, out_shape):
+    if hasattr(module, "summary_macs"):  # a compressed layer that counts the MACs it executes
+        return module.summary_macs(out_shape)
     if isinstance(module, nn.Conv2d):
         _, o, oh, ow = out_shape
         kh, kw = module.kernel_size
@@ -42,6 +49,8 @@ def _precision(module):
     from .compress.layers import _Quantized
     from .compress.recipes import SignActivation
 
+    if hasattr(module, "summary_precision"):  # a compressed layer that describes itself
+        return module.summary_precision()
     if not isinstance(module, _Quantized):
         return 32, 32, "float"
     wb, ib = module.weight_bits, module.input_bits
@@ -54,6 +63,8 @@ def _param_bits(module):
     """Storage bits of ``module``'s own parameters, as deployed (see the module docstring)."""
     from .compress.layers import _Quantized
 
+    if hasattr(module, "summary_param_bits"):  # a compressed layer that counts its own storage
+        return module.summary_param_bits()
     own = [p for p in module.parameters(recurse=False) if p is not None]
     if not isinstance(module, _Quantized) or module.weight_quantizer is None:
         return 32 * sum(p.data.size for p in module.parameters())
@@ -72,7 +83,7 @@ def _layers(model):
     for name, m in model.named_modules():
         if any(name.startswith(prefix) for prefix in inside):
             continue
-        if isinstance(m, _Quantized):
+        if isinstance(m, _Quantized) or hasattr(m, "summary_param_bits"):
             out.append((name, m))
             inside.add(name + ".")
         elif not m._modules:
