@@ -232,8 +232,9 @@ class Trainer:
             except OSError:  # something else was put in it meanwhile: leave it
                 pass
 
-    def _step(self, x, y):
+    def _step(self, x, y, step):
         self.model.train()
+        compress.before_step(self.model, step, len(self.train_loader), self.total_steps)
         # a diverging run's overflow is reported once, below, as a DivergedError; NumPy's warnings
         # on the way would only be printed across the progress bar
         with np.errstate(over="ignore", invalid="ignore"):
@@ -281,10 +282,13 @@ class Trainer:
     def _run_batches(self, shown, stop, t0):
         """The rest of the current epoch; True when a signal stopped it mid-epoch (after a checkpoint)."""
         images, seconds, tb = 0, 0.0, time.perf_counter()
-        for x, y in self.train_loader:
+        loader = self.train_loader
+        step = loader.epoch * len(loader) + loader.position  # this batch's index over the whole run
+        for x, y in loader:
             if not Trainer._kernels_ready:
                 shown.note(COMPILE_NOTE)
-            self._step(x, y)
+            self._step(x, y, step)
+            step += 1
             now = time.perf_counter()
             if Trainer._kernels_ready:  # the first batch's compile time stays out of images/s
                 images, seconds = images + len(y), seconds + (now - tb)

@@ -99,11 +99,21 @@ def _check_options(m, model, quantizer, keep_float, stochastic, scale, act_scale
     return keep
 
 
+def before_step(model, step, steps_per_epoch, total_steps):
+    """The training loop's hook before every training step (``step`` counts from 0 over the run):
+    schedules that move with training (a pruning schedule, SAL's temperature) read it here. Every
+    module with a ``before_step(step, steps_per_epoch, total_steps)`` method is called."""
+    for m in model.modules():
+        if hasattr(m, "before_step"):
+            m.before_step(step, steps_per_epoch, total_steps)
+
+
 def after_step(model):
-    """The training loop's hook after every optimizer step: BC's clipping, PACT's alpha > 0."""
-    for layer in model.modules():
-        if isinstance(layer, _Quantized):
-            layer.after_step()
+    """The training loop's hook after every optimizer step: BC's clipping, PACT's alpha > 0, a
+    pruning mask re-applied. Every module with an ``after_step()`` method is called."""
+    for m in model.modules():
+        if hasattr(m, "after_step"):
+            m.after_step()
 
 
 def quantizer_parameters(model):

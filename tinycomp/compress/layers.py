@@ -46,7 +46,7 @@ class _Quantized:
     def after_step(self):
         for q in (self.weight_quantizer, self.input_quantizer):
             if q is not None:
-                q.after_step(self.weight)
+                q.after_weight_step(self.weight)
 
     def _share(self, layer):
         """Take ``layer``'s Parameters (the same objects) as this layer's latent weights."""

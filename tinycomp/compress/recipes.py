@@ -27,8 +27,8 @@ class Recipe(nn.Module):
     def scale_count(self, weight_shape):
         return 0
 
-    def after_step(self, weight):
-        """Called by the training loop after each optimizer step on the layer's latent weight."""
+    def after_weight_step(self, weight):
+        """Called by the layer after each optimizer step, with the layer's latent weight."""
 
 
 # --- weights -------------------------------------------------------------------------------------
@@ -49,7 +49,7 @@ class SignWeight(Recipe):
             return Q.stochastic_sign(w, generator())
         return Q.ste_sign(w, clip=1.0)
 
-    def after_step(self, weight):
+    def after_weight_step(self, weight):
         np.clip(weight.data, -1.0, 1.0, out=weight.data)
 
     def extra_repr(self):
@@ -178,7 +178,7 @@ class PACT(Recipe):
     def forward(self, x):
         return Q.pact(x, self.alpha, self.bits)
 
-    def after_step(self, weight):
+    def after_weight_step(self, weight):
         np.maximum(self.alpha.data, np.float32(1e-3), out=self.alpha.data)  # alpha stays > 0
 
     def extra_repr(self):
