@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from tinycomp_kernels.xnor import binary_conv2d, pack_activations, pack_conv_weights
 
+import tinycomp
 from tinycomp import Tensor, compress, functional as F, nn, optim
 from tinycomp.compress import QuantConv2d, QuantLinear
 from tinycomp.compress.recipes import (LSQ, PACT, BinaryWeight, DorefaActivation, DorefaWeight, SignActivation,
@@ -70,9 +71,13 @@ def test_xnor_activation_scale():
 
 
 def test_bc_latent_weights_clipped_after_every_step():
+    tinycomp.manual_seed(0)  # the layers' init: independent of the tests run before this one
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Flatten(),
                           nn.Linear(4 * 6 * 6, 2))
-    compress.convert(model, "bc", keep_float=())
+    for m in model:  # small weights: the float classifier's logits stay unsaturated
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            m.weight.data *= 0.1
+    compress.convert(model, "bc", keep_float=("last",))
     opt = optim.SGD(model.parameters(), lr=50.0)  # steps large enough to leave [-1, 1] without the clip
     x = Tensor(rng.standard_normal((4, 3, 6, 6)).astype(np.float32))
     escaped = False
