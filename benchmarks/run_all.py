@@ -25,6 +25,8 @@ BENCHMARKS = {
     "conv": ("bench_conv.py", "conv"),
     "augment": ("bench_augment.py", "augment"),
     "resnet20_step": ("bench_resnet20_step.py", "resnet20_step"),
+    "quantize": ("bench_quantize.py", "quantize"),
+    "quant_step": ("bench_quant_step.py", "quant_step"),
 }
 
 
