@@ -97,17 +97,17 @@ def main():
         N, C, H, W = shape
         x = rng.standard_normal(shape, dtype=np.float32)
         w = rng.standard_normal((C, 1, 3, 3), dtype=np.float32)
-        dy, dx = shiftnet_offsets(C, k=3, dilation=1)
+        shift_y, shift_x = shiftnet_offsets(C, k=3, dilation=1)
         out_s, out_c = np.empty_like(x), np.empty_like(x)
         # validate before timing
-        np.testing.assert_array_equal(shift2d(x, dy, dx, out=out_s), shift2d_ref(x, dy, dx))
-        np.testing.assert_array_equal(shift2d_backward(x, dy, dx), shift2d_ref(x, -dy, -dx))
+        np.testing.assert_array_equal(shift2d(x, shift_y, shift_x, out=out_s), shift2d_ref(x, shift_y, shift_x))
+        np.testing.assert_array_equal(shift2d_backward(x, shift_y, shift_x), shift2d_ref(x, -shift_y, -shift_x))
         np.testing.assert_allclose(dw(x, w), depthwise_ref(x, w), rtol=1e-4, atol=1e-4)
         res = interleaved({
-            "shift": lambda: shift2d(x, dy, dx, out=out_s),
+            "shift": lambda: shift2d(x, shift_y, shift_x, out=out_s),
             "depthwise": lambda: dw(x, w),
             "copy": lambda: np.copyto(out_c, x),
-            "backward": lambda: shift2d_backward(x, dy, dx),
+            "backward": lambda: shift2d_backward(x, shift_y, shift_x),
             "copy_alloc": lambda: np.copy(x),
         }, repeats=repeats)
         gb = 2 * x.nbytes / 1e9

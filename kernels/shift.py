@@ -1,24 +1,24 @@
 """Shift: a per-channel spatial translation with zero fill (Wu et al., CVPR 2018).
 
-Math (docs/methods.md, "Shift"): for an input F of shape (N, C, H, W) and integer offsets dy, dx of
-length C,
+Math (docs/methods.md, "Shift"): for an input F of shape (N, C, H, W) and integer offsets shift_y,
+shift_x of length C (one per channel; named so that ``dx`` keeps meaning a gradient),
 
-    G[n, c, y, x] = F[n, c, y + dy[c], x + dx[c]]    if 0 <= y + dy[c] < H and 0 <= x + dx[c] < W
-                  = 0                                 otherwise.
+    G[n, c, y, x] = F[n, c, y + shift_y[c], x + shift_x[c]]   if that position lies inside the image
+                  = 0                                          otherwise.
 
-The backward is the adjoint, the opposite shift: dx = shift2d(dout, -dy, -dx), because
-<shift(x), g> = <x, shift(g, -dy, -dx)> (every pair of pixels linked by the shift appears once
-on each side; pixels shifted out of the image contribute to neither).
+The backward is the adjoint, the opposite shift: dx = shift2d(dout, -shift_y, -shift_x), because
+<shift(x), g> = <x, shift(g, -shift_y, -shift_x)> (every pair of pixels linked by the shift appears
+once on each side; pixels shifted out of the image contribute to neither).
 
 Offsets that move a channel entirely out of the image are allowed: that channel becomes zero.
 
 ShiftNet's fixed assignment (``shiftnet_offsets``) for a k x k neighbourhood and dilation d:
-channel c < k^2 * floor(C / k^2) gets dx = d*((c mod k) - k//2), dy = d*((c//k mod k) - k//2);
-the remaining C mod k^2 channels are not shifted.
+channel c < k^2 * floor(C / k^2) gets shift_x = d*((c mod k) - k//2) and
+shift_y = d*((c//k mod k) - k//2); the remaining C mod k^2 channels are not shifted.
 
 Layout: NCHW, C-contiguous; the kernel is a memory copy with offsets, every output element written
-exactly once (no zero-fill pass). Per channel, the flat source offset is s = dy*W + dx: within a
-plane, output element i reads input element i + s. Two ways to walk a plane:
+exactly once (no zero-fill pass). Per channel, the flat source offset is s = shift_y*W + shift_x:
+within a plane, output element i reads input element i + s. Two ways to walk a plane:
 
 - small planes (H*W <= _MASK_PLANE_MAX): ONE loop over the whole plane, out[i] = x[i + s] where a
   precomputed 0/1 mask of the channel's valid pixels says so, else 0. At 8x8 a row is half a vector,
@@ -27,7 +27,7 @@ plane, output element i reads input element i + s. Two ways to walk a plane:
   out; only reads outside the whole array are avoided (the loop is clipped to them, see loops).
 - large planes: per output row, zeros before the valid columns, one contiguous copy, zeros after.
 
-Offsets and masks depend only on (dy, dx, H, W): they are built once and cached (``_plan``).
+Offsets and masks depend only on (shift_y, shift_x, H, W): they are built once and cached (``_plan``).
 Parallel over contiguous chunks of the N*C planes, one chunk per thread, but only for arrays of
 _PARALLEL_MIN_BYTES or more. Measured on the 2-core machine, ShiftNet offsets, float32: with
 OMP_WAIT_POLICY=passive (tinycomp's setting) waking the second thread costs 40-70 us, so two
@@ -51,13 +51,13 @@ _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # native byte orde
 
 
 # --- reference ---------------------------------------------------------------------------------
-def shift2d_ref(x, dy, dx):
+def shift2d_ref(x, shift_y, shift_x):
     """NumPy oracle: per-channel slicing of a zero array."""
     x = np.asarray(x)
     N, C, H, W = x.shape
     out = np.zeros_like(x)
     for c in range(C):
-        sy, sx = int(dy[c]), int(dx[c])
+        sy, sx = int(shift_y[c]), int(shift_x[c])
         # output rows y with 0 <= y + sy < H, columns likewise
         y0, y1 = max(0, -sy), min(H, H - sy)
         x0, x1 = max(0, -sx), min(W, W - sx)
@@ -67,7 +67,7 @@ def shift2d_ref(x, dy, dx):
 
 
 def shiftnet_offsets(C, k=3, dilation=1):
-    """ShiftNet's fixed offsets for C channels: (dy, dx), two int64 arrays of length C."""
+    """ShiftNet's fixed offsets for C channels: (shift_y, shift_x), two int64 arrays of length C."""
     if not is_int(C) or C < 0:
         raise ValueError(f"shiftnet_offsets: C must be a non-negative int, got {C!r}")
     if not is_int(k) or k < 1:
@@ -79,9 +79,9 @@ def shiftnet_offsets(C, k=3, dilation=1):
         raise ValueError(f"shiftnet_offsets: k={k}, dilation={dilation} give offsets beyond int64")
     c = np.arange(C, dtype=np.int64)
     shifted = c < k * k * (C // (k * k))
-    dx = np.where(shifted, dilation * ((c % k) - k // 2), 0).astype(np.int64)
-    dy = np.where(shifted, dilation * (((c // k) % k) - k // 2), 0).astype(np.int64)
-    return dy, dx
+    shift_x = np.where(shifted, dilation * ((c % k) - k // 2), 0).astype(np.int64)
+    shift_y = np.where(shifted, dilation * (((c // k) % k) - k // 2), 0).astype(np.int64)
+    return shift_y, shift_x
 
 
 # --- plan: per-channel offsets and masks --------------------------------------------------------
@@ -89,21 +89,22 @@ _MASK_PLANE_MAX = 1024  # H*W up to which the whole-plane masked loop is used (3
 _PARALLEL_MIN_BYTES = 16 << 20  # see the module docstring
 _PLANS = {}  # (sign, C, H, W, dtypes, shapes, offset bytes) -> (table, masks, by_rows)
 _PLANS_MAX = 64
-_LAST = {}  # sign -> (dy, dx, their dtypes, (C, H, W), their bytes, plan) of the last call
+_LAST = {}  # sign -> (shift_y, shift_x, their dtypes, (C, H, W), their bytes, plan) of the last call
 
 
-def _shift_plan(dy, dx, H, W, by_rows):
-    """Per-channel table (C, 6) int64 and the distinct masks for offsets ``dy``, ``dx`` (int64, (C,)).
+def _shift_plan(shift_y, shift_x, H, W, by_rows):
+    """Per-channel table (C, 6) int64 and the distinct masks for offsets ``shift_y``, ``shift_x``
+    (int64, (C,)).
 
-    table[c] = (s, mask offset, y0, y1, x0, x1): flat source offset s = dy*W + dx, where the channel's
-    mask starts in ``masks``, and the valid output rows [y0, y1) and columns [x0, x1). A channel
+    table[c] = (s, mask offset, y0, y1, x0, x1): flat source offset s = shift_y*W + shift_x, where the
+    channel's mask starts in ``masks``, and the valid output rows [y0, y1) and columns [x0, x1). A channel
     shifted entirely out of the image gets s = 0 and an empty valid block (all zero output).
     masks: uint8, the distinct (H*W,) masks back to back (one per distinct valid block); a dummy
     of length 1 when ``by_rows`` (the row loop does not use them).
     """
     # |offset| >= the side means "entirely out": clipping keeps that and rules out overflow
-    sy = np.clip(dy, -H, H)  # (C,)
-    sx = np.clip(dx, -W, W)  # (C,)
+    sy = np.clip(shift_y, -H, H)  # (C,)
+    sx = np.clip(shift_x, -W, W)  # (C,)
     y0, y1 = np.maximum(0, -sy), np.minimum(H, H - sy)
     x0, x1 = np.maximum(0, -sx), np.minimum(W, W - sx)
     empty = (y0 >= y1) | (x0 >= x1)
@@ -122,39 +123,41 @@ def _shift_plan(dy, dx, H, W, by_rows):
     return table, masks, by_rows
 
 
-def _plan(name, dy, dx, C, H, W, sign):
-    """Validated, cached ``_shift_plan`` for offsets ``sign * (dy, dx)``; raises like ``_check_offsets``.
+def _plan(name, shift_y, shift_x, C, H, W, sign):
+    """Validated, cached ``_shift_plan`` for offsets ``sign * (shift_y, shift_x)``; raises like
+    ``_check_offsets``.
 
     A layer passes the same offset arrays every call, so the last arrays seen are checked first, by
     identity, dtype and bytes (a few hundred ns cheaper than hashing a key: that matters for the
     1x64x8x8 shift, a 1 us copy).
     """
     key = None
-    if type(dy) is np.ndarray and type(dx) is np.ndarray:
-        dyb, dxb = dy.tobytes(), dx.tobytes()
+    if type(shift_y) is np.ndarray and type(shift_x) is np.ndarray:
+        yb, xb = shift_y.tobytes(), shift_x.tobytes()
         last = _LAST.get(sign)
-        if (last is not None and last[0] is dy and last[1] is dx and last[2] is dy.dtype
-                and last[3] is dx.dtype and last[4] == (C, H, W) and last[5] == dyb and last[6] == dxb):
+        if (last is not None and last[0] is shift_y and last[1] is shift_x and last[2] is shift_y.dtype
+                and last[3] is shift_x.dtype and last[4] == (C, H, W) and last[5] == yb and last[6] == xb):
             return last[7]
         # the key holds dtype, shape and bytes, so a hit means an input that passed validation before
-        key = (sign, C, H, W, dy.dtype, dx.dtype, dy.shape, dx.shape, dyb, dxb)
+        key = (sign, C, H, W, shift_y.dtype, shift_x.dtype, shift_y.shape, shift_x.shape, yb, xb)
         plan = _PLANS.get(key)
         if plan is None:
-            plan = _new_plan(name, dy, dx, C, H, W, sign)
+            plan = _new_plan(name, shift_y, shift_x, C, H, W, sign)
             if len(_PLANS) >= _PLANS_MAX:
                 _PLANS.clear()
             _PLANS[key] = plan
-        _LAST[sign] = (dy, dx, dy.dtype, dx.dtype, (C, H, W), dyb, dxb, plan)
+        _LAST[sign] = (shift_y, shift_x, shift_y.dtype, shift_x.dtype, (C, H, W), yb, xb, plan)
         return plan
-    return _new_plan(name, dy, dx, C, H, W, sign)
+    return _new_plan(name, shift_y, shift_x, C, H, W, sign)
 
 
-def _new_plan(name, dy, dx, C, H, W, sign):
-    dy = _check_offsets(name, "dy", dy, C)
-    dx = _check_offsets(name, "dx", dx, C)
+def _new_plan(name, shift_y, shift_x, C, H, W, sign):
+    shift_y = _check_offsets(name, "shift_y", shift_y, C)
+    shift_x = _check_offsets(name, "shift_x", shift_x, C)
     if sign < 0:
-        dy, dx = -np.clip(dy, -H, H), -np.clip(dx, -W, W)  # clip first: -(-2**63) overflows
-    return _shift_plan(dy, dx, H, W, by_rows=H * W > _MASK_PLANE_MAX)
+        # clip first: -(-2**63) overflows
+        shift_y, shift_x = -np.clip(shift_y, -H, H), -np.clip(shift_x, -W, W)
+    return _shift_plan(shift_y, shift_x, H, W, by_rows=H * W > _MASK_PLANE_MAX)
 
 
 # --- loops -------------------------------------------------------------------------------------
@@ -289,9 +292,9 @@ def _check_input(name, arg, x):
     return np.ascontiguousarray(x)
 
 
-def _run(name, out, x, dy, dx, sign):
+def _run(name, out, x, shift_y, shift_x, sign):
     N, C, H, W = x.shape
-    table, masks, by_rows = _plan(name, dy, dx, C, H, W, sign)
+    table, masks, by_rows = _plan(name, shift_y, shift_x, C, H, W, sign)
     if x.size == 0:
         return
     parallel = x.nbytes >= _PARALLEL_MIN_BYTES
@@ -302,11 +305,11 @@ def _run(name, out, x, dy, dx, sign):
         (shift2d_jit if parallel else shift2d_serial_jit)(out, x, table, masks, nchunks)
 
 
-def shift2d(x, dy, dx, out=None):
-    """Shift every channel of ``x`` (N, C, H, W) by (dy[c], dx[c]) with zero fill.
+def shift2d(x, shift_y, shift_x, out=None):
+    """Shift every channel of ``x`` (N, C, H, W) by (shift_y[c], shift_x[c]) with zero fill.
 
-    G[n, c, y, x] = F[n, c, y + dy[c], x + dx[c]], zero outside the image. ``x`` float32 or
-    float64 (non-contiguous input is copied); ``dy``, ``dx`` integer arrays of length C.
+    G[n, c, y, x] = F[n, c, y + shift_y[c], x + shift_x[c]], zero outside the image. ``x`` float32 or
+    float64 (non-contiguous input is copied); ``shift_y``, ``shift_x`` integer arrays of length C.
     ``out``: optional C-contiguous array of x's shape and dtype to write into (not aliasing x).
     Returns the shifted array, same shape and dtype as ``x``.
     """
@@ -323,13 +326,13 @@ def shift2d(x, dy, dx, out=None):
         # case); otherwise both are contiguous here, so overlapping bounds means shared memory
         if out is x or not (out.base is None and x.base is None) and np.may_share_memory(out, x):
             raise ValueError("shift2d: out must not overlap x")
-    _run("shift2d", out, x, dy, dx, 1)
+    _run("shift2d", out, x, shift_y, shift_x, 1)
     return out
 
 
-def shift2d_backward(dout, dy, dx):
+def shift2d_backward(dout, shift_y, shift_x):
     """Gradient of ``shift2d`` w.r.t. its input: the opposite shift of ``dout`` (N, C, H, W)."""
     dout = _check_input("shift2d_backward", "dout", dout)
     out = np.empty_like(dout)
-    _run("shift2d_backward", out, dout, dy, dx, -1)
+    _run("shift2d_backward", out, dout, shift_y, shift_x, -1)
     return out

@@ -10,3 +10,4 @@ from .normalization import batch_norm
 from .pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from .reduction import max, mean, sum
 from .shape import cat, concatenate, getitem, pad, permute, reshape, transpose
+from .shift import shift2d

@@ -6,10 +6,12 @@ from .densenet import densenet121, densenet_cifar
 from .mobilenetv2 import mobilenetv2
 from .resnet_cifar import count_parameters, resnet20, resnet32, resnet56
 from .resnet18_34 import resnet18, resnet34
+from .shiftresnet import shiftresnet20, shiftresnet32, shiftresnet56
 from .vgg import vgg_bc, vgg_small
 
 _REGISTRY = {f.__name__: f for f in (resnet20, resnet32, resnet56, resnet18, resnet34, vgg_small, vgg_bc,
-                                     mobilenetv2, densenet121, densenet_cifar)}
+                                     mobilenetv2, densenet121, densenet_cifar, shiftresnet20, shiftresnet32,
+                                     shiftresnet56)}
 
 
 def names():
