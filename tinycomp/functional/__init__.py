@@ -10,4 +10,5 @@ from .normalization import batch_norm
 from .pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from .reduction import max, mean, sum
 from .shape import cat, concatenate, getitem, pad, permute, reshape, transpose
+from .sparse_conv import sparse_conv2d, sparse_training_pays
 from .shift import shift2d
