@@ -343,3 +343,12 @@ def test_a_thinned_model_that_does_not_run_is_refused_and_left_unchanged():
         filter_prune(model, ratio=0.5, input_shape=(3, 8, 8))
     assert model.conv.out_channels == 8 and not hasattr(model, "channel_counts")
     assert all(np.array_equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_a_thinned_model_converts_like_any_other():
+    model = filter_prune(build("resnet20", {}), ratio=0.5)
+    record = model.channel_counts
+    compress.convert(model, "bwn")
+    assert model.compression["float_layers"] == ["conv1", "linear"] and model.channel_counts is record
+    out = model.train()(images())
+    assert out.shape == (2, 10) and np.isfinite(out.data).all()
