@@ -4,17 +4,18 @@ The CIFAR ResNet of ``resnet_cifar`` (16-32-64 channels, 3 stages of n blocks, d
 every basic block's two 3×3 convolutions replaced by one conv-shift-conv block, as in the authors'
 code (github.com/alvinwan/shiftresnet-cifar):
 
-    1×1 conv (C_in → ε·C_out) → BN → ReLU → shift (3×3 ShiftNet offsets) → 1×1 conv (→ C_out, stride s)
-    → BN, plus the shortcut, then ReLU
+    1×1 conv (C_in → ε·C_out) → BN → ReLU → shift (3×3 ShiftNet offsets)
+    → 1×1 conv (→ C_out, stride s) → BN, plus the shortcut, then ReLU
 
 ε is the expansion rate (``expansion``, default 6; the paper reports ε = 3 and ε = 9). The stride of
 a stage's first block sits on the second 1×1 conv, after the shift; where the shape changes the
 shortcut is a 1×1 convolution with that stride and BatchNorm (ResNet's option B). The stem (3×3
 conv, BN, ReLU) and the classifier are ResNet-20's. ``width`` multiplies the 16-32-64 channels; the
-middle channels are then ε times the scaled ones.
+middle channels are then round(ε · the scaled ones).
 
 Parameters (width 1, 10 classes): ShiftResNet-20 ε=3: 95,642; ε=6: 186,746; ε=9: 277,850 (the
-paper: 0.10 M for ε=3 and 0.28 M for ε=9; ResNet-20: 272,474).
+paper: 0.10 M for ε=3 and 0.28 M for ε=9; ResNet-20: 272,474). MACs per image at ε=3: 16.4 M
+(the paper: 16.6 M FLOPs; ResNet-20 40.8 M here, 41.0 M there).
 Layer names: conv1, bn1, layer1.0.conv1, layer1.0.shift, ..., layer2.0.shortcut.0, linear.
 """
 from .. import nn
