@@ -3,6 +3,10 @@
     sign(x)                          out = +1 if x >= 0 else -1          (sign(0) = sign(-0.0) = +1, NaN -> -1)
     round_to_grid(x, step, qn, qp)   out = rint(clip(x / step, qn, qp)) · step
                                      (LSQ; PACT with qn, qp = 0, 2^k - 1 and step = alpha / (2^k - 1))
+    round_to_levels(x, levels)       out = rint(clip(x · levels, 0, levels)) / levels
+                                     (DoReFa's quantize_k, levels = 2^k - 1: multiplying by the integer
+                                     keeps the ties exact, where dividing by a rounded 1/levels moves
+                                     an exact r = 0.5 a whole level down in float32)
     clip_backward(dout, x, lo, hi)   dx = dout where lo <= x <= hi else 0;  above = Σ dout where x >= hi
                                      (the hardtanh STE with lo, hi = -clip, clip; DoReFa activations 0, 1;
                                      PACT 0, alpha, where ``above`` is dalpha)
@@ -29,7 +33,8 @@ from numba import njit, prange
 
 from .checks import is_real
 
-__all__ = ["sign", "sign_ref", "round_to_grid", "round_to_grid_ref", "clip_backward", "clip_backward_ref",
+__all__ = ["sign", "sign_ref", "round_to_grid", "round_to_grid_ref", "round_to_levels", "round_to_levels_ref",
+           "clip_backward", "clip_backward_ref",
            "lsq_backward", "lsq_backward_ref"]
 
 _BLOCK = 1 << 14  # elements per parallel chunk: large enough to amortise scheduling, small for balance
@@ -42,6 +47,11 @@ def sign_ref(x):
 
 def round_to_grid_ref(x, step, qn, qp):
     return (np.rint(np.clip(x / step, qn, qp)) * step).astype(x.dtype)
+
+
+def round_to_levels_ref(x, levels):
+    n = x.dtype.type(levels)
+    return (np.rint(np.clip(x * n, 0, n)) / n).astype(x.dtype)
 
 
 def clip_backward_ref(dout, x, lo, hi):
@@ -73,6 +83,19 @@ def _round_to_grid_loops(out, x, step, qn, qp):
             elif v > qp:
                 v = qp
             out[i] = np.rint(v) * step
+
+
+def _round_to_levels_loops(out, x, levels):
+    n = x.size
+    zero = levels - levels
+    for blk in prange((n + _BLOCK - 1) // _BLOCK):
+        for i in range(blk * _BLOCK, min(n, (blk + 1) * _BLOCK)):
+            v = x[i] * levels
+            if v < zero:      # compare-and-assign, not min/max, so that a NaN passes through
+                v = zero
+            elif v > levels:
+                v = levels
+            out[i] = np.rint(v) / levels
 
 
 # The backward loops load dout[i] before selecting, and combine conditions with & (not `and`, which
@@ -107,6 +130,7 @@ def _lsq_backward_loops(dx, partial, dout, x, step, qn, qp, zero):
 
 sign_jit = njit(parallel=True, cache=True)(_sign_loops)
 round_to_grid_jit = njit(parallel=True, cache=True)(_round_to_grid_loops)
+round_to_levels_jit = njit(parallel=True, cache=True)(_round_to_levels_loops)
 # reassoc only where a sum is: it lets LLVM vectorise the float64 accumulation (a serial chain
 # otherwise, ~4x slower); the dx outputs are selects, which it cannot change
 _SUM_FASTMATH = {"reassoc"}
@@ -162,6 +186,16 @@ def round_to_grid(x, step, qn, qp):
     step, qn, qp = _grid("round_to_grid", step, qn, qp, x.dtype)
     out = np.empty(x.shape, x.dtype)
     round_to_grid_jit(out.reshape(-1), flat, step, qn, qp)
+    return out
+
+
+def round_to_levels(x, levels):
+    """rint(clip(x · levels, 0, levels)) / levels in x's shape and dtype; levels a positive integer."""
+    flat = _float_array("round_to_levels", "x", x)
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
+        raise ValueError(f"round_to_levels: levels must be a positive int, got {levels!r}")
+    out = np.empty(x.shape, x.dtype)
+    round_to_levels_jit(out.reshape(-1), flat, x.dtype.type(levels))
     return out
 
 

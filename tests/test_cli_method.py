@@ -56,7 +56,7 @@ def test_init_from_float_checkpoint_names_the_new_quantizer_parameters(tmp_path)
     r = tinycomp("train", *TINY, "--epochs", "1", "--method", "w4a4", "--quantizer", "pact",
                  "--init", str(tmp_path / "float.npz"), "--out", str(out))
     assert r.returncode == 0, r.stderr
-    assert "quantizer parameters not in" in r.stderr and "input_quantizer.alpha" in r.stderr
+    assert "entries the method adds are not in" in r.stderr and "input_quantizer.alpha" in r.stderr
     with np.load(out / "last.npz", allow_pickle=False) as z:
         assert "model/layer1.0.conv1.input_quantizer.alpha" in z.files
         assert z["model/conv1.weight"].shape == state["conv1.weight"].shape
@@ -86,6 +86,7 @@ def test_quantized_run_killed_after_an_epoch_resumes_bitwise(tmp_path, method):
         time.sleep(0.02)
     proc.kill()
     proc.wait()
+    assert len((cut / "log.jsonl").read_text().splitlines()) == 1  # killed inside epoch 2: a real resume
     r = tinycomp("train", "--out", str(cut), "--resume", "--no-progress")
     assert r.returncode == 0, r.stderr
     with np.load(ref / "last.npz", allow_pickle=False) as a, np.load(cut / "last.npz", allow_pickle=False) as b:

@@ -409,3 +409,18 @@ def test_kernel_path_equals_numpy_path(monkeypatch, dtype):
         np.testing.assert_array_equal(fast[op][1], dx, err_msg=op)
         for a, b in zip(fast[op][2], dp):
             np.testing.assert_allclose(a, b, rtol=1e-4 if dtype == np.float32 else 1e-10, err_msg=op)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("n", [100, 1 << 15])  # the NumPy path and the kernel path
+def test_dorefa_float32_equals_the_formula_at_ties(bits, n):
+    """quantize_k(r) = round((2^k - 1)·r)/(2^k - 1) in float32 too: r = 0.5 (a zero weight, an input of 0.5)
+    is an exact tie, rounded half to even, never a level lower."""
+    levels = np.float32(2**bits - 1)
+    rng = np.random.default_rng(bits)
+    x = rng.uniform(-0.2, 1.2, n).astype(np.float32)
+    x[:10] = 0.5
+    want = np.rint(np.clip(x, 0, 1) * levels) / levels
+    np.testing.assert_array_equal(Q.dorefa_activation(Tensor(x), bits).data, want)
+    w = np.zeros(n, np.float32)
+    np.testing.assert_array_equal(Q.dorefa_weight(Tensor(w), bits).data, 2 * np.rint(levels * np.float32(0.5)) / levels - 1)

@@ -4,7 +4,8 @@ import pytest
 
 from tinycomp import Tensor, compress, models, nn
 from tinycomp.compress import QuantConv2d, QuantLinear
-from tinycomp.compress.binary_blocks import BiRealBlock
+from tinycomp.compress.binary_blocks import BiRealBlock, binary_activation_models
+from tinycomp.compress.convert import NONNEGATIVE_INPUT_MODELS
 from tinycomp.compress.recipes import LSQ, PACT, BinaryWeight, DorefaActivation, SignActivation, SignWeight
 
 WEIGHT_ONLY = ["bc", "bwn", "ternary", "w4a32", "w2a32"]
@@ -24,8 +25,10 @@ def quantized_names(model):
 def test_every_zoo_model_converts_and_runs(name, method):
     model = small(name)
     params_before = {n: p for n, p in model.named_parameters()}
-    supported = method == "bwn" or (method == "w4a4" and name != "mobilenetv2") or \
-        (method == "xnor" and name.startswith(("resnet", "vgg")))
+    supported = {"bwn": True, "w4a4": isinstance(model, NONNEGATIVE_INPUT_MODELS),
+                 "xnor": isinstance(model, binary_activation_models())}[method]
+    if name in ("resnet20", "resnet18", "vgg_small", "densenet_cifar"):
+        assert supported or method == "xnor" and name == "densenet_cifar"  # the zoo's main models are covered
     if not supported:
         with pytest.raises(ValueError, match=f"--method {method}|binary activations"):
             compress.convert(model, method)
@@ -108,6 +111,8 @@ def test_user_model_weight_only():
     ("bwn", {"keep_float": ("first", "middle")}, "--keep-float"),
     ("bwn", {"stochastic": True}, "--method bc"),
     ("bc", {"act_scale": True}, "--method xnor"),
+    ("w4a32", {"quantizer": "pact"}, "--quantizer pact quantizes activations"),
+    ("w4a4", {"keep_float": ("last",)}, "keep 'first' float"),
 ])
 def test_refusals(method, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -118,3 +123,19 @@ def test_twice_is_refused():
     m = compress.convert(small("resnet20"), "bwn")
     with pytest.raises(ValueError, match="already converted"):
         compress.convert(m, "bc")
+
+
+def test_recipes_follow_the_model_mode():
+    model = small("resnet20").eval()
+    compress.convert(model, "w2a2", quantizer="lsq")
+    assert all(not m.training for m in model.modules())
+    model(Tensor(np.ones((1, 3, 32, 32), np.float32)))
+    assert not model.layer1[0].conv1.input_quantizer.initialized  # no step chosen on an evaluation batch
+
+
+def test_float64_model_gets_float64_scales():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, dtype=np.float64), nn.ReLU(), nn.Conv2d(4, 4, 3, dtype=np.float64))
+    compress.convert(net, "w4a4", quantizer="pact", keep_float=("first",), assume_relu_inputs=True)
+    assert net[2].input_quantizer.alpha.dtype == np.float64
+    out = net(Tensor(np.ones((1, 3, 7, 7))))
+    assert out.dtype == np.float64

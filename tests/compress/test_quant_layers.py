@@ -136,3 +136,11 @@ def test_quantizer_parameters_have_no_weight_decay_group():
     names = {id(p): n for n, p in model.named_parameters()}
     assert sorted(names[id(p)] for p in compress.quantizer_parameters(model)) == [
         "2.weight_quantizer.step", "4.weight_quantizer.step"]
+
+
+def test_lsq_step_is_kept_positive():
+    q = LSQ(4, signed=True)
+    layer = QuantConv2d.from_float(nn.Conv2d(3, 2, 1, bias=False), q, None)
+    q.step.data[...] = -1e-3
+    layer.after_step()
+    assert q.step.data > 0

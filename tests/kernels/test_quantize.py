@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from tinycomp_kernels.quantize import (_clip_backward_loops, _lsq_backward_loops, _round_to_grid_loops, _sign_loops,
-                                       clip_backward, clip_backward_ref, lsq_backward, lsq_backward_ref,
-                                       round_to_grid, round_to_grid_ref, sign, sign_ref)
+from tinycomp_kernels.quantize import (_clip_backward_loops, _lsq_backward_loops, _round_to_grid_loops,
+                                       _round_to_levels_loops, _sign_loops, clip_backward, clip_backward_ref,
+                                       lsq_backward, lsq_backward_ref, round_to_grid, round_to_grid_ref,
+                                       round_to_levels, round_to_levels_ref, sign, sign_ref)
 
 SPECIAL = np.array([0.0, -0.0, 0.5, -0.5, 1.5, 1.0, -1.0, 0.3, np.inf, -np.inf, np.nan])
 
@@ -42,6 +43,24 @@ def test_round_to_grid_equals_reference(case, grid):
     with np.errstate(invalid="ignore"):
         want = round_to_grid_ref(x, x.dtype.type(grid[0]), grid[1], grid[2])
     np.testing.assert_array_equal(round_to_grid(x, grid[0], grid[1], grid[2]), want)
+
+
+@given(inputs(), st.sampled_from([1, 3, 7, 15, 255]))
+def test_round_to_levels_equals_reference(case, levels):
+    x, _ = case
+    with np.errstate(invalid="ignore"):
+        want = round_to_levels_ref(x, levels)
+    np.testing.assert_array_equal(round_to_levels(x, levels), want)
+
+
+def test_round_to_levels_keeps_exact_ties():
+    """r = 0.5 times 2^k - 1 is an exact tie, rounded half to even (dividing by a rounded 1/levels is not)."""
+    for levels, want in ((7, 4 / 7), (15, 8 / 15), (255, 128 / 255)):
+        out = round_to_levels(np.full(3, 0.5, np.float32), levels)
+        np.testing.assert_array_equal(out, np.float32(want))
+    out = np.empty(2, np.float32)
+    _round_to_levels_loops(out, np.array([0.5, 2.0], np.float32), np.float32(7))  # plain Python
+    np.testing.assert_array_equal(out, np.array([4 / 7, 1.0], np.float32))
 
 
 @given(inputs(), st.sampled_from([(-1.0, 1.0), (0.0, 1.0), (0.0, 0.7), (-np.inf, np.inf), (-0.5, 2.0)]))

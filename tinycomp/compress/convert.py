@@ -65,6 +65,7 @@ def convert(model, method, quantizer="dorefa", keep_float=("first", "last"), sto
             else:
                 new = QuantLinear.from_float(layer, w_q, x_q)
             model.set_submodule(name, new)
+    model.train(model.training)  # the new recipes take the model's mode (eval: no stochastic draws)
     model.compression = {"method": m.name, "quantizer": quantizer if _uses_quantizer(m) else None,
                          "keep_float": sorted(keep), "float_layers": [n for n, _ in layers if n in kept],
                          "stochastic": bool(stochastic), "scale": scale, "scale_grad": bool(scale_grad),
@@ -91,6 +92,12 @@ def _check_options(m, model, quantizer, keep_float, stochastic, scale, act_scale
         raise ValueError(f"--bwn-scale must be 'filter' or 'layer', got {scale!r}")
     if act_scale and m.name != "xnor":
         raise ValueError(f"the activation scale (--xnor-act-scale) applies to --method xnor, not {m.name}")
+    if quantizer == "pact" and not m.quantizes_activations:
+        raise ValueError(f"--quantizer pact quantizes activations; --method {m.name} keeps them float "
+                         "(use dorefa for DoReFa weights alone)")
+    if m.quantizes_activations and m.name != "xnor" and "first" not in keep:
+        raise ValueError(f"--keep-float {','.join(keep) or 'none'}: --method {m.name} quantizes layer inputs on a grid "
+                         "that starts at 0, and the first conv's input is the (signed) image: keep 'first' float")
     relu_inputs = assume_relu_inputs or isinstance(model, NONNEGATIVE_INPUT_MODELS)
     if m.quantizes_activations and m.name != "xnor" and not relu_inputs:
         raise ValueError(f"--method {m.name}: {quantizer} activations start at 0 and need ReLU outputs as layer "
@@ -120,41 +127,3 @@ def quantizer_parameters(model):
     """The recipes' own Parameters (PACT's alpha, LSQ's step): no weight decay on them by default."""
     return [p for layer in model.modules() if isinstance(layer, _Quantized)
             for q in (layer.weight_quantizer, layer.input_quantizer) if q is not None for p in q.parameters()]
-
-
-# --- from a run's configuration (TrainConfig fields, or the dict a checkpoint stores) --------------
-CONFIG_DEFAULTS = {"method": "none", "quantizer": "dorefa", "keep_float": "first,last", "bc_stochastic": False,
-                   "bwn_scale": "filter", "xnor_act_scale": False}
-
-
-def convert_from_config(model, config):
-    """``convert`` with the options a run configuration holds (a TrainConfig or its dict); a
-    checkpoint written before these fields existed has none of them and stays float."""
-    get = config.get if isinstance(config, dict) else lambda k, d: getattr(config, k, d)
-    c = {k: get(k, d) for k, d in CONFIG_DEFAULTS.items()}
-    keep = c["keep_float"]
-    if not isinstance(keep, str):
-        raise ValueError(f"--keep-float must be a comma-separated string, got {keep!r}")
-    keep = () if keep in ("", "none") else tuple(k.strip() for k in keep.split(","))
-    return convert(model, c["method"], quantizer=c["quantizer"], keep_float=keep, stochastic=c["bc_stochastic"],
-                   scale=c["bwn_scale"], act_scale=c["xnor_act_scale"])
-
-
-def build_model(config, num_classes):
-    """The zoo model a run configuration names (``model``, ``width``), converted to its method."""
-    from .. import models
-
-    get = config.get if isinstance(config, dict) else lambda k: getattr(config, k)
-    return convert_from_config(models.get(get("model"), num_classes=num_classes, width=get("width")), config)
-
-
-def load_float_state(model, state):
-    """Load ``state`` (e.g. a float checkpoint's) into a converted ``model``: every key of the model
-    must be there but the recipes' own (PACT's alpha, LSQ's step, ...), which keep their
-    initial values. Returns the names of those left out; raises ValueError as load_state_dict."""
-    keys = model.state_dict()
-    missing = [k for k in keys if k not in state]
-    if any("_quantizer." not in k for k in missing) or any(k not in keys for k in state):
-        model.load_state_dict(state)  # raises, naming what is missing or does not belong
-    model.load_state_dict(state, strict=False)
-    return missing

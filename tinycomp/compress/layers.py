@@ -24,9 +24,12 @@ from ..tensor import Tensor
 class _Quantized:
     """What QuantConv2d and QuantLinear share: the two recipes and their step hook."""
 
-    def _set_quantizers(self, weight_quantizer, input_quantizer):
+    def _set_quantizers(self, weight_quantizer, input_quantizer, dtype):
         self.weight_quantizer = weight_quantizer  # None: weights stay float
         self.input_quantizer = input_quantizer    # None: inputs stay float
+        for q in (weight_quantizer, input_quantizer):
+            for p in () if q is None else q.parameters():
+                p.data = p.data.astype(dtype, copy=False)  # PACT's alpha, LSQ's step in the layer's dtype
 
     @property
     def weight_bits(self):
@@ -61,7 +64,7 @@ class QuantConv2d(_Quantized, nn.Conv2d):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, weight_quantizer=None, input_quantizer=None, act_scale=False, dtype=np.float32):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, dtype)
-        self._set_quantizers(weight_quantizer, input_quantizer)
+        self._set_quantizers(weight_quantizer, input_quantizer, dtype)
         self.act_scale = bool(act_scale)
 
     @classmethod
@@ -99,7 +102,7 @@ class QuantLinear(_Quantized, nn.Linear):
     def __init__(self, in_features, out_features, bias=True, weight_quantizer=None, input_quantizer=None,
                  dtype=np.float32):
         super().__init__(in_features, out_features, bias, dtype)
-        self._set_quantizers(weight_quantizer, input_quantizer)
+        self._set_quantizers(weight_quantizer, input_quantizer, dtype)
 
     @classmethod
     def from_float(cls, linear, weight_quantizer=None, input_quantizer=None):

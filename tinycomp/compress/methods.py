@@ -9,12 +9,19 @@
                   with ``quantizer`` "dorefa" (DoReFa weights and activations), "pact" (DoReFa
                   weights, PACT activations) or "lsq" (LSQ for both; k >= 2)
 
+    prune         magnitude pruning reached with AGP (``tinycomp.compress.pruning``)
+    filter-prune  structured pruning: whole filters removed, the model thinned (``thinning``)
+    sal           the Shift Attention Layer (``sal``)
+    A+B           a structure and a quantization where they compose: prune+bc, prune+bwn,
+                  prune+w<k>a32 (k >= 2), filter-prune+<any quantization>, sal+bc, sal+bwn
+
 Definitions: docs/methods.md.
 """
 import dataclasses
 import re
 
 from . import recipes
+from .quantizers import MAX_BITS
 
 QUANTIZERS = ("dorefa", "pact", "lsq")
 NAMED = ("none", "bc", "bwn", "xnor", "ternary")
@@ -43,10 +50,35 @@ def parse_method(text):
         raise ValueError(f"--method: unknown method {text!r}; choose one of {', '.join(NAMED)} or w<k>a<m> "
                          "(k, m from 1 to 8; a32 keeps activations float)")
     k, m = int(match.group(1)), int(match.group(2))
-    if not 1 <= k <= 8 or not (1 <= m <= 8 or m == 32):
+    if not 1 <= k <= MAX_BITS or not (1 <= m <= MAX_BITS or m == 32):
         raise ValueError(f"--method {text}: bits out of range; weights take 1 to 8 bits, activations 1 to 8 "
                          "or 32 (float)")
     return Method(text, k, m)
+
+
+STRUCTURES = ("prune", "filter-prune", "sal")
+
+
+def split_method(text):
+    """(structure or None, quantization Method) of a ``--method`` value; ValueError naming --method
+    for anything else, and one clear error for a combination that does not compose."""
+    if not isinstance(text, str):
+        raise ValueError(f"--method must be a string, got {type(text).__name__}")
+    parts = text.split("+")
+    if len(parts) == 1:
+        return (text, parse_method("none")) if text in STRUCTURES else (None, parse_method(text))
+    structure, quant = parts[0], parse_method(parts[1]) if len(parts) == 2 and parts[1] not in STRUCTURES else None
+    if len(parts) != 2 or structure not in STRUCTURES or quant is None or quant.name == "none":
+        raise ValueError(f"--method {text}: a combination is one of {', '.join(STRUCTURES)}, '+', then one "
+                         "quantization method (e.g. prune+bwn, filter-prune+w4a4, sal+bc)")
+    composes = {"prune": quant.name in ("bc", "bwn") or (not quant.quantizes_activations and quant.name[0] == "w"
+                                                          and quant.weight_bits >= 2),
+                "filter-prune": True, "sal": quant.name in ("bc", "bwn")}[structure]
+    if not composes:
+        allowed = {"prune": "bc, bwn or w<k>a32 with k >= 2 (a quantizer of the masked weight; activations "
+                            "stay float)", "sal": "bc or bwn (the kept weights binarised)"}[structure]
+        raise ValueError(f"--method {text}: {structure} combines with {allowed}, not {quant.name}")
+    return structure, quant
 
 
 def weight_recipe(method, quantizer="dorefa", stochastic=False, scale="filter", scale_grad=True):

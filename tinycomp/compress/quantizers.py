@@ -54,7 +54,8 @@ def _positive(op, name, value):
     return float(value)
 
 
-def _bits(op, bits, lo=1):
+def check_bits(op, bits, lo=1):
+    """``bits`` as an int in lo..MAX_BITS; TypeError for a non-int, ValueError out of range."""
     if not is_int(bits):
         raise TypeError(f"{op}: bits must be an int, got {bits!r}")
     if not lo <= bits <= MAX_BITS:
@@ -151,14 +152,14 @@ def dorefa_weight(w, bits):
     """DoReFa-Net weights: bits >= 2: 2·quantize_k(tanh(w)/(2·max abs(tanh(w))) + 1/2) - 1, backward
     g·(1 - tanh(w)^2)/max abs(tanh(w)) (the max a constant); bits = 1: mean(abs(w))·sign(w), backward g."""
     _input("dorefa_weight", w, "w", nonempty=True)
-    return Q.DorefaWeight.apply(w, bits=_bits("dorefa_weight", bits))
+    return Q.DorefaWeight.apply(w, bits=check_bits("dorefa_weight", bits))
 
 
 # --- activation quantizers ------------------------------------------------------------------------
 def dorefa_activation(x, bits):
     """DoReFa-Net activations: round((2^k - 1)·clip(x, 0, 1))/(2^k - 1); backward g·1{0 <= x <= 1}."""
     _input("dorefa_activation", x)
-    return Q.DorefaActivation.apply(x, bits=_bits("dorefa_activation", bits))
+    return Q.DorefaActivation.apply(x, bits=check_bits("dorefa_activation", bits))
 
 
 def pact(x, alpha, bits):
@@ -166,7 +167,7 @@ def pact(x, alpha, bits):
     of x's dtype, shape () or per channel like (1, C, 1, 1). Backward: dx = g·1{0 <= x <= alpha},
     dalpha = Σ g·1{x >= alpha} summed to alpha's shape (round passed straight through)."""
     _input("pact", x)
-    bits = _bits("pact", bits)
+    bits = check_bits("pact", bits)
     return Q.PACT.apply(x, _scale("pact", "alpha", alpha, x), bits=bits)
 
 
@@ -180,7 +181,7 @@ def lsq_bounds(bits, signed=True):
 def _lsq_bits(op, bits, signed):
     if not isinstance(signed, (bool, np.bool_)):
         raise TypeError(f"{op}: signed must be True or False, got {signed!r}")
-    return _bits(op, bits, 2 if signed else 1)
+    return check_bits(op, bits, 2 if signed else 1)
 
 
 def lsq(x, step, bits, signed=True):

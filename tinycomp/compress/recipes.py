@@ -97,7 +97,7 @@ class DorefaWeight(Recipe):
 
     def __init__(self, bits):
         super().__init__()
-        self.bits = _check_bits("DorefaWeight", bits, 1)
+        self.bits = Q.check_bits("DorefaWeight", bits, 1)
 
     def forward(self, w):
         return Q.dorefa_weight(w, self.bits)
@@ -117,7 +117,7 @@ class LSQ(Recipe):
 
     def __init__(self, bits, signed=True):
         super().__init__()
-        self.bits = _check_bits("LSQ", bits, 2 if signed else 1)
+        self.bits = Q.check_bits("LSQ", bits, 2 if signed else 1)
         self.signed = bool(signed)
         self.step = nn.Parameter(np.ones((), np.float32))
         self.register_buffer("initialized", np.zeros((), np.int8))
@@ -131,6 +131,9 @@ class LSQ(Recipe):
 
     def scale_count(self, weight_shape):
         return 0  # the step is a Parameter of this recipe, counted with the layer's parameters
+
+    def after_weight_step(self, weight):
+        np.maximum(self.step.data, np.float32(1e-8), out=self.step.data)  # the step stays > 0, as PACT's alpha
 
     def extra_repr(self):
         return f"bits={self.bits}, signed={self.signed}"
@@ -153,7 +156,7 @@ class DorefaActivation(Recipe):
 
     def __init__(self, bits):
         super().__init__()
-        self.bits = _check_bits("DorefaActivation", bits, 1)
+        self.bits = Q.check_bits("DorefaActivation", bits, 1)
 
     def forward(self, x):
         return Q.dorefa_activation(x, self.bits)
@@ -170,7 +173,7 @@ class PACT(Recipe):
 
     def __init__(self, bits, alpha=10.0):
         super().__init__()
-        self.bits = _check_bits("PACT", bits, 1)
+        self.bits = Q.check_bits("PACT", bits, 1)
         if not alpha > 0:
             raise ValueError(f"PACT: alpha must be > 0, got {alpha!r}")
         self.alpha = nn.Parameter(np.full((), alpha, np.float32))
@@ -183,9 +186,3 @@ class PACT(Recipe):
 
     def extra_repr(self):
         return f"bits={self.bits}"
-
-
-def _check_bits(owner, bits, lowest):
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not lowest <= bits <= 8:
-        raise ValueError(f"{owner}: bits must be an int from {lowest} to 8, got {bits!r}")
-    return int(bits)

@@ -179,9 +179,9 @@ def _misplaced_hint(spec, root):
         return f" {root} looks like the dataset folder itself: point at its parent, {root.parent}."
     try:
         children = sorted(c for c in root.iterdir() if c.is_dir())[:1000]
-    except OSError:  # missing, not a folder, or unreadable
+        holders = [c for c in children if (c / spec.folder).is_dir()]
+    except OSError:  # missing, not a folder, or unreadable (a child too)
         return ""
-    holders = [c for c in children if (c / spec.folder).is_dir()]
     if holders:
         return f" {holders[0]} holds {spec.folder}/: point at {holders[0]} instead."
     return ""

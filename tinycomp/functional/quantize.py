@@ -61,10 +61,17 @@ def _round_to_grid(x, step, qn, qp):
 
 
 def _quantize_unit(r, bits):
-    """DoReFa's quantize_k(r) = round((2^k - 1)·r) / (2^k - 1) for r in [0, 1], written as the grid
-    0 .. 2^k - 1 of step 1/(2^k - 1) (the same up to float rounding; one code path with LSQ and PACT)."""
+    """DoReFa's quantize_k(r) = round((2^k - 1)·r) / (2^k - 1), r clipped to [0, 1] first. Multiplied
+    by the integer 2^k - 1, not divided by a rounded 1/(2^k - 1): an exact tie (r = 0.5) stays a tie."""
     levels = 2**bits - 1
-    return _round_to_grid(r, r.dtype.type(1) / r.dtype.type(levels), 0, levels)
+    if r.size >= KERNEL_MIN_SIZE:
+        return K.round_to_levels(r, levels)
+    n = r.dtype.type(levels)
+    v = r * n
+    np.clip(v, 0, n, out=v)
+    np.rint(v, out=v)
+    v /= n
+    return v
 
 
 def _filter_axes(w):
@@ -357,8 +364,7 @@ class DorefaActivation(Function):
     """DoReFa-Net's k-bit activations: quantize_k of the input clipped to [0, 1].
 
     Shapes: x any -> q of x's shape and dtype, values i/(2^k - 1), i = 0 .. 2^k - 1.
-    Forward:  q = round((2^k - 1)·clip(x, 0, 1)) / (2^k - 1), computed as round(clip(x/d, 0, 2^k - 1))·d
-              with d = 1/(2^k - 1) (the same up to float rounding; the code path of LSQ and PACT).
+    Forward:  q = round((2^k - 1)·clip(x, 0, 1)) / (2^k - 1) (round half to even).
     Backward: dx = g · 1{0 <= x <= 1} (straight through round).
     Surrogate: clip(x, 0, 1).
     Paper: Zhou et al., DoReFa-Net, 2016.
@@ -368,7 +374,7 @@ class DorefaActivation(Function):
     @staticmethod
     def forward(ctx, x, bits=2):
         ctx.save_for_backward(x)
-        return _quantize_unit(x, bits)    # the grid's clip to 0 .. 2^k - 1 is clip(x, 0, 1)
+        return _quantize_unit(x, bits)
 
     @staticmethod
     def backward(ctx, dout):
