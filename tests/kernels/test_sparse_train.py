@@ -1,0 +1,176 @@
+"""kernels/sparse_train.py and sparse_weight_grad.py: the gradients of a pruned convolution equal the dense
+masked reference on every path; the flipped transposed CSR; the loops in plain Python; refusals."""
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from strategies import pruned_conv_layer
+from tinycomp_kernels import sparse as S
+from tinycomp_kernels.im2col import same_padding_taps
+from tinycomp_kernels import sparse_train as T
+from tinycomp_kernels import sparse_weight_grad as G
+
+TOL = dict(rtol=1e-4, atol=1e-4)
+
+
+def _layer(seed, n, c, o, h, w, k, density, oh=None, ow=None):
+    """x, the pruned weight, its CSR kept by the mask (zeros included), and a random dout."""
+    rng = np.random.default_rng(seed)
+    x, weight, _ = pruned_conv_layer(rng, n, c, o, h, w, k, density)
+    mask = weight != 0
+    csr = S.csr_from_dense(weight.reshape(o, -1), mask.reshape(o, -1))
+    dout = rng.standard_normal((n, o, oh or h, ow or w)).astype(np.float32)
+    return x, weight, csr, dout
+
+
+@settings(max_examples=40)
+@given(st.integers(0, 3), st.integers(1, 5), st.integers(1, 5), st.integers(1, 9), st.integers(1, 9),
+       st.sampled_from([1, 3, 5, 7]), st.sampled_from([0.0, 0.2, 0.6, 1.0]), st.integers(0, 2**32 - 1))
+def test_same_gradients_equal_the_dense_reference(n, c, o, h, w, k, density, seed):
+    """"same" layers, kernels 1 to 7, planes down to 1x1 and 1xW (every tap column wraps or is padding),
+    empty rows and an all-zero W, batch 0 and 1: dx through the flipped CSR, dw by shifted planes."""
+    x, weight, (indptr, indices, values), dout = _layer(seed, n, c, o, h, w, k, density)
+    p = (k - 1) // 2
+    assert T.sparse_train_algorithm(weight.shape, 1, p) == "same"
+    dx = T.sparse_conv2d_input_grad(dout, indptr, indices, values, x.shape, weight.shape, 1, p)
+    assert dx.shape == x.shape and dx.dtype == np.float32
+    np.testing.assert_allclose(dx, T.sparse_conv2d_input_grad_ref(dout, x.shape, weight, 1, p), **TOL)
+    dv = T.sparse_conv2d_weight_grad(dout, x, indptr, indices, weight.shape, 1, p)
+    assert dv.shape == (len(indices),) and dv.dtype == np.float32
+    np.testing.assert_allclose(dv, T.sparse_conv2d_weight_grad_ref(dout, x, indptr, indices, weight.shape, 1, p),
+                               **TOL)
+    # the patch-matrix algorithm on the same layer: csr_sddmm and col2im(W.T @ dout)
+    np.testing.assert_allclose(dv, T.sparse_conv2d_weight_grad(dout, x, indptr, indices, weight.shape, 1, p,
+                                                               algorithm="im2col"), **TOL)
+    np.testing.assert_allclose(dx, T.sparse_conv2d_input_grad(dout, indptr, indices, values, x.shape, weight.shape,
+                                                              1, p, algorithm="im2col"), **TOL)
+
+
+@settings(max_examples=40)
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(1, 3), st.integers(1, 3),
+       st.integers(1, 3), st.integers(0, 2), st.integers(1, 2), st.sampled_from([0.0, 0.3, 1.0]), st.data())
+def test_other_geometries_equal_the_dense_reference(n, c, o, kh, kw, stride, padding, dilation, density, data):
+    """Strides 1-3, padding 0-2, dilation 1-2, non-square and even kernels: the patch-matrix path, with
+    the forward's cols or without."""
+    min_h = max(1, dilation * (kh - 1) + 1 - 2 * padding)
+    min_w = max(1, dilation * (kw - 1) + 1 - 2 * padding)
+    h, w = data.draw(st.integers(min_h, 8)), data.draw(st.integers(min_w, 8))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    mask = rng.random((o, c, kh, kw)) < density
+    weight = (rng.standard_normal(mask.shape) * mask).astype(np.float32)
+    indptr, indices, values = S.csr_from_dense(weight.reshape(o, -1), mask.reshape(o, -1))
+    y, cols = S.sparse_conv2d(x, indptr, indices, values, weight.shape, stride, padding, dilation, return_cols=True)
+    dout = rng.standard_normal(y.shape).astype(np.float32)
+    dx_ref, dw_ref = S.sparse_conv2d_backward_ref(dout, x, weight, stride, padding, dilation)
+    dx = T.sparse_conv2d_input_grad(dout, indptr, indices, values, x.shape, weight.shape, stride, padding, dilation)
+    np.testing.assert_allclose(dx, dx_ref, **TOL)
+    kept = dw_ref.reshape(o, -1)[mask.reshape(o, -1)]
+    for c_ in (cols, None):
+        dv = T.sparse_conv2d_weight_grad(dout, x, indptr, indices, weight.shape, stride, padding, dilation, cols=c_)
+        np.testing.assert_allclose(dv, kept, **TOL)
+    np.testing.assert_array_equal(T.dense_weight_grad(kept, indptr, indices, weight.shape), dw_ref * mask)
+
+
+def test_resnet20_shapes_and_kept_zeros():
+    """The three stride-1 layer shapes of ResNet-20 at 90 % (direct and implicit paths for dx), with some
+    kept weights exactly 0: they keep their slot and get their gradient."""
+    rng = np.random.default_rng(3)
+    for c, h in ((16, 32), (32, 16), (64, 8)):
+        x = rng.standard_normal((4, c, h, h)).astype(np.float32)
+        mask = rng.random((c, c, 3, 3)) < 0.1
+        weight = (rng.standard_normal(mask.shape) * mask).astype(np.float32)
+        weight[mask & (rng.random(mask.shape) < 0.2)] = 0  # kept but 0
+        indptr, indices, values = S.csr_from_dense(weight.reshape(c, -1), mask.reshape(c, -1))
+        dout = rng.standard_normal(x.shape[:1] + (c, h, h)).astype(np.float32)
+        dx_ref, dw_ref = S.sparse_conv2d_backward_ref(dout, x, weight, 1, 1)
+        np.testing.assert_allclose(T.sparse_conv2d_input_grad(dout, indptr, indices, values, x.shape, weight.shape,
+                                                              1, 1), dx_ref, rtol=1e-4, atol=2e-4)
+        dv = T.sparse_conv2d_weight_grad(dout, x, indptr, indices, weight.shape, 1, 1)
+        np.testing.assert_allclose(dv, dw_ref.reshape(c, -1)[mask.reshape(c, -1)], rtol=1e-4, atol=5e-4)
+
+
+@settings(max_examples=30)
+@given(st.integers(1, 5), st.integers(1, 5), st.sampled_from([(1, 1), (3, 3), (1, 3), (5, 3), (2, 4)]),
+       st.sampled_from([0.0, 0.3, 1.0]), st.integers(0, 2**32 - 1))
+def test_flip_transpose_csr(o, c, k, density, seed):
+    rng = np.random.default_rng(seed)
+    kh, kw = k
+    mask = rng.random((o, c, kh, kw)) < density
+    weight = (rng.standard_normal(mask.shape) * mask).astype(np.float32)
+    indptr, indices, values = S.csr_from_dense(weight.reshape(o, -1), mask.reshape(o, -1))
+    indptr_f, indices_f, values_f, perm = T.flip_transpose_csr(indptr, indices, values, weight.shape)
+    flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c, -1)  # (C, O*KH*KW)
+    np.testing.assert_array_equal(S.csr_to_dense(indptr_f, indices_f, values_f, o * kh * kw), flipped)
+    np.testing.assert_array_equal(values_f, values[perm])
+    assert len(indptr_f) == c + 1 and indices_f.dtype == np.int32 and indptr_f.dtype == np.int64
+
+
+def test_weight_grad_does_not_depend_on_the_thread_count():
+    x, weight, (indptr, indices, _), dout = _layer(7, 20, 6, 5, 9, 7, 3, 0.5)
+    got = []
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, before}):
+            numba.set_num_threads(threads)
+            got.append(T.sparse_conv2d_weight_grad(dout, x, indptr, indices, weight.shape, 1, 1))
+    finally:
+        numba.set_num_threads(before)
+    for g in got[1:]:
+        np.testing.assert_array_equal(g, got[0])
+
+
+def test_padding_taps_never_read_a_neighbour():
+    """A huge value on an image's border reaches only the taps that read it: the wrapped columns are zeroed
+    in each tap column's copy, the rows above and below are guard zeros."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 2, 4, 5)).astype(np.float32)
+    x[0, 1, :, 4] = 1e30  # the last column: tap column 2 of column 4 would wrap onto it from the next row
+    x[1, 0, 0, :] = -1e30  # the first row: tap row 0 of the last row of image 0 must not reach it
+    mask = np.ones((3, 2, 3, 3), bool)
+    indptr, indices, _ = S.csr_from_dense(np.ones((3, 18), np.float32), mask.reshape(3, -1))
+    dout = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    dv = T.sparse_conv2d_weight_grad(dout, x, indptr, indices, mask.shape, 1, 1)
+    np.testing.assert_allclose(dv, T.sparse_conv2d_weight_grad_ref(dout, x, indptr, indices, mask.shape, 1, 1),
+                               rtol=1e-5)
+
+
+def test_wrap_columns():
+    lo, hi = G.wrap_columns(5, 6)  # pw = 2: columns -2 .. +2
+    assert [(a, b) for a, b in zip(lo, hi)] == [(4, 6), (5, 6), (0, 0), (0, 1), (0, 2)]
+    lo, hi = G.wrap_columns(3, 1)  # a 1-wide plane: both side columns are all padding
+    assert [(a, b) for a, b in zip(lo, hi)] == [(0, 1), (0, 0), (0, 1)]
+
+
+def test_loops_run_as_plain_python():
+    """The kernel's loops called directly (two workers, parts of 2 images) on a tiny layer."""
+    x, weight, (indptr, indices, _), dout = _layer(1, 3, 2, 3, 4, 5, 3, 0.6)
+    n, c, h, w = x.shape
+    chan, tap, shift = same_padding_taps(indices, 3, 3, w)
+    g = w + 1
+    lo, hi = G.wrap_columns(3, w)
+    parts = np.full((2, len(indices)), np.nan, np.float32)
+    G._sparse_conv2d_dw_direct_loops(parts, x.reshape(n, c, -1), dout.reshape(n, 3, -1), indptr,
+                                     (tap % 3) * c + chan, g + shift, lo, hi, w,
+                                     np.zeros((2, 3 * c, h * w + 2 * g), np.float32), 2)
+    np.testing.assert_allclose(parts.sum(axis=0), T.sparse_conv2d_weight_grad_ref(dout, x, indptr, indices,
+                                                                                  weight.shape, 1, 1), **TOL)
+
+
+def test_refusals():
+    x, weight, (indptr, indices, values), dout = _layer(0, 2, 3, 4, 6, 6, 3, 0.5)
+    with pytest.raises(ValueError, match="'same' needs stride 1"):
+        T.sparse_conv2d_weight_grad(dout[:, :, ::2, ::2].copy(), x, indptr, indices, weight.shape, 2, 1,
+                                    algorithm="same")
+    with pytest.raises(ValueError, match="algorithm must be"):
+        T.sparse_conv2d_input_grad(dout, indptr, indices, values, x.shape, weight.shape, 1, 1, algorithm="tiles")
+    with pytest.raises(ValueError, match="dout has shape"):
+        T.sparse_conv2d_input_grad(dout[:, :2].copy(), indptr, indices, values, x.shape, weight.shape, 1, 1)
+    with pytest.raises(ValueError, match="cols has shape"):
+        T.sparse_conv2d_weight_grad(dout, x, indptr, indices, weight.shape, 1, 1, cols=np.zeros((3, 3), np.float32),
+                                    algorithm="im2col")
+    with pytest.raises(TypeError, match="float32"):
+        T.sparse_conv2d_weight_grad(dout.astype(np.float64), x, indptr, indices, weight.shape, 1, 1)
+    with pytest.raises(ValueError, match="indptr has length"):
+        T.sparse_conv2d_weight_grad(dout, x, indptr[:-1], indices, weight.shape, 1, 1)
