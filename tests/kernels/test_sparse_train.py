@@ -143,8 +143,9 @@ def test_wrap_columns():
     assert [(a, b) for a, b in zip(lo, hi)] == [(0, 1), (0, 0), (0, 1)]
 
 
-def test_loops_run_as_plain_python():
-    """The kernel's loops called directly (two workers, parts of 2 images) on a tiny layer."""
+@pytest.mark.parametrize("block", [1, 2])
+def test_loops_run_as_plain_python(block):
+    """The kernel's loops called directly (two workers, parts of 2 images, strips of 1 or 2) on a tiny layer."""
     x, weight, (indptr, indices, _), dout = _layer(1, 3, 2, 3, 4, 5, 3, 0.6)
     n, c, h, w = x.shape
     chan, tap, shift = same_padding_taps(indices, 3, 3, w)
@@ -153,9 +154,21 @@ def test_loops_run_as_plain_python():
     parts = np.full((2, len(indices)), np.nan, np.float32)
     G._sparse_conv2d_dw_direct_loops(parts, x.reshape(n, c, -1), dout.reshape(n, 3, -1), indptr,
                                      (tap % 3) * c + chan, g + shift, lo, hi, w,
-                                     np.zeros((2, 3 * c, h * w + 2 * g), np.float32), 2)
+                                     np.zeros((2, 3 * c, g + block * (h * w + g)), np.float32),
+                                     np.zeros((2, 3, block * (h * w + g)), np.float32), 2)
     np.testing.assert_allclose(parts.sum(axis=0), T.sparse_conv2d_weight_grad_ref(dout, x, indptr, indices,
                                                                                   weight.shape, 1, 1), **TOL)
+
+
+@settings(max_examples=20)
+@given(st.integers(1, 11), st.integers(1, 8), st.integers(1, 6), st.integers(1, 6), st.sampled_from([1, 3, 5]),
+       st.integers(0, 2**32 - 1))
+def test_any_strip_of_images(n, block, h, w, k, seed):
+    """Strips of 1-8 images, a last strip shorter than the others, parts that end inside a strip."""
+    x, weight, (indptr, indices, _), dout = _layer(seed, n, 3, 4, h, w, k, 0.5)
+    got = G._dw_direct_into(np.empty(len(indices), np.float32), dout, x, indptr, indices, k, k, block=block)
+    np.testing.assert_allclose(got, T.sparse_conv2d_weight_grad_ref(dout, x, indptr, indices, weight.shape, 1,
+                                                                     (k - 1) // 2), **TOL)
 
 
 def test_refusals():
