@@ -72,6 +72,28 @@ def _add_method_options(p, defaults):
                    help="bwn, xnor: one alpha per output filter (default) or per layer")
     p.add_argument("--xnor-act-scale", action="store_true", default=given(d.xnor_act_scale),
                    help="xnor: XNOR-Net's activation scale beta (off by default, as in most later BNNs)")
+    p.add_argument("--sparsity", type=float, default=given(d.sparsity), help="prune: the final fraction of each "
+                   f"conv's weights pruned, in [0, 1) (default {d.sparsity})")
+    p.add_argument("--prune-scope", choices=["layer", "global"], default=given(d.prune_scope),
+                   help="prune: every conv to the sparsity (layer, default) or one threshold over all (global)")
+    p.add_argument("--prune-start", type=float, default=given(d.prune_start), help="prune: epoch where the AGP ramp "
+                   "starts (default 0)")
+    p.add_argument("--prune-end", type=float, default=None, help="prune: epoch where it reaches --sparsity, "
+                   "then the masks stay fixed (default: half the run; before the last epoch ends)")
+    p.add_argument("--prune-every", type=int, default=given(d.prune_every), help="prune: steps between mask "
+                   f"updates on the ramp (default {d.prune_every})")
+    p.add_argument("--ratio", type=float, default=None, help="filter-prune: the fraction of the filters of every "
+                   "prunable channel group removed (default 0.5)")
+    p.add_argument("--target-macs", type=float, default=None, help="filter-prune: instead of --ratio, prune until "
+                   "the MACs are at most this fraction of the model's (e.g. 0.5)")
+    p.add_argument("--filter-criterion", choices=["l1", "l2", "bn"], default=given(d.filter_criterion),
+                   help="filter-prune: rank filters by L1 or L2 norm, or by |BatchNorm scale| (default l1)")
+    p.add_argument("--sal-t0", type=float, default=given(d.sal_t0), help=f"sal: softmax temperature at the first "
+                   f"step (default {d.sal_t0:g})")
+    p.add_argument("--sal-tf", type=float, default=given(d.sal_tf), help=f"sal: temperature at the last step, "
+                   f"reached geometrically batch by batch (default {d.sal_tf:g})")
+    p.add_argument("--sal-shared", action="store_true", default=given(d.sal_shared),
+                   help="sal: one learned shift per input channel, shared by all filters")
 
 
 def _add_data_options(p):
@@ -149,22 +171,31 @@ def cmd_eval(args):
 def cmd_summary(args):
     from .summary import format_summary, summarize
 
-    if not 0 < args.width <= MAX_WIDTH:
-        raise RunError(f"--width must be in (0, {MAX_WIDTH}], got {args.width}")
-    if args.num_classes < 1:
-        raise RunError(f"--num-classes must be >= 1, got {args.num_classes}")
     from .compress import build_model
 
-    try:
-        model = build_model(vars(args), args.num_classes)
-    except ValueError as exc:
-        raise RunError(str(exc)) from None
+    if args.checkpoint is not None:
+        from .evaluate import model_of_checkpoint
+
+        model, meta = model_of_checkpoint(args.checkpoint)
+        cfg, classes = meta["config"], meta["num_classes"]
+        name, width, method = cfg["model"], cfg["width"], cfg.get("method", "none")
+    else:
+        if args.model is None:
+            raise RunError("summary: give a checkpoint or --model")
+        if not 0 < args.width <= MAX_WIDTH:
+            raise RunError(f"--width must be in (0, {MAX_WIDTH}], got {args.width}")
+        if args.num_classes < 1:
+            raise RunError(f"--num-classes must be >= 1, got {args.num_classes}")
+        try:
+            model = build_model(vars(args), args.num_classes, schedule=False)  # pruned to its final sparsity
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
+        name, width, method, classes = args.model, args.width, args.method, args.num_classes
     s = summarize(model)
     if args.json:
-        print(json.dumps({"model": args.model, "width": args.width, **s}, indent=1))
+        print(json.dumps({"model": name, "width": width, **s}, indent=1))
     else:
-        print(format_summary(s, f"{args.model} (width {args.width}, {args.num_classes} classes, 3x32x32 input, "
-                                f"method {args.method})"))
+        print(format_summary(s, f"{name} (width {width:g}, {classes} classes, 3x32x32 input, method {method})"))
     return 0
 
 
@@ -184,7 +215,11 @@ def build_parser():
                    "width, epoch) instead of text")
     p = sub.add_parser("summary", help="parameters, MACs and memory per layer",
                        description="Per-layer and total parameters, MACs and memory of a model.")
-    p.add_argument("--model", required=True, choices=models.names(), help="the model to describe")
+    p.add_argument("checkpoint", nargs="?", default=None, help="a checkpoint written by tinycomp train: its model "
+                   "as trained (pruned masks, SAL's rounded pairs, thinned shapes); the other options are then "
+                   "not used")
+    p.add_argument("--model", default=None, choices=models.names(), help="the model to describe (without a "
+                   "checkpoint)")
     p.add_argument("--width", type=float, default=1.0, help=f"channel width multiplier in (0, {MAX_WIDTH:g}]")
     p.add_argument("--num-classes", type=int, default=10, help="classifier outputs (default 10)")
     _add_method_options(p, TrainConfig())

@@ -53,6 +53,17 @@ class TrainConfig:
     bc_stochastic: bool = False    # BC's stochastic sign in training
     bwn_scale: str = "filter"      # BWN's alpha per filter or per layer (bwn, xnor)
     xnor_act_scale: bool = False   # XNOR-Net's activation scale beta
+    sparsity: float = 0.9          # prune: the final fraction of weights pruned
+    prune_scope: str = "layer"     # prune: each conv to the sparsity, or one global threshold
+    prune_start: float = 0.0       # prune: AGP's ramp starts at this epoch ...
+    prune_end: float = None        # ... and ends here (None: half the run), before the last epoch ends
+    prune_every: int = 100         # prune: steps between mask updates during the ramp
+    ratio: float = None            # filter-prune: the fraction of each group's filters removed (None: 0.5)
+    target_macs: float = None      # filter-prune: instead, prune until the MACs are at most this fraction
+    filter_criterion: str = "l1"   # filter-prune: rank filters by l1, l2 or bn (|BatchNorm scale|)
+    sal_t0: float = 20.0           # sal: the attention's softmax temperature at the first step ...
+    sal_tf: float = 70.0           # ... rising geometrically every batch to this at the last
+    sal_shared: bool = False       # sal: one learned shift per input channel, shared by all filters
 
     def check(self):
         problems = []
@@ -100,7 +111,26 @@ class TrainConfig:
     def _check_method(self):
         """The compression options, checked by converting a narrow copy of the model (milliseconds)."""
         from .compress import convert_from_config
+        from .compress.run_config import prune_end
 
+        structure = self.method.split("+")[0]
+        problems = []
+        if structure == "filter-prune":
+            if self.ratio is not None and self.target_macs is not None:
+                problems.append("--ratio and --target-macs: give one of them")
+            if self.ratio is not None and not 0 <= self.ratio < 1:
+                problems.append(f"--ratio must be in [0, 1), got {self.ratio}")
+            if self.target_macs is not None and not 0 < self.target_macs <= 1:
+                problems.append(f"--target-macs must be in (0, 1], got {self.target_macs}")
+            if self.filter_criterion not in ("l1", "l2", "bn"):
+                problems.append(f"--filter-criterion: {self.filter_criterion!r} is not one of l1, l2, bn")
+        if structure == "sal" and not 0 < self.sal_t0 <= self.sal_tf < math.inf:
+            problems.append(f"--sal-t0 and --sal-tf must satisfy 0 < t0 <= tf, got {self.sal_t0} and {self.sal_tf}")
+        if problems:
+            return problems
+        if structure == "prune" and not prune_end(self) < self.epochs:
+            return [f"--prune-end {prune_end(self):g} must be before the end of the run (--epochs {self.epochs}): "
+                    "the schedule must reach its final sparsity while training"]
         try:
             convert_from_config(models.get(self.model, width=1 / 16), self)
         except ValueError as exc:

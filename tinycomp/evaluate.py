@@ -34,9 +34,10 @@ def training_position(meta):
             "mid_epoch_batch": position.get("batch")}
 
 
-def evaluate_checkpoint(path, data_dir=None, download=None, batch_size=500, progress=True):
-    """Test loss, accuracy and per-class accuracy of the model saved in checkpoint ``path``, with the
-    model's name and width and where its training was (``training_position``)."""
+def model_of_checkpoint(path):
+    """(the model saved in checkpoint ``path``, with its weights; the checkpoint's metadata). The
+    network is rebuilt from the run configuration it stores: checkpoints without a method field stay
+    float, a thinned model's shapes come from its channel-count record."""
     ckpt = checkpoint.load(path)
     meta = ckpt["meta"]
     cfg = meta.get("config")
@@ -44,13 +45,22 @@ def evaluate_checkpoint(path, data_dir=None, download=None, batch_size=500, prog
         raise checkpoint.CheckpointError(f"checkpoint {path} has no training configuration; was it written by "
                                          "tinycomp train?")
     with checkpoint.reading_metadata(path):
-        model = build_model(cfg, meta["num_classes"])  # checkpoints without a method field stay float
-        get_spec(cfg["dataset"])
-        norm = Normalize(meta["normalize"]["mean"], meta["normalize"]["std"])
+        model = build_model(cfg, meta["num_classes"], channel_counts=meta.get("channel_counts"))
     try:
         model.load_state_dict(ckpt["model"])
     except ValueError as exc:
         raise checkpoint.CheckpointError(f"checkpoint {path} does not fit model {cfg['model']}: {exc}") from None
+    return model, meta
+
+
+def evaluate_checkpoint(path, data_dir=None, download=None, batch_size=500, progress=True):
+    """Test loss, accuracy and per-class accuracy of the model saved in checkpoint ``path``, with the
+    model's name and width and where its training was (``training_position``)."""
+    model, meta = model_of_checkpoint(path)
+    cfg = meta["config"]
+    with checkpoint.reading_metadata(path):
+        get_spec(cfg["dataset"])
+        norm = Normalize(meta["normalize"]["mean"], meta["normalize"]["std"])
     data = load_cifar(cfg["dataset"], root=data_dir, download=download, progress=progress)
     loader = BatchLoader(data.test_images, data.test_labels, batch_size, normalize=norm)
     loss, acc, per_class = evaluate(model, loader, data.num_classes)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint, compress, functional as F, optim
-from .compress import build_model
+from .compress.run_config import filter_prune_from_config, float_model
 from .config import DivergedError, RunError, TrainConfig  # noqa: F401 (TrainConfig: re-exported)
 from .data import BatchLoader, Normalize, load_cifar, train_val_split
 from .evaluate import evaluate
@@ -41,8 +41,8 @@ COMPILE_NOTE = "compiling kernels on the first batch (first run only; later runs
 
 def parameter_groups(model, weight_decay, no_decay_bn_bias):
     """One group with ``weight_decay``, one without: the quantizers' learned scales (PACT's alpha,
-    LSQ's step) never decay, and with ``no_decay_bn_bias`` neither do biases and BatchNorm parameters."""
-    scales = {id(p) for p in compress.quantizer_parameters(model)}
+    LSQ's step) and SAL's attention never decay, and with ``no_decay_bn_bias`` neither do biases and BatchNorm parameters."""
+    scales = {id(p) for p in compress.quantizer_parameters(model) + compress.sal_parameters(model)}
     decay, no_decay = [], []
     for p in model.parameters():
         # 1-D: biases and BatchNorm scales/shifts
@@ -146,9 +146,7 @@ class Trainer:
             data.train_images, data.train_labels, cfg.eval_batch_size, indices=val_idx, normalize=self.normalize)
         self.test_loader = BatchLoader(data.test_images, data.test_labels, cfg.eval_batch_size,
                                        normalize=self.normalize)
-        self.model = build_model(cfg, data.num_classes)
-        if cfg.init and not restore:  # a restored run takes its weights from last.npz, not from --init
-            self._load_init(cfg.init)
+        self.model = self._build_model(data.num_classes, restore)
         self.optimizer = optim.SGD(parameter_groups(self.model, cfg.weight_decay, cfg.no_decay_bn_bias), lr=cfg.lr,
                                    momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
         self.total_steps = cfg.epochs * len(self.train_loader)
@@ -165,22 +163,49 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
 
-    def _load_init(self, path):
-        """--init: the weights of a checkpoint of the same model (float or the same method); the
-        quantizers' own parameters a float checkpoint lacks keep their initial values and are named."""
-        ckpt = checkpoint.load(path)
+    def _build_model(self, num_classes, restore):
+        """The run's network. Restored: the shapes its last.npz records (a thinned model's channel
+        counts), weights loaded later with the optimizer. New: --init's weights (a float checkpoint,
+        or one of the same method; a thinned one gives its shapes), then filter-prune's thinning,
+        which must see trained weights, then the method's conversion."""
+        cfg, init = self.cfg, None
+        if restore:
+            counts = checkpoint.load(self.last_path)["meta"].get("channel_counts")
+        else:
+            init = checkpoint.load(cfg.init) if cfg.init else None
+            counts = init["meta"].get("channel_counts") if init else None
+        try:
+            model = float_model(cfg, num_classes, counts)
+            float_keys = model.state_dict()
+            if cfg.method.split("+")[0] == "filter-prune" and not restore:
+                if init:
+                    self._load_init(model, init, float_keys)
+                    init = None
+                filter_prune_from_config(model, cfg)
+            model = compress.convert_from_config(model, cfg)
+        except ValueError as exc:  # e.g. a record that does not fit, a target the model cannot reach
+            raise RunError(f"--method {cfg.method}: {exc}") from None
+        if init:
+            self._load_init(model, init, float_keys)
+        return model
+
+    def _load_init(self, model, ckpt, float_keys):
+        """--init: the weights of a checkpoint of the same model (float or the same method); what the
+        method adds and a float checkpoint lacks (quantizer scales, masks, attention) keeps its
+        initial values and is named."""
+        path = self.cfg.init
         config = ckpt["meta"].get("config")
         saved = config.get("model") if isinstance(config, dict) else None
         if saved is not None and saved != self.cfg.model:
             raise RunError(f"--init {path}: it holds a '{saved}' model, not --model {self.cfg.model}")
         try:
-            left = compress.load_float_state(self.model, ckpt["model"])
+            left = compress.load_float_state(model, ckpt["model"], float_keys)
         except ValueError as exc:
             raise RunError(f"--init {path} does not fit --model {self.cfg.model} --width {self.cfg.width:g} "
                            f"--method {self.cfg.method}: {exc}") from None
         if left:
             shown = ", ".join(left[:4]) + (f" and {len(left) - 4} more" if len(left) > 4 else "")
-            print(f"--init: {len(left)} quantizer parameters not in {path} start from their initial values "
+            print(f"--init: {len(left)} entries the method adds are not in {path} and start from their initial values "
                   f"({shown})", file=sys.stderr, flush=True)
 
     def _check_folder(self, resume):
@@ -207,7 +232,8 @@ class Trainer:
                 "running": self.running, "history": self.history, "best_val": self.best_val,
                 "elapsed": self.elapsed, "normalize": {"mean": self.normalize.mean.tolist(),
                                                        "std": self.normalize.std.tolist()},
-                "classes": self.classes, "num_classes": len(self.classes)}
+                "classes": self.classes, "num_classes": len(self.classes),
+                "channel_counts": getattr(self.model, "channel_counts", None)}
 
     def _restore(self):
         ckpt = checkpoint.load_into(self.last_path, self.model, self.optimizer, expect_model=self.cfg.model)

@@ -8,7 +8,7 @@ binary-activation blocks (``binary_blocks``). ``model.compression`` records the 
 and which layers stayed float; ``summary`` reads it.
 
 Methods that quantize activations with DoReFa, PACT or unsigned LSQ need every quantized layer's
-input to be a ReLU output (those grids start at 0): the zoo's ResNets, VGGs and DenseNets are built
+input to be a ReLU output (those grids start at 0): the zoo's ResNets, ShiftResNets, VGGs and DenseNets are built
 that way; MobileNetV2 (signed block inputs) is refused for them, and so is a user's model unless the
 caller passes ``assume_relu_inputs=True``. Weight-only methods
 (bc, bwn, ternary, w<k>a32) work on any model built from nn layers.
@@ -17,13 +17,14 @@ from .. import nn
 from ..models.densenet import DenseNet
 from ..models.resnet18_34 import ResNet
 from ..models.resnet_cifar import CifarResNet
+from ..models.shiftresnet import ShiftResNet
 from ..models.vgg import VGG
 from .binary_blocks import to_binary_activation_blocks
 from .layers import QuantConv2d, QuantLinear, _Quantized
 from .methods import QUANTIZERS, input_recipe, parse_method, weight_recipe
 
 KEEP_FLOAT = ("first", "last", "shortcuts")
-NONNEGATIVE_INPUT_MODELS = (CifarResNet, ResNet, VGG, DenseNet)
+NONNEGATIVE_INPUT_MODELS = (CifarResNet, ResNet, VGG, DenseNet, ShiftResNet)
 
 
 def convert(model, method, quantizer="dorefa", keep_float=("first", "last"), stochastic=False, scale="filter",
@@ -40,8 +41,8 @@ def convert(model, method, quantizer="dorefa", keep_float=("first", "last"), sto
     """
     m = parse_method(method)
     keep = _check_options(m, model, quantizer, keep_float, stochastic, scale, act_scale, assume_relu_inputs)
-    if any(isinstance(layer, _Quantized) for layer in model.modules()):
-        raise ValueError(f"convert: {type(model).__name__} is already converted")
+    if any(isinstance(layer, _Quantized) or hasattr(layer, "summary_param_bits") for layer in model.modules()):
+        raise ValueError(f"convert: {type(model).__name__} is already converted (quantized, pruned or SAL)")
     layers = [(name, layer) for name, layer in model.named_modules() if type(layer) in (nn.Conv2d, nn.Linear)]
     convs = [name for name, layer in layers if type(layer) is nn.Conv2d]
     linears = [name for name, layer in layers if type(layer) is nn.Linear]
@@ -101,7 +102,7 @@ def _check_options(m, model, quantizer, keep_float, stochastic, scale, act_scale
     relu_inputs = assume_relu_inputs or isinstance(model, NONNEGATIVE_INPUT_MODELS)
     if m.quantizes_activations and m.name != "xnor" and not relu_inputs:
         raise ValueError(f"--method {m.name}: {quantizer} activations start at 0 and need ReLU outputs as layer "
-                         f"inputs; supported: the zoo's ResNets, VGGs and DenseNets, not {type(model).__name__} "
+                         f"inputs; supported: the zoo's ResNets, ShiftResNets, VGGs and DenseNets, not {type(model).__name__} "
                          "(weight-only methods work on any model; assume_relu_inputs=True if yours are ReLU outputs)")
     return keep
 

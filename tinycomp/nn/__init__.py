@@ -5,5 +5,6 @@ from .layers import BatchNorm1d, BatchNorm2d, Conv2d, Linear
 from .loss import CrossEntropyLoss
 from .module import Module
 from .parameter import Parameter
+from .shift import Shift
 from .simple import (AdaptiveAvgPool2d, AvgPool2d, Dropout, Flatten, Hardtanh, Identity, LeakyReLU, MaxPool2d,
                      ReLU, Sigmoid, Tanh)
