@@ -4,7 +4,8 @@ Batch 128, 3x32x32 float32: forward, cross-entropy, backward, SGD (momentum 0.9,
 weights re-masked after the step. Every 3x3 conv but the first is pruned to 70/80/90/95/99 % (per-layer
 magnitude masks of one float model). "dense" runs each pruned conv as conv2d(x, W * mask) (what a
 masked layer computes with the dense kernels); "sparse" as sparse_conv2d(x, W, mask) (CSR kernels:
-forward sparse_conv2d, dx the flipped transposed CSR product, dw at the kept weights only). The two
+forward sparse_conv2d, dx the flipped transposed CSR product, dw at the kept weights only; the
+stride-2 layers over their stride phases). The two
 layers are local Conv2d subclasses of this script that share the float model's Parameters.
 
 Validation first: at each sparsity the sparse model's loss, logits and every parameter gradient equal
@@ -181,8 +182,9 @@ def bench_step(args, threads):
 
 def bench_layers(args, threads):
     from tinycomp_kernels.conv import conv2d_backward, conv2d_forward
-    from tinycomp_kernels.sparse import csr_from_dense, sparse_conv2d
-    from tinycomp_kernels.sparse_train import sparse_conv2d_input_grad, sparse_conv2d_weight_grad
+    from tinycomp_kernels.sparse import csr_from_dense
+    from tinycomp_kernels.sparse_train import (sparse_conv2d_input_grad, sparse_conv2d_train,
+                                               sparse_conv2d_weight_grad, sparse_train_algorithm)
 
     repeats = 2 if args.quick else args.repeats
     rng = np.random.default_rng(0)
@@ -197,13 +199,11 @@ def bench_layers(args, threads):
             w = w_full * mask
             csr = csr_from_dense(w.reshape(o, -1), mask.reshape(o, -1).astype(bool))
             keep = mask.reshape(o, -1).astype(bool)
-            same = s == 1
-            fwd = (lambda: sparse_conv2d(x, *csr, w.shape, s, 1)) if same else \
-                (lambda: sparse_conv2d(x, *csr, w.shape, s, 1, return_cols=True))
-            cols = None if same else sparse_conv2d(x, *csr, w.shape, s, 1, return_cols=True)[1]
+            y, saved = sparse_conv2d_train(x, *csr, w.shape, s, 1)
             dx_ref, dw_ref = conv2d_backward(dout, x, w, s, 1)
             dx = sparse_conv2d_input_grad(dout, *csr, x.shape, w.shape, s, 1)
-            dv = sparse_conv2d_weight_grad(dout, x, csr[0], csr[1], w.shape, s, 1, cols=cols)
+            dv = sparse_conv2d_weight_grad(dout, x, csr[0], csr[1], w.shape, s, 1, saved=saved)
+            assert np.allclose(y, conv2d_forward(x, w, s, 1), rtol=1e-3, atol=1e-3 * np.abs(y).max()), ("y", n, c, h, s, sp)
             assert np.allclose(dx, dx_ref, rtol=1e-3, atol=1e-3 * np.abs(dx_ref).max()), ("dx", n, c, h, s, sp)
             assert np.allclose(dv, dw_ref.reshape(o, -1)[keep], rtol=1e-3, atol=1e-3 * np.abs(dw_ref).max()), \
                 ("dw", n, c, h, s, sp)
@@ -212,14 +212,15 @@ def bench_layers(args, threads):
                 "dense dx": lambda: conv2d_backward(dout, x, w, s, 1, need_weight=False),
                 "dense dw": lambda: conv2d_backward(dout, x, w, s, 1, need_input=False),
                 "csr": lambda: csr_from_dense(w.reshape(o, -1), keep),
-                "sparse fwd": fwd,
+                "sparse fwd": lambda: sparse_conv2d_train(x, *csr, w.shape, s, 1),
                 "sparse dx": lambda: sparse_conv2d_input_grad(dout, *csr, x.shape, w.shape, s, 1),
-                "sparse dw": lambda: sparse_conv2d_weight_grad(dout, x, csr[0], csr[1], w.shape, s, 1, cols=cols),
+                "sparse dw": lambda: sparse_conv2d_weight_grad(dout, x, csr[0], csr[1], w.shape, s, 1, saved=saved),
             }, repeats=repeats, rotate=True)
             ms = {k: v["median_s"] * 1e3 for k, v in t.items()}
             dense = ms["dense fwd"] + ms["dense dx"] + ms["dense dw"]
             sparse = ms["csr"] + ms["sparse fwd"] + ms["sparse dx"] + ms["sparse dw"]
             row = {"N": n, "C": c, "O": o, "H": h, "stride": s, "sparsity": sp, "nnz": int(mask.sum()),
+                   "algorithm": sparse_train_algorithm(x.shape, w.shape, s, 1),
                    **{k.replace(" ", "_") + "_ms": v for k, v in ms.items()},
                    "fwd_x": paired_ratio(t, "dense fwd", "sparse fwd")[0],
                    "dx_x": paired_ratio(t, "dense dx", "sparse dx")[0],
@@ -229,7 +230,7 @@ def bench_layers(args, threads):
                   + f"; x fwd {row['fwd_x']:.2f} dx {row['dx_x']:.2f} dw {row['dw_x']:.2f} layer {row['layer_x']:.2f}",
                   flush=True)
     columns = [("C", "C", None), ("O", "O", None), ("H", "H = W", None), ("stride", "stride", None),
-               ("sparsity", "sparsity", "{:.0%}"), ("dense_fwd_ms", "dense fwd ms", "{:.2f}"),
+               ("algorithm", "algorithm", None), ("sparsity", "sparsity", "{:.0%}"), ("dense_fwd_ms", "dense fwd ms", "{:.2f}"),
                ("dense_dx_ms", "dense dx ms", "{:.2f}"), ("dense_dw_ms", "dense dw ms", "{:.2f}"),
                ("csr_ms", "CSR build ms", "{:.2f}"), ("sparse_fwd_ms", "sparse fwd ms", "{:.2f}"),
                ("sparse_dx_ms", "sparse dx ms", "{:.2f}"), ("sparse_dw_ms", "sparse dw ms", "{:.2f}"),

@@ -8,7 +8,7 @@ What
         dx        = the adjoint of x -> y applied to dout                   (N, C, H, W)
         dvalues   dvalues[q] = dL/dW[o, c, kh, kw] for kept entry q only    (nnz,), aligned with ``values``
 
-Two algorithms, picked from the geometry alone (``sparse_train_algorithm``):
+Three algorithms, picked from the geometry alone (``sparse_train_algorithm``):
 - "same" (stride 1, dilation 1, "same" padding: every stride-1 3x3 conv of the CIFAR ResNets). No patch
   matrix anywhere.
   dx: the adjoint of a "same" convolution is the "same" convolution of dout with the flipped,
@@ -19,10 +19,14 @@ Two algorithms, picked from the geometry alone (``sparse_train_algorithm``):
   direct or implicit path (chosen from the shapes as at inference).
   dw: ``sparse_weight_grad``: one dot product of dout[n, o] with a shifted plane of x[n, c] per kept
   entry and image, cost nnz*N*H*W.
-- "im2col" (any other geometry, e.g. the stride-2 layers): the patch matrix cols (K, N*OH*OW) that the
-  forward kept (``sparse_conv2d(..., return_cols=True)``) or that is formed here,
-  dvalues = ``sparse.csr_sddmm(dout_mat, cols)`` and dx = col2im(W.T @ dout_mat) through the transposed
-  CSR (``sparse.csr_matmul_t``), dout_mat = dout as (O, N*OH*OW).
+- "phases" (stride s >= 2 with H = s*OH, W = s*OW: the stride-2 3x3 pad-1 convs on even planes): the
+  convolution is a "same" one over the s*s stride phases of x (``sparse_phases``: W's entries moved to
+  a kernel over the phase planes, same indptr and values), so the forward, dx (then merged back from
+  the phases) and dw run as for "same", on the phase planes that the forward formed once.
+- "im2col" (any other geometry): the patch matrix cols (K, N*OH*OW) that the forward kept
+  (``sparse_conv2d_train``) or that is formed here, dvalues = ``sparse.csr_sddmm(dout_mat, cols)`` and
+  dx = col2im(W.T @ dout_mat) through the transposed CSR (``sparse.csr_matmul_t``), dout_mat = dout as
+  (O, N*OH*OW).
 
 Reference
     ``sparse.sparse_conv2d_backward_ref`` (dense gradients by strided slices + einsum) of the dense
@@ -34,15 +38,18 @@ from .im2col import col2im, im2col
 from .sparse import (_check_conv, _check_csr, _check_dense, _matmul_into, csr_sddmm_jit, csr_transpose, sparse_conv2d,
                      sparse_conv2d_backward_ref)
 from .sparse_direct import direct_fits
+from .sparse_phases import phase_csr, phase_fits, phase_merge, phase_split
 from .sparse_weight_grad import _dw_direct_into
 
-TRAIN_ALGORITHMS = ("same", "im2col")
+TRAIN_ALGORITHMS = ("same", "phases", "im2col")
 
 
-def sparse_train_algorithm(weight_shape, stride=1, padding=0, dilation=1):
-    """The gradient algorithm for this geometry (deterministic): "same" for stride 1, dilation 1 and
-    "same" padding (odd kernels), else "im2col"."""
-    return "same" if direct_fits(tuple(weight_shape), stride, padding, dilation) else "im2col"
+def sparse_train_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1):
+    """The training algorithm for this geometry (deterministic): "same" for stride 1, dilation 1 and
+    "same" padding (odd kernels), "phases" when ``sparse_phases.phase_fits``, else "im2col"."""
+    if direct_fits(tuple(weight_shape), stride, padding, dilation):
+        return "same"
+    return "phases" if phase_fits(tuple(x_shape), tuple(weight_shape), stride, padding, dilation) else "im2col"
 
 
 def flip_transpose_csr(indptr, indices, values, weight_shape):
@@ -70,16 +77,41 @@ def _check_grad(kernel, dout, x_shape, indptr, indices, values, weight_shape, st
     return (o, c, kh, kw, oh, ow) + _check_csr(kernel, indptr, indices, values, c * kh * kw)
 
 
-def _pick(kernel, algorithm, weight_shape, stride, padding, dilation):
+def _pick(kernel, algorithm, x_shape, weight_shape, stride, padding, dilation):
+    fits = sparse_train_algorithm(x_shape, weight_shape, stride, padding, dilation)
     if algorithm is None:
-        return sparse_train_algorithm(weight_shape, stride, padding, dilation)
+        return fits
     if algorithm not in TRAIN_ALGORITHMS:
         raise ValueError(f"{kernel}: algorithm must be None or one of {TRAIN_ALGORITHMS}, got {algorithm!r}")
-    if algorithm == "same" and sparse_train_algorithm(weight_shape, stride, padding, dilation) != "same":
-        raise ValueError(f"{kernel}: algorithm 'same' needs stride 1, dilation 1 and 'same' padding; got a "
+    if algorithm != "im2col" and algorithm != fits:
+        need = ("stride 1, dilation 1 and 'same' padding" if algorithm == "same"
+                else "stride >= 2, dilation 1 and H = stride*OH, W = stride*OW")
+        raise ValueError(f"{kernel}: algorithm {algorithm!r} needs {need}; got input {tuple(x_shape)}, a "
                          f"{weight_shape[2]}x{weight_shape[3]} kernel, stride {stride}, padding {padding}, "
                          f"dilation {dilation}")
     return algorithm
+
+
+def _phase_geometry(indices, weight_shape, stride, padding):
+    """(indices'', weight_shape'', padding'') of the "same" convolution over the phase planes."""
+    indices_q, shape_q = phase_csr(indices, weight_shape, stride, padding)
+    return indices_q, shape_q, (shape_q[2] - 1) // 2
+
+
+def sparse_conv2d_train(x, indptr, indices, values, weight_shape, stride=1, padding=0, dilation=1, algorithm=None):
+    """The forward of a pruned convolution in training: (y, saved), y (N, O, OH, OW) float32 as
+    ``sparse.sparse_conv2d`` computes it, ``saved`` what ``sparse_conv2d_weight_grad`` takes back:
+    x ("same"), its phase planes ("phases") or its patch matrix ("im2col")."""
+    _check_dense("sparse_conv2d_train", "x", x, (4,))
+    o, c, kh, kw, _, _ = _check_conv("sparse_conv2d_train", x.shape, weight_shape, stride, padding, dilation)
+    algorithm = _pick("sparse_conv2d_train", algorithm, x.shape, (o, c, kh, kw), stride, padding, dilation)
+    if algorithm == "same":
+        return sparse_conv2d(x, indptr, indices, values, (o, c, kh, kw), 1, padding), x
+    if algorithm == "phases":
+        xq = phase_split(x, stride)  # (N, s*s*C, OH, OW)
+        indices_q, shape_q, pad_q = _phase_geometry(np.asarray(indices), (o, c, kh, kw), stride, padding)
+        return sparse_conv2d(xq, indptr, indices_q, values, shape_q, 1, pad_q), xq
+    return sparse_conv2d(x, indptr, indices, values, (o, c, kh, kw), stride, padding, dilation, return_cols=True)
 
 
 def _dout_mat(dout):
@@ -107,7 +139,12 @@ def sparse_conv2d_input_grad(dout, indptr, indices, values, x_shape, weight_shap
     geometry, ``sparse_train_algorithm``) forces "same" or "im2col", for tests and benchmarks."""
     o, c, kh, kw, oh, ow, indptr, indices, values = _check_grad(
         "sparse_conv2d_input_grad", dout, x_shape, indptr, indices, values, weight_shape, stride, padding, dilation)
-    algorithm = _pick("sparse_conv2d_input_grad", algorithm, (o, c, kh, kw), stride, padding, dilation)
+    algorithm = _pick("sparse_conv2d_input_grad", algorithm, x_shape, (o, c, kh, kw), stride, padding, dilation)
+    if algorithm == "phases":  # the "same" input gradient over the phase planes, merged back
+        indices_q, shape_q, pad_q = _phase_geometry(indices, (o, c, kh, kw), stride, padding)
+        xq_shape = (x_shape[0], shape_q[1], oh, ow)
+        return phase_merge(sparse_conv2d_input_grad(dout, indptr, indices_q, values, xq_shape, shape_q, 1, pad_q,
+                                                    algorithm="same"), stride)
     if algorithm == "same":  # the "same" conv of dout with W' (C, O, KH, KW): direct or implicit path
         indptr_f, indices_f, values_f, _ = flip_transpose_csr(indptr, indices, values, (o, c, kh, kw))
         return sparse_conv2d(dout, indptr_f, indices_f, values_f, (c, o, kh, kw), 1, padding)
@@ -117,30 +154,42 @@ def sparse_conv2d_input_grad(dout, indptr, indices, values, x_shape, weight_shap
     return col2im(dcols, tuple(int(s) for s in x_shape), kh, kw, stride, padding, dilation)
 
 
-def sparse_conv2d_weight_grad(dout, x, indptr, indices, weight_shape, stride=1, padding=0, dilation=1, cols=None,
+def sparse_conv2d_weight_grad(dout, x, indptr, indices, weight_shape, stride=1, padding=0, dilation=1, saved=None,
                               algorithm=None):
     """dvalues (nnz,) float32: dL/dW at the kept entries of the CSR (indptr, indices) over (O, C*KH*KW),
     aligned with its values, for x (N, C, H, W) and dout (N, O, OH, OW) float32 C-contiguous; cost
-    proportional to nnz. ``cols``: the patch matrix (C*KH*KW, N*OH*OW) of x if the forward kept it
-    (used by the "im2col" algorithm only; formed here when None). ``algorithm`` as in
-    ``sparse_conv2d_input_grad``."""
+    proportional to nnz. ``saved``: what ``sparse_conv2d_train`` returned beside y (the phase planes of
+    x for "phases", its patch matrix (C*KH*KW, N*OH*OW) for "im2col"; formed here when None).
+    ``algorithm`` as in ``sparse_conv2d_input_grad``."""
     _check_dense("sparse_conv2d_weight_grad", "x", x, (4,))
     placeholder = np.zeros(len(indices), dtype=np.float32)
     o, c, kh, kw, oh, ow, indptr, indices, _ = _check_grad(
         "sparse_conv2d_weight_grad", dout, x.shape, indptr, indices, placeholder, weight_shape, stride, padding,
         dilation)
-    algorithm = _pick("sparse_conv2d_weight_grad", algorithm, (o, c, kh, kw), stride, padding, dilation)
+    algorithm = _pick("sparse_conv2d_weight_grad", algorithm, x.shape, (o, c, kh, kw), stride, padding, dilation)
     dvalues = np.empty(len(indices), dtype=np.float32)
     if algorithm == "same":
         return _dw_direct_into(dvalues, dout, x, indptr, indices, kh, kw)
+    if algorithm == "phases":
+        indices_q, shape_q, _ = _phase_geometry(indices, (o, c, kh, kw), stride, padding)
+        xq_shape = (x.shape[0], shape_q[1], oh, ow)
+        if saved is None:
+            saved = phase_split(x, stride)
+        elif not (isinstance(saved, np.ndarray) and saved.shape == xq_shape and saved.dtype == np.float32
+                  and saved.flags.c_contiguous):
+            raise ValueError(f"sparse_conv2d_weight_grad: saved must be the float32 C-contiguous phase planes of x, "
+                             f"shape {xq_shape}, got {getattr(saved, 'dtype', type(saved).__name__)} "
+                             f"{getattr(saved, 'shape', '')}")
+        return _dw_direct_into(dvalues, dout, saved, indptr, indices_q, shape_q[2], shape_q[3])
     k, n_cols = c * kh * kw, x.shape[0] * oh * ow
-    if cols is None:
-        cols = im2col(x, kh, kw, stride, padding, dilation)  # (K, N*P)
+    if saved is None:
+        saved = im2col(x, kh, kw, stride, padding, dilation)  # (K, N*P)
     else:
-        _check_dense("sparse_conv2d_weight_grad", "cols", cols, (2,))
-        if cols.shape != (k, n_cols):
-            raise ValueError(f"sparse_conv2d_weight_grad: cols has shape {cols.shape}, expected {(k, n_cols)}")
-    csr_sddmm_jit(dvalues, indptr, indices, _dout_mat(dout), cols)
+        _check_dense("sparse_conv2d_weight_grad", "saved", saved, (2,))
+        if saved.shape != (k, n_cols):
+            raise ValueError(f"sparse_conv2d_weight_grad: saved (the patch matrix) has shape {saved.shape}, "
+                             f"expected {(k, n_cols)}")
+    csr_sddmm_jit(dvalues, indptr, indices, _dout_mat(dout), saved)
     return dvalues
 
 

@@ -3,11 +3,12 @@ masked reference on every path; the flipped transposed CSR; the loops in plain P
 import numba
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from strategies import pruned_conv_layer
 from tinycomp_kernels import sparse as S
 from tinycomp_kernels.im2col import same_padding_taps
+from tinycomp_kernels import sparse_phases as P
 from tinycomp_kernels import sparse_train as T
 from tinycomp_kernels import sparse_weight_grad as G
 
@@ -32,7 +33,7 @@ def test_same_gradients_equal_the_dense_reference(n, c, o, h, w, k, density, see
     empty rows and an all-zero W, batch 0 and 1: dx through the flipped CSR, dw by shifted planes."""
     x, weight, (indptr, indices, values), dout = _layer(seed, n, c, o, h, w, k, density)
     p = (k - 1) // 2
-    assert T.sparse_train_algorithm(weight.shape, 1, p) == "same"
+    assert T.sparse_train_algorithm(x.shape, weight.shape, 1, p) == "same"
     dx = T.sparse_conv2d_input_grad(dout, indptr, indices, values, x.shape, weight.shape, 1, p)
     assert dx.shape == x.shape and dx.dtype == np.float32
     np.testing.assert_allclose(dx, T.sparse_conv2d_input_grad_ref(dout, x.shape, weight, 1, p), **TOL)
@@ -61,16 +62,69 @@ def test_other_geometries_equal_the_dense_reference(n, c, o, kh, kw, stride, pad
     mask = rng.random((o, c, kh, kw)) < density
     weight = (rng.standard_normal(mask.shape) * mask).astype(np.float32)
     indptr, indices, values = S.csr_from_dense(weight.reshape(o, -1), mask.reshape(o, -1))
-    y, cols = S.sparse_conv2d(x, indptr, indices, values, weight.shape, stride, padding, dilation, return_cols=True)
+    y, saved = T.sparse_conv2d_train(x, indptr, indices, values, weight.shape, stride, padding, dilation)
+    np.testing.assert_allclose(y, S.sparse_conv2d_ref(x, weight, stride, padding, dilation), **TOL)
     dout = rng.standard_normal(y.shape).astype(np.float32)
     dx_ref, dw_ref = S.sparse_conv2d_backward_ref(dout, x, weight, stride, padding, dilation)
     dx = T.sparse_conv2d_input_grad(dout, indptr, indices, values, x.shape, weight.shape, stride, padding, dilation)
     np.testing.assert_allclose(dx, dx_ref, **TOL)
     kept = dw_ref.reshape(o, -1)[mask.reshape(o, -1)]
-    for c_ in (cols, None):
-        dv = T.sparse_conv2d_weight_grad(dout, x, indptr, indices, weight.shape, stride, padding, dilation, cols=c_)
+    for s in (saved, None):
+        dv = T.sparse_conv2d_weight_grad(dout, x, indptr, indices, weight.shape, stride, padding, dilation, saved=s)
+        np.testing.assert_allclose(dv, kept, **TOL)
+    if T.sparse_train_algorithm(x.shape, weight.shape, stride, padding, dilation) == "phases":  # and im2col forced
+        np.testing.assert_allclose(T.sparse_conv2d_input_grad(dout, indptr, indices, values, x.shape, weight.shape,
+                                                              stride, padding, dilation, algorithm="im2col"), dx_ref,
+                                   **TOL)
+        dv = T.sparse_conv2d_weight_grad(dout, x, indptr, indices, weight.shape, stride, padding, dilation,
+                                         algorithm="im2col")
         np.testing.assert_allclose(dv, kept, **TOL)
     np.testing.assert_array_equal(T.dense_weight_grad(kept, indptr, indices, weight.shape), dw_ref * mask)
+
+
+@settings(max_examples=40)
+@given(st.integers(0, 3), st.integers(1, 4), st.integers(1, 4), st.integers(1, 5), st.integers(1, 5),
+       st.sampled_from([2, 3]), st.integers(1, 5), st.integers(0, 2), st.sampled_from([0.0, 0.3, 1.0]),
+       st.integers(0, 2**32 - 1))
+def test_phases_equal_the_dense_reference(n, c, o, oh, ow, stride, k, padding, density, seed):
+    """Strided layers over their stride phases: strides 2 and 3, kernels 1-5, padding 0-2 wherever
+    H = s*OH, W = s*OW (the stride-2 3x3 pad-1 layers of ResNet-20 among them)."""
+    h, w = stride * oh, stride * ow
+    assume(T.sparse_train_algorithm((n, c, h, w), (o, c, k, k), stride, padding) == "phases")
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    mask = rng.random((o, c, k, k)) < density
+    weight = (rng.standard_normal(mask.shape) * mask).astype(np.float32)
+    indptr, indices, values = S.csr_from_dense(weight.reshape(o, -1), mask.reshape(o, -1))
+    y, saved = T.sparse_conv2d_train(x, indptr, indices, values, weight.shape, stride, padding)
+    assert y.shape == (n, o, oh, ow) and saved.shape == (n, stride * stride * c, oh, ow)
+    np.testing.assert_allclose(y, S.sparse_conv2d_ref(x, weight, stride, padding), **TOL)
+    dout = rng.standard_normal(y.shape).astype(np.float32)
+    dx_ref, dw_ref = S.sparse_conv2d_backward_ref(dout, x, weight, stride, padding)
+    np.testing.assert_allclose(T.sparse_conv2d_input_grad(dout, indptr, indices, values, x.shape, weight.shape,
+                                                          stride, padding), dx_ref, **TOL)
+    kept = dw_ref.reshape(o, -1)[mask.reshape(o, -1)]
+    for s in (saved, None):
+        np.testing.assert_allclose(T.sparse_conv2d_weight_grad(dout, x, indptr, indices, weight.shape, stride,
+                                                               padding, saved=s), kept, **TOL)
+
+
+def test_phase_split_and_merge():
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 9)).astype(np.float32)
+    xq = P.phase_split(x, 3)
+    np.testing.assert_array_equal(xq[:, 3 * 1 + 2], x[:, 0, 1::3, 2::3])  # channel 0, phase (1, 2)
+    np.testing.assert_array_equal(P.phase_merge(xq, 3), x)
+    np.testing.assert_array_equal(P.phase_merge_ref(xq, 3), x)
+    merged = np.full_like(x, np.nan)
+    P._phase_merge_loops(merged, xq, 3)  # the loops in plain Python
+    np.testing.assert_array_equal(merged, x)
+    assert P.phase_fits((1, 16, 32, 32), (32, 16, 3, 3), 2, 1) and not P.phase_fits((1, 16, 31, 31), (32, 16, 3, 3), 2, 1)
+    assert not P.phase_fits((1, 16, 32, 32), (32, 16, 3, 3), 1, 1)
+    indices_q, shape_q = P.phase_csr(np.arange(9, dtype=np.int32), (1, 1, 3, 3), 2, 1)
+    assert shape_q == (1, 4, 3, 3)
+    # tap (kh, kw) -> phase ((kh - 1) % 2, (kw - 1) % 2), shift ((kh - 1) // 2, (kw - 1) // 2) + 1
+    assert list(indices_q) == [3 * 9 + 0, 2 * 9 + 1, 3 * 9 + 1, 1 * 9 + 3, 0 * 9 + 4, 1 * 9 + 4, 3 * 9 + 3,
+                               2 * 9 + 4, 3 * 9 + 4]
 
 
 def test_resnet20_shapes_and_kept_zeros():
@@ -180,9 +234,14 @@ def test_refusals():
         T.sparse_conv2d_input_grad(dout, indptr, indices, values, x.shape, weight.shape, 1, 1, algorithm="tiles")
     with pytest.raises(ValueError, match="dout has shape"):
         T.sparse_conv2d_input_grad(dout[:, :2].copy(), indptr, indices, values, x.shape, weight.shape, 1, 1)
-    with pytest.raises(ValueError, match="cols has shape"):
-        T.sparse_conv2d_weight_grad(dout, x, indptr, indices, weight.shape, 1, 1, cols=np.zeros((3, 3), np.float32),
+    with pytest.raises(ValueError, match="patch matrix"):
+        T.sparse_conv2d_weight_grad(dout, x, indptr, indices, weight.shape, 1, 1, saved=np.zeros((3, 3), np.float32),
                                     algorithm="im2col")
+    with pytest.raises(ValueError, match="phase planes"):
+        T.sparse_conv2d_weight_grad(dout[:, :, ::2, ::2].copy(), x, indptr, indices, weight.shape, 2, 1,
+                                    saved=np.zeros((3, 3), np.float32))
+    with pytest.raises(ValueError, match="'phases' needs stride >= 2"):
+        T.sparse_conv2d_train(x, indptr, indices, values, weight.shape, 1, 1, algorithm="phases")
     with pytest.raises(TypeError, match="float32"):
         T.sparse_conv2d_weight_grad(dout.astype(np.float64), x, indptr, indices, weight.shape, 1, 1)
     with pytest.raises(ValueError, match="indptr has length"):

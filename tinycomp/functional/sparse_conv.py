@@ -10,17 +10,17 @@
 
 The forward builds the CSR of weight ⊙ mask over (O, C*KH*KW) on every call (the mask decides which
 slots exist, so a kept weight that is exactly 0 keeps its gradient); nothing mutable is cached.
-Kernels: ``tinycomp_kernels.sparse_train`` (the "same" stride-1 path without any patch matrix, the
-patch-matrix path for other geometries) and ``tinycomp_kernels.sparse.sparse_conv2d``.
+Kernels: ``tinycomp_kernels.sparse_train`` (stride-1 "same" layers and strided ones over their stride
+phases without any patch matrix, the patch-matrix path for other geometries).
 ``sparse_training_pays`` says, from the shapes and nnz alone, when this op is faster than the dense
 ``conv2d(x, weight * mask)`` (``benchmarks/bench_pruned_step.py``, ``benchmarks/README.md``).
 """
 import numpy as np
 from tinycomp_kernels.checks import is_int
 from tinycomp_kernels.im2col import as_pair, conv_output_size
-from tinycomp_kernels.sparse import csr_from_dense, sparse_conv2d as sparse_conv2d_kernel
-from tinycomp_kernels.sparse_train import (dense_weight_grad, sparse_conv2d_input_grad, sparse_conv2d_weight_grad,
-                                           sparse_train_algorithm)
+from tinycomp_kernels.sparse import csr_from_dense
+from tinycomp_kernels.sparse_train import (dense_weight_grad, sparse_conv2d_input_grad, sparse_conv2d_train,
+                                           sparse_conv2d_weight_grad, sparse_train_algorithm)
 
 from ..autograd import Function
 from ..tensor import Tensor
@@ -38,27 +38,24 @@ class SparseConv2d(Function):
         keep = mask.reshape(o, -1).astype(bool, copy=False)  # (O, C*KH*KW)
         indptr, indices, values = csr_from_dense(weight.reshape(o, -1), keep)  # values: weight at the kept slots
         x = np.ascontiguousarray(x)
-        ctx.geometry = (x.shape, weight.shape, stride, padding)
+        ctx.geometry = (weight.shape, stride, padding)
         ctx.csr = (indptr, indices, values)
-        if sparse_train_algorithm(weight.shape, stride, padding) == "same":
-            ctx.save_for_backward(x, None)
-            return sparse_conv2d_kernel(x, indptr, indices, values, weight.shape, stride, padding)
-        y, cols = sparse_conv2d_kernel(x, indptr, indices, values, weight.shape, stride, padding, return_cols=True)
-        ctx.save_for_backward(x, cols)  # the patch matrix (C*KH*KW, N*OH*OW), for the weight gradient
+        y, saved = sparse_conv2d_train(x, indptr, indices, values, weight.shape, stride, padding)
+        ctx.save_for_backward(x, saved)  # saved: x, its stride phases or its patch matrix (for dw)
         return y
 
     @staticmethod
     def backward(ctx, dout):
-        x, cols = ctx.saved
-        x_shape, w_shape, stride, padding = ctx.geometry
+        x, saved = ctx.saved
+        w_shape, stride, padding = ctx.geometry
         indptr, indices, values = ctx.csr
         need_x, need_w, _ = ctx.needs_input_grad
         dout = np.ascontiguousarray(dout, dtype=np.float32)
         dx = dw = None
         if need_x:
-            dx = sparse_conv2d_input_grad(dout, indptr, indices, values, x_shape, w_shape, stride, padding)
+            dx = sparse_conv2d_input_grad(dout, indptr, indices, values, x.shape, w_shape, stride, padding)
         if need_w:
-            dvalues = sparse_conv2d_weight_grad(dout, x, indptr, indices, w_shape, stride, padding, cols=cols)
+            dvalues = sparse_conv2d_weight_grad(dout, x, indptr, indices, w_shape, stride, padding, saved=saved)
             dw = dense_weight_grad(dvalues, indptr, indices, w_shape)  # (O, C, KH, KW), 0 where pruned
         return dx, dw, None
 
@@ -110,6 +107,6 @@ def sparse_training_pays(x_shape, weight_shape, nnz, stride=1, padding=0):
     o, c, kh, kw = (int(v) for v in weight_shape)
     if x_shape[1] != c or kh * kw == 1 or o * c == 0:
         return False
-    limit = PAYS_MAX_DENSITY_SAME if sparse_train_algorithm(weight_shape, stride, padding) == "same" \
+    limit = PAYS_MAX_DENSITY_SAME if sparse_train_algorithm(x_shape, weight_shape, stride, padding) != "im2col" \
         else PAYS_MAX_DENSITY_OTHER
     return nnz <= limit * o * c * kh * kw
