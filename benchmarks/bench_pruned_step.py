@@ -11,12 +11,12 @@ layers are local Conv2d subclasses of this script that share the float model's P
 Validation first: at each sparsity the sparse model's loss, logits and every parameter gradient equal
 the dense masked model's on the same batch and weights (float tolerance). Then all steps are timed
 round-robin in one run (``harness.interleaved``, rotated); the speed-up is the median of per-round
-ratios dense / sparse (``harness.paired_ratio``). The per-op split comes from one profiled step of each
-(``tinycomp.autograd.profile``).
+ratios dense / sparse (``harness.paired_ratio``). The per-op split is the mean of three profiled steps of
+each (``tinycomp.autograd.profile``), taken before the timed rounds.
 
 ``--layers`` times the parts of each pruned layer shape of ResNet-20 instead (16 ch 32x32, 32 ch 16x16,
 64 ch 8x8 and the two stride-2 convs, batch 128): dense conv2d_forward / conv2d_backward (dx, dw apart)
-against the sparse forward, dx and dw kernels, at 30-99 % (the data behind ``sparse_training_pays``).
+against the sparse forward, dx and dw kernels, at 10-99 % (the data behind ``sparse_training_pays``).
 
     flock /tmp/tinycomp-bench.lock python benchmarks/bench_pruned_step.py [--layers] [--quick] [--repeats 10]
 """
@@ -36,7 +36,7 @@ from tinycomp.autograd import profile  # noqa: E402
 
 SPARSITIES = (0.7, 0.8, 0.9, 0.95, 0.99)
 GRAD_RTOL = 1e-2  # validation: relative norm of the gradient difference, per parameter
-LAYER_SPARSITIES = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+LAYER_SPARSITIES = (0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 # (N, C, O, H = W, stride): the pruned 3x3 conv shapes of ResNet-20 at batch 128
 LAYERS = ((128, 16, 16, 32, 1), (128, 32, 32, 16, 1), (128, 64, 64, 8, 1), (128, 16, 32, 32, 2), (128, 32, 64, 16, 2))
 
@@ -127,13 +127,14 @@ def validate(state, sparsity, x, y):
     return lossd, losss, worst
 
 
-def op_split(step):
-    """{op: ms} of one profiled step, forward and backward together, largest first."""
+def op_split(step, steps=3):
+    """{op: ms per step} over ``steps`` profiled steps, forward and backward together, largest first."""
     with profile() as prof:
-        step()
+        for _ in range(steps):
+            step()
     split = {}
     for (op, _phase), (_calls, seconds) in prof.table().items():
-        split[op] = split.get(op, 0.0) + seconds * 1e3
+        split[op] = split.get(op, 0.0) + seconds * 1e3 / steps
     return dict(sorted(split.items(), key=lambda kv: -kv[1]))
 
 
@@ -171,7 +172,7 @@ def bench_step(args, threads):
               flush=True)
     columns = [("step", "step", None), ("median_s", "median s/step", "{:.3f}"), ("min_s", "min s/step", "{:.3f}"),
                ("images_per_s", "images/s", "{:.0f}"), ("speedup", "dense / this (paired)", "{:.2f}x"),
-               ("speedup_iqr", "middle half of rounds", None), ("conv_ms", "conv ops ms (profiled step)", "{:.0f}"),
+               ("speedup_iqr", "middle half of rounds", None), ("conv_ms", "conv ops ms (profiled steps)", "{:.0f}"),
                ("total_op_ms", "all ops ms", "{:.0f}"), ("ops", "largest ops, ms (forward + backward)", None)]
     write_report("pruned_step" + ("_quick" if args.quick else ""), rows, columns,
                  extra={"batch": n, "threads": threads, "rounds": repeats, "splits_ms": splits,

@@ -116,12 +116,23 @@ def test_the_mask_gets_no_gradient():
 
 
 def test_sparse_training_pays_rule():
-    """From the shapes and nnz only: the ResNet-20 layers at 70-99 % take the sparse op, dense layers and
-    1x1 kernels do not."""
+    """From the shapes and nnz only: the ResNet-20 layers at 30-99 % take the sparse op, at 10 % they do
+    not; a patch-matrix geometry from 50 %; 1x1 kernels, dilation, groups, float64 and unequal pairs never."""
     for c, o, h, s in ((16, 16, 32, 1), (32, 32, 16, 1), (64, 64, 8, 1), (16, 32, 32, 2), (32, 64, 16, 2)):
         size = o * c * 9
-        for sparsity in (0.7, 0.8, 0.9, 0.95, 0.99):
+        for sparsity in (0.3, 0.7, 0.8, 0.9, 0.95, 0.99):
             assert sparse_training_pays((128, c, h, h), (o, c, 3, 3), int((1 - sparsity) * size), s, 1)
+        assert sparse_training_pays((128, c, h, h), (o, c, 3, 3), int(0.3 * size), (s, s), (1, 1))
+        assert not sparse_training_pays((128, c, h, h), (o, c, 3, 3), int(0.9 * size), s, 1)
         assert not sparse_training_pays((128, c, h, h), (o, c, 3, 3), size, s, 1)
+    odd = ((128, 16, 31, 31), (32, 16, 3, 3))  # stride 2 on an odd plane: the patch-matrix path
+    assert sparse_training_pays(*odd, int(0.5 * 16 * 32 * 9), 2, 1)
+    assert not sparse_training_pays(*odd, int(0.6 * 16 * 32 * 9), 2, 1)
+    fits = ((128, 16, 32, 32), (16, 16, 3, 3), 10)
+    assert sparse_training_pays(*fits, 1, 1)
+    assert not sparse_training_pays(*fits, 1, 1, dilation=2)
+    assert not sparse_training_pays(*fits, 1, 1, groups=2)
+    assert not sparse_training_pays(*fits, 1, 1, dtype=np.float64)
+    assert not sparse_training_pays(*fits, (1, 2), 1)
     assert not sparse_training_pays((128, 16, 32, 32), (32, 16, 1, 1), 10, 2, 0)
     assert not sparse_training_pays((128, 16, 32, 32), (32, 8, 3, 3), 10, 1, 1)  # channels do not match

@@ -26,10 +26,13 @@ from ..autograd import Function
 from ..tensor import Tensor
 from ._util import check_float, check_size
 
-# sparse_training_pays: the largest kept fraction nnz / (O*C*KH*KW) at which the sparse op is taken
-PAYS_MAX_DENSITY_SAME = 0.5    # stride 1, "same" padding (direct / implicit paths, no patch matrix)
-PAYS_MAX_DENSITY_OTHER = 0.3   # other geometries (patch-matrix path)
-
+# sparse_training_pays: the largest kept fraction nnz / (O*C*KH*KW) at which the sparse op is taken.
+# Measured per layer (forward + dx + dw, batch 128, 2 threads, benchmarks/README.md): on the "same" and
+# "phases" paths every ResNet-20 layer was 1.16-2.1x faster than dense at 30 % sparsity, the 64-channel
+# 8x8 one only 1.07x at 20 % and 0.82x at 10 %; the patch-matrix path (ResNet-20's stride-2 layers
+# before the phases) paid from 50 % (1.17-1.18x), not at 30 % (0.95-1.03x).
+PAYS_MAX_DENSITY_SAME = 0.7    # stride-1 "same" and strided-over-phases layers: no patch matrix
+PAYS_MAX_DENSITY_OTHER = 0.5   # other geometries (patch-matrix path)
 
 class SparseConv2d(Function):
     @staticmethod
@@ -95,18 +98,27 @@ def sparse_conv2d(x, weight, mask, stride=1, padding=0):
     return SparseConv2d.apply(x, weight, mask, stride=s, padding=p)
 
 
-def sparse_training_pays(x_shape, weight_shape, nnz, stride=1, padding=0):
+def sparse_training_pays(x_shape, weight_shape, nnz, stride=1, padding=0, *, dilation=1, groups=1, dtype=np.float32):
     """True when ``sparse_conv2d`` is expected to train faster (forward + both gradients) than the dense
     ``conv2d(x, weight * mask)``: from the shapes and the number of kept weights only, never by timing,
-    so a run is reproducible. The rule (fitted on ``benchmarks/bench_pruned_step.py``'s per-layer
-    times, see benchmarks/README.md): a kept fraction nnz / (O*C*KH*KW) of at most
-    PAYS_MAX_DENSITY_SAME for stride-1 "same" layers, PAYS_MAX_DENSITY_OTHER otherwise; never for
-    groups or dilation (not computed here), nor for a 1x1 kernel (a dense 1x1 conv is one matmul)."""
-    if len(x_shape) != 4 or len(weight_shape) != 4 or not (is_int(stride) and is_int(padding)):
+    so a run is reproducible. The rule (fitted on ``benchmarks/bench_pruned_step.py --layers``, see
+    benchmarks/README.md): a kept fraction nnz / (O*C*KH*KW) of at most PAYS_MAX_DENSITY_SAME for the
+    layers the kernels compute without a patch matrix (stride-1 "same" and strided ones over their
+    stride phases), PAYS_MAX_DENSITY_OTHER otherwise; never for what ``sparse_conv2d`` does not compute
+    (groups, dilation, unequal stride or padding pairs, a dtype other than float32), nor for a 1x1
+    kernel (a dense 1x1 conv is one matmul). ``stride`` and ``padding``: ints or pairs."""
+    try:
+        stride, padding = _square("stride", stride), _square("padding", padding)
+    except (TypeError, ValueError):
+        return False
+    if len(x_shape) != 4 or len(weight_shape) != 4 or dilation not in (1, (1, 1)) or groups != 1 \
+            or np.dtype(dtype) != np.float32:
         return False
     o, c, kh, kw = (int(v) for v in weight_shape)
     if x_shape[1] != c or kh * kw == 1 or o * c == 0:
         return False
-    limit = PAYS_MAX_DENSITY_SAME if sparse_train_algorithm(x_shape, weight_shape, stride, padding) != "im2col" \
-        else PAYS_MAX_DENSITY_OTHER
-    return nnz <= limit * o * c * kh * kw
+    oh, ow = conv_output_size(x_shape[2], x_shape[3], kh, kw, stride, padding)
+    if oh < 1 or ow < 1:
+        return False
+    fast = sparse_train_algorithm(x_shape, weight_shape, stride, padding) != "im2col"
+    return nnz <= (PAYS_MAX_DENSITY_SAME if fast else PAYS_MAX_DENSITY_OTHER) * o * c * kh * kw
