@@ -9,7 +9,8 @@ stride-2 layers over their stride phases). The two
 layers are local Conv2d subclasses of this script that share the float model's Parameters.
 
 Validation first: at each sparsity the sparse model's loss, logits and every parameter gradient equal
-the dense masked model's on the same batch and weights (float tolerance). Then all steps are timed
+the dense masked model's on the same batch and weights (float tolerance; gradients by relative norm),
+and so does the loss after one whole step. Then all steps are timed
 round-robin in one run (``harness.interleaved``, rotated); the speed-up is the median of per-round
 ratios dense / sparse (``harness.paired_ratio``). The per-op split is the mean of three profiled steps of
 each (``tinycomp.autograd.profile``), taken before the timed rounds.
@@ -35,7 +36,7 @@ from tinycomp import Tensor, functional as F, models, nn, optim  # noqa: E402
 from tinycomp.autograd import profile  # noqa: E402
 
 SPARSITIES = (0.7, 0.8, 0.9, 0.95, 0.99)
-GRAD_RTOL = 1e-2  # validation: relative norm of the gradient difference, per parameter
+GRAD_RTOL = 2e-2  # validation: relative norm of the gradient difference, per parameter (0.5 % seen)
 LAYER_SPARSITIES = (0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 # (N, C, O, H = W, stride): the pruned 3x3 conv shapes of ResNet-20 at batch 128
 LAYERS = ((128, 16, 16, 32, 1), (128, 32, 32, 16, 1), (128, 64, 64, 8, 1), (128, 16, 32, 32, 2), (128, 32, 64, 16, 2))
@@ -122,9 +123,14 @@ def validate(state, sparsity, x, y):
         worst = max(worst, err)
         if err > GRAD_RTOL:
             problems.append(f"gradient of {name} (relative error {err:.2g})")
+    # and a whole step (SGD with momentum, re-masking): the loss at the updated weights
+    after = [make_step(pruned_model(state, sparsity, cls), x, y) for cls in (DenseMaskedConv2d, SparseMaskedConv2d)]
+    step_losses = [[step().item() for _ in range(2)][1] for step in after]
+    if not abs(step_losses[1] - step_losses[0]) <= 1e-4 * max(1.0, abs(step_losses[0])):
+        problems.append(f"loss after one step {step_losses[1]} vs {step_losses[0]}")
     if problems:
         raise SystemExit(f"validation failed at {sparsity:.0%}: " + "; ".join(problems[:5]))
-    return lossd, losss, worst
+    return lossd, losss, worst, step_losses
 
 
 def op_split(step, steps=3):
@@ -150,7 +156,8 @@ def bench_step(args, threads):
     for s in SPARSITIES:
         losses[s] = validate(state, s, x, y)
         print(f"validated {s:.0%}: loss dense {losses[s][0]:.6f}, sparse {losses[s][1]:.6f}, largest relative "
-              f"gradient difference {losses[s][2]:.2g}", flush=True)
+              f"gradient difference {losses[s][2]:.2g}; after one step: dense {losses[s][3][0]:.6f}, sparse "
+              f"{losses[s][3][1]:.6f}", flush=True)
     dense_model = pruned_model(state, 0.9, DenseMaskedConv2d)  # the dense step's cost does not depend on the mask
     steps["dense"] = make_step(dense_model, x, y)
     for s in SPARSITIES:
