@@ -365,3 +365,29 @@ def test_refusals_of_models_and_quantizers():
     with pytest.raises(ValueError, match="agp_sparsity: end_step 1 is before start_step 2"):
         agp_sparsity(0, 0.5, 2, 1)
     assert isinstance(model.pruner, MagnitudePruner)
+
+
+def test_fixed_sparse_mask_trains_on_the_sparse_kernels_with_the_dense_results():
+    """Once the mask is fixed and sparse enough, forward and both gradients come from the sparse
+    kernels; they equal the dense masked conv's within float32 tolerance."""
+    manual_seed(3)
+    rng = np.random.default_rng(3)
+    conv = nn.Conv2d(8, 16, 3, padding=1, bias=True)
+    layer = PrunedConv2d.from_float(conv)
+    layer.set_mask(rng.random(layer.weight.shape) > 0.9)  # 90 % pruned
+    x = rng.standard_normal((4, 8, 10, 10)).astype(np.float32)
+    assert layer.mask_fixed and layer.uses_sparse_kernels(x.shape)
+    g = rng.standard_normal((4, 16, 10, 10)).astype(np.float32)
+    xs = Tensor(x, requires_grad=True)
+    ys = layer(xs)
+    ys.backward(g)
+    sparse = (ys.data, xs.grad, layer.weight.grad.copy(), layer.bias.grad.copy())
+    layer.zero_grad()
+    xd = Tensor(x, requires_grad=True)
+    yd = F.conv2d(xd, layer.masked_weight(), layer.bias, 1, 1)
+    yd.backward(g)
+    for a, b in zip(sparse, (yd.data, xd.grad, layer.weight.grad, layer.bias.grad)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert np.all(sparse[2][layer.weight_mask == 0] == 0)
+    layer.set_mask(np.ones(layer.weight.shape, bool))  # dense again: the dense path
+    assert not layer.uses_sparse_kernels(x.shape)

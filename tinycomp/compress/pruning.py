@@ -91,7 +91,21 @@ class PrunedConv2d(nn.Conv2d):
         return q(w) * mask  # sign(0) = +1 and DoReFa's grid hold no 0: mask again
 
     def forward(self, x):
+        if self.uses_sparse_kernels(x.shape):
+            y = F.sparse_conv2d(x, self.weight, self.weight_mask, self.stride, self.padding)
+            return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1)
         return F.conv2d(x, self.masked_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def uses_sparse_kernels(self, x_shape):
+        """Whether the forward (and so both gradients) runs on the sparse kernels for an input of
+        ``x_shape``: once the mask is fixed (or in evaluation, where it cannot move) and sparse enough
+        that they pay (``functional.sparse_training_pays``, from the shapes and the kept count only, so
+        a run is reproducible), for a float weight (a quantized one stays on the dense path)."""
+        if self.weight_quantizer is not None or not (self.mask_fixed or not self.training):
+            return False
+        return F.sparse_training_pays(x_shape, self.weight.shape, int(np.count_nonzero(self.weight_mask)),
+                                      self.stride, self.padding, dilation=self.dilation, groups=self.groups,
+                                      dtype=self.weight.dtype)
 
     def before_step(self, step, steps_per_epoch, total_steps):
         # The pruner is no module (a Sequential would run a child module as a layer), so the
