@@ -211,7 +211,8 @@ def bench_layers(args, threads):
             dx_ref, dw_ref = conv2d_backward(dout, x, w, s, 1)
             dx = sparse_conv2d_input_grad(dout, *csr, x.shape, w.shape, s, 1)
             dv = sparse_conv2d_weight_grad(dout, x, csr[0], csr[1], w.shape, s, 1, saved=saved)
-            assert np.allclose(y, conv2d_forward(x, w, s, 1), rtol=1e-3, atol=1e-3 * np.abs(y).max()), ("y", n, c, h, s, sp)
+            assert np.allclose(y, conv2d_forward(x, w, s, 1), rtol=1e-3, atol=1e-3 * np.abs(y).max()), \
+                ("y", n, c, h, s, sp)
             assert np.allclose(dx, dx_ref, rtol=1e-3, atol=1e-3 * np.abs(dx_ref).max()), ("dx", n, c, h, s, sp)
             assert np.allclose(dv, dw_ref.reshape(o, -1)[keep], rtol=1e-3, atol=1e-3 * np.abs(dw_ref).max()), \
                 ("dw", n, c, h, s, sp)
@@ -238,7 +239,8 @@ def bench_layers(args, threads):
                   + f"; x fwd {row['fwd_x']:.2f} dx {row['dx_x']:.2f} dw {row['dw_x']:.2f} layer {row['layer_x']:.2f}",
                   flush=True)
     columns = [("C", "C", None), ("O", "O", None), ("H", "H = W", None), ("stride", "stride", None),
-               ("algorithm", "algorithm", None), ("sparsity", "sparsity", "{:.0%}"), ("dense_fwd_ms", "dense fwd ms", "{:.2f}"),
+               ("algorithm", "algorithm", None), ("sparsity", "sparsity", "{:.0%}"),
+               ("dense_fwd_ms", "dense fwd ms", "{:.2f}"),
                ("dense_dx_ms", "dense dx ms", "{:.2f}"), ("dense_dw_ms", "dense dw ms", "{:.2f}"),
                ("csr_ms", "CSR build ms", "{:.2f}"), ("sparse_fwd_ms", "sparse fwd ms", "{:.2f}"),
                ("sparse_dx_ms", "sparse dx ms", "{:.2f}"), ("sparse_dw_ms", "sparse dw ms", "{:.2f}"),

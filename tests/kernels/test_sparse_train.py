@@ -118,7 +118,8 @@ def test_phase_split_and_merge():
     merged = np.full_like(x, np.nan)
     P._phase_merge_loops(merged, xq, 3)  # the loops in plain Python
     np.testing.assert_array_equal(merged, x)
-    assert P.phase_fits((1, 16, 32, 32), (32, 16, 3, 3), 2, 1) and not P.phase_fits((1, 16, 31, 31), (32, 16, 3, 3), 2, 1)
+    assert P.phase_fits((1, 16, 32, 32), (32, 16, 3, 3), 2, 1)
+    assert not P.phase_fits((1, 16, 31, 31), (32, 16, 3, 3), 2, 1)
     assert not P.phase_fits((1, 16, 32, 32), (32, 16, 3, 3), 1, 1)
     indices_q, shape_q = P.phase_csr(np.arange(9, dtype=np.int32), (1, 1, 3, 3), 2, 1)
     assert shape_q == (1, 4, 3, 3)
