@@ -77,6 +77,26 @@ def test_input_without_gradient_and_a_tensor_used_twice():
     np.testing.assert_allclose(xt.grad, xr.grad, rtol=1e-4, atol=1e-4)
 
 
+def test_evaluation_and_a_frozen_weight():
+    """Without a weight gradient to come (no_grad, or a weight that needs none) the patch-matrix geometry
+    takes the inference path: the same output, and dx still flows."""
+    from tinycomp import no_grad
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 7, 7)).astype(np.float32)  # stride 2 on an odd plane: no phases
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    mask = (rng.random(w.shape) < 0.5).astype(np.uint8)
+    ref = F.conv2d(Tensor(x), Tensor(w * mask), None, 2, 1).data
+    with no_grad():
+        np.testing.assert_allclose(F.sparse_conv2d(Tensor(x), Tensor(w, requires_grad=True), mask, 2, 1).data, ref,
+                                   rtol=1e-5, atol=1e-5)
+    xt = Tensor(x, requires_grad=True)
+    y = F.sparse_conv2d(xt, Tensor(w), mask, 2, 1)
+    y.backward(np.ones(y.shape, np.float32))
+    xr = Tensor(x, requires_grad=True)
+    F.conv2d(xr, Tensor(w * mask), None, 2, 1).backward(np.ones(y.shape, np.float32))
+    np.testing.assert_allclose(xt.grad, xr.grad, rtol=1e-5, atol=1e-5)
+
+
 def test_mask_as_tensor_and_pairs():
     rng = np.random.default_rng(2)
     x = Tensor(rng.standard_normal((1, 2, 6, 6)).astype(np.float32))

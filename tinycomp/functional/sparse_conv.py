@@ -16,13 +16,12 @@ phases without any patch matrix, the patch-matrix path for other geometries).
 ``conv2d(x, weight * mask)`` (``benchmarks/bench_pruned_step.py``, ``benchmarks/README.md``).
 """
 import numpy as np
-from tinycomp_kernels.checks import is_int
 from tinycomp_kernels.im2col import as_pair, conv_output_size
-from tinycomp_kernels.sparse import csr_from_dense
+from tinycomp_kernels.sparse import csr_from_dense, sparse_conv2d as sparse_conv2d_kernel
 from tinycomp_kernels.sparse_train import (dense_weight_grad, sparse_conv2d_input_grad, sparse_conv2d_train,
                                            sparse_conv2d_weight_grad, sparse_train_algorithm)
 
-from ..autograd import Function
+from ..autograd import Function, is_grad_enabled
 from ..tensor import Tensor
 from ._util import check_float, check_size
 
@@ -34,6 +33,7 @@ from ._util import check_float, check_size
 PAYS_MAX_DENSITY_SAME = 0.7    # stride-1 "same" and strided-over-phases layers: no patch matrix
 PAYS_MAX_DENSITY_OTHER = 0.5   # other geometries (patch-matrix path)
 
+
 class SparseConv2d(Function):
     @staticmethod
     def forward(ctx, x, weight, mask, stride=1, padding=0):
@@ -43,6 +43,12 @@ class SparseConv2d(Function):
         x = np.ascontiguousarray(x)
         ctx.geometry = (weight.shape, stride, padding)
         ctx.csr = (indptr, indices, values)
+        if not (is_grad_enabled() and ctx.needs_input_grad[1]) \
+                and sparse_train_algorithm(x.shape, weight.shape, stride, padding) == "im2col":
+            # no weight gradient to come (evaluation, or a frozen weight): the inference path, whose
+            # patch matrix is formed in L3-sized chunks and not kept
+            ctx.save_for_backward(x, None)
+            return sparse_conv2d_kernel(x, indptr, indices, values, weight.shape, stride, padding)
         y, saved = sparse_conv2d_train(x, indptr, indices, values, weight.shape, stride, padding)
         ctx.save_for_backward(x, saved)  # saved: x, its stride phases or its patch matrix (for dw)
         return y
