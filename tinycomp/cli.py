@@ -32,7 +32,7 @@ def _train_parser(sub):
     p.add_argument("--momentum", type=float, default=None, help=f"SGD momentum (default {d.momentum})")
     p.add_argument("--no-nesterov", dest="nesterov", action="store_false", default=None,
                    help="plain momentum instead of Nesterov")
-    p.add_argument("--weight-decay", type=float, default=None, help=f"default {d.weight_decay}, on all parameters")
+    p.add_argument("--weight-decay", type=float, default=None, help=f"default {d.weight_decay}, on all parameters but quantizer scales and SAL's attention")
     p.add_argument("--no-decay-bn-bias", action="store_true", default=None,
                    help="no weight decay on BatchNorm parameters and biases")
     p.add_argument("--label-smoothing", type=float, default=None, help="default 0")
@@ -60,8 +60,9 @@ def _add_method_options(p, defaults):
     d = TrainConfig()
     given = (lambda value: value) if defaults is not None else (lambda value: None)
     p.add_argument("--method", default=given(d.method), help="compression method: none, bc, bwn, xnor, ternary, "
-                   "or w<k>a<m> (k-bit weights, m-bit activations, 1 to 8; a32: float activations); "
-                   "docs/methods.md (default none)")
+                   "w<k>a<m> (k-bit weights, m-bit activations, 1 to 8; a32: float activations), prune, filter-prune, "
+                   "sal, or structure+quantization (prune+bwn, filter-prune+w4a4, sal+bc, ...); docs/methods.md "
+                   "(default none)")
     p.add_argument("--quantizer", default=given(d.quantizer), help="for w<k>a<m>: dorefa (DoReFa weights and "
                    "activations), pact (DoReFa weights, PACT activations) or lsq (default dorefa)")
     p.add_argument("--keep-float", default=given(d.keep_float), help="layers kept full precision, comma-separated "
@@ -171,7 +172,7 @@ def cmd_eval(args):
 def cmd_summary(args):
     from .summary import format_summary, summarize
 
-    from .compress import build_model
+    from .compress.run_config import summary_model
 
     if args.checkpoint is not None:
         from .evaluate import model_of_checkpoint
@@ -187,7 +188,7 @@ def cmd_summary(args):
         if args.num_classes < 1:
             raise RunError(f"--num-classes must be >= 1, got {args.num_classes}")
         try:
-            model = build_model(vars(args), args.num_classes, schedule=False)  # pruned to its final sparsity
+            model = summary_model(vars(args), args.num_classes)
         except ValueError as exc:
             raise RunError(str(exc)) from None
         name, width, method, classes = args.model, args.width, args.method, args.num_classes

@@ -47,7 +47,7 @@ class TrainConfig:
     eval_batch_size: int = 500
     test_every: int = 1            # evaluate on the test set every N epochs (and after the last)
     # compression (tinycomp.compress; docs/methods.md)
-    method: str = "none"           # none | bc | bwn | xnor | ternary | w<k>a<m>
+    method: str = "none"           # none | bc | bwn | xnor | ternary | w<k>a<m> | prune | filter-prune | sal | A+B
     quantizer: str = "dorefa"      # dorefa | pact | lsq, for w<k>a<m>
     keep_float: str = "first,last"  # layers left full precision: first, last, shortcuts (or none)
     bc_stochastic: bool = False    # BC's stochastic sign in training

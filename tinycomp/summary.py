@@ -14,8 +14,9 @@ layer for DoReFa); its bias and its recipes' learned scales (PACT's α, LSQ's st
 BatchNorm is counted unfolded, 32 bits per parameter (as Larq does), so a float model's total is
 32 bits per parameter. Megabits (Mb, 10^6 bits) follow the seed talk's tables.
 
-A compressed layer of another family (pruned, SAL, ...) describes itself to the summary with three
-methods: ``summary_param_bits()`` (its storage bits, index structures included),
+A compressed layer of another family (pruned, SAL, ...) describes itself to the summary with four
+methods: ``summary_params()`` (its parameters as deployed: kept weights, kept pairs),
+``summary_param_bits()`` (its storage bits, index structures included),
 ``summary_macs(out_shape)`` (the MACs it executes per image) and ``summary_precision()`` ((weight
 bits, input bits, MAC kind)); the summary then lists it whole, like a quantized layer.
 
@@ -57,6 +58,14 @@ def _precision(module):
     if wb == 1 and isinstance(module.input_quantizer, SignActivation):
         return wb, ib, "binary"
     return wb, ib, "kbit" if wb <= 8 and ib <= 8 else "float"
+
+
+def _params(module):
+    """Parameters of ``module`` as deployed: a pruned layer's kept weights, a SAL layer's kept pairs
+    (its attention is training-only), else every parameter."""
+    if hasattr(module, "summary_params"):
+        return module.summary_params()
+    return sum(p.data.size for p in module.parameters())
 
 
 def _param_bits(module):
@@ -105,7 +114,7 @@ def summarize(model, input_shape=(3, 32, 32)):
             out = original(x, *args, **kwargs)
             wb, ib, kind = _precision(module)
             rows.append({"name": name, "type": type(module).__name__, "output": list(out.shape[1:]),
-                         "params": int(sum(p.data.size for p in module.parameters())),
+                         "params": int(_params(module)),
                          "weight_bits": wb, "input_bits": ib, "mac_kind": kind,
                          "param_bits": int(_param_bits(module)), "macs": int(_layer_macs(module, out.shape)),
                          "activation_bytes": int(np.prod(out.shape[1:])) * 4})
@@ -125,7 +134,7 @@ def summarize(model, input_shape=(3, 32, 32)):
         model.train(was_training)
     listed = {id(p) for _, m in layers for p in m.parameters()}
     unlisted = [p for p in model.parameters() if id(p) not in listed]  # e.g. parameters of a container
-    total_params = int(sum(p.data.size for p in model.parameters()))
+    total_params = int(sum(r["params"] for r in rows) + sum(p.data.size for p in unlisted))
     bits = int(sum(r["param_bits"] for r in rows) + 32 * sum(p.data.size for p in unlisted))
     macs = {kind: int(sum(r["macs"] for r in rows if r["mac_kind"] == kind)) for kind in ("float", "binary", "kbit")}
     totals = {"params": total_params, "param_bits": bits, "param_megabits": bits / 1e6, "param_bytes": -(-bits // 8),
@@ -148,7 +157,7 @@ def format_summary(summary, title=""):
     float_layers = summary["compression"].get("float_layers") or []
     lines.append(f"method: {summary['method']}" + (f" (kept float: {', '.join(float_layers)})" if float_layers else ""))
     lines.append(f"total: {t['params']:,} parameters, {t['param_megabits']:.3f} Mb ({t['param_bytes']:,} bytes; "
-                 f"{32 * t['params'] / 1e6:.2f} Mb at 32 bits), {t['macs'] / 1e6:.2f} M MACs per image "
+                 f"{32 * t['params'] / 1e6:.2f} Mb for as many float32 parameters), {t['macs'] / 1e6:.2f} M MACs per image "
                  f"(float {t['float_macs'] / 1e6:.2f} M, binary {t['binary_macs'] / 1e6:.2f} M, "
                  f"k-bit {t['kbit_macs'] / 1e6:.2f} M), "
                  f"{t['activation_bytes'] / 2**20:.2f} MiB of float32 activations per image")

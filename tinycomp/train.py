@@ -150,6 +150,11 @@ class Trainer:
         self.optimizer = optim.SGD(parameter_groups(self.model, cfg.weight_decay, cfg.no_decay_bn_bias), lr=cfg.lr,
                                    momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
         self.total_steps = cfg.epochs * len(self.train_loader)
+        pruner = getattr(self.model, "pruner", None)
+        if pruner is not None and pruner.steps(len(self.train_loader))[1] >= self.total_steps:
+            end = pruner.steps(len(self.train_loader))[1]
+            raise RunError(f"--prune-end {pruner.end_epoch:g} is step {end} of a run of {self.total_steps} steps "
+                           f"({len(self.train_loader)} an epoch): the schedule must end before the last step")
         try:
             self.scheduler = make_scheduler(cfg, self.optimizer, self.total_steps)
         except ValueError as exc:  # e.g. onecycle over a single batch in all
@@ -183,6 +188,8 @@ class Trainer:
                     init = None
                 filter_prune_from_config(model, cfg)
             model = compress.convert_from_config(model, cfg)
+        except RunError:
+            raise
         except ValueError as exc:  # e.g. a record that does not fit, a target the model cannot reach
             raise RunError(f"--method {cfg.method}: {exc}") from None
         if init:

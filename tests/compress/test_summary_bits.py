@@ -63,3 +63,31 @@ def test_xnor_resnet20_binary_macs():
     assert s["total"]["param_megabits"] < 8.72 / 20
     text = format_summary(s, "resnet20")
     assert "method: xnor (kept float: conv1, linear)" in text and "1/1" in text
+
+
+def test_pruned_and_sal_models_count_deployed_parameters():
+    from tinycomp.compress.run_config import summary_model
+
+    pruned = summary_model({"model": "resnet20", "width": 1.0, "method": "prune", "sparsity": 0.9}, 10)
+    kept = sum(int(m.weight_mask.sum()) for m in pruned.modules() if hasattr(m, "weight_mask"))
+    dense_rest = sum(p.data.size for n, p in pruned.named_parameters()
+                     if not any(n == f"{name}.weight" for name, m in pruned.named_modules() if hasattr(m, "weight_mask")))
+    assert summarize(pruned)["total"]["params"] == kept + dense_rest
+    model = compress.sal(models.get("resnet20"))
+    layers = [m for m in model.modules() if isinstance(m, compress.SALConv2d)]
+    in_sal = {id(p) for m in layers for p in m.parameters()}
+    rest = sum(p.data.size for p in model.parameters() if id(p) not in in_sal)
+    # one weight per kept pair; the attention (training only) is not counted
+    assert summarize(model)["total"]["params"] == sum(m.kept_pairs() for m in layers) + rest
+
+
+def test_no_weight_decay_on_quantizer_scales_and_attention():
+    from tinycomp.train import parameter_groups
+
+    for model in (compress.sal(models.get("resnet20", width=0.25)),
+                  compress.convert(models.get("resnet20", width=0.25), "w4a4", quantizer="lsq")):
+        groups = parameter_groups(model, 5e-4, False)
+        free = {id(p) for p in groups[1]["params"]} if len(groups) > 1 else set()
+        expected = compress.sal_parameters(model) + compress.quantizer_parameters(model)
+        assert expected and all(id(p) in free for p in expected) and groups[1]["weight_decay"] == 0
+        assert len(groups[0]["params"]) + len(free) == len(list(model.parameters()))

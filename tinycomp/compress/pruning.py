@@ -71,7 +71,8 @@ class PrunedConv2d(nn.Conv2d):
         """A PrunedConv2d sharing ``conv``'s Parameters (no copy), nothing pruned yet."""
         p = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                 conv.groups, conv.bias is not None, weight_quantizer, conv.weight.dtype)
-        p.weight, p.bias, p.training = conv.weight, conv.bias, conv.training
+        p.weight, p.bias = conv.weight, conv.bias
+        p.train(conv.training)  # the quantizer recipe too
         return p
 
     @property
@@ -125,6 +126,10 @@ class PrunedConv2d(nn.Conv2d):
         np.multiply(self.weight.data, self.weight_mask, out=self.weight.data)
 
     # --- the summary's questions (tinycomp/summary.py) ---------------------------------------------
+    def summary_params(self):
+        """Kept weights and the bias: the parameters the deployed layer holds."""
+        return int(np.count_nonzero(self.weight_mask)) + (0 if self.bias is None else self.bias.data.size)
+
     def summary_param_bits(self):
         nnz = int(np.count_nonzero(self.weight_mask))
         q = self.weight_quantizer

@@ -48,6 +48,12 @@ def convert_from_config(model, config, schedule=True):
     c = _options(config)
     structure, quant = split_method(c["method"])
     if structure == "prune":
+        if c["quantizer"] != "dorefa":
+            raise ValueError(f"--method {c['method']} --quantizer {c['quantizer']}: a pruned layer's k-bit weights "
+                             "are DoReFa's (the only quantizer here whose statistics ignore the pruned zeros)")
+        if c["keep_float"] != ("first", "last"):
+            raise ValueError(f"--keep-float does not apply to --method {c['method']}: the first conv and the "
+                             "linear layers are never pruned")
         recipe = {"none": None, "bc": lambda: SignWeight(stochastic=c["bc_stochastic"]),
                   "bwn": lambda: BinaryWeight(scale=c["bwn_scale"])}.get(quant.name)
         if quant.name not in ("none", "bc", "bwn"):
@@ -56,12 +62,14 @@ def convert_from_config(model, config, schedule=True):
         prune(model, c["sparsity"], scope=c["prune_scope"], start_epoch=start, end_epoch=end,
               every=c["prune_every"], weight_quantizer=recipe)
         first = next(n for n, m in model.named_modules() if type(m).__name__ == "Conv2d")
+        linears = [n for n, m in model.named_modules() if type(m).__name__ == "Linear"]
         model.compression = {"method": c["method"], "sparsity": c["sparsity"], "prune_scope": c["prune_scope"],
-                             "float_layers": [first]}
+                             "float_layers": [first] + linears}
         return model
     if structure == "sal":
         sal(model, t0=c["sal_t0"], tf=c["sal_tf"], shared=c["sal_shared"],
-            binarize=None if quant.name == "none" else quant.name, keep_float=c["keep_float"])
+            binarize=None if quant.name == "none" else quant.name, keep_float=c["keep_float"],
+            scale=c["bwn_scale"], stochastic=c["bc_stochastic"])
         return model
     convert(model, quant.name, quantizer=c["quantizer"], keep_float=c["keep_float"],
             stochastic=c["bc_stochastic"], scale=c["bwn_scale"], act_scale=c["xnor_act_scale"])
@@ -93,6 +101,16 @@ def build_model(config, num_classes, schedule=True, channel_counts=None):
     loads into. A filter-prune run's thinning happens once, in training (``filter_prune_from_config``),
     and its checkpoints carry the channel counts; without them the model is the unthinned one."""
     return convert_from_config(float_model(config, num_classes, channel_counts), config, schedule)
+
+
+def summary_model(config, num_classes):
+    """The model ``tinycomp summary --model ... --method ...`` describes, before any training: pruned
+    at once to its final sparsity, and a filter-prune one thinned as the options say (on its initial
+    weights: which filters go depends on training, how many does not)."""
+    model = float_model(config, num_classes)
+    if split_method(_options(config)["method"])[0] == "filter-prune":
+        filter_prune_from_config(model, config)
+    return convert_from_config(model, config, schedule=False)
 
 
 def load_float_state(model, state, float_keys):

@@ -185,6 +185,10 @@ class SALConv2d(nn.Conv2d):
         return F.conv2d(x, w, self.bias, self.stride, self.padding)
 
     # the summary (tinycomp/summary.py): the rounded layer as deployed
+    def summary_params(self):
+        """Kept pairs (one weight each) and the bias: the attention is gone once rounded."""
+        return self.kept_pairs() + (0 if self.bias is None else self.bias.data.size)
+
     def summary_param_bits(self):
         kept = self.kept_pairs()
         k = self.kernel_size[0]
@@ -208,14 +212,16 @@ class SALConv2d(nn.Conv2d):
 
 
 # --- the model-level functions ---------------------------------------------------------------------
-def sal(model, t0=20.0, tf=70.0, shared=False, binarize=None, keep_float=("first", "last")):
+def sal(model, t0=20.0, tf=70.0, shared=False, binarize=None, keep_float=("first", "last"), scale="filter",
+        stochastic=False):
     """Make every float k×k convolution of ``model`` (k odd >= 3, groups 1, dilation 1; 3×3 in the zoo)
     a SALConv2d sharing its Parameters, in place, and return the model. 1×1 convolutions and linear
     layers are never converted. ``keep_float``: "first" keeps the first convolution (it sees the
     image); "last" (the classifier) and "shortcuts" (convolutions named shortcut) are accepted as for
     ``convert`` and keep those layers float, which SAL leaves float anyway unless a shortcut is k×k.
     ``binarize``: None, "bc" (SignWeight) or "bwn" (BinaryWeight, α per filter) on the converted
-    layers. ``model.compression`` records the method ("sal", "sal+bc", "sal+bwn") and options."""
+    layers; ``scale`` BWN's α per "filter" or "layer", ``stochastic`` BC's stochastic sign in training.
+    ``model.compression`` records the method ("sal", "sal+bc", "sal+bwn") and options."""
     if binarize not in BINARIZE:
         raise ValueError(f"sal: binarize must be None, 'bc' or 'bwn', got {binarize!r}")
     _check_temperatures("sal", t0, tf)
@@ -233,7 +239,11 @@ def sal(model, t0=20.0, tf=70.0, shared=False, binarize=None, keep_float=("first
     if "shortcuts" in keep:
         kept.update(name for name, _ in convs if "shortcut" in name.split("."))
     targets = [(name, conv) for name, conv in convs if _convertible(conv)]
-    recipe = BINARIZE[binarize]
+    if not [name for name, _ in targets if name not in kept]:
+        raise ValueError(f"sal: {type(model).__name__} has no k x k convolution to convert (k odd >= 3, groups 1, "
+                         "dilation 1) besides the ones kept float")
+    recipe = {None: None, "bc": lambda: SignWeight(stochastic=stochastic),
+              "bwn": lambda: BinaryWeight(scale=scale)}[binarize]
     for name, conv in targets:
         if name not in kept:
             new = SALConv2d.from_float(conv, shared, t0, tf, None if recipe is None else recipe())
