@@ -27,6 +27,7 @@ BENCHMARKS = {
     "resnet20_step": ("bench_resnet20_step.py", "resnet20_step"),
     "quantize": ("bench_quantize.py", "quantize"),
     "quant_step": ("bench_quant_step.py", "quant_step"),
+    "pruned_step": ("bench_pruned_step.py", "pruned_step"),
 }
 
 
