@@ -12,8 +12,8 @@ Order of the conversions, for ``--method structure+quantization``:
 """
 from .. import models
 from .convert import convert
-from .methods import split_method
-from .recipes import BinaryWeight, DorefaWeight, SignWeight
+from .methods import split_method, weight_recipe
+from .pruning import prune
 from .sal import sal
 from .thinning import filter_prune, thin_to_shapes
 
@@ -43,8 +43,6 @@ def prune_end(config):
 def convert_from_config(model, config, schedule=True):
     """Convert ``model`` in place as the configuration says and return it. ``schedule=False``
     (summaries of a fresh model): pruning reaches its final sparsity at once."""
-    from .pruning import prune
-
     c = _options(config)
     structure, quant = split_method(c["method"])
     if structure == "prune":
@@ -54,10 +52,9 @@ def convert_from_config(model, config, schedule=True):
         if c["keep_float"] != ("first", "last"):
             raise ValueError(f"--keep-float does not apply to --method {c['method']}: the first conv and the "
                              "linear layers are never pruned")
-        recipe = {"none": None, "bc": lambda: SignWeight(stochastic=c["bc_stochastic"]),
-                  "bwn": lambda: BinaryWeight(scale=c["bwn_scale"])}.get(quant.name)
-        if quant.name not in ("none", "bc", "bwn"):
-            recipe = lambda: DorefaWeight(quant.weight_bits)  # noqa: E731 (w<k>a32, k >= 2: split_method checked)
+        # bc, bwn or w<k>a32 with k >= 2 (split_method checked): a new recipe for each pruned layer
+        recipe = None if quant.name == "none" else (
+            lambda: weight_recipe(quant, "dorefa", stochastic=c["bc_stochastic"], scale=c["bwn_scale"]))
         start, end = (c["prune_start"], prune_end(c)) if schedule else (0, 0)
         prune(model, c["sparsity"], scope=c["prune_scope"], start_epoch=start, end_epoch=end,
               every=c["prune_every"], weight_quantizer=recipe)
