@@ -1,4 +1,4 @@
-"""Command line: ``tinycomp train | eval | summary`` (also ``python -m tinycomp ...``).
+"""Command line: ``tinycomp train | eval | summary | export`` (also ``python -m tinycomp ...``).
 
 Exit codes: 0 success; 2 bad arguments, bad data, bad checkpoint or an existing run folder (with a
 message naming what was wrong); 3 the training diverged (NaN/Inf loss; the last good checkpoint is
@@ -200,6 +200,20 @@ def cmd_summary(args):
     return 0
 
 
+def cmd_export(args):
+    from .export import ExportError, export_checkpoint
+
+    try:
+        header = export_checkpoint(args.checkpoint, args.out)
+    except ExportError as exc:
+        raise RunError(f"{args.checkpoint}: {exc}") from None
+    except OSError as exc:
+        raise RunError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    print(f"tinycomp export: {header['model']} (width {header['width']:g}, method {header['method']}) written to "
+          f"{args.out} ({os.path.getsize(args.out):,} bytes)")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="tinycomp", description="Train, evaluate and inspect compressed "
                                      "networks on CIFAR, on a CPU.")
@@ -225,13 +239,19 @@ def build_parser():
     p.add_argument("--num-classes", type=int, default=10, help="classifier outputs (default 10)")
     _add_method_options(p, TrainConfig())
     p.add_argument("--json", action="store_true", help="print JSON")
+    p = sub.add_parser("export", help="write a checkpoint's model in its compressed form",
+                       description="Write the model of a checkpoint as one compact .npz for tinycomp.runtime: "
+                       "BatchNorm folded, binary weights bit-packed. Supported: resnet20/32/56, resnet18/34 in "
+                       "float, bc, bwn and xnor.")
+    p.add_argument("checkpoint", help="a .npz written by tinycomp train (last.npz or best.npz of a run folder)")
+    p.add_argument("--out", required=True, help="the exported model file to write (.npz)")
     return parser
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = {"train": cmd_train, "eval": cmd_eval, "summary": cmd_summary}[args.command]
+    command = {"train": cmd_train, "eval": cmd_eval, "summary": cmd_summary, "export": cmd_export}[args.command]
     from .checkpoint import CheckpointError
     from .data import DatasetError
 

@@ -1,0 +1,224 @@
+"""Export: a trained network in its deployed form, one ``.npz`` that ``tinycomp.runtime.load`` runs.
+
+What is stored (format ``tinycomp.runtime.format.FORMAT``; the layout is described there):
+- every convolution with the BatchNorm that follows it folded in. With s = gamma / sqrt(var + eps)
+  and t = beta - mean * s per output channel o:
+      float conv          W'[o] = s[o] * W[o],  b'[o] = s[o] * b[o] + t[o]           (float32)
+      binary-weight conv  bits of sign(W), scale[o] = alpha[o] * s[o], b'[o] as above
+      XNOR conv           the same; at run time scale and b' are the kernel's epilogue
+                          (binary_conv2d's alpha and bn_bias)
+  alpha is BWN's mean |W| per filter (or per layer), 1 for BinaryConnect; sign(0) = +1.
+- binary weights as the signs of the whole OIHW tensor flattened, packed by
+  ``tinycomp_kernels.bits.pack_signs`` (element j in bit j % 64 of word j // 64, tail bits 0), so a
+  layer takes ceil(O*C*KH*KW / 64) words and no padding per filter or tap; the runtime repacks them
+  into each kernel's layout at load.
+- all float32 tensors concatenated in one entry, all packed words in another, with offsets in the
+  header, so the file is the summary's parameter memory plus a small header.
+- the network as a list of ops (stem conv, ResNet / Bi-Real blocks, pooling, linear): the zoo's
+  ResNets (resnet20/32/56, resnet18/34) in float, bc, bwn and xnor. Other models and methods are
+  refused, naming what is supported.
+"""
+import json
+
+import numpy as np
+from tinycomp_kernels.bits import pack_signs
+
+from . import checkpoint, nn
+from .compress.binary_blocks import BiRealBlock
+from .compress.layers import QuantConv2d, QuantLinear
+from .compress.recipes import BinaryWeight, SignActivation, SignWeight
+from .models.resnet18_34 import ResNet
+from .models.resnet_cifar import BasicBlock, CifarResNet
+from .runtime.format import FORMAT
+
+METHODS = ("none", "bc", "bwn", "xnor")
+MODELS = ("resnet20", "resnet32", "resnet56", "resnet18", "resnet34")
+
+
+class ExportError(ValueError):
+    """A model, method or layer that this export does not support."""
+
+
+class _Pools:
+    """The two concatenated tensors of the file and the references into them."""
+
+    def __init__(self):
+        self.floats, self.words, self.n_floats, self.n_words = [], [], 0, 0
+
+    def float32(self, a):
+        a = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+        ref = {"offset": self.n_floats, "size": int(a.size)}
+        self.floats.append(a)
+        self.n_floats += a.size
+        return ref
+
+    def signs(self, w):
+        words = pack_signs(np.ascontiguousarray(w).reshape(1, -1), axis=-1).reshape(-1)  # (ceil(n/64),)
+        ref = {"offset": self.n_words, "size": int(words.size), "bits": int(w.size)}
+        self.words.append(words)
+        self.n_words += words.size
+        return ref
+
+    def arrays(self):
+        return (np.concatenate(self.floats) if self.floats else np.zeros(0, np.float32),
+                np.concatenate(self.words) if self.words else np.zeros(0, np.uint64))
+
+
+def _bn_fold(bn, out_channels, name):
+    """(s, t) float64 (O,): the eval-mode BatchNorm y = s * x + t (identity without a BatchNorm)."""
+    if bn is None:
+        return np.ones(out_channels), np.zeros(out_channels)
+    if type(bn) is not nn.BatchNorm2d or bn.num_features != out_channels:
+        raise ExportError(f"export: {name} is followed by {type(bn).__name__}, expected BatchNorm2d({out_channels})")
+    s = 1.0 / np.sqrt(bn.running_var.astype(np.float64) + bn.eps)
+    if bn.weight is not None:
+        s = s * bn.weight.data
+    t = -bn.running_mean.astype(np.float64) * s
+    if bn.bias is not None:
+        t = t + bn.bias.data
+    return s, t
+
+
+def _kind(layer, name):
+    """("float" | "binary_weight" | "xnor", alpha (O,) float64 or None) of a conv or linear layer."""
+    if type(layer) in (nn.Conv2d, nn.Linear):
+        return "float", None
+    if type(layer) not in (QuantConv2d, QuantLinear):
+        raise ExportError(f"export: layer {name} is a {type(layer).__name__}; supported: Conv2d, Linear and "
+                          "their bc / bwn / xnor forms")
+    wq, iq = layer.weight_quantizer, layer.input_quantizer
+    if getattr(layer, "act_scale", False):
+        raise ExportError(f"export: layer {name} uses XNOR-Net's activation scale (--xnor-act-scale), not exported yet")
+    if iq is not None and type(iq) is not SignActivation or wq is not None and type(wq) not in (SignWeight,
+                                                                                                BinaryWeight):
+        raise ExportError(f"export: layer {name} has quantizers {type(wq).__name__} / {type(iq).__name__}; supported: "
+                          "float, BinaryConnect, BWN and XNOR layers")
+    if wq is None:
+        if iq is not None:
+            raise ExportError(f"export: layer {name} signs its input but keeps float weights; not supported")
+        return "float", None
+    w = layer.weight.data.astype(np.float64)
+    O = w.shape[0]
+    if type(wq) is SignWeight or wq.scale is None:
+        alpha = np.ones(O)
+    elif wq.scale == "filter":
+        alpha = np.abs(w.reshape(O, -1)).mean(axis=1)
+    else:
+        alpha = np.full(O, np.abs(w).mean())
+    return ("xnor" if iq is not None else "binary_weight"), alpha
+
+
+def _conv(pools, name, conv, bn=None):
+    """The header entry of conv ``name`` with ``bn`` folded into it (see the module docstring)."""
+    if not isinstance(conv, nn.Conv2d):
+        raise ExportError(f"export: {name} is a {type(conv).__name__}, expected a convolution")
+    if conv.groups != 1 or conv.dilation != (1, 1):
+        raise ExportError(f"export: conv {name} has groups={conv.groups}, dilation={conv.dilation}; only groups=1, "
+                          "dilation 1 are exported")
+    kind, alpha = _kind(conv, name)
+    w = conv.weight.data
+    O = w.shape[0]
+    s, t = _bn_fold(bn, O, name)
+    bias = t if conv.bias is None else s * conv.bias.data + t
+    entry = {"name": name, "kind": kind, "shape": list(w.shape), "stride": list(conv.stride),
+             "padding": list(conv.padding)}
+    if kind == "float":
+        entry["weight"] = pools.float32(w.astype(np.float64) * s[:, None, None, None])
+    else:
+        entry["weight"] = pools.signs(w)
+        entry["scale"] = pools.float32(alpha * s)
+    entry["bias"] = pools.float32(bias)
+    return entry
+
+
+def _linear(pools, name, linear):
+    kind, alpha = _kind(linear, name)
+    w = linear.weight.data
+    entry = {"name": name, "kind": kind, "shape": list(w.shape)}
+    if kind == "float":
+        entry["weight"] = pools.float32(w)
+    else:
+        entry["weight"] = pools.signs(w)
+        entry["scale"] = pools.float32(alpha)
+    bias = np.zeros(w.shape[0]) if linear.bias is None else linear.bias.data
+    entry["bias"] = pools.float32(bias)
+    return entry
+
+
+def _shortcut(pools, name, shortcut):
+    """None for an identity shortcut, else the folded 1x1 projection conv."""
+    children = list(shortcut._modules.values()) if type(shortcut) is nn.Sequential else None
+    if children == []:
+        return None
+    if children is None or len(children) != 2:
+        raise ExportError(f"export: shortcut {name} is a {type(shortcut).__name__}; supported: identity and "
+                          "1x1 conv + BatchNorm (option B), not option A's zero padding")
+    return _conv(pools, f"{name}.0", children[0], children[1])
+
+
+def _ops(model, pools):
+    """The network as the runtime's list of ops (stem, blocks, pooling, linear)."""
+    if type(model) not in (CifarResNet, ResNet):
+        raise ExportError(f"export: {type(model).__name__} is not supported yet; supported models: {', '.join(MODELS)}")
+    if type(model.stem_act) not in (nn.ReLU, nn.Identity):
+        raise ExportError(f"export: the stem activation is {type(model.stem_act).__name__}, expected ReLU or Identity")
+    ops = [{"op": "conv", "layer": _conv(pools, "conv1", model.conv1, model.bn1),
+            "relu": type(model.stem_act) is nn.ReLU}]
+    stage = 1
+    while hasattr(model, f"layer{stage}"):
+        for j, block in enumerate(getattr(model, f"layer{stage}")):
+            name = f"layer{stage}.{j}"
+            if type(block) not in (BasicBlock, BiRealBlock):
+                raise ExportError(f"export: block {name} is a {type(block).__name__}; supported: BasicBlock, BiRealBlock")
+            ops.append({"op": "basic_block" if type(block) is BasicBlock else "bireal_block",
+                        "conv1": _conv(pools, f"{name}.conv1", block.conv1, block.bn1),
+                        "conv2": _conv(pools, f"{name}.conv2", block.conv2, block.bn2),
+                        "shortcut": _shortcut(pools, f"{name}.shortcut", block.shortcut)})
+        stage += 1
+    ops.append({"op": "global_avg_pool"})
+    ops.append({"op": "linear", "layer": _linear(pools, "linear", model.linear)})
+    return ops
+
+
+def export(model, path, meta):
+    """Write ``model`` (a zoo ResNet, float or converted to bc / bwn / xnor) to ``path`` (a ``.npz``).
+
+    ``meta``: {"model": zoo name, "width": float, "num_classes": int, "normalize": {"mean": [...],
+    "std": [...]}, optionally "dataset"}, as a checkpoint's metadata gives them (``export_checkpoint``).
+    Returns the header written (a dict)."""
+    method = (getattr(model, "compression", None) or {}).get("method", "none")
+    if method not in METHODS:
+        raise ExportError(f"export: method {method!r} is not exported yet; supported: {', '.join(METHODS)}")
+    for key in ("model", "width", "num_classes", "normalize"):
+        if key not in meta:
+            raise ExportError(f"export: meta has no {key!r}")
+    if meta["model"] not in MODELS:
+        raise ExportError(f"export: model {meta['model']!r} is not supported yet; supported models: {', '.join(MODELS)}")
+    norm = meta["normalize"]
+    if not isinstance(norm, dict) or len(norm.get("mean", ())) != 3 or len(norm.get("std", ())) != 3:
+        raise ExportError(f"export: meta's normalize must be {{'mean': [3 values], 'std': [3 values]}}, got {norm!r}")
+    pools = _Pools()
+    ops = _ops(model, pools)
+    floats, words = pools.arrays()
+    header = {"format": FORMAT, "method": method, "model": meta["model"], "width": float(meta["width"]),
+              "num_classes": int(meta["num_classes"]), "dataset": meta.get("dataset"),
+              "normalize": {"mean": [float(v) for v in norm["mean"]], "std": [float(v) for v in norm["std"]]},
+              "input_shape": [3, 32, 32], "entries": {"float32": int(floats.size), "bits": int(words.size)},
+              "ops": ops}
+    text = json.dumps(header, separators=(",", ":"))
+    arrays = {"header": np.frombuffer(text.encode("utf-8"), np.uint8), "float32": floats, "bits": words}
+    checkpoint.write_atomic(path, lambda f: np.savez(f, **arrays), suffix=".npz")
+    return header
+
+
+def export_checkpoint(checkpoint_path, out_path):
+    """Export the model saved in a ``tinycomp train`` checkpoint; returns the header written."""
+    from .evaluate import model_of_checkpoint
+
+    model, meta = model_of_checkpoint(checkpoint_path)
+    cfg = meta["config"]
+    with checkpoint.reading_metadata(checkpoint_path):
+        info = {"model": cfg["model"], "width": cfg["width"], "num_classes": meta["num_classes"],
+                "normalize": meta["normalize"], "dataset": cfg.get("dataset")}
+    model.eval()
+    return export(model, out_path, info)

@@ -1,0 +1,133 @@
+"""The exported-model file: layout, and reading it with every check done before a kernel runs.
+
+An exported model (written by ``tinycomp.export``) is one ``.npz`` of three plain arrays, nothing pickled:
+
+    header    uint8 (bytes,)   UTF-8 JSON, below
+    float32   float32 (F,)     every float tensor, concatenated (folded conv weights and biases,
+                               per-channel scales, the linear layer)
+    bits      uint64 (B,)      every binary weight tensor, concatenated: one tensor's signs in OIHW
+                               (or (O, I)) order, flattened and packed by ``tinycomp_kernels.bits``
+                               (element j in bit j % 64 of word j // 64, bit 1 = +1, tail bits 0)
+
+The header: {"format": FORMAT, "method", "model", "width", "num_classes", "dataset", "normalize":
+{"mean", "std"}, "input_shape": [C, H, W], "entries": {"float32": F, "bits": B}, "ops": [...]}. A
+tensor is referenced as {"offset", "size"} into float32, or {"offset", "size" (words), "bits"} into
+bits. Ops and layers: see ``tinycomp.runtime.model``.
+
+``Reader`` holds a file's arrays and turns a reference into a tensor, refusing a reference out of
+range or disagreeing with the shape the header gives; every error is a FormatError naming the file
+and the entry (an npz member, or a path into the header such as ``ops[3].conv1.weight``).
+"""
+import json
+import os
+import zipfile
+
+import numpy as np
+from tinycomp_kernels.bits import n_words, unpack_signs
+
+FORMAT = "tinycomp-export-1"
+ENTRIES = {"header": np.uint8, "float32": np.float32, "bits": np.uint64}
+
+
+class FormatError(ValueError):
+    """An exported-model file that cannot be run: unreadable, not ours, or inconsistent."""
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class Reader:
+    """The arrays and header of exported model ``path``, checked as far as the file alone allows."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        if not os.path.isfile(self.path):
+            raise FormatError(f"exported model {self.path}: no such file")
+        if not zipfile.is_zipfile(self.path):
+            raise FormatError(f"exported model {self.path}: not an .npz archive (truncated, or another kind of file)")
+        arrays = self._arrays()
+        try:
+            header = json.loads(arrays["header"].tobytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise self.error("header", f"not UTF-8 JSON ({exc})") from None
+        if not isinstance(header, dict):
+            raise self.error("header", f"a JSON {type(header).__name__}, not an object")
+        if header.get("format") != FORMAT:
+            raise self.error("header.format", f"{header.get('format')!r}, expected {FORMAT!r} (written by another "
+                             "version of tinycomp?)")
+        self.header = header
+        sizes = self.field(header, "entries", dict, "header")
+        for name in ("float32", "bits"):
+            if sizes.get(name) != arrays[name].size:
+                raise self.error(name, f"{arrays[name].size} elements, but the header says {sizes.get(name)!r}")
+        self.floats, self.words = arrays["float32"], arrays["bits"]
+        if not np.all(np.isfinite(self.floats)):
+            raise self.error("float32", "holds NaN or Inf")
+
+    def _arrays(self):
+        try:
+            archive = np.load(self.path, allow_pickle=False)
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise FormatError(f"exported model {self.path}: not readable as an .npz ({type(exc).__name__}: {exc})") from None
+        arrays = {}
+        with archive:
+            extra = sorted(set(archive.files) - set(ENTRIES))
+            if extra:
+                raise self.error(extra[0], f"unexpected entry; an exported model holds {', '.join(ENTRIES)}")
+            for name, dtype in ENTRIES.items():
+                if name not in archive.files:
+                    raise self.error(name, "missing; not a tinycomp exported model")
+                try:
+                    a = archive[name]
+                except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError) as exc:
+                    # ValueError: an object (pickled) array; the others: a damaged member
+                    raise self.error(name, f"unreadable (nothing pickled is loaded): {type(exc).__name__}: {exc}") from None
+                if a.dtype != dtype or a.ndim != 1:
+                    raise self.error(name, f"{a.dtype} of shape {a.shape}, expected a 1-D {np.dtype(dtype)} array")
+                arrays[name] = a
+        return arrays
+
+    def error(self, where, message):
+        return FormatError(f"exported model {self.path}: entry {where}: {message}")
+
+    def field(self, obj, key, types, where):
+        """obj[key], which must be of ``types``."""
+        if not isinstance(obj, dict) or key not in obj:
+            raise self.error(f"{where}.{key}", "missing")
+        v = obj[key]
+        if not isinstance(v, types) or isinstance(v, bool) and types in (int, float, (int, float)):
+            raise self.error(f"{where}.{key}", f"{v!r} is not a {getattr(types, '__name__', types)}")
+        return v
+
+    def ints(self, obj, key, n, lo, where):
+        """obj[key]: a list of ``n`` ints, each >= lo, returned as a tuple."""
+        v = self.field(obj, key, list, where)
+        if len(v) != n or not all(_is_int(i) and i >= lo for i in v):
+            raise self.error(f"{where}.{key}", f"{v!r} is not a list of {n} ints >= {lo}")
+        return tuple(v)
+
+    def _span(self, ref, where, pool, size):
+        if not isinstance(ref, dict) or not all(_is_int(ref.get(k)) for k in ("offset", "size")):
+            raise self.error(where, f"{ref!r} is not a tensor reference {{'offset': int, 'size': int}}")
+        start, n = ref["offset"], ref["size"]
+        if n != size:
+            raise self.error(where, f"size {n} disagrees with the layer's shape ({size} expected)")
+        if start < 0 or start + n > pool.size:
+            raise self.error(where, f"elements {start}..{start + n} are out of range of entry of {pool.size}")
+        return pool[start:start + n]
+
+    def float_tensor(self, ref, shape, where):
+        """The float32 tensor ``ref`` points to, reshaped to ``shape`` (a copy)."""
+        return self._span(ref, where, self.floats, int(np.prod(shape))).reshape(shape).copy()
+
+    def sign_tensor(self, ref, shape, where):
+        """The ±1 float32 tensor of ``shape`` whose packed signs ``ref`` points to."""
+        n = int(np.prod(shape))
+        if not isinstance(ref, dict) or ref.get("bits") != n:
+            raise self.error(where, f"holds {ref.get('bits') if isinstance(ref, dict) else ref!r} bits, the shape "
+                             f"{list(shape)} has {n}")
+        words = self._span(ref, where, self.words, n_words(n))
+        if n % 64 and words[-1] >> np.uint64(n % 64):
+            raise self.error(where, f"nonzero tail bits past bit {n}")
+        return unpack_signs(np.ascontiguousarray(words).reshape(1, -1), n).reshape(shape)

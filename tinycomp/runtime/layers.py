@@ -1,0 +1,123 @@
+"""The runtime's layers: convolutions and the linear layer of an exported model, on the kernels.
+
+Every layer has its BatchNorm folded in (``tinycomp.export``), so with I the integer or float
+product of the layer's own operands:
+
+    float          y = conv2d(x, W') + b'                        tinycomp_kernels.conv.conv2d_forward
+    binary_weight  y = scale[o] * conv2d(x, sign W) + b'          binary_weight.binary_weight_conv2d
+    xnor           y = I * scale[o] + b',  I = conv2d(sign x, sign W), zero padding (a padded tap
+                   counts 0)                                      xnor.binary_conv2d, x packed by
+                                                                  xnor.pack_activations
+
+sign(0) = +1 throughout. Weights are repacked into each kernel's layout once, at load. The linear
+layer multiplies in float (``x @ W.T``; ±1 weights times the scale for the binary kinds, sign(x)
+for xnor). Each layer names the kernel it runs in ``path``.
+"""
+import numpy as np
+from tinycomp_kernels import binary_weight, xnor
+from tinycomp_kernels.bits import pack_signs
+from tinycomp_kernels.conv import conv2d_forward
+
+KINDS = ("float", "binary_weight", "xnor")
+
+
+def _kind(reader, entry, where):
+    kind = reader.field(entry, "kind", str, where)
+    if kind not in KINDS:
+        raise reader.error(f"{where}.kind", f"{kind!r} is not one of {', '.join(KINDS)}")
+    return kind
+
+
+def _weights(reader, entry, kind, shape, where):
+    """(weight, scale or None, bias): the float32 weight, or the ±1 one for the binary kinds."""
+    if kind == "float":
+        w, scale = reader.float_tensor(reader.field(entry, "weight", dict, where), shape, f"{where}.weight"), None
+    else:
+        w = reader.sign_tensor(reader.field(entry, "weight", dict, where), shape, f"{where}.weight")
+        scale = reader.float_tensor(reader.field(entry, "scale", dict, where), (shape[0],), f"{where}.scale")
+    bias = reader.float_tensor(reader.field(entry, "bias", dict, where), (shape[0],), f"{where}.bias")
+    return w, scale, bias
+
+
+class Conv:
+    """A folded convolution of one of the three kinds above; ``x`` (N, C, H, W) float32."""
+
+    def __init__(self, reader, entry, where):
+        self.name = reader.field(entry, "name", str, where)
+        self.kind = _kind(reader, entry, where)
+        self.shape = reader.ints(entry, "shape", 4, 1, where)  # (O, C, KH, KW)
+        self.stride = reader.ints(entry, "stride", 2, 1, where)
+        self.padding = reader.ints(entry, "padding", 2, 0, where)
+        self.where = where
+        w, self.scale, self.bias = _weights(reader, entry, self.kind, self.shape, where)
+        O, C, KH, KW = self.shape
+        if self.kind == "float":
+            self.weight, self.path = np.ascontiguousarray(w), "conv2d_forward"
+        elif self.kind == "binary_weight":
+            self.weight = pack_signs(w.reshape(O, C * KH * KW), axis=-1)  # (O, ceil(C*KH*KW/64))
+            self.path = "binary_weight_conv2d"
+        else:
+            self.weight = xnor.pack_conv_weights(w)  # (O, KH, KW, ceil(C/64))
+            self.path = "binary_conv2d"
+        self.signs = w if self.kind != "float" else None  # (O, C, KH, KW) ±1, for integer_part's checks
+
+    @property
+    def in_channels(self):
+        return self.shape[1]
+
+    @property
+    def out_channels(self):
+        return self.shape[0]
+
+    def output_size(self, H, W):
+        """(OH, OW) for an H x W input, or None when the kernel does not fit."""
+        _, _, KH, KW = self.shape
+        OH = (H + 2 * self.padding[0] - KH) // self.stride[0] + 1
+        OW = (W + 2 * self.padding[1] - KW) // self.stride[1] + 1
+        return (OH, OW) if OH >= 1 and OW >= 1 else None
+
+    def __call__(self, x):
+        _, C, KH, KW = self.shape
+        if self.kind == "xnor":
+            return xnor.binary_conv2d(xnor.pack_activations(x), self.weight, C, self.stride, self.padding,
+                                      alpha=self.scale, bn_bias=self.bias, pad_mode="zero")
+        if self.kind == "float":
+            y = conv2d_forward(x, self.weight, self.stride, self.padding)
+        else:
+            y = binary_weight.binary_weight_conv2d(x, self.weight, self.scale, (KH, KW), self.stride, self.padding)
+        y += self.bias[:, None, None]  # (O, 1, 1) over (N, O, OH, OW)
+        return y
+
+    def integer_part(self, x):
+        """An XNOR layer's accumulator conv2d(sign x, sign W) (zero padding), before its epilogue:
+        exact integers in float32."""
+        if self.kind != "xnor":
+            raise ValueError(f"integer_part: layer {self.name} is {self.kind}, not xnor")
+        return xnor.binary_conv2d(xnor.pack_activations(x), self.weight, self.shape[1], self.stride, self.padding,
+                                  pad_mode="zero")
+
+
+class Linear:
+    """y = x W.T + b (float), x (±1 W).T * scale + b (binary_weight), sign(x) (±1 W).T * scale + b (xnor)."""
+
+    def __init__(self, reader, entry, where):
+        self.name = reader.field(entry, "name", str, where)
+        self.kind = _kind(reader, entry, where)
+        self.shape = reader.ints(entry, "shape", 2, 1, where)  # (out_features, in_features)
+        self.where = where
+        w, self.scale, self.bias = _weights(reader, entry, self.kind, self.shape, where)
+        self.weight_t = np.ascontiguousarray(w.T)  # (in_features, out_features)
+        self.path = "matmul"
+
+    @property
+    def in_features(self):
+        return self.shape[1]
+
+    def __call__(self, x):
+        if self.kind == "xnor":
+            x = np.where(x >= 0, np.float32(1), np.float32(-1))  # sign(0) = +1
+        y = x @ self.weight_t  # (N, out_features)
+        if self.scale is not None:
+            y *= self.scale
+        y += self.bias
+        return y

@@ -1,0 +1,149 @@
+"""The runtime's network: the header's list of ops, run in order on NumPy arrays (no autograd).
+
+Ops (each a JSON object with "op"; layers as in ``tinycomp.runtime.layers``, BatchNorm folded):
+
+    conv             {"layer", "relu"}                  y = layer(x), then ReLU if "relu" (the stem)
+    basic_block      {"conv1", "conv2", "shortcut"}     relu(conv2(relu(conv1(x))) + sc(x))
+    bireal_block     {"conv1", "conv2", "shortcut"}     h = conv1(x) + sc(x); conv2(h) + h
+                     (Bi-Real Net: each XNOR conv signs its own input; compress/binary_blocks.py)
+    global_avg_pool  {}                                 (N, C, H, W) -> (N, C), the mean over H, W
+    linear           {"layer"}                          (N, in) -> (N, num_classes) logits
+
+sc is the identity when "shortcut" is null, else the folded 1x1 projection conv. At load the ops are
+walked once over the header's input shape, so a layer whose channels disagree with its input, a
+kernel that does not fit, or a residual sum of two shapes is refused before anything runs.
+"""
+import numpy as np
+
+from .layers import Conv, Linear
+
+OPS = ("conv", "basic_block", "bireal_block", "global_avg_pool", "linear")
+
+
+class Model:
+    """An exported network: ``model(x)`` maps a normalised float32 (N, 3, H, W) batch to logits (N, classes)."""
+
+    def __init__(self, reader):
+        h = reader.header
+        self.path = reader.path
+        self.method = reader.field(h, "method", str, "header")
+        self.model = reader.field(h, "model", str, "header")
+        self.width = reader.field(h, "width", (int, float), "header")
+        self.num_classes = reader.field(h, "num_classes", int, "header")
+        self.normalize = reader.field(h, "normalize", dict, "header")
+        for key in ("mean", "std"):
+            v = reader.field(self.normalize, key, list, "header.normalize")
+            if len(v) != 3 or not all(isinstance(s, (int, float)) for s in v) or key == "std" and min(v) <= 0:
+                raise reader.error(f"header.normalize.{key}", f"{v!r} is not 3 numbers" + (" > 0" if key == "std" else ""))
+        self.input_shape = reader.ints(h, "input_shape", 3, 1, "header")
+        self.ops = [self._op(reader, op, f"ops[{i}]") for i, op in enumerate(reader.field(h, "ops", list, "header"))]
+        self._check_shapes(reader)
+
+    def _op(self, reader, op, where):
+        kind = reader.field(op, "op", str, where)
+        if kind not in OPS:
+            raise reader.error(f"{where}.op", f"{kind!r} is not one of {', '.join(OPS)}")
+        if kind == "conv":
+            relu = reader.field(op, "relu", bool, where)
+            return kind, Conv(reader, reader.field(op, "layer", dict, where), f"{where}.layer"), relu
+        if kind in ("basic_block", "bireal_block"):
+            sc = op.get("shortcut")
+            if sc is not None and not isinstance(sc, dict):
+                raise reader.error(f"{where}.shortcut", f"{sc!r} is neither null nor a layer")
+            return (kind, Conv(reader, reader.field(op, "conv1", dict, where), f"{where}.conv1"),
+                    Conv(reader, reader.field(op, "conv2", dict, where), f"{where}.conv2"),
+                    None if sc is None else Conv(reader, sc, f"{where}.shortcut"))
+        if kind == "linear":
+            return kind, Linear(reader, reader.field(op, "layer", dict, where), f"{where}.layer")
+        return (kind,)
+
+    def _check_shapes(self, reader):
+        """Walk (C, H, W) through the ops; refuse any disagreement, naming the op."""
+        shape = self.input_shape
+
+        def through(conv, s):
+            size = conv.output_size(s[1], s[2])
+            if conv.in_channels != s[0] or size is None:
+                raise reader.error(conv.where, f"conv {list(conv.shape)} stride {list(conv.stride)} padding "
+                                   f"{list(conv.padding)} does not fit its input (C, H, W) = {tuple(s)}")
+            return (conv.out_channels,) + size
+
+        for i, op in enumerate(self.ops):
+            kind = op[0]
+            if len(shape) != 3 and kind != "linear":
+                raise reader.error(f"ops[{i}]", f"{kind} after the pooling")
+            if kind == "conv":
+                shape = through(op[1], shape)
+            elif kind in ("basic_block", "bireal_block"):
+                _, conv1, conv2, sc = op
+                mid = through(conv1, shape)
+                side = shape if sc is None else through(sc, shape)
+                if mid != side:
+                    raise reader.error(f"ops[{i}]", f"conv1 gives {mid} but the shortcut {side}")
+                shape = through(conv2, mid)
+                if shape != mid:
+                    raise reader.error(f"ops[{i}].conv2", f"gives {shape}, the residual sum needs {mid}")
+            elif kind == "global_avg_pool":
+                shape = (shape[0],)
+            else:
+                linear = op[1]
+                if shape != (linear.in_features,):
+                    raise reader.error(f"ops[{i}].layer", f"linear of {list(linear.shape)} on an input of shape {shape}")
+                shape = (linear.shape[0],)
+        if shape != (self.num_classes,):
+            raise reader.error("header.ops", f"the network ends in shape {shape}, not ({self.num_classes},) logits")
+
+    def layers(self):
+        """[(name, kind, kernel path)] of every conv and linear layer, in execution order."""
+        out = []
+        for op in self.ops:
+            out += [(layer.name, layer.kind, layer.path) for layer in op[1:] if isinstance(layer, (Conv, Linear))]
+        return out
+
+    def describe(self):
+        """A line per layer: its name, kind and the kernel it runs on."""
+        return "\n".join(f"{name:<28} {kind:<14} {path}" for name, kind, path in self.layers())
+
+    def preprocess(self, images):
+        """uint8 (N, 3, H, W) pixels -> the normalised float32 batch the model takes: (p/255 - mean) / std."""
+        mean = np.asarray(self.normalize["mean"], np.float64).reshape(1, 3, 1, 1)
+        std = np.asarray(self.normalize["std"], np.float64).reshape(1, 3, 1, 1)
+        return ((np.asarray(images, np.float64) / 255.0 - mean) / std).astype(np.float32)
+
+    def __call__(self, x):
+        if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+            raise TypeError(f"runtime model: x must be a float numpy array, got {getattr(x, 'dtype', type(x))}")
+        if x.ndim != 4 or x.shape[1] != self.input_shape[0] or 0 in x.shape:
+            raise ValueError(f"runtime model: x must be (N, {self.input_shape[0]}, H, W), got shape {x.shape}")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        for op in self.ops:
+            x = _run(op, x)
+        return x
+
+    def __repr__(self):
+        return (f"runtime.Model({self.model}, width {self.width:g}, method {self.method}, {self.num_classes} classes, "
+                f"from {self.path})")
+
+
+def _run(op, x):
+    kind = op[0]
+    if kind == "conv":
+        y = op[1](x)
+        return np.maximum(y, 0, out=y) if op[2] else y
+    if kind == "basic_block":
+        _, conv1, conv2, sc = op
+        h = conv1(x)
+        np.maximum(h, 0, out=h)
+        y = conv2(h)
+        y += x if sc is None else sc(x)
+        return np.maximum(y, 0, out=y)
+    if kind == "bireal_block":
+        _, conv1, conv2, sc = op
+        h = conv1(x)
+        h += x if sc is None else sc(x)
+        y = conv2(h)
+        y += h
+        return y
+    if kind == "global_avg_pool":
+        return x.mean(axis=(2, 3), dtype=np.float32)  # (N, C)
+    return op[1](x)
