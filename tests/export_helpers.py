@@ -19,14 +19,15 @@ def images(n, seed=1):
 
 
 @no_grad()
-def model(method, name="resnet20", width=0.25, seed=0):
-    """``name`` converted to ``method`` ("none" for float) in eval mode, BatchNorm made non-trivial:
+def model(method, name="resnet20", width=0.25, seed=0, **options):
+    """``name`` converted to ``method`` ("none" for float; ``options`` for ``compress.convert``) in
+    eval mode, BatchNorm made non-trivial:
     gamma (a few negative) and beta random, running statistics those of one batch of random images."""
     tinycomp.manual_seed(seed)
     rng = np.random.default_rng(seed)
     m = models.get(name, width=width)
     if method != "none":
-        compress.convert(m, method)
+        compress.convert(m, method, **options)
     bns = [b for b in m.modules() if type(b) is nn.BatchNorm2d]
     for b in bns:
         n = b.num_features

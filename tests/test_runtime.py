@@ -10,7 +10,9 @@ import pytest
 from tinycomp_kernels.conv import conv2d_ref
 
 from tinycomp import runtime
+from tinycomp.compress.layers import QuantConv2d
 from tinycomp.export import export
+from tinycomp.runtime.layers import Conv
 
 from export_helpers import images, logits, meta, model
 
@@ -22,8 +24,8 @@ def batch():
     return images(N_IMAGES)
 
 
-def _exported(tmp_path, method, name="resnet20", width=0.25):
-    m = model(method, name, width)
+def _exported(tmp_path, method, name="resnet20", width=0.25, **options):
+    m = model(method, name, width, **options)
     path = tmp_path / f"{name}-{method}.npz"
     export(m, path, meta(name, width))
     return m, runtime.load(path)
@@ -50,6 +52,42 @@ def test_runtime_logits_equal_the_training_graph(tmp_path, batch, method):
         assert close.all(), np.flatnonzero(~close)[:10]
 
 
+def test_xnor_disagreements_start_at_a_sign_within_rounding_of_zero(tmp_path, batch, monkeypatch):
+    """Where the XNOR runtime's logits differ from the training graph's, the first XNOR layer input
+    whose signs differ between the two graphs (in execution order) differs only where the value is
+    within float rounding of 0; every image whose signs all agree has equal logits."""
+    m, rt = _exported(tmp_path, "xnor", width=1.25)  # wide enough that a few images meet such a value
+    x = batch[:500]
+    names = {id(mod): name for name, mod in m.named_modules()}
+    seen_training, seen_runtime = {}, {}
+    training_forward, runtime_call = QuantConv2d.forward, Conv.__call__
+
+    def training(self, v):
+        seen_training[names[id(self)]] = v.data.copy()
+        return training_forward(self, v)
+
+    def running(self, v):
+        if self.kind == "xnor":
+            seen_runtime[self.name] = v.copy()
+        return runtime_call(self, v)
+
+    monkeypatch.setattr(QuantConv2d, "forward", training)
+    monkeypatch.setattr(Conv, "__call__", running)
+    ref, out = logits(m, x), rt(x)
+    assert list(seen_runtime) == [n for n in seen_training if n in seen_runtime] and len(seen_runtime) == 20
+    first_flip = {}
+    for name, v in seen_runtime.items():
+        flip = (v >= 0) != (seen_training[name] >= 0)
+        for n in np.unique(np.nonzero(flip)[0]):
+            if n not in first_flip:
+                first_flip[n] = name
+                at = np.abs(np.concatenate([v[n][flip[n]], seen_training[name][n][flip[n]]]))
+                assert at.max() <= 1e-5, (n, name, at.max())
+    close = _rows_close(out, ref)
+    assert set(np.flatnonzero(~close)) <= set(first_flip)
+    assert 0 < len(first_flip) < 0.02 * len(x)  # the check above met some flips, and they are rare
+
+
 def test_resnet18_xnor_and_bwn_agree(tmp_path):
     """The ResNet-18 family (four stages, 1x1 projections on every stage change) at a small width."""
     x = images(64, seed=5)
@@ -58,6 +96,27 @@ def test_resnet18_xnor_and_bwn_agree(tmp_path):
         ref, out = logits(m, x), rt(x)
         assert (out.argmax(axis=1) == ref.argmax(axis=1)).mean() >= 0.98
         assert _rows_close(out, ref).mean() >= (0.95 if method == "xnor" else 1.0)
+
+
+@pytest.mark.parametrize("method, width, options", [
+    ("xnor", 0.3, {}),      # 5, 10, 19 channels: binary_conv2d's word-per-tap path, not the shared-word one
+    ("xnor", 1.25, {}),     # 20, 40, 80 channels: two words per pixel in the last stage
+    ("bwn", 0.3, {"scale": "layer"}),
+    ("xnor", 0.25, {"keep_float": ()}),  # the stem signs the image, the classifier is an XNOR linear
+    ("bwn", 0.25, {"keep_float": ()}),   # a binary-weight stem and classifier
+    ("bc", 0.25, {"keep_float": ("first", "last", "shortcuts")}),  # float 1x1 projections inside binary blocks
+])
+def test_widths_scales_and_kept_layers_agree(tmp_path, method, width, options):
+    m, rt = _exported(tmp_path, method, "resnet20", width, **options)
+    x = images(200, seed=7)
+    ref, out = logits(m, x), rt(x)
+    assert (out.argmax(axis=1) == ref.argmax(axis=1)).mean() >= 0.99
+    assert _rows_close(out, ref).mean() >= (0.97 if method == "xnor" else 1.0)
+    kinds = {name: kind for name, kind, _ in rt.layers()}
+    kept = "keep_float" not in options or "first" in options["keep_float"]
+    assert kinds["conv1"] == kinds["linear"] == ("float" if kept else "xnor" if method == "xnor" else "binary_weight")
+    if "shortcuts" in options.get("keep_float", ()):
+        assert kinds["layer2.0.shortcut.0"] == "float" and kinds["layer2.0.conv1"] == "binary_weight"
 
 
 def test_xnor_integer_accumulators_are_exact(tmp_path):

@@ -89,8 +89,8 @@ def _kind(layer, name):
     wq, iq = layer.weight_quantizer, layer.input_quantizer
     if getattr(layer, "act_scale", False):
         raise ExportError(f"export: layer {name} uses XNOR-Net's activation scale (--xnor-act-scale), not exported yet")
-    if iq is not None and type(iq) is not SignActivation or wq is not None and type(wq) not in (SignWeight,
-                                                                                                BinaryWeight):
+    unsupported_input = iq is not None and type(iq) is not SignActivation
+    if unsupported_input or wq is not None and type(wq) not in (SignWeight, BinaryWeight):
         raise ExportError(f"export: layer {name} has quantizers {type(wq).__name__} / {type(iq).__name__}; supported: "
                           "float, BinaryConnect, BWN and XNOR layers")
     if wq is None:
