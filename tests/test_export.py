@@ -133,3 +133,10 @@ def test_export_on_the_command_line_refuses_bad_input_exit_2(tmp_path):
         assert r.returncode == 2 and str(path) in r.stderr and words in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
     assert not (tmp_path / "out.npz").exists()
+    good = tmp_path / "good.npz"
+    checkpoint.save(good, models.get("resnet20", width=0.25).state_dict(), None,
+                    {"config": {"model": "resnet20", "width": 0.25, "dataset": "cifar10"}, "num_classes": 10,
+                     "normalize": NORMALIZE})
+    out = tmp_path / "no_such_folder" / "out.npz"
+    r = tinycomp("export", str(good), "--out", str(out))
+    assert r.returncode == 2 and str(out) in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -189,6 +189,9 @@ def _bad_files(tmp_path):
     h = json.loads(json.dumps(header))
     h["ops"][4]["conv2"]["stride"] = [2, 2]  # the residual sum would add two shapes
     bad["graph"] = (_write(tmp_path / "graph.npz", h, arrays), "ops[4]")
+    nested = tmp_path / "nesting.npz"  # JSON nested past the recursion limit
+    np.savez(nested, **dict(arrays, header=np.frombuffer(("[" * 100000 + "]" * 100000).encode(), np.uint8)))
+    bad["nesting"] = (nested, "entry header")
     h = json.loads(json.dumps(header))
     h["ops"][1]["op"] = "mystery_block"
     bad["op"] = (_write(tmp_path / "op.npz", h, arrays), "ops[1].op")

@@ -49,7 +49,7 @@ class Reader:
         arrays = self._arrays()
         try:
             header = json.loads(arrays["header"].tobytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: absurd nesting
             raise self.error("header", f"not UTF-8 JSON ({exc})") from None
         if not isinstance(header, dict):
             raise self.error("header", f"a JSON {type(header).__name__}, not an object")

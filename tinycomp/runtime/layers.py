@@ -49,8 +49,11 @@ class Conv:
         self.stride = reader.ints(entry, "stride", 2, 1, where)
         self.padding = reader.ints(entry, "padding", 2, 0, where)
         self.where = where
-        w, self.scale, self.bias = _weights(reader, entry, self.kind, self.shape, where)
         O, C, KH, KW = self.shape
+        if self.kind == "xnor" and C * KH * KW >= 2 ** 24:
+            raise reader.error(f"{where}.shape", f"C*KH*KW = {C * KH * KW}: too large for binary_conv2d's exact "
+                               "float32 accumulator (< 2^24)")
+        w, self.scale, self.bias = _weights(reader, entry, self.kind, self.shape, where)
         if self.kind == "float":
             self.weight, self.path = np.ascontiguousarray(w), "conv2d_forward"
         elif self.kind == "binary_weight":
