@@ -18,14 +18,27 @@ Used by ``tinycomp_kernels.conv`` (which chooses it from the shapes) for float32
   rows over fixed chunks of 128 output rows (into one partial per chunk, summed in a fixed order:
   the result does not depend on the thread count).
 
+Two tile sets, chosen once from the CPU Numba compiles for (``WIDE_VECTORS``: AVX-512F or not), never
+by timing: 16-lane tiles of 16 accumulators for 32 zmm registers, and on AVX2 (16 ymm registers) 8-lane
+tiles of 4 channels x 16 columns and 4 x 3 weight-gradient blocks, which keep their accumulators in
+registers (the 16-lane tiles spill them to the stack there). The forward sums every output in the same order with
+either set; the weight gradient's partial sums differ, so dw is deterministic per CPU and thread count.
+
 Reference: ``tinycomp_kernels.conv.conv2d_ref``; the tests compare with it and with im2col + GEMM.
 """
 import numpy as np
 from numba import njit, prange
+from numba.core import config
+from numba.core.codegen import get_host_cpu_features
 
-from .fma_tile import (dw_tile_4x4_8x1, dw_tile_4x4_16x1, dw_tile_4x4_16x2, fma_tile_8_8x1, fma_tile_8_8x2,
-                       fma_tile_8_16x1, fma_tile_8_16x2, fma_tile_16_16x1)
+from .fma_tile import (dw_tile_4x3_8x1, dw_tile_4x3_8x2, dw_tile_4x3_8x4, dw_tile_4x4_8x1, dw_tile_4x4_16x1,
+                       dw_tile_4x4_16x2, fma_tile_4_8x2, fma_tile_8_8x1, fma_tile_8_8x2, fma_tile_8_16x1,
+                       fma_tile_8_16x2, fma_tile_16_16x1)
 from .im2col import conv_output_size
+
+# the features Numba compiles for: NUMBA_CPU_FEATURES if set, else the host's (as numba.core.codegen does)
+_FEATURES = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
+WIDE_VECTORS = "+avx512f" in _FEATURES.split(",")   # True: the 16-lane tiles; False: the AVX2 ones
 
 
 # --- loops ----------------------------------------------------------------------------------------
@@ -50,11 +63,13 @@ def _phase_split_loops(xq, x, ph, pw, sh, sw):
                         xq[n, q, i, j] = x[n, c, ih, iw] if 0 <= iw < W else 0
 
 
-def _conv2d_tiles_loops(out, xq, wm, koff):
+def _conv2d_tiles_loops(out, xq, wm, koff, wide):
     """out (N, O, OH, OW) from the phase-split input xq (N, C*sh*sw, Hq, Wq), weights wm (O, K) and
     tap offsets koff (K,): row (n, oh) of every output channel starts at n*plane + oh*Wq in xq.
-    Tiles keep 16 vector accumulators: 8 channels x 32 columns, 16 channels x 16 columns, or 8 channels
-    x two rows of 8 columns; other widths (multiples of 8) use 8 x 16 or 8 x 8 tiles."""
+    ``wide`` (AVX-512): tiles keep 16 vector accumulators: 8 channels x 32 columns, 16 channels x 16
+    columns, or 8 channels x two rows of 8 columns; other widths (multiples of 8) use 8 x 16 or 8 x 8
+    tiles. Not ``wide`` (AVX2, 16 ymm registers): 4 channels x 16 columns or x two rows of 8 (8
+    accumulators), other widths 8 x 8."""
     N, O, OH, OW = out.shape
     Wq = xq.shape[3]
     plane = xq.shape[1] * xq.shape[2] * Wq
@@ -70,6 +85,18 @@ def _conv2d_tiles_loops(out, xq, wm, koff):
         o0 = 0
         while o0 < O:
             ob = (n * O + o0) * P + oh * OW
+            if not wide:
+                if pairs:
+                    fma_tile_4_8x2(of, ob, P, wm, o0, xf, base, koff, Wq, OW)
+                elif OW % 16 == 0:
+                    for ow0 in range(0, OW, 16):
+                        fma_tile_4_8x2(of, ob + ow0, P, wm, o0, xf, base + ow0, koff, 8, 8)
+                else:
+                    for ow0 in range(0, OW, 8):
+                        fma_tile_8_8x1(of, ob + ow0, P, wm, o0, xf, base + ow0, koff, 8, 8)
+                    o0 += 4  # this tile covered 8 channels
+                o0 += 4
+                continue
             if pairs:
                 fma_tile_8_8x2(of, ob, P, wm, o0, xf, base, koff, Wq, OW)
             elif OW % 32 == 0:
@@ -88,10 +115,12 @@ def _conv2d_tiles_loops(out, xq, wm, koff):
             o0 += 8
 
 
-def _conv2d_tiles_backward_weight_loops(parts, dout, xq, koff, rows_per_chunk):
+def _conv2d_tiles_backward_weight_loops(parts, dout, xq, koff, rows_per_chunk, wide):
     """parts[ch] (O, Kpad) += the weight gradient of output rows ch*rows_per_chunk .. (+rows_per_chunk)
     (rows m = n*OH + oh); the caller sums the chunks in a fixed order, so the result does not depend on
-    the thread count. koff is padded to Kpad (a multiple of 4) with valid offsets; those columns are dropped."""
+    the thread count. Tiles of 4 dout rows x 4 patch rows of 16 lanes (``wide``, AVX-512) or x 3 of 8
+    lanes (AVX2: 12 ymm accumulators); koff is padded to Kpad (a multiple of 4 or 3) with valid
+    offsets, those columns are dropped."""
     nchunks, O, Kpad = parts.shape
     N, _, OH, OW = dout.shape
     Wq = xq.shape[3]
@@ -99,18 +128,25 @@ def _conv2d_tiles_backward_weight_loops(parts, dout, xq, koff, rows_per_chunk):
     P = OH * OW
     df = dout.reshape(-1)                 # flat views: the tiles address both by offsets
     xf = xq.reshape(-1)
+    taps = 4 if wide else 3
     for ch in prange(nchunks):
         m0 = ch * rows_per_chunk
         m1 = min(N * OH, m0 + rows_per_chunk)
         part = parts[ch]
         for o0 in range(0, O, 4):
-            for k0 in range(0, Kpad, 4):
-                if OW == 32:
+            for k0 in range(0, Kpad, taps):
+                if wide and OW == 32:
                     dw_tile_4x4_16x2(part, o0, k0, df, xf, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
-                elif OW == 16:
+                elif wide and OW == 16:
                     dw_tile_4x4_16x1(part, o0, k0, df, xf, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
-                else:
+                elif wide:
                     dw_tile_4x4_8x1(part, o0, k0, df, xf, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
+                elif OW == 32:
+                    dw_tile_4x3_8x4(part, o0, k0, df, xf, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
+                elif OW == 16:
+                    dw_tile_4x3_8x2(part, o0, k0, df, xf, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
+                else:
+                    dw_tile_4x3_8x1(part, o0, k0, df, xf, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
 
 
 conv2d_tiles_backward_weight_jit = njit(parallel=True, cache=True)(_conv2d_tiles_backward_weight_loops)
@@ -170,7 +206,7 @@ def _conv2d_tiles_backward_input(dout, w, x_shape, s, p, d):
             o = np.arange(O)[:, None]
             koff = ((o * Hd + top + th[None, :]) * Wd + left + tw[None, :]).reshape(-1).astype(np.int64)  # (O*T,)
             out = np.empty((N, C, Ha, Wi), dtype=np.float32)
-            conv2d_tiles_jit(out, dpad, wm, koff)
+            conv2d_tiles_jit(out, dpad, wm, koff, WIDE_VECTORS)
             if dx is None:
                 return out
             dx[:, :, a::sh, b::sw] = out
@@ -194,7 +230,7 @@ def _conv2d_tiles(x, w, s, p, d, OH, OW):
     O, C, KH, KW = w.shape
     xq, koff = _phase_split(x, KH, KW, s, p, d)
     out = np.empty((x.shape[0], O, OH, OW), dtype=np.float32)
-    conv2d_tiles_jit(out, xq, np.ascontiguousarray(w).reshape(O, C * KH * KW), koff)  # weights as (O, K) rows
+    conv2d_tiles_jit(out, xq, np.ascontiguousarray(w).reshape(O, C * KH * KW), koff, WIDE_VECTORS)  # (O, K) rows
     return out
 
 
@@ -208,8 +244,9 @@ def _conv2d_tiles_backward_weight(dout, x, w_shape, s, p, d):
     N, _, OH, OW = dout.shape
     xq, koff = _phase_split(x, KH, KW, s, p, d)
     K = C * KH * KW
-    koff = np.concatenate([koff, np.full(-K % 4, koff[0], np.int64)])    # pad K to a multiple of 4
+    taps = 4 if WIDE_VECTORS else 3                                       # patch rows per tile
+    koff = np.concatenate([koff, np.full(-K % taps, koff[0], np.int64)])  # pad K to a multiple of taps
     rows_per_chunk = 128  # 4 CIFAR images at 32x32: per-chunk horizontal sums stay ~5 % of the work
     parts = np.zeros((-(-N * OH // rows_per_chunk), O, koff.size), dtype=np.float32)
-    conv2d_tiles_backward_weight_jit(parts, np.ascontiguousarray(dout), xq, koff, rows_per_chunk)
+    conv2d_tiles_backward_weight_jit(parts, np.ascontiguousarray(dout), xq, koff, rows_per_chunk, WIDE_VECTORS)
     return parts.sum(axis=0, dtype=np.float64)[:, :K].astype(np.float32).reshape(w_shape)  # (O, K) -> OIHW

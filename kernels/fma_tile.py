@@ -22,6 +22,10 @@ keeps its R*V accumulators in vector registers for the whole k loop: per k it lo
 and R scalars of ``a`` (broadcast) and issues R*V fused multiply-adds. Numba's loop vectoriser does
 not find this by itself (it keeps such accumulators in memory), so the tile is emitted as LLVM IR on
 ``<L x float>`` vectors through ``numba.extending.intrinsic``, like ``tinycomp_kernels.popcount``.
+The accumulators and the V loaded vectors must fit in the vector registers: AVX-512 has 32 of 16
+floats (the 16-lane tiles, 16 accumulators); AVX2 has 16 of 8 floats, where a 16-lane vector takes two
+and those tiles spill their accumulators to the stack, so AVX2 uses the 8-lane tiles of at most 12
+accumulators (``fma_tile_4_8x2``, ``dw_tile_4x3_*``). ``conv_tiles`` picks the set from the CPU.
 
 Outside Numba (``NUMBA_DISABLE_JIT=1`` or a plain call) every tile is an ordinary Python function with
 the same result (up to float rounding order), so kernels that use it still run, slowly.
@@ -143,6 +147,7 @@ fma_tile_8_16x1 = _make_tile(8, 16, 1)   # 16 columns
 fma_tile_8_8x1 = _make_tile(8, 8, 1)     # 8 columns
 fma_tile_8_8x2 = _make_tile(8, 8, 2)     # two output rows of 8 columns (OW = 8)
 fma_tile_16_16x1 = _make_tile(16, 16, 1)  # 16 rows x 16 columns: 16 accumulators when OW = 16
+fma_tile_4_8x2 = _make_tile(4, 8, 2)     # AVX2: 4 rows x 16 columns (or two rows of 8), 8 ymm accumulators
 
 
 # --- weight-gradient tile: a R x T block of dout-rows x patch-rows dot products ------------------
@@ -270,3 +275,6 @@ def _make_dw_tile(rows, taps, lanes, vecs):
 dw_tile_4x4_16x2 = _make_dw_tile(4, 4, 16, 2)  # OW = 32
 dw_tile_4x4_16x1 = _make_dw_tile(4, 4, 16, 1)  # OW = 16
 dw_tile_4x4_8x1 = _make_dw_tile(4, 4, 8, 1)    # OW = 8
+dw_tile_4x3_8x4 = _make_dw_tile(4, 3, 8, 4)    # AVX2, 12 ymm accumulators: OW = 32
+dw_tile_4x3_8x2 = _make_dw_tile(4, 3, 8, 2)    # AVX2: OW = 16
+dw_tile_4x3_8x1 = _make_dw_tile(4, 3, 8, 1)    # AVX2: OW = 8

@@ -1,10 +1,13 @@
 """Float conv2d kernels (every algorithm) against a direct-loop NumPy reference written here."""
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from strategies import conv_configs
+from tinycomp_kernels import conv_tiles
 from tinycomp_kernels.conv import (ALGORITHMS, _conv2d_direct_backward_input_loops,
                                    _conv2d_direct_backward_weight_loops, _conv2d_direct_loops, _swap01_loops,
                                    conv2d_algorithm, conv2d_backward, conv2d_backward_input,
@@ -123,9 +126,25 @@ def tiles_configs(draw):
                 W=W, O=draw(st.sampled_from([8, 16, 24, 32])), KH=k, KW=k, stride=s, padding=p, dilation=d, groups=1)
 
 
+@contextlib.contextmanager
+def _tile_set(wide):
+    """Run the tiles path with the AVX-512 (wide) or the AVX2 tile set, whatever this CPU is."""
+    saved, conv_tiles.WIDE_VECTORS = conv_tiles.WIDE_VECTORS, wide
+    try:
+        yield
+    finally:
+        conv_tiles.WIDE_VECTORS = saved
+
+
+@pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
 @settings(max_examples=20)
-@given(tiles_configs())
-def test_tiles_float32_forward_and_backward(cfg):
+@given(cfg=tiles_configs())
+def test_tiles_float32_forward_and_backward(wide, cfg):
+    with _tile_set(wide):
+        _check_tiles_float32_forward_and_backward(cfg)
+
+
+def _check_tiles_float32_forward_and_backward(cfg):
     x, w, geo = _data(cfg, np.float32)
     assert conv2d_algorithm(x.shape, w.shape, *geo, dtype=np.float32) in ("tiles", "matmul1x1")
     x64, w64 = x.astype(np.float64), w.astype(np.float64)
@@ -139,7 +158,23 @@ def test_tiles_float32_forward_and_backward(cfg):
     np.testing.assert_allclose(dw, dw_ref, rtol=1e-4, atol=1e-3)
 
 
-def test_tiles_loops_run_as_plain_python():
+@pytest.mark.parametrize("C,H,O,stride", [(16, 32, 16, 1), (16, 32, 32, 2), (32, 16, 32, 1), (64, 8, 64, 1)])
+def test_tile_sets_sum_the_forward_in_the_same_order(C, H, O, stride):
+    """Both tile sets add each output's taps in order k = 0..K-1 (one FMA per tap): bitwise equal."""
+    rng = np.random.default_rng(C + H)
+    x = rng.standard_normal((2, C, H, H)).astype(np.float32)
+    w = rng.standard_normal((O, C, 3, 3)).astype(np.float32)
+    dout = rng.standard_normal((2, O, H // stride, H // stride)).astype(np.float32)
+    got = []
+    for wide in (True, False):
+        with _tile_set(wide):
+            got.append((conv2d_forward(x, w, stride, 1), conv2d_backward_input(dout, w, x.shape, stride, 1)))
+    np.testing.assert_array_equal(got[0][0], got[1][0])
+    np.testing.assert_array_equal(got[0][1], got[1][1])
+
+
+@pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
+def test_tiles_loops_run_as_plain_python(wide):
     from tinycomp_kernels.conv_tiles import (_conv2d_tiles_backward_weight_loops, _conv2d_tiles_loops, _phase_split,
                                              _phase_split_loops)
 
@@ -155,13 +190,15 @@ def test_tiles_loops_run_as_plain_python():
     np.testing.assert_array_equal(xq_py, xq)
     ref = conv2d_ref(x.astype(np.float64), w.astype(np.float64), 2, 1)
     out = np.empty((1, 8, 2, 8), np.float32)
-    _conv2d_tiles_loops(out, xq, w.reshape(8, -1), koff)
+    _conv2d_tiles_loops(out, xq, w.reshape(8, -1), koff, wide)
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
-    parts = np.zeros((1, 8, 8), np.float32)
+    taps = 4 if wide else 3                                     # patch rows per weight-gradient tile
+    kpad = np.concatenate([koff, np.full(-koff.size % taps, koff[0], np.int64)])   # K = 8 padded to taps
+    parts = np.zeros((1, 8, kpad.size), np.float32)
     dout = rng.standard_normal(out.shape).astype(np.float32)
-    _conv2d_tiles_backward_weight_loops(parts, dout, xq, koff, 32)
+    _conv2d_tiles_backward_weight_loops(parts, dout, xq, kpad, 32, wide)
     dw_ref = conv2d_backward_weight(dout.astype(np.float64), x.astype(np.float64), w.shape, 2, 1, algorithm="im2col")
-    np.testing.assert_allclose(parts[0].reshape(w.shape), dw_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(parts[0, :, :8].reshape(w.shape), dw_ref, rtol=1e-4, atol=1e-4)
 
 
 def test_algorithm_choice_is_a_function_of_the_shapes():

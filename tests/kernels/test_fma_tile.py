@@ -6,8 +6,9 @@ from numba import njit
 from tinycomp_kernels import fma_tile as ft
 
 FWD = [(ft.fma_tile_8_16x2, 8, 16, 2), (ft.fma_tile_8_16x1, 8, 16, 1), (ft.fma_tile_8_8x1, 8, 8, 1),
-       (ft.fma_tile_8_8x2, 8, 8, 2), (ft.fma_tile_16_16x1, 16, 16, 1)]
-DW = [(ft.dw_tile_4x4_16x2, 16, 2), (ft.dw_tile_4x4_16x1, 16, 1), (ft.dw_tile_4x4_8x1, 8, 1)]
+       (ft.fma_tile_8_8x2, 8, 8, 2), (ft.fma_tile_16_16x1, 16, 16, 1), (ft.fma_tile_4_8x2, 4, 8, 2)]
+DW = [(ft.dw_tile_4x4_16x2, 4, 16, 2), (ft.dw_tile_4x4_16x1, 4, 16, 1), (ft.dw_tile_4x4_8x1, 4, 8, 1),
+      (ft.dw_tile_4x3_8x4, 3, 8, 4), (ft.dw_tile_4x3_8x2, 3, 8, 2), (ft.dw_tile_4x3_8x1, 3, 8, 1)]
 
 
 def _jitted(tile):
@@ -38,9 +39,9 @@ def test_forward_tile(tile, rows, lanes, vecs, jit):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)   # untouched entries stay -7 too
 
 
-@pytest.mark.parametrize("tile,lanes,vecs", DW, ids=lambda v: getattr(v, "__name__", str(v)))
+@pytest.mark.parametrize("tile,taps,lanes,vecs", DW, ids=lambda v: getattr(v, "__name__", str(v)))
 @pytest.mark.parametrize("jit", [True, False])
-def test_weight_gradient_tile(tile, lanes, vecs, jit):
+def test_weight_gradient_tile(tile, taps, lanes, vecs, jit):
     rng = np.random.default_rng(lanes + vecs)
     N, O, OH, OW = 3, 8, 3, lanes * vecs
     P, Wq, Hq, Cq = OH * OW, OW + 3, OH + 2, 2
@@ -51,6 +52,6 @@ def test_weight_gradient_tile(tile, lanes, vecs, jit):
     part = rng.standard_normal((O, 9)).astype(np.float32)
     expected = part.astype(np.float64)
     m0, m1 = 1, N * OH - 1                       # starts and ends inside an image
-    ft.dw_tile_ref(expected, 4, 5, dout, x, koff, m0, m1, OH, OW, O * P, P, plane, Wq, 4, 4)
+    ft.dw_tile_ref(expected, 4, 5, dout, x, koff, m0, m1, OH, OW, O * P, P, plane, Wq, 4, taps)
     (_jitted(tile) if jit else tile)(part, 4, 5, dout, x, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
     np.testing.assert_allclose(part, expected, rtol=1e-4, atol=1e-4)
