@@ -22,29 +22,16 @@ import sys  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_resnet20_step import make_step  # noqa: E402
 from harness import bench_run, interleaved, paired_ratio, write_report  # noqa: E402
 
 import tinycomp  # noqa: E402
-from tinycomp import Tensor, compress, functional as F, models, optim  # noqa: E402
+from tinycomp import compress, models  # noqa: E402
 from tinycomp.autograd import profile  # noqa: E402
 
 METHODS = ("none", "bc", "bwn", "xnor", "w2a2")
 QUANTIZER_OPS = {"SignSTE", "StochasticSign", "BinarizeWeight", "TernarizeWeight", "DorefaWeight",
                  "DorefaActivation", "PACT", "LSQ", "Mul"}  # Mul: the activation scale, off by default
-
-
-def make_step(model, x, y):
-    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-
-    def step():
-        opt.zero_grad()
-        loss = F.cross_entropy(model(Tensor(x)), y)
-        loss.backward()
-        opt.step()
-        compress.after_step(model)
-        return loss
-
-    return step
 
 
 def main():
@@ -60,7 +47,7 @@ def main():
         model = models.get("resnet20")
         model.load_state_dict(state)
         compress.convert(model, method)
-        step = make_step(model, x, y)
+        step = make_step(model, x, y, lr=0.01, after_step=compress.after_step)
         if not np.isfinite(step().item()):  # validation: a finite loss, gradients on every weight
             raise SystemExit(f"validation failed: {method}'s loss is not finite")
         missing = [n for n, p in model.named_parameters() if p.grad is None]

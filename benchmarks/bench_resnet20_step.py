@@ -33,14 +33,18 @@ from tinycomp import Tensor, functional as F, models, optim  # noqa: E402
 from tinycomp.autograd import profile  # noqa: E402
 
 
-def make_step(model, x, y):
-    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+def make_step(model, x, y, lr=0.1, after_step=None):
+    """One training step of ``model`` on (x, y) as a callable; ``after_step(model)`` runs after the
+    optimizer step (a compression method's hook)."""
+    opt = optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
     def step():
         opt.zero_grad()
         loss = F.cross_entropy(model(Tensor(x)), y)
         loss.backward()
         opt.step()
+        if after_step is not None:
+            after_step(model)
         return loss
 
     return step
