@@ -58,29 +58,37 @@ class CifarResNet(nn.Module):
             raise ValueError(f"CifarResNet: depth must be 6n + 2 (20, 32, 56, ...), got {depth}")
         if shortcut not in ("A", "B"):
             raise ValueError(f"CifarResNet: shortcut must be 'A' or 'B', got {shortcut!r}")
-        n = (depth - 2) // 6
-        widths = [scaled(c, width) for c in (16, 32, 64)]
-        self.conv1 = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
-        self.stem_act = nn.ReLU()  # a module, so binary-activation conversions can replace it
-        in_planes = widths[0]
-        for i, planes in enumerate(widths):
-            blocks = []
-            for j in range(n):
-                stride = 2 if i > 0 and j == 0 else 1
-                blocks.append(BasicBlock(in_planes, planes, stride, shortcut))
-                in_planes = planes
-            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
-        self.linear = nn.Linear(in_planes, num_classes)
-        for m in self.modules():  # He et al.'s init for convolutions, as the usual CIFAR code does
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+        build_cifar_resnet(self, depth, num_classes, width,
+                           lambda in_planes, planes, stride: BasicBlock(in_planes, planes, stride, shortcut))
 
     def forward(self, x):
         out = self.stem_act(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)  # (N, C)
         return self.linear(out)
+
+
+def build_cifar_resnet(model, depth, num_classes, width, make_block):
+    """The layers of a CIFAR ResNet on ``model``: the 3x3 stem (conv1, bn1, stem_act), three stages of
+    (depth - 2) / 6 blocks ``make_block(in_planes, planes, stride)`` at 16-32-64 channels times
+    ``width`` (stride 2 entering stages 2 and 3), the classifier, and He et al.'s init of every conv.
+    ``CifarResNet.forward`` runs them."""
+    n = (depth - 2) // 6
+    widths = [scaled(c, width) for c in (16, 32, 64)]
+    model.conv1 = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
+    model.bn1 = nn.BatchNorm2d(widths[0])
+    model.stem_act = nn.ReLU()  # a module, so binary-activation conversions can replace it
+    in_planes = widths[0]
+    for i, planes in enumerate(widths):
+        blocks = []
+        for j in range(n):
+            blocks.append(make_block(in_planes, planes, 2 if i > 0 and j == 0 else 1))
+            in_planes = planes
+        setattr(model, f"layer{i + 1}", nn.Sequential(*blocks))
+    model.linear = nn.Linear(in_planes, num_classes)
+    for m in model.modules():  # He et al.'s init for convolutions, as the usual CIFAR code does
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
 
 
 def resnet20(num_classes=10, width=1.0, shortcut="B"):

@@ -21,7 +21,7 @@ Layer names: conv1, bn1, layer1.0.conv1, layer1.0.shift, ..., layer2.0.shortcut.
 from .. import nn
 from ..nn.shift import Shift
 from ._width import scaled
-from .resnet_cifar import CifarResNet
+from .resnet_cifar import CifarResNet, build_cifar_resnet
 
 
 class ShiftBlock(nn.Module):
@@ -54,24 +54,9 @@ class ShiftResNet(nn.Module):
             raise ValueError(f"ShiftResNet: depth must be 6n + 2 (20, 32, 56, ...), got {depth}")
         if not expansion > 0:
             raise ValueError(f"ShiftResNet: expansion must be > 0, got {expansion!r}")
-        n = (depth - 2) // 6
         self.expansion = expansion
-        widths = [scaled(c, width) for c in (16, 32, 64)]
-        self.conv1 = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
-        self.stem_act = nn.ReLU()
-        in_planes = widths[0]
-        for i, planes in enumerate(widths):
-            blocks = []
-            for j in range(n):
-                stride = 2 if i > 0 and j == 0 else 1
-                blocks.append(ShiftBlock(in_planes, planes, stride, expansion))
-                in_planes = planes
-            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
-        self.linear = nn.Linear(in_planes, num_classes)
-        for m in self.modules():  # He et al.'s init for convolutions, as resnet_cifar
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+        build_cifar_resnet(self, depth, num_classes, width,
+                           lambda in_planes, planes, stride: ShiftBlock(in_planes, planes, stride, expansion))
 
     forward = CifarResNet.forward  # the same stem, stages, global average pool and classifier
 
