@@ -181,7 +181,7 @@ class Trainer:
             counts = init["meta"].get("channel_counts") if init else None
         try:
             model = float_model(cfg, num_classes, counts)
-            float_keys = model.state_dict()
+            float_keys = list(model._state_slots())  # the names only: state_dict() would copy every array
             if cfg.method.split("+")[0] == "filter-prune" and not restore:
                 if init:
                     self._load_init(model, init, float_keys)
