@@ -3,7 +3,7 @@
 For conv layers written as matmuls, W (M, K) @ cols (K, N) with W pruned to a sparsity s in
 {0, 50, 70, 80, 90, 95, 99} %:
 - dense:       np.matmul of the full (unpruned-shape) W, float32, OpenBLAS;
-- csr:         tinycomp_kernels.sparse.csr_matmul (unstructured magnitude pruning), which builds the
+- csr:         tinycomp_kernels.sparse_matmul.csr_matmul (unstructured magnitude pruning), which builds the
                K-blocked form on every call;
 - csr_blocked: csr_matmul_blocked on a BlockedCSR built once (csr_block), the form to cache for a fixed W
                (a pruned layer's weights are fixed at inference, so this is how a pruned layer runs);
@@ -98,7 +98,7 @@ def main():
     args, threads = bench_run(__doc__, repeats=12, quick_help="N / 8, 2 repeats: a smoke run")
     import scipy
     import scipy.sparse as sp
-    from tinycomp_kernels.sparse import csr_block, csr_from_dense, csr_matmul, csr_matmul_blocked
+    from tinycomp_kernels.sparse_matmul import csr_block, csr_from_dense, csr_matmul, csr_matmul_blocked
 
     repeats = 2 if args.quick else args.repeats
     probe_before = compute_probe()

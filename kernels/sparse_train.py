@@ -35,7 +35,7 @@ Reference
 import numpy as np
 
 from .im2col import col2im, im2col
-from .sparse import (_check_conv, _check_csr, _check_dense, _matmul_into, csr_sddmm_jit, csr_transpose, sparse_conv2d,
+from .sparse_matmul import (_check_conv, _check_csr, _check_dense, _matmul_into, csr_sddmm_jit, csr_transpose, sparse_conv2d,
                      sparse_conv2d_backward_ref)
 from .sparse_direct import direct_fits
 from .sparse_phases import phase_csr, phase_fits, phase_merge, phase_split

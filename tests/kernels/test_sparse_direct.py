@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from strategies import pruned_conv_layer
-from tinycomp_kernels import sparse as S
+from tinycomp_kernels import sparse_matmul as S
 from tinycomp_kernels import sparse_direct as D
 
 TOL = dict(rtol=1e-4, atol=1e-4)

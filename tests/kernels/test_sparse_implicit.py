@@ -3,7 +3,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from strategies import pruned_conv_layer
-from tinycomp_kernels import sparse as S
+from tinycomp_kernels import sparse_matmul as S
 from tinycomp_kernels import sparse_implicit as I
 
 TOL = dict(rtol=1e-4, atol=1e-4)

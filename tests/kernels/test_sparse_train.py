@@ -6,7 +6,7 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 from strategies import pruned_conv_layer
-from tinycomp_kernels import sparse as S
+from tinycomp_kernels import sparse_matmul as S
 from tinycomp_kernels.im2col import same_padding_taps
 from tinycomp_kernels import sparse_phases as P
 from tinycomp_kernels import sparse_train as T

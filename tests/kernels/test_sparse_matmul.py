@@ -1,4 +1,4 @@
-"""tinycomp_kernels.sparse: the JIT kernels equal dense masked NumPy products (float32, atol 1e-4 scaled)."""
+"""tinycomp_kernels.sparse_matmul: the JIT kernels equal dense masked NumPy products (float32, atol 1e-4 scaled)."""
 import re
 
 import numpy as np
@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from numba import config, njit
 
 from strategies import csr_matrices
-from tinycomp_kernels import csr_tile as T, sparse as S
+from tinycomp_kernels import csr_tile as T, sparse_matmul as S
 
 # float32 sums of up to ~500 products of O(1) terms: an absolute 1e-4 per unit of scale is ample
 TOL = dict(rtol=1e-4, atol=1e-4)
