@@ -190,7 +190,7 @@ def bench_step(args, threads):
 
 def bench_layers(args, threads):
     from tinycomp_kernels.conv import conv2d_backward, conv2d_forward
-    from tinycomp_kernels.sparse_matmul import csr_from_dense
+    from tinycomp_kernels.csr import csr_from_dense
     from tinycomp_kernels.sparse_train import (sparse_conv2d_input_grad, sparse_conv2d_train,
                                                sparse_conv2d_weight_grad, sparse_train_algorithm)
 

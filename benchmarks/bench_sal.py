@@ -6,7 +6,7 @@ keeping one tap per (o, c) pair (the SAL end state) and with 50 % of the pairs a
 - conv:       the project's float conv (tinycomp_kernels.conv.conv2d_forward) with the dense
               rounded-mask weight (9x the MACs of SAL at one tap per pair);
 - im2col+mm:  tinycomp_kernels.im2col + np.matmul of the same dense weight (the textbook dense path);
-- csr conv:   tinycomp_kernels.sparse_matmul.sparse_conv2d with the rounded weight in CSR (same nnz as SAL,
+- csr conv:   tinycomp_kernels.sparse_conv.sparse_conv2d with the rounded weight in CSR (same nnz as SAL,
               through the path it picks: the implicit-im2col product here, no patch matrix).
 All validated against sal_conv2d_ref first; timed round-robin (harness.interleaved), same thread count
 for Numba and BLAS.
@@ -27,9 +27,10 @@ from harness import bench_run, interleaved, write_report  # noqa: E402
 def main():
     args, threads = bench_run(__doc__, repeats=15, quick_help="batch 8, 2 repeats: a smoke run")
     from tinycomp_kernels.conv import conv2d_forward
+    from tinycomp_kernels.csr import csr_from_dense
     from tinycomp_kernels.im2col import im2col
     from tinycomp_kernels.sal import sal_conv2d, sal_conv2d_ref, sal_dense_weight, sal_pack
-    from tinycomp_kernels.sparse_matmul import csr_from_dense, sparse_conv2d
+    from tinycomp_kernels.sparse_conv import sparse_conv2d
 
     N, C, O, H, k = (8 if args.quick else 64), 64, 64, 16, 3
     repeats = 2 if args.quick else args.repeats

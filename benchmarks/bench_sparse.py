@@ -98,7 +98,8 @@ def main():
     args, threads = bench_run(__doc__, repeats=12, quick_help="N / 8, 2 repeats: a smoke run")
     import scipy
     import scipy.sparse as sp
-    from tinycomp_kernels.sparse_matmul import csr_block, csr_from_dense, csr_matmul, csr_matmul_blocked
+    from tinycomp_kernels.csr import csr_block, csr_from_dense
+    from tinycomp_kernels.sparse_matmul import csr_matmul, csr_matmul_blocked
 
     repeats = 2 if args.quick else args.repeats
     probe_before = compute_probe()

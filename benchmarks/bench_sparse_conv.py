@@ -1,7 +1,7 @@
 """Pruned 3x3 convolution at inference: sparse_conv2d vs the dense float convolution, by sparsity.
 
 Where bench_sparse.py times the product W @ cols on a given patch matrix, this times the whole layer
-as a pruned network runs it: ``tinycomp_kernels.sparse_matmul.sparse_conv2d`` with the path it picks from
+as a pruned network runs it: ``tinycomp_kernels.sparse_conv.sparse_conv2d`` with the path it picks from
 the shapes ("sparse"; the "path" column names it) against the project's fastest float conv,
 ``tinycomp_kernels.conv.conv2d_forward`` with the full weight (the "tiles" implicit GEMM on these
 shapes), float32, stride 1, padding 1. All three paths are also timed forced: "im2col" (the patch
@@ -42,7 +42,8 @@ SPARSITIES = [0.0, 0.5, 0.8, 0.9, 0.95, 0.99]
 def main():
     args, threads = bench_run(__doc__, repeats=10, quick_help="batch / 8, 2 repeats: a smoke run")
     from tinycomp_kernels.conv import conv2d_forward
-    from tinycomp_kernels.sparse_matmul import csr_from_dense, sparse_conv2d, sparse_conv2d_algorithm
+    from tinycomp_kernels.csr import csr_from_dense
+    from tinycomp_kernels.sparse_conv import sparse_conv2d, sparse_conv2d_algorithm
 
     repeats = 2 if args.quick else args.repeats
     probe_before = compute_probe()

@@ -35,7 +35,7 @@ tile's column of the band stays in L1 while every row reads it.
 
 Outside Numba (``NUMBA_DISABLE_JIT=1`` or a plain call) the tiles are ordinary Python functions with
 the same result up to float rounding order.
-Reference: ``csr_row_tile_ref`` (NumPy gather + dot); ``tinycomp_kernels.sparse`` tests the products.
+Reference: ``csr_row_tile_ref`` (NumPy gather + dot); tests/kernels/test_sparse_matmul.py tests the products.
 """
 import numpy as np
 from llvmlite import ir
@@ -237,7 +237,7 @@ def _band_tiles(ob, r0, r1, cw, ptr, base, accumulate, indices, values, bb):
                 csr_row_tile(ob, i - r0, jt, w, p0, p1, indices, values, bb, jt, accumulate)
 
 
-# inlined into the cached kernels of sparse and sparse_implicit: after editing this module, clear their
+# inlined into the cached kernels of sparse_matmul and sparse_implicit: after editing this module, clear their
 # __pycache__ (Numba's cache does not follow functions it inlined from another module)
 band_tiles = njit(inline="always")(_band_tiles)
 

@@ -29,7 +29,7 @@ The kernel (``sal_conv2d``)
 
 Speed
     One axpy per kept pair reads and writes the output plane: the form that shows the method's MAC
-    count. The same layer through ``sparse.sparse_conv2d`` (its implicit path: register tiles that
+    count. The same layer through ``sparse_conv.sparse_conv2d`` (its implicit path: register tiles that
     reuse each input value across output channels) is 1.4-1.8x faster on the benchmark layer (C = O =
     64, 16x16, batch 64; three runs of ``benchmarks/bench_sal.py``, "sal vs csr conv" 0.56-0.73x).
 

@@ -29,7 +29,7 @@ Why
     register tiles reuse each patch value across many output channels).
 
 Reference
-    ``sparse.sparse_conv2d_ref`` (dense weight, sliding windows + einsum); tests compare all three paths.
+    ``sparse_conv.sparse_conv2d_ref`` (dense weight, sliding windows + einsum); tests compare all three paths.
 """
 import numpy as np
 from numba import get_num_threads, njit, prange
@@ -110,8 +110,8 @@ def _sparse_conv2d_direct_loops(y, x, indptr, chan, shift, tap_col, values, col_
 sparse_conv2d_direct_jit = njit(parallel=True, cache=True, fastmath={"contract"})(_sparse_conv2d_direct_loops)
 
 
-def _direct_into(y, x, indptr, indices, values, kh, kw):
-    """Run the kernel on validated arrays (``sparse.sparse_conv2d`` checks them): y (N, O, H, W)
+def sparse_conv2d_direct_into(y, x, indptr, indices, values, kh, kw):
+    """Run the kernel on validated arrays (``sparse_conv.sparse_conv2d`` checks them): y (N, O, H, W)
     float32 C-contiguous, x (N, C, H, W) float32 C-contiguous, the CSR triple over (O, C*kh*kw)."""
     _, n_ch, h, w = x.shape
     ph, pw = (kh - 1) // 2, (kw - 1) // 2

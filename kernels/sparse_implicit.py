@@ -2,11 +2,11 @@
 
 What
     For stride 1, dilation 1 and "same" padding (``sparse_direct.direct_fits``), with the pruned weight
-    W (O, K = C*KH*KW) as a ``sparse.BlockedCSR``:
+    W (O, K = C*KH*KW) as a ``csr.BlockedCSR``:
 
         y[n, o, t] = (W @ cols)[o, n*P + t],   cols = im2col(x) (K, N*P), P = H*W
 
-    computed by the loops of ``sparse.csr_matmul_blocked``, except where that kernel copies the rows
+    computed by the loops of ``sparse_matmul.csr_matmul_blocked``, except where that kernel copies the rows
     of a band of b into its L2 buffer: here they are written from x, and the patch matrix never
     exists. Row k = (c, kh, kw) of cols over the flat columns j = n*P + t is x[n, c] read at the flat
     offset shift[k] = (kh - ph)*W + (kw - pw) from t, and 0 where tap (kh, kw) of output position t
@@ -36,13 +36,14 @@ Why
       slower.
 
 Reference
-    ``sparse.sparse_conv2d_ref`` (dense weight, sliding windows + einsum); tests compare all paths.
+    ``sparse_conv.sparse_conv2d_ref`` (dense weight, sliding windows + einsum); tests compare all paths.
 """
 import numpy as np
 from numba import njit, prange
 
 from .csr_tile import band_tiles
 from .im2col import same_padding_tables, same_padding_taps
+from .sparse_matmul import band_buffers
 
 
 def implicit_tables(c, kh, kw, h, w, slab):
@@ -62,7 +63,7 @@ def implicit_tables(c, kh, kw, h, w, slab):
 def _sparse_conv2d_implicit_loops(y, ptr, indices, values, used, used_ptr, x, chan, shift, tap, tap_ok, g,
                                   k_block, slab, row_block, bbuf, obuf, gbuf):
     """y (N, O, P) = W @ im2col(x) with x (N, C, P); tasks (column slab, row block) split as in
-    ``sparse._csr_matmul_loops``; gbuf[w] (at least slab + 2G) is worker w's channel buffer."""
+    ``sparse_matmul._csr_matmul_loops``; gbuf[w] (at least slab + 2G) is worker w's channel buffer."""
     n_img, m, p = y.shape
     n = n_img * p
     n_kb = (len(ptr) - 1) // max(m, 1)
@@ -125,3 +126,21 @@ def _sparse_conv2d_implicit_loops(y, ptr, indices, values, used, used_ptr, x, ch
 
 
 sparse_conv2d_implicit_jit = njit(parallel=True, cache=True)(_sparse_conv2d_implicit_loops)
+
+
+def sparse_conv2d_implicit_into(y, x, bw, kh, kw, slab=None):
+    """y (N, O, H, W) = the "same" convolution of x (N, C, H, W) with W given as a BlockedCSR over
+    (O, C*kh*kw), on arrays ``sparse_conv.sparse_conv2d`` has checked: the matmul's plan and buffers
+    (``sparse_matmul.band_buffers``), the band rows written from x. ``slab`` (columns of N*H*W)
+    overrides the plan, for tests."""
+    n, c, h, w = x.shape
+    o, p = y.shape[1], h * w
+    if n == 0 or o == 0:
+        return y
+    with band_buffers(o, n * p, c * kh * kw, bw.k_block, slab) as (slab, row_block, bbuf, obuf):
+        chan, shift, tap, tap_ok, g = implicit_tables(c, kh, kw, h, w, slab)
+        gbuf = np.empty((bbuf.shape[0], slab + 2 * g), dtype=np.float32)
+        sparse_conv2d_implicit_jit(y.reshape(n, o, p), bw.ptr, bw.indices, bw.values, bw.used, bw.used_ptr,
+                                   x.reshape(n, c, p), chan, shift, tap, tap_ok, g, bw.k_block, slab, row_block,
+                                   bbuf, obuf, gbuf)
+    return y

@@ -14,7 +14,7 @@ What
     entries keep their order, so W'' shares W's indptr and values (``phase_csr`` maps the indices
     only), and dvalues of W'' are dvalues of W. A shift that leaves the phase plane reads padding:
     s*(i + delta) + a < 0 or >= H exactly when i + delta < 0 or >= OH.
-    Then the forward (``sparse.sparse_conv2d``), dx and dw of ``sparse_train``'s "same" algorithm apply
+    Then the forward (``sparse_conv.sparse_conv2d``), dx and dw of ``sparse_train``'s "same" algorithm apply
     unchanged: dx = the phase merge of the "same" input gradient (N, s*s*C, OH, OW) of xq.
 
 Why

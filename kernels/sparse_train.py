@@ -1,9 +1,9 @@
 """The two gradients of a pruned convolution with a fixed mask, on the CSR weight (training on the sparse kernels).
 
 What
-    The pruned weight W (O, C, KH, KW) as CSR over (O, K = C*KH*KW) (``sparse.csr_from_dense`` with the
+    The pruned weight W (O, C, KH, KW) as CSR over (O, K = C*KH*KW) (``csr.csr_from_dense`` with the
     mask, so a kept weight that is 0 keeps its slot), x (N, C, H, W), dout (N, O, OH, OW) = dL/dy for
-    y = ``sparse.sparse_conv2d(x, W)``:
+    y = ``sparse_conv.sparse_conv2d(x, W)``:
 
         dx        = the adjoint of x -> y applied to dout                   (N, C, H, W)
         dvalues   dvalues[q] = dL/dW[o, c, kh, kw] for kept entry q only    (nnz,), aligned with ``values``
@@ -14,8 +14,8 @@ Three algorithms, picked from the geometry alone (``sparse_train_algorithm``):
   dx: the adjoint of a "same" convolution is the "same" convolution of dout with the flipped,
   transposed weight  W'[c, o, a, b] = W[o, c, KH-1-a, KW-1-b]  (C, O, KH, KW), as a sum over taps of
   shifted planes shows (a tap at offset s becomes one at -s). ``flip_transpose_csr`` builds W' as CSR
-  over (C, O*KH*KW) by the counting sort of ``sparse.csr_transpose`` (O(nnz + K), the rows of W.T of
-  channel c are contiguous: they are row c of W'), and ``sparse.sparse_conv2d`` runs it on dout by its
+  over (C, O*KH*KW) by the counting sort of ``csr.csr_transpose`` (O(nnz + K), the rows of W.T of
+  channel c are contiguous: they are row c of W'), and ``sparse_conv.sparse_conv2d`` runs it on dout by its
   direct or implicit path (chosen from the shapes as at inference).
   dw: ``sparse_weight_grad``: one dot product of dout[n, o] with a shifted plane of x[n, c] per kept
   entry and image, cost nnz*N*H*W.
@@ -24,22 +24,24 @@ Three algorithms, picked from the geometry alone (``sparse_train_algorithm``):
   a kernel over the phase planes, same indptr and values), so the forward, dx (then merged back from
   the phases) and dw run as for "same", on the phase planes that the forward formed once.
 - "im2col" (any other geometry): the patch matrix cols (K, N*OH*OW) that the forward kept
-  (``sparse_conv2d_train``) or that is formed here, dvalues = ``sparse.csr_sddmm(dout_mat, cols)`` and
-  dx = col2im(W.T @ dout_mat) through the transposed CSR (``sparse.csr_matmul_t``), dout_mat = dout as
+  (``sparse_conv2d_train``) or that is formed here, dvalues = ``sparse_matmul.csr_sddmm(dout_mat, cols)`` and
+  dx = col2im(W.T @ dout_mat) through the transposed CSR (``sparse_matmul.csr_matmul_t``), dout_mat = dout as
   (O, N*OH*OW).
 
 Reference
-    ``sparse.sparse_conv2d_backward_ref`` (dense gradients by strided slices + einsum) of the dense
+    ``sparse_conv.sparse_conv2d_backward_ref`` (dense gradients by strided slices + einsum) of the dense
     masked weight, the weight gradient read at the kept positions (``sparse_conv2d_weight_grad_ref``).
 """
 import numpy as np
 
+from .checks import check_float32
+from .csr import check_csr, csr_transpose
 from .im2col import col2im, im2col
-from .sparse_matmul import (_check_conv, _check_csr, _check_dense, _matmul_into, csr_sddmm_jit, csr_transpose, sparse_conv2d,
-                     sparse_conv2d_backward_ref)
+from .sparse_conv import check_conv, sparse_conv2d, sparse_conv2d_backward_ref
 from .sparse_direct import direct_fits
+from .sparse_matmul import csr_matmul_into, csr_sddmm_jit
 from .sparse_phases import phase_csr, phase_fits, phase_merge, phase_split
-from .sparse_weight_grad import _dw_direct_into
+from .sparse_weight_grad import sparse_conv2d_dw_direct_into
 
 TRAIN_ALGORITHMS = ("same", "phases", "im2col")
 
@@ -66,15 +68,15 @@ def flip_transpose_csr(indptr, indices, values, weight_shape):
 
 
 def _check_grad(kernel, dout, x_shape, indptr, indices, values, weight_shape, stride, padding, dilation):
-    _check_dense(kernel, "dout", dout, (4,))
+    check_float32(kernel, "dout", dout, (4,))
     if len(x_shape) != 4:
         raise ValueError(f"{kernel}: x_shape must be (N, C, H, W), got {x_shape}")
-    o, c, kh, kw, oh, ow = _check_conv(kernel, tuple(x_shape), weight_shape, stride, padding, dilation)
+    o, c, kh, kw, oh, ow = check_conv(kernel, tuple(x_shape), weight_shape, stride, padding, dilation)
     if dout.shape != (x_shape[0], o, oh, ow):
         raise ValueError(f"{kernel}: dout has shape {dout.shape}, expected {(x_shape[0], o, oh, ow)}")
     if len(indptr) != o + 1:
         raise ValueError(f"{kernel}: indptr has length {len(indptr)}, expected O + 1 = {o + 1}")
-    return (o, c, kh, kw, oh, ow) + _check_csr(kernel, indptr, indices, values, c * kh * kw)
+    return (o, c, kh, kw, oh, ow) + check_csr(kernel, indptr, indices, values, c * kh * kw)
 
 
 def _pick(kernel, algorithm, x_shape, weight_shape, stride, padding, dilation):
@@ -100,10 +102,10 @@ def _phase_geometry(indices, weight_shape, stride, padding):
 
 def sparse_conv2d_train(x, indptr, indices, values, weight_shape, stride=1, padding=0, dilation=1, algorithm=None):
     """The forward of a pruned convolution in training: (y, saved), y (N, O, OH, OW) float32 as
-    ``sparse.sparse_conv2d`` computes it, ``saved`` what ``sparse_conv2d_weight_grad`` takes back:
+    ``sparse_conv.sparse_conv2d`` computes it, ``saved`` what ``sparse_conv2d_weight_grad`` takes back:
     x ("same"), its phase planes ("phases") or its patch matrix ("im2col")."""
-    _check_dense("sparse_conv2d_train", "x", x, (4,))
-    o, c, kh, kw, _, _ = _check_conv("sparse_conv2d_train", x.shape, weight_shape, stride, padding, dilation)
+    check_float32("sparse_conv2d_train", "x", x, (4,))
+    o, c, kh, kw, _, _ = check_conv("sparse_conv2d_train", x.shape, weight_shape, stride, padding, dilation)
     algorithm = _pick("sparse_conv2d_train", algorithm, x.shape, (o, c, kh, kw), stride, padding, dilation)
     if algorithm == "same":
         return sparse_conv2d(x, indptr, indices, values, (o, c, kh, kw), 1, padding), x
@@ -134,7 +136,7 @@ def sparse_conv2d_weight_grad_ref(dout, x, indptr, indices, weight_shape, stride
 
 def sparse_conv2d_input_grad(dout, indptr, indices, values, x_shape, weight_shape, stride=1, padding=0, dilation=1,
                              algorithm=None):
-    """dx (N, C, H, W) float32 of ``sparse.sparse_conv2d`` for upstream dout (N, O, OH, OW) float32
+    """dx (N, C, H, W) float32 of ``sparse_conv.sparse_conv2d`` for upstream dout (N, O, OH, OW) float32
     C-contiguous and the weight (O, C, KH, KW) as CSR over (O, C*KH*KW). ``algorithm`` (None: from the
     geometry, ``sparse_train_algorithm``) forces "same" or "im2col", for tests and benchmarks."""
     o, c, kh, kw, oh, ow, indptr, indices, values = _check_grad(
@@ -150,7 +152,7 @@ def sparse_conv2d_input_grad(dout, indptr, indices, values, x_shape, weight_shap
         return sparse_conv2d(dout, indptr_f, indices_f, values_f, (c, o, kh, kw), 1, padding)
     indptr_t, indices_t, values_t, _ = csr_transpose(indptr, indices, values, c * kh * kw)
     dcols = np.empty((c * kh * kw, x_shape[0] * oh * ow), dtype=np.float32)  # (K, N*P) = W.T @ dout_mat
-    _matmul_into(dcols, indptr_t, indices_t, values_t, _dout_mat(dout))
+    csr_matmul_into(dcols, indptr_t, indices_t, values_t, _dout_mat(dout))
     return col2im(dcols, tuple(int(s) for s in x_shape), kh, kw, stride, padding, dilation)
 
 
@@ -161,7 +163,7 @@ def sparse_conv2d_weight_grad(dout, x, indptr, indices, weight_shape, stride=1, 
     proportional to nnz. ``saved``: what ``sparse_conv2d_train`` returned beside y (the phase planes of
     x for "phases", its patch matrix (C*KH*KW, N*OH*OW) for "im2col"; formed here when None).
     ``algorithm`` as in ``sparse_conv2d_input_grad``."""
-    _check_dense("sparse_conv2d_weight_grad", "x", x, (4,))
+    check_float32("sparse_conv2d_weight_grad", "x", x, (4,))
     placeholder = np.zeros(len(indices), dtype=np.float32)
     o, c, kh, kw, oh, ow, indptr, indices, _ = _check_grad(
         "sparse_conv2d_weight_grad", dout, x.shape, indptr, indices, placeholder, weight_shape, stride, padding,
@@ -169,7 +171,7 @@ def sparse_conv2d_weight_grad(dout, x, indptr, indices, weight_shape, stride=1, 
     algorithm = _pick("sparse_conv2d_weight_grad", algorithm, x.shape, (o, c, kh, kw), stride, padding, dilation)
     dvalues = np.empty(len(indices), dtype=np.float32)
     if algorithm == "same":
-        return _dw_direct_into(dvalues, dout, x, indptr, indices, kh, kw)
+        return sparse_conv2d_dw_direct_into(dvalues, dout, x, indptr, indices, kh, kw)
     if algorithm == "phases":
         indices_q, shape_q, _ = _phase_geometry(indices, (o, c, kh, kw), stride, padding)
         xq_shape = (x.shape[0], shape_q[1], oh, ow)
@@ -180,12 +182,12 @@ def sparse_conv2d_weight_grad(dout, x, indptr, indices, weight_shape, stride=1, 
             raise ValueError(f"sparse_conv2d_weight_grad: saved must be the float32 C-contiguous phase planes of x, "
                              f"shape {xq_shape}, got {getattr(saved, 'dtype', type(saved).__name__)} "
                              f"{getattr(saved, 'shape', '')}")
-        return _dw_direct_into(dvalues, dout, saved, indptr, indices_q, shape_q[2], shape_q[3])
+        return sparse_conv2d_dw_direct_into(dvalues, dout, saved, indptr, indices_q, shape_q[2], shape_q[3])
     k, n_cols = c * kh * kw, x.shape[0] * oh * ow
     if saved is None:
         saved = im2col(x, kh, kw, stride, padding, dilation)  # (K, N*P)
     else:
-        _check_dense("sparse_conv2d_weight_grad", "saved", saved, (2,))
+        check_float32("sparse_conv2d_weight_grad", "saved", saved, (2,))
         if saved.shape != (k, n_cols):
             raise ValueError(f"sparse_conv2d_weight_grad: saved (the patch matrix) has shape {saved.shape}, "
                              f"expected {(k, n_cols)}")
@@ -195,7 +197,7 @@ def sparse_conv2d_weight_grad(dout, x, indptr, indices, weight_shape, stride=1, 
 
 def dense_weight_grad(dvalues, indptr, indices, weight_shape):
     """The (O, C, KH, KW) float32 array that holds dvalues at the kept positions and 0 elsewhere
-    (repeated positions add, as in ``sparse.csr_to_dense``; bincount is faster than np.add.at)."""
+    (repeated positions add, as in ``csr.csr_to_dense``; bincount is faster than np.add.at)."""
     o, k = int(weight_shape[0]), int(np.prod(weight_shape[1:]))
     flat = np.repeat(np.arange(o, dtype=np.int64) * k, np.diff(indptr)) + indices  # row-major position
     return np.bincount(flat, weights=dvalues, minlength=o * k).astype(np.float32).reshape(weight_shape)

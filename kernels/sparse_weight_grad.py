@@ -37,8 +37,8 @@ How
     inputs the same value as the dense masked gradient; an inf in dout gives NaN there, as im2col's does.
 
 Reference
-    ``sparse.sparse_conv2d_backward_ref`` (the dense gradient by strided slices + einsum), read at the
-    kept positions; the tests also compare with the patch-matrix path (``sparse.csr_sddmm``).
+    ``sparse_conv.sparse_conv2d_backward_ref`` (the dense gradient by strided slices + einsum), read at the
+    kept positions; the tests also compare with the patch-matrix path (``sparse_matmul.csr_sddmm``).
 """
 import numpy as np
 from numba import get_num_threads, njit, prange
@@ -148,7 +148,7 @@ def _sparse_conv2d_dw_direct_loops(parts, x, dout, indptr, prow, poff, wrap_lo, 
 sparse_conv2d_dw_direct_jit = njit(parallel=True, cache=True, fastmath=_FASTMATH_SUM)(_sparse_conv2d_dw_direct_loops)
 
 
-def _dw_direct_into(dvalues, dout, x, indptr, indices, kh, kw, block=None):
+def sparse_conv2d_dw_direct_into(dvalues, dout, x, indptr, indices, kh, kw, block=None):
     """Run the kernel on validated arrays (``sparse_train.sparse_conv2d_weight_grad`` checks them):
     dvalues (nnz,) float32, dout (N, O, H, W) and x (N, C, H, W) float32 C-contiguous, the CSR's
     indptr (O + 1,) int64 and indices (nnz,) int32 over (O, C*kh*kw)."""

@@ -37,7 +37,7 @@ def float_arrays(shape, dtype=np.float64, lo=-3.0, hi=3.0):
 def pruned_conv_layer(rng, n, c, o, h, w, k, density):
     """x (n, c, h, w), a k x k weight (o, c, k, k) keeping about ``density`` of its entries, and the
     weight's CSR triple over (o, c*k*k): a pruned layer for the sparse convolution tests."""
-    from tinycomp_kernels.sparse_matmul import csr_from_dense
+    from tinycomp_kernels.csr import csr_from_dense
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     weight = rng.standard_normal((o, c, k, k)).astype(np.float32) * (rng.random((o, c, k, k)) < density)
     return x, weight, csr_from_dense(weight.reshape(o, -1))

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from strategies import pruned_conv_layer
-from tinycomp_kernels import sparse_matmul as S
+from tinycomp_kernels import csr as C, sparse_conv as S
 from tinycomp_kernels import sparse_direct as D
 
 TOL = dict(rtol=1e-4, atol=1e-4)
@@ -31,7 +31,7 @@ def test_unsorted_and_repeated_columns_add_like_the_general_path():
     indptr = np.array([0, 3, 5])
     indices = np.array([10, 4, 10, 17, 0], dtype=np.int32)  # row 0: column 10 twice, out of order
     values = rng.standard_normal(5).astype(np.float32)
-    dense = S.csr_to_dense(indptr, indices, values, 18).reshape(2, 2, 3, 3)
+    dense = C.csr_to_dense(indptr, indices, values, 18).reshape(2, 2, 3, 3)
     for algorithm in ("direct", "implicit", "im2col"):
         y = S.sparse_conv2d(x, indptr, indices, values, (2, 2, 3, 3), 1, 1, algorithm=algorithm)
         np.testing.assert_allclose(y, S.sparse_conv2d_ref(x, dense, 1, 1), **TOL)

@@ -3,7 +3,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from strategies import pruned_conv_layer
-from tinycomp_kernels import sparse_matmul as S
+from tinycomp_kernels import csr as C, sparse_conv as S, sparse_matmul as M
 from tinycomp_kernels import sparse_implicit as I
 
 TOL = dict(rtol=1e-4, atol=1e-4)
@@ -29,9 +29,9 @@ def test_any_slab_and_band_split(n, c, h, w, k, slab, k_block, seed):
     bands that split a channel's taps: every slab reads its neighbours' columns correctly."""
     o = 3
     x, weight, (indptr, indices, values) = pruned_conv_layer(np.random.default_rng(seed), n, c, o, h, w, k, 0.6)
-    bw = S._block(indptr, indices, values, c * k * k, k_block, with_perm=False)
+    bw = C.csr_block_unchecked(indptr, indices, values, c * k * k, k_block, with_perm=False)
     y = np.full((n, o, h, w), np.nan, np.float32)
-    S._implicit_into(y, x, bw, k, k, slab=slab)
+    I.sparse_conv2d_implicit_into(y, x, bw, k, k, slab=slab)
     np.testing.assert_allclose(y, S.sparse_conv2d_ref(x, weight, 1, (k - 1) // 2), **TOL)
 
 
@@ -43,7 +43,7 @@ def test_inf_stays_in_its_image_and_its_taps():
     x[0, 1, 3, 4] = np.inf  # last pixel of image 0: the next flat column is image 1's first
     x[2, 0, 0, 0] = -np.inf
     weight = rng.standard_normal((2, 2, 3, 3)).astype(np.float32) + 5  # dense and positive
-    indptr, indices, values = S.csr_from_dense(weight.reshape(2, -1))
+    indptr, indices, values = C.csr_from_dense(weight.reshape(2, -1))
     y = S.sparse_conv2d(x, indptr, indices, values, weight.shape, 1, 1, algorithm="implicit")
     ref = S.sparse_conv2d(x, indptr, indices, values, weight.shape, 1, 1, algorithm="im2col")
     np.testing.assert_array_equal(np.isposinf(y), np.isposinf(ref))
@@ -68,10 +68,10 @@ def test_loops_run_as_plain_python():
     rng = np.random.default_rng(1)
     n, c, o, h, w = 2, 3, 4, 4, 5
     x, weight, (indptr, indices, values) = pruned_conv_layer(rng, n, c, o, h, w, 3, 0.5)
-    bw = S._block(indptr, indices, values, c * 9, 10, with_perm=False)
+    bw = C.csr_block_unchecked(indptr, indices, values, c * 9, 10, with_perm=False)
     slab, workers = 13, 2
     chan, shift, tap, tap_ok, g = I.implicit_tables(c, 3, 3, h, w, slab)
-    stride = S._padded(slab)
+    stride = M._padded(slab)
     y = np.full((n, o, h * w), np.nan, np.float32)
     I._sparse_conv2d_implicit_loops(y, bw.ptr, bw.indices, bw.values, bw.used, bw.used_ptr, x.reshape(n, c, -1),
                                     chan, shift, tap, tap_ok, g, bw.k_block, slab, o,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 from strategies import pruned_conv_layer
-from tinycomp_kernels import sparse_matmul as S
+from tinycomp_kernels import csr as C, sparse_conv as S
 from tinycomp_kernels.im2col import same_padding_taps
 from tinycomp_kernels import sparse_phases as P
 from tinycomp_kernels import sparse_train as T
@@ -20,7 +20,7 @@ def _layer(seed, n, c, o, h, w, k, density, oh=None, ow=None):
     rng = np.random.default_rng(seed)
     x, weight, _ = pruned_conv_layer(rng, n, c, o, h, w, k, density)
     mask = weight != 0
-    csr = S.csr_from_dense(weight.reshape(o, -1), mask.reshape(o, -1))
+    csr = C.csr_from_dense(weight.reshape(o, -1), mask.reshape(o, -1))
     dout = rng.standard_normal((n, o, oh or h, ow or w)).astype(np.float32)
     return x, weight, csr, dout
 
@@ -61,7 +61,7 @@ def test_other_geometries_equal_the_dense_reference(n, c, o, kh, kw, stride, pad
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     mask = rng.random((o, c, kh, kw)) < density
     weight = (rng.standard_normal(mask.shape) * mask).astype(np.float32)
-    indptr, indices, values = S.csr_from_dense(weight.reshape(o, -1), mask.reshape(o, -1))
+    indptr, indices, values = C.csr_from_dense(weight.reshape(o, -1), mask.reshape(o, -1))
     y, saved = T.sparse_conv2d_train(x, indptr, indices, values, weight.shape, stride, padding, dilation)
     np.testing.assert_allclose(y, S.sparse_conv2d_ref(x, weight, stride, padding, dilation), **TOL)
     dout = rng.standard_normal(y.shape).astype(np.float32)
@@ -95,7 +95,7 @@ def test_phases_equal_the_dense_reference(n, c, o, oh, ow, stride, k, padding, d
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     mask = rng.random((o, c, k, k)) < density
     weight = (rng.standard_normal(mask.shape) * mask).astype(np.float32)
-    indptr, indices, values = S.csr_from_dense(weight.reshape(o, -1), mask.reshape(o, -1))
+    indptr, indices, values = C.csr_from_dense(weight.reshape(o, -1), mask.reshape(o, -1))
     y, saved = T.sparse_conv2d_train(x, indptr, indices, values, weight.shape, stride, padding)
     assert y.shape == (n, o, oh, ow) and saved.shape == (n, stride * stride * c, oh, ow)
     np.testing.assert_allclose(y, S.sparse_conv2d_ref(x, weight, stride, padding), **TOL)
@@ -137,7 +137,7 @@ def test_resnet20_shapes_and_kept_zeros():
         mask = rng.random((c, c, 3, 3)) < 0.1
         weight = (rng.standard_normal(mask.shape) * mask).astype(np.float32)
         weight[mask & (rng.random(mask.shape) < 0.2)] = 0  # kept but 0
-        indptr, indices, values = S.csr_from_dense(weight.reshape(c, -1), mask.reshape(c, -1))
+        indptr, indices, values = C.csr_from_dense(weight.reshape(c, -1), mask.reshape(c, -1))
         dout = rng.standard_normal(x.shape[:1] + (c, h, h)).astype(np.float32)
         dx_ref, dw_ref = S.sparse_conv2d_backward_ref(dout, x, weight, 1, 1)
         np.testing.assert_allclose(T.sparse_conv2d_input_grad(dout, indptr, indices, values, x.shape, weight.shape,
@@ -154,10 +154,10 @@ def test_flip_transpose_csr(o, c, k, density, seed):
     kh, kw = k
     mask = rng.random((o, c, kh, kw)) < density
     weight = (rng.standard_normal(mask.shape) * mask).astype(np.float32)
-    indptr, indices, values = S.csr_from_dense(weight.reshape(o, -1), mask.reshape(o, -1))
+    indptr, indices, values = C.csr_from_dense(weight.reshape(o, -1), mask.reshape(o, -1))
     indptr_f, indices_f, values_f, perm = T.flip_transpose_csr(indptr, indices, values, weight.shape)
     flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c, -1)  # (C, O*KH*KW)
-    np.testing.assert_array_equal(S.csr_to_dense(indptr_f, indices_f, values_f, o * kh * kw), flipped)
+    np.testing.assert_array_equal(C.csr_to_dense(indptr_f, indices_f, values_f, o * kh * kw), flipped)
     np.testing.assert_array_equal(values_f, values[perm])
     assert len(indptr_f) == c + 1 and indices_f.dtype == np.int32 and indptr_f.dtype == np.int64
 
@@ -184,7 +184,7 @@ def test_padding_taps_never_read_a_neighbour():
     x[0, 1, :, 4] = 1e30  # the last column: tap column 2 of column 4 would wrap onto it from the next row
     x[1, 0, 0, :] = -1e30  # the first row: tap row 0 of the last row of image 0 must not reach it
     mask = np.ones((3, 2, 3, 3), bool)
-    indptr, indices, _ = S.csr_from_dense(np.ones((3, 18), np.float32), mask.reshape(3, -1))
+    indptr, indices, _ = C.csr_from_dense(np.ones((3, 18), np.float32), mask.reshape(3, -1))
     dout = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
     dv = T.sparse_conv2d_weight_grad(dout, x, indptr, indices, mask.shape, 1, 1)
     np.testing.assert_allclose(dv, T.sparse_conv2d_weight_grad_ref(dout, x, indptr, indices, mask.shape, 1, 1),
@@ -221,7 +221,7 @@ def test_loops_run_as_plain_python(block):
 def test_any_strip_of_images(n, block, h, w, k, seed):
     """Strips of 1-8 images, a last strip shorter than the others, parts that end inside a strip."""
     x, weight, (indptr, indices, _), dout = _layer(seed, n, 3, 4, h, w, k, 0.5)
-    got = G._dw_direct_into(np.empty(len(indices), np.float32), dout, x, indptr, indices, k, k, block=block)
+    got = G.sparse_conv2d_dw_direct_into(np.empty(len(indices), np.float32), dout, x, indptr, indices, k, k, block=block)
     np.testing.assert_allclose(got, T.sparse_conv2d_weight_grad_ref(dout, x, indptr, indices, weight.shape, 1,
                                                                      (k - 1) // 2), **TOL)
 

@@ -16,8 +16,9 @@ phases without any patch matrix, the patch-matrix path for other geometries).
 ``conv2d(x, weight * mask)`` (``benchmarks/bench_pruned_step.py``, ``benchmarks/README.md``).
 """
 import numpy as np
+from tinycomp_kernels.csr import csr_from_dense
 from tinycomp_kernels.im2col import as_pair, conv_output_size
-from tinycomp_kernels.sparse_matmul import csr_from_dense, sparse_conv2d as sparse_conv2d_kernel
+from tinycomp_kernels.sparse_conv import sparse_conv2d as sparse_conv2d_kernel
 from tinycomp_kernels.sparse_train import (dense_weight_grad, sparse_conv2d_input_grad, sparse_conv2d_train,
                                            sparse_conv2d_weight_grad, sparse_train_algorithm)
 
