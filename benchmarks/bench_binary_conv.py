@@ -87,7 +87,7 @@ def main():
 
     blas_threads = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
 
-    from tinycomp_kernels.xnor import binary_conv2d, pack_activations, pack_conv_weights
+    from tinycomp_kernels.xnor_conv import binary_conv2d, pack_activations, pack_conv_weights
     try:
         from tinycomp_kernels.conv import conv2d_forward
     except ImportError:

@@ -2,7 +2,7 @@
 integer part against the packed-bit kernel, BC's clipping, LSQ's first-batch step."""
 import numpy as np
 import pytest
-from tinycomp_kernels.xnor import binary_conv2d, pack_activations, pack_conv_weights
+from tinycomp_kernels.xnor_conv import binary_conv2d, pack_activations, pack_conv_weights
 
 import tinycomp
 from tinycomp import Tensor, compress, functional as F, nn, optim

@@ -9,7 +9,7 @@ checkpoint loads as is and only those are new.
 
 XNOR (binary input and binary weights, docs/methods.md "XNOR"): with zero padding the layer computes
 conv2d(sign(x), α·sign(W)), so its integer part conv2d(sign(x), sign(W)) is exactly what
-``tinycomp_kernels.xnor.binary_conv2d`` computes on the packed bits with ``pad_mode="zero"``
+``tinycomp_kernels.xnor_conv.binary_conv2d`` computes on the packed bits with ``pad_mode="zero"``
 (padded taps count 0). The optional activation scale β (XNOR-Net's K, ``act_scale=True``)
 multiplies the output by the mean over channels of |x| averaged over each output's window,
 treated as a constant in backward.

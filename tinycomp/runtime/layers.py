@@ -6,15 +6,15 @@ product of the layer's own operands:
     float          y = conv2d(x, W') + b'                        tinycomp_kernels.conv.conv2d_forward
     binary_weight  y = scale[o] * conv2d(x, sign W) + b'          binary_weight.binary_weight_conv2d
     xnor           y = I * scale[o] + b',  I = conv2d(sign x, sign W), zero padding (a padded tap
-                   counts 0)                                      xnor.binary_conv2d, x packed by
-                                                                  xnor.pack_activations
+                   counts 0)                                      xnor_conv.binary_conv2d, x packed by
+                                                                  xnor_conv.pack_activations
 
 sign(0) = +1 throughout. Weights are repacked into each kernel's layout once, at load. The linear
 layer multiplies in float (``x @ W.T``; ±1 weights times the scale for the binary kinds, sign(x)
 for xnor). Each layer names the kernel it runs in ``path``.
 """
 import numpy as np
-from tinycomp_kernels import binary_weight, xnor
+from tinycomp_kernels import binary_weight, xnor_conv
 from tinycomp_kernels.bits import pack_signs
 from tinycomp_kernels.conv import conv2d_forward
 
@@ -60,7 +60,7 @@ class Conv:
             self.weight = pack_signs(w.reshape(O, C * KH * KW), axis=-1)  # (O, ceil(C*KH*KW/64))
             self.path = "binary_weight_conv2d"
         else:
-            self.weight = xnor.pack_conv_weights(w)  # (O, KH, KW, ceil(C/64))
+            self.weight = xnor_conv.pack_conv_weights(w)  # (O, KH, KW, ceil(C/64))
             self.path = "binary_conv2d"
         self.signs = w if self.kind != "float" else None  # (O, C, KH, KW) ±1, for integer_part's checks
 
@@ -82,8 +82,8 @@ class Conv:
     def __call__(self, x):
         _, C, KH, KW = self.shape
         if self.kind == "xnor":
-            return xnor.binary_conv2d(xnor.pack_activations(x), self.weight, C, self.stride, self.padding,
-                                      alpha=self.scale, bn_bias=self.bias, pad_mode="zero")
+            return xnor_conv.binary_conv2d(xnor_conv.pack_activations(x), self.weight, C, self.stride, self.padding,
+                                           alpha=self.scale, bn_bias=self.bias, pad_mode="zero")
         if self.kind == "float":
             y = conv2d_forward(x, self.weight, self.stride, self.padding)
         else:
@@ -96,8 +96,8 @@ class Conv:
         exact integers in float32."""
         if self.kind != "xnor":
             raise ValueError(f"integer_part: layer {self.name} is {self.kind}, not xnor")
-        return xnor.binary_conv2d(xnor.pack_activations(x), self.weight, self.shape[1], self.stride, self.padding,
-                                  pad_mode="zero")
+        return xnor_conv.binary_conv2d(xnor_conv.pack_activations(x), self.weight, self.shape[1], self.stride,
+                                       self.padding, pad_mode="zero")
 
 
 class Linear:

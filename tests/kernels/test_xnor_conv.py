@@ -4,11 +4,11 @@ import pytest
 from hypothesis import given, strategies as st
 
 from strategies import sign_arrays
-from tinycomp_kernels import xnor
+from tinycomp_kernels import xnor_conv as xnor
 from tinycomp_kernels.bits import pack_signs, unpack_signs
 from tinycomp_kernels.popcount import (popcount64, popcount64_ref, xor_popcount_tile_4x8,
                                        xor_popcount_tile_4x32)
-from tinycomp_kernels.xnor import (binary_conv2d, binary_conv2d_ref, pack_activations, pack_conv_weights,
+from tinycomp_kernels.xnor_conv import (binary_conv2d, binary_conv2d_ref, pack_activations, pack_conv_weights,
                                    popcount_instruction_counts, xnor_gemm, xnor_gemm_ref)
 
 
