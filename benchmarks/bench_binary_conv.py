@@ -87,7 +87,7 @@ def main():
 
     blas_threads = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
 
-    from tinycomp_kernels.xnor_conv import binary_conv2d, pack_activations, pack_conv_weights
+    from tinycomp_kernels.xnor_conv import binary_conv2d, pack_activations, pack_weights_per_tap
     try:
         from tinycomp_kernels.conv import conv2d_forward
     except ImportError:
@@ -102,7 +102,7 @@ def main():
             x = rng.standard_normal((batch, C, H, H)).astype(np.float32)
             w = rng.standard_normal((O, C, 3, 3)).astype(np.float32)
             alpha = np.abs(w).mean(axis=(1, 2, 3)).astype(np.float32)  # BWN scale per output filter
-            w_bits = pack_conv_weights(w)
+            w_bits = pack_weights_per_tap(w)
 
             def binary():
                 return binary_conv2d(pack_activations(x), w_bits, C, stride=s, padding=1, alpha=alpha)

@@ -18,7 +18,7 @@ import numba
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import interleaved, write_report  # noqa: E402
 
-from tinycomp_kernels.binary_weight import binary_weight_conv2d, pack_conv_weights  # noqa: E402
+from tinycomp_kernels.binary_weight import binary_weight_conv2d, pack_weights_per_filter  # noqa: E402
 
 # (name, C, H, O, stride): 3x3 kernels, padding 1
 RESNET18 = [("r18 conv3", 128, 28, 128, 1), ("r18 conv4", 256, 14, 256, 1), ("r18 conv5", 512, 7, 512, 1),
@@ -61,7 +61,7 @@ def main():
         for N, name, C, H, O, s in cases:
             x = rng.standard_normal((N, C, H, H), dtype=np.float32)
             w = rng.standard_normal((O, C, 3, 3), dtype=np.float32)
-            w_bits, alpha = pack_conv_weights(w, scale="filter")
+            w_bits, alpha = pack_weights_per_filter(w, scale="filter")
             wf = (alpha[:, None, None, None] * np.where(w >= 0, 1.0, -1.0)).astype(np.float32)
             ref = fconv(x, wf, s, 1)
             got = binary_weight_conv2d(x, w_bits, alpha, 3, s, 1)

@@ -1,4 +1,4 @@
-"""XNOR/popcount GEMM (``tinycomp_kernels.xnor_conv.xnor_gemm``) vs float32 ``np.matmul`` of the same shape.
+"""XNOR/popcount GEMM (``tinycomp_kernels.xnor_gemm.xnor_gemm``) vs float32 ``np.matmul`` of the same shape.
 
 For each (M, N, K): A (M, K) and B (N, K) float32; the float side times ``A @ B.T`` (B.T made
 contiguous beforehand, so BLAS gets its preferred layout), the binary side times
@@ -40,7 +40,7 @@ def main():
     blas_threads = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
 
     from tinycomp_kernels.bits import pack_signs
-    from tinycomp_kernels.xnor_conv import popcount_instruction_counts, xnor_gemm
+    from tinycomp_kernels.xnor_gemm import popcount_instruction_counts, xnor_gemm
 
     shapes = QUICK_SHAPES if args.quick else SHAPES
     repeats = 3 if args.quick else args.repeats

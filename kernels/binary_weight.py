@@ -158,15 +158,19 @@ binary_weight_conv2d_jit = njit(parallel=True, cache=True, fastmath=True)(_bwcon
 
 
 # --- wrappers ----------------------------------------------------------------------------------
-def pack_conv_weights(w, scale="filter"):
-    """Float weights (O, C, KH, KW) -> (w_bits (O, words) uint64, alpha (O,) float32).
+def pack_weights_per_filter(w, scale="filter"):
+    """Float weights (O, C, KH, KW) -> (w_bits (O, words) uint64, alpha (O,) float32): each filter's
+    C*KH*KW signs as one bit row (``bits.pack_signs(w.reshape(O, -1))``, words = ceil(C*KH*KW / 64)),
+    the weight layout of ``binary_weight_conv2d``, and its scale.
 
     ``scale``: "filter" (BWN: alpha[o] = mean |w[o]|), "layer" (one mean |w| for the layer) or
     "none" (BinaryConnect: alpha = 1)."""
     if not isinstance(w, np.ndarray) or w.dtype.kind != "f":
-        raise TypeError(f"pack_conv_weights: w must be a float numpy array, got {getattr(w, 'dtype', type(w))}")
+        raise TypeError(f"pack_weights_per_filter: w must be a float numpy array, "
+                        f"got {getattr(w, 'dtype', type(w))}")
     if w.ndim != 4 or w.size == 0:
-        raise ValueError(f"pack_conv_weights: w must be a non-empty 4-D (O, C, KH, KW) array, got shape {w.shape}")
+        raise ValueError(f"pack_weights_per_filter: w must be a non-empty 4-D (O, C, KH, KW) array, "
+                         f"got shape {w.shape}")
     O = w.shape[0]
     w2 = w.reshape(O, -1)                                          # (O, C*KH*KW)
     if scale == "filter":
@@ -176,7 +180,8 @@ def pack_conv_weights(w, scale="filter"):
     elif scale == "none":
         alpha = np.ones(O)
     else:
-        raise ValueError(f"pack_conv_weights: scale must be 'filter', 'layer' or 'none', got {scale!r}")
+        raise ValueError(f"pack_weights_per_filter: scale must be 'filter', 'layer' or 'none', "
+                         f"got {scale!r}")
     return pack_signs(w2, axis=-1), alpha.astype(np.float32)
 
 
@@ -191,7 +196,7 @@ def _n_oblocks(N, L, O, threads):
 def binary_weight_conv2d(x, w_bits, alpha, kernel_size, stride=1, padding=0, dilation=1):
     """Convolution of float32 ``x`` (N, C, H, W) with packed binary weights, scaled by ``alpha``.
 
-    ``w_bits`` (O, ceil(C*KH*KW/64)) uint64 as made by ``pack_conv_weights`` or
+    ``w_bits`` (O, ceil(C*KH*KW/64)) uint64 as made by ``pack_weights_per_filter`` or
     ``bits.pack_signs(w.reshape(O, -1))``; ``alpha`` a float (BC: 1.0) or an (O,) array (BWN);
     ``kernel_size``, ``stride``, ``padding``, ``dilation``: int or (h, w) pair (zero padding).
     Returns float32 (N, O, OH, OW) equal to conv2d(x, alpha * sign(w)) up to float rounding, for

@@ -2,7 +2,7 @@
 
 What: ``pack_signs(x, axis=-1)`` turns the signs of ``x`` along one axis into uint64 words, and
 ``unpack_signs(bits, n, axis=-1)`` turns them back into a ±1 float32 array. These are the operands of
-the XNOR/popcount kernels (``tinycomp_kernels.xnor``) and of the binary-weight convolution.
+the XNOR/popcount kernels (``tinycomp_kernels.xnor_gemm``, ``xnor_conv``) and of the binary-weight convolution.
 
 Conventions (stated once, used by every bit kernel of tinycomp):
 - sign(v) = +1 if v >= 0 else -1, so **sign(0) = +1** (docs/methods.md, "Sign and straight-through

@@ -18,7 +18,7 @@ into 16 vector accumulators that live in registers for the whole loop. Numba's l
 find this by itself: it vectorises a reduction over words (leaving a scalar tail and a horizontal sum
 per output) or keeps the accumulators in memory; its negative-index wraparound selects also stop it
 from seeing consecutive columns. On AVX-512 VPOPCNTDQ machines LLVM maps ``ctpop.v8i64`` to one
-``vpopcntq zmm`` whatever vector width the CPU model prefers (see ``tinycomp_kernels.xnor``).
+``vpopcntq zmm`` whatever vector width the CPU model prefers (see docs/kernels/xnor-gemm.md).
 
 Outside Numba (``NUMBA_DISABLE_JIT=1``, or a plain call) every name is an ordinary Python function
 with the same result (``int.bit_count`` and loops), so the kernels still run, slowly, for stepping.

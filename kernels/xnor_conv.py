@@ -1,31 +1,16 @@
-"""XNOR/popcount GEMM and binary convolution on bit-packed ±1 operands.
+"""Binary (XNOR) convolution on bit-packed ±1 activations and weights: one XNOR GEMM per layer.
 
-The identity (docs/methods.md, "The kernel identity"): for a, b in {-1,+1}^n packed as bits (bit 1 <-> +1,
-``tinycomp_kernels.bits``; tail bits 0 in every operand, so they never differ),
-
-    a . b = n - 2 * popcount(a XOR b)
-
-GEMM.  ``xnor_gemm(a_bits, b_bits, n_bits)``: a (M, words), b (N, words) uint64 packed along the last
-axis from ±1 matrices with n_bits columns (words = ceil(n_bits / 64)); returns int32 (M, N) equal to
-``a_sign @ b_sign.T``. Internally b is transposed to (words, N) so that one word of one row of a,
-broadcast to 8 lanes, meets 8 consecutive columns of b in one 512-bit XOR + VPOPCNTQ + add. The
-micro-kernel (``tinycomp_kernels.popcount.xor_popcount_tile_4x32``) keeps a 4 x 32 block of counts in
-16 zmm registers while it walks all words; the loops around it cut the output into work items of
-64 rows x (a multiple of 32) columns, run in parallel (``prange``). For a work item the 32-column
-strip of b (words x 256 bytes, <= 18 KiB for K <= 4608) stays in L1 while the 4-row tiles of a stream
-from L2, so no further K-blocking is needed for the layer sizes of ResNets. Columns left over after
-the 32-wide strips go through a 4 x 8 tile, then scalar loops; rows left over (M % 4) are scalar.
-
-Binary convolution.  ``binary_conv2d(x_bits, w_bits, channels, ...)``, layout **NHWC with the channels
-packed**: x_bits (N, H, W, CW) and w_bits (O, KH, KW, CW) uint64 with CW = ceil(C / 64) words per pixel
-(tap). Why NHWC: every tap of a patch is CW whole words, so a patch is a concatenation of word runs
-(a word-level im2col, KH*KW*CW words instead of C*KH*KW floats) and the layer is one XNOR GEMM. The
-GEMM takes the weights (O, KH*KW*CW) as its row operand and the patches, built transposed
-(KH*KW*CW, N*OH*OW), as its column operand, so its output (O, N*OH*OW) holds each output channel
-contiguously along positions and the epilogue writes NCHW with contiguous runs. ``pack_activations``
-packs float NCHW (or NHWC) activations into this layout; ``pack_conv_weights`` packs OIHW weights.
-Channels are padded to whole words per tap, except when C divides 64 (ResNet-20's C = 16, 32): then
-64 // C taps share a word (``_patches_t_tight_loops``), the bit order of a packed C*KH*KW-bit row.
+``binary_conv2d(x_bits, w_bits, channels, ...)``, layout **NHWC with the channels packed**: x_bits
+(N, H, W, CW) and w_bits (O, KH, KW, CW) uint64 with CW = ceil(C / 64) words per pixel (tap). Why NHWC:
+every tap of a patch is CW whole words, so a patch is a concatenation of word runs (a word-level
+im2col, KH*KW*CW words instead of C*KH*KW floats) and the layer is one XNOR GEMM (``xnor_gemm``: the
+identity a . b = n - 2 * popcount(a XOR b)). The GEMM takes the weights (O, KH*KW*CW) as its row
+operand and the patches, built transposed (KH*KW*CW, N*OH*OW), as its column operand, so its output
+(O, N*OH*OW) holds each output channel contiguously along positions and the epilogue writes NCHW with
+contiguous runs. ``pack_activations`` packs float NCHW (or NHWC) activations into this layout;
+``pack_weights_per_tap`` packs OIHW weights. Channels are padded to whole words per tap, except when C
+divides 64 (ResNet-20's C = 16, 32): then 64 // C taps share a word (``_patches_t_tight_loops``), the
+bit order of a packed C*KH*KW-bit row.
 
     y[n, o, oh, ow] = (n_valid - 2 * popcount(patch XOR w[o]))  * alpha[o] * bn_scale[o] + bn_bias[o]
 
@@ -39,45 +24,21 @@ Padding (``pad_mode``):
 The output is float32 (N, O, OH, OW) (``layout="NHWC"``: (N, OH, OW, O)); without alpha and BN it
 holds the exact integers (|value| <= C*KH*KW < 2^24). Dilation and groups are not supported.
 
-Vector width (measured with numba 0.68 / llvmlite 0.50 = LLVM 22 on AMD EPYC Zen 4, host CPU name
-``znver4``). Numba compiles for the host CPU and LLVM's znver4 model does not prefer 256-bit vectors:
-``popcount_instruction_counts()`` finds 40 ``vpopcntq`` on zmm and 1 on ymm in the compiled GEMM
-(16 zmm in the 4 x 32 tile, 4 in the 4 x 8 tile, the rest where the loop vectoriser widened the
-scalar remainder loops). The tiles are explicit ``<8 x i64>`` IR and stay on zmm under every CPU
-model tried. What the CPU model changes is the loop vectoriser's choice: with a model that has the
-``prefer-256-bit`` tuning flag (``NUMBA_CPU_NAME=skylake-avx512`` or ``icelake-server``, or
-``NUMBA_CPU_FEATURES=<host features>,+prefer-256-bit``) a plain popcount loop gets ymm (GEMM: 28 zmm,
-5 ymm); appending ``-prefer-256-bit`` to ``NUMBA_CPU_FEATURES`` (the host's feature string, from
-``llvmlite.binding.get_host_cpu_features().flatten()``) gives zmm back. Zen 4 executes a zmm
-instruction as two 256-bit halves, so there the width changes the instruction count rather than the
-throughput; what matters is that the accumulators stay in registers, which the tile guarantees.
-Measured on one core: about 16 G word-popcounts/s (1000 G binary MACs/s), 15-21x OpenBLAS sgemm.
-
-References: ``xnor_gemm_ref`` (unpack, float matmul) and ``binary_conv2d_ref`` (unpack, pad, im2col,
-matmul, all NumPy) never call the loops.
+Reference: ``binary_conv2d_ref`` (unpack, pad, im2col, matmul, all NumPy) never calls the loops.
 """
 import numpy as np
 from numba import njit, prange
 
 from .bits import n_words, pack_signs, pack_signs_jit
-from .checks import is_int
 from .im2col import as_pair
-from .popcount import TILE_ROWS, popcount64, xor_popcount_tile_4x8, xor_popcount_tile_4x32
+from .xnor_gemm import ROW_CHUNK, STRIP, check_bits, check_n_bits, check_tail, xnor_dot_block
 
-__all__ = ["xnor_gemm", "xnor_gemm_ref", "binary_conv2d", "binary_conv2d_ref", "pack_activations",
-           "pack_conv_weights", "popcount_instruction_counts", "PAD_MODES"]
+__all__ = ["binary_conv2d", "binary_conv2d_ref", "pack_activations", "pack_weights_per_tap", "PAD_MODES"]
 
 PAD_MODES = ("zero", "one")
-ROW_CHUNK = 64  # rows per parallel work item: 16 micro-tiles of 4 rows
-STRIP = 32  # columns per micro-tile strip
 
 
-# --- references ---------------------------------------------------------------------------------
-def xnor_gemm_ref(a_sign, b_sign):
-    """NumPy oracle: (M, K) ±1 @ (N, K).T ±1 -> int32 (M, N), by float64 matmul."""
-    return (np.asarray(a_sign, np.float64) @ np.asarray(b_sign, np.float64).T).astype(np.int32)
-
-
+# --- reference ---------------------------------------------------------------------------------
 def binary_conv2d_ref(x_sign, w_sign, stride=1, padding=0, pad_mode="zero"):
     """NumPy oracle: float conv2d of ±1 NCHW x with ±1 OIHW w by explicit padding, im2col and matmul.
 
@@ -100,41 +61,6 @@ def binary_conv2d_ref(x_sign, w_sign, stride=1, padding=0, pad_mode="zero"):
 
 
 # --- loops --------------------------------------------------------------------------------------
-@njit(cache=True)
-def _xnor_dot_block(out, a, b_t, n_bits, r0, r1, c0, c1):
-    """out[i, j] = n_bits - 2 * sum_w popcount(a[i, w] ^ b_t[w, j]) for r0 <= i < r1, c0 <= j < c1."""
-    words = a.shape[1]
-    r_tiles = r0 + (r1 - r0) // TILE_ROWS * TILE_ROWS
-    c_strips = c0 + (c1 - c0) // STRIP * STRIP
-    c_eights = c_strips + (c1 - c_strips) // 8 * 8
-    for j in range(c0, c_strips, STRIP):  # the strip of b_t stays in L1 across the row tiles
-        for i in range(r0, r_tiles, TILE_ROWS):
-            xor_popcount_tile_4x32(out, a, b_t, i, j, n_bits)
-    for j in range(c_strips, c_eights, 8):
-        for i in range(r0, r_tiles, TILE_ROWS):
-            xor_popcount_tile_4x8(out, a, b_t, i, j, n_bits)
-    for i in range(r0, r1):
-        for j in range(c_eights if i < r_tiles else c0, c1):
-            s = 0
-            for w in range(words):
-                s += popcount64(a[i, w] ^ b_t[w, j])
-            out[i, j] = n_bits - 2 * s
-
-
-def _xnor_gemm_loops(out, a_bits, b_bits_t, n_bits, col_group):
-    """out (M, N) int32 <- n_bits - 2 * popcount(a_bits[i] XOR b_bits_t[:, j]); b_bits_t is (words, N)."""
-    M = a_bits.shape[0]
-    N = b_bits_t.shape[1]
-    n_rows = (M + ROW_CHUNK - 1) // ROW_CHUNK
-    n_cols = (N + col_group - 1) // col_group
-    for item in prange(n_rows * n_cols):
-        r0 = (item // n_cols) * ROW_CHUNK
-        c0 = (item % n_cols) * col_group
-        r1 = min(r0 + ROW_CHUNK, M)
-        c1 = min(c0 + col_group, N)
-        _xnor_dot_block(out, a_bits, b_bits_t, n_bits, r0, r1, c0, c1)
-
-
 def _patches_t_loops(patches_t, x_bits, pad_word, KH, KW, sh, sw, ph, pw, OH, OW):
     """Word-level im2col, transposed: patches_t (KH*KW*CW, N*OH*OW) <- x_bits (N, H, W, CW).
 
@@ -240,7 +166,7 @@ def _binary_conv2d_loops(out, dots, w_bits, patches_t, adjust_t, mult, add, n_bi
         c0 = (item % n_cols) * col_group
         r1 = min(r0 + ROW_CHUNK, O)
         c1 = min(c0 + col_group, M)
-        _xnor_dot_block(dots, w_bits, patches_t, n_bits, r0, r1, c0, c1)
+        xnor_dot_block(dots, w_bits, patches_t, n_bits, r0, r1, c0, c1)
         m0 = c0
         while m0 < c1:  # one image at a time: columns m0..m1 are positions p0..p0+L of image n
             n = m0 // P
@@ -286,7 +212,6 @@ def _pack_nchw_loops(out, x, scratch):
             out[n, p, wd] = scratch[item, p]
 
 
-xnor_gemm_jit = njit(parallel=True, cache=True)(_xnor_gemm_loops)
 patches_t_jit = njit(parallel=True, cache=True)(_patches_t_loops)
 patches_t_tight_jit = njit(parallel=True, cache=True)(_patches_t_tight_loops)
 padding_adjust_jit = njit(parallel=True, cache=True)(_padding_adjust_loops)
@@ -295,71 +220,12 @@ pack_nchw_jit = njit(parallel=True, cache=True)(_pack_nchw_loops)
 
 
 # --- wrappers -----------------------------------------------------------------------------------
-def _check_bits(op, name, arr, ndim):
-    """uint64 array of ``ndim`` dimensions, returned C-contiguous (a copy only if it was not)."""
-    if not isinstance(arr, np.ndarray):
-        raise TypeError(f"{op}: {name} must be a numpy array, got {type(arr).__name__}")
-    if arr.dtype != np.uint64:
-        raise TypeError(f"{op}: {name} must have dtype uint64 (use tinycomp_kernels.bits.pack_signs), got {arr.dtype}")
-    if arr.ndim != ndim:
-        raise ValueError(f"{op}: {name} must have {ndim} dimensions, got shape {arr.shape}")
-    return np.ascontiguousarray(arr)
-
-
-def _check_n_bits(op, name, n_bits, words, arg):
-    """n_bits as a Python int (a NumPy int8 would overflow in the word arithmetic), checked against words."""
-    if not is_int(n_bits):
-        raise TypeError(f"{op}: {name} must be an int, got {type(n_bits).__name__}")
-    n_bits = int(n_bits)
-    if n_bits <= 0 or n_words(n_bits) != words:
-        raise ValueError(f"{op}: {name}={n_bits} needs {n_words(max(n_bits, 0))} words per row, but {arg} "
-                         f"has {words}")
-    return n_bits
-
-
-def _check_tail(op, name, arr, n_bits):
-    """Tail bits beyond n_bits in the last word must be 0 (pack_signs guarantees it), else the XOR counts them."""
-    r = int(n_bits) % 64
-    if r and arr.size and (arr[..., -1] >> np.uint64(r)).any():
-        raise ValueError(f"{op}: {name} has nonzero tail bits beyond bit {n_bits} (pack it with pack_signs)")
-
-
-def _col_group(rows, cols):
-    """Columns per work item: whole rows of the output unless there are too few row chunks to share out."""
-    import numba
-    row_items = -(-rows // ROW_CHUNK)
-    want = 4 * numba.get_num_threads()
-    groups = 1 if row_items >= want else min(-(-want // max(row_items, 1)), max(1, cols // STRIP))
-    return max(STRIP, -(-(-(-cols // groups)) // STRIP) * STRIP)
-
-
 def _col_group_conv(rows, cols):
     """Positions per work item of the convolution: 8 micro-tile strips, fewer if that leaves a thread idle."""
     import numba
     row_items = -(-rows // ROW_CHUNK)
     per = -(-cols // max(1, -(-4 * numba.get_num_threads() // row_items)))  # >= 4 items per thread
     return max(STRIP, min(8 * STRIP, -(-per // STRIP) * STRIP))
-
-
-def xnor_gemm(a_bits, b_bits, n_bits):
-    """int32 (M, N) = a_sign @ b_sign.T from packed a_bits (M, words) and b_bits (N, words).
-
-    Both packed along the last axis by ``pack_signs`` from ±1 (or any float) matrices with n_bits
-    columns; words must be ceil(n_bits / 64) and the tail bits 0.
-    """
-    a = _check_bits("xnor_gemm", "a_bits", a_bits, 2)
-    b = _check_bits("xnor_gemm", "b_bits", b_bits, 2)
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"xnor_gemm: a_bits has {a.shape[1]} words per row but b_bits has {b.shape[1]}")
-    n_bits = _check_n_bits("xnor_gemm", "n_bits", n_bits, a.shape[1], "a_bits")
-    _check_tail("xnor_gemm", "a_bits", a, n_bits)
-    _check_tail("xnor_gemm", "b_bits", b, n_bits)
-    M, N = a.shape[0], b.shape[0]
-    out = np.empty((M, N), dtype=np.int32)
-    if M and N:
-        b_t = np.ascontiguousarray(b.T)  # (words, N): 8 consecutive columns = one 512-bit load
-        xnor_gemm_jit(out, a, b_t, int(n_bits), _col_group(M, N))
-    return out
 
 
 def pack_activations(x, layout="NCHW"):
@@ -390,10 +256,12 @@ def pack_activations(x, layout="NCHW"):
     return out.reshape(N, H, W, CW)
 
 
-def pack_conv_weights(w):
-    """Signs of float OIHW weights (O, C, KH, KW) -> (O, KH, KW, CW) uint64, the layout of ``binary_conv2d``."""
+def pack_weights_per_tap(w):
+    """Signs of float OIHW weights (O, C, KH, KW) -> (O, KH, KW, CW) uint64, CW = ceil(C / 64): each
+    tap's C channel signs in whole words of their own (bit c % 64 of word c // 64, tail bits 0), the
+    weight layout of ``binary_conv2d``. No scale: alpha is an argument of the convolution."""
     if not isinstance(w, np.ndarray) or w.ndim != 4:
-        raise TypeError("pack_conv_weights: w must be a 4-D numpy array (O, C, KH, KW)")
+        raise TypeError("pack_weights_per_tap: w must be a 4-D numpy array (O, C, KH, KW)")
     return pack_signs(np.transpose(w, (0, 2, 3, 1)), axis=-1)  # (O, KH, KW, C) -> (O, KH, KW, CW)
 
 
@@ -411,23 +279,23 @@ def binary_conv2d(x_bits, w_bits, channels, stride=1, padding=0, alpha=None, bn_
                   pad_mode="zero", layout="NCHW"):
     """Binary (XNOR) convolution of packed NHWC activations with packed weights; float32 output.
 
-    x_bits (N, H, W, CW) from ``pack_activations``; w_bits (O, KH, KW, CW) from ``pack_conv_weights``;
+    x_bits (N, H, W, CW) from ``pack_activations``; w_bits (O, KH, KW, CW) from ``pack_weights_per_tap``;
     channels = C (CW = ceil(C / 64)). Returns (N, O, OH, OW) (``layout="NHWC"``: (N, OH, OW, O)) with
     y = conv(sign x, sign w) * alpha[o] * bn_scale[o] + bn_bias[o] (each factor optional). ``pad_mode``
     "zero": padded taps contribute 0 (exact float-model semantics); "one": padded taps are +1 (Larq).
     """
     op = "binary_conv2d"
-    x = _check_bits(op, "x_bits", x_bits, 4)
-    w = _check_bits(op, "w_bits", w_bits, 4)
+    x = check_bits(op, "x_bits", x_bits, 4)
+    w = check_bits(op, "w_bits", w_bits, 4)
     N, H, W, CW = x.shape
     O, KH, KW, CWw = w.shape
     if CWw != CW:
         raise ValueError(f"{op}: w_bits has {CWw} words per tap but x_bits has {CW} per pixel")
-    channels = _check_n_bits(op, "channels", channels, CW, "x_bits")
+    channels = check_n_bits(op, "channels", channels, CW, "x_bits")
     if 0 in x.shape or 0 in w.shape:
         raise ValueError(f"{op}: empty x_bits {x.shape} or w_bits {w.shape}")
-    _check_tail(op, "x_bits", x, channels)
-    _check_tail(op, "w_bits", w, channels)
+    check_tail(op, "x_bits", x, channels)
+    check_tail(op, "w_bits", w, channels)
     (sh, sw), (ph, pw) = as_pair(stride, "stride", op, 1), as_pair(padding, "padding", op, 0)
     if pad_mode not in PAD_MODES:
         raise ValueError(f"{op}: pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
@@ -475,23 +343,3 @@ def binary_conv2d(x_bits, w_bits, channels, stride=1, padding=0, alpha=None, bn_
     return out.reshape((N, O, OH, OW) if layout == "NCHW" else (N, OH, OW, O))
 
 
-def popcount_instruction_counts():
-    """Count popcount instructions in the compiled XNOR GEMM: {'zmm', 'ymm', 'xmm', 'scalar', 'cpu'}.
-
-    Compiles a fresh, uncached copy of the GEMM loops (a cache-loaded function has no assembly text)
-    for C-contiguous int32/uint64 operands and scans its x86 assembly.
-    """
-    import os
-
-    import llvmlite.binding as llvm
-    from numba import types
-
-    sig = (types.int32[:, ::1], types.uint64[:, ::1], types.uint64[:, ::1], types.int64, types.int64)
-    fresh = njit(parallel=True)(_xnor_gemm_loops)
-    fresh.compile(sig)
-    lines = [ln.split("#")[0] for ln in fresh.inspect_asm(sig).splitlines()]
-    vec = [ln for ln in lines if "vpopcnt" in ln]
-    return {"zmm": sum("%zmm" in ln for ln in vec), "ymm": sum("%ymm" in ln for ln in vec),
-            "xmm": sum("%xmm" in ln for ln in vec),
-            "scalar": sum(ln.split()[0].startswith("popcnt") for ln in lines if ln.split()),
-            "cpu": os.environ.get("NUMBA_CPU_NAME", llvm.get_host_cpu_name())}

@@ -2,7 +2,7 @@
 integer part against the packed-bit kernel, BC's clipping, LSQ's first-batch step."""
 import numpy as np
 import pytest
-from tinycomp_kernels.xnor_conv import binary_conv2d, pack_activations, pack_conv_weights
+from tinycomp_kernels.xnor_conv import binary_conv2d, pack_activations, pack_weights_per_tap
 
 import tinycomp
 from tinycomp import Tensor, compress, functional as F, nn, optim
@@ -49,7 +49,7 @@ def test_xnor_integer_part_equals_binary_conv2d_on_packed_bits(C, stride, paddin
     x = rng.standard_normal((2, C, 9, 9)).astype(np.float32)
     x[0, 0, 0, :3] = 0.0  # sign(0) = +1 on both sides
     y = layer(Tensor(x)).data
-    ints = binary_conv2d(pack_activations(x), pack_conv_weights(layer.weight.data), C, stride=stride,
+    ints = binary_conv2d(pack_activations(x), pack_weights_per_tap(layer.weight.data), C, stride=stride,
                          padding=padding, pad_mode="zero")
     np.testing.assert_array_equal(y, ints)
     assert np.array_equal(y, np.round(y))

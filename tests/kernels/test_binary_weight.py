@@ -57,7 +57,7 @@ def test_equals_float_conv_with_sign_weights(case):
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
     w = rng.standard_normal((O, C, KH, KW)).astype(np.float32)
     w[rng.random(w.shape) < 0.1] = 0.0  # sign(0) = +1
-    w_bits, alpha = bw.pack_conv_weights(w, scale=scale)
+    w_bits, alpha = bw.pack_weights_per_filter(w, scale=scale)
     got = bw.binary_weight_conv2d(x, w_bits, alpha, (KH, KW), stride=s, padding=p, dilation=d)
     want = float_conv_im2col(x, effective_weights(w.astype(np.float64), scale), s, p, d)
     assert got.dtype == np.float32 and got.shape == want.shape
@@ -85,7 +85,7 @@ def test_many_items_and_channel_blocks():
     for N, C, H, O in [(1, 130, 7, 40), (3, 20, 13, 9)]:
         x = rng.standard_normal((N, C, H, H)).astype(np.float32)
         w = rng.standard_normal((O, C, 3, 3)).astype(np.float32)
-        w_bits, alpha = bw.pack_conv_weights(w)
+        w_bits, alpha = bw.pack_weights_per_filter(w)
         got = bw.binary_weight_conv2d(x, w_bits, alpha, 3, padding=1)
         want = float_conv_im2col(x, effective_weights(w.astype(np.float64), "filter"), 1, 1, 1)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
@@ -96,7 +96,7 @@ def test_loops_run_in_plain_python():
     N, C, H, W, O, KH, KW = 1, 3, 4, 3, 2, 2, 2
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
     w = rng.standard_normal((O, C, KH, KW)).astype(np.float32)
-    w_bits, alpha = bw.pack_conv_weights(w)
+    w_bits, alpha = bw.pack_weights_per_filter(w)
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))  # padding 1
     OH, OW = H + 2 - KH + 1, W + 2 - KW + 1
     out = np.full((N, O, OH, OW), np.nan, np.float32)
@@ -111,7 +111,7 @@ def test_loops_run_in_plain_python():
 
 def test_bad_inputs():
     x = np.zeros((1, 3, 5, 5), np.float32)
-    w_bits, alpha = bw.pack_conv_weights(np.ones((4, 3, 3, 3), np.float32))
+    w_bits, alpha = bw.pack_weights_per_filter(np.ones((4, 3, 3, 3), np.float32))
     f = bw.binary_weight_conv2d
     with pytest.raises(TypeError, match="binary_weight_conv2d: x"):
         f(x.astype(np.float64), w_bits, alpha, 3)
@@ -135,9 +135,9 @@ def test_bad_inputs():
         f(x, w_bits, alpha, 3, padding=-1)
     with pytest.raises(ValueError, match="binary_weight_conv2d"):
         f(x, w_bits, alpha, 3, dilation=3)  # 7x7 window on a 5x5 input
-    with pytest.raises(TypeError, match="pack_conv_weights: w"):
-        bw.pack_conv_weights(np.ones((2, 3, 3, 3), np.int32))
-    with pytest.raises(ValueError, match="pack_conv_weights: w"):
-        bw.pack_conv_weights(np.ones((2, 27), np.float32))
-    with pytest.raises(ValueError, match="pack_conv_weights: scale"):
-        bw.pack_conv_weights(np.ones((2, 3, 3, 3), np.float32), scale="row")
+    with pytest.raises(TypeError, match="pack_weights_per_filter: w"):
+        bw.pack_weights_per_filter(np.ones((2, 3, 3, 3), np.int32))
+    with pytest.raises(ValueError, match="pack_weights_per_filter: w"):
+        bw.pack_weights_per_filter(np.ones((2, 27), np.float32))
+    with pytest.raises(ValueError, match="pack_weights_per_filter: scale"):
+        bw.pack_weights_per_filter(np.ones((2, 3, 3, 3), np.float32), scale="row")

@@ -60,7 +60,7 @@ class Conv:
             self.weight = pack_signs(w.reshape(O, C * KH * KW), axis=-1)  # (O, ceil(C*KH*KW/64))
             self.path = "binary_weight_conv2d"
         else:
-            self.weight = xnor_conv.pack_conv_weights(w)  # (O, KH, KW, ceil(C/64))
+            self.weight = xnor_conv.pack_weights_per_tap(w)  # (O, KH, KW, ceil(C/64))
             self.path = "binary_conv2d"
         self.signs = w if self.kind != "float" else None  # (O, C, KH, KW) ±1, for integer_part's checks
 
