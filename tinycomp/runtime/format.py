@@ -16,17 +16,21 @@ bits. Ops and layers: see ``tinycomp.runtime.model``.
 
 ``Reader`` holds a file's arrays and turns a reference into a tensor, refusing a reference out of
 range or disagreeing with the shape the header gives; every error is a FormatError naming the file
-and the entry (an npz member, or a path into the header such as ``ops[3].conv1.weight``).
+and the entry (an npz member, or a path into the header such as ``ops[3].conv1.weight``). Members are
+judged by their .npy headers before their data is read, so an object (pickled) member is refused
+unread. ``file_kind`` tells an exported model from a training checkpoint by the members it holds.
 """
 import json
 import os
 import zipfile
+import zlib
 
 import numpy as np
 from tinycomp_kernels.bits import n_words, unpack_signs
 
 FORMAT = "tinycomp-export-1"
 ENTRIES = {"header": np.uint8, "float32": np.float32, "bits": np.uint64}
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 class FormatError(ValueError):
@@ -56,7 +60,7 @@ class Reader:
         if header.get("format") != FORMAT:
             raise self.error("header.format", f"{header.get('format')!r}, expected {FORMAT!r} (written by another "
                              "version of tinycomp?)")
-        self.header = header
+        self.header, self.header_size = header, arrays["header"].size  # header_size in bytes
         sizes = self.field(header, "entries", dict, "header")
         for name in ("float32", "bits"):
             if sizes.get(name) != arrays[name].size:
@@ -67,26 +71,54 @@ class Reader:
 
     def _arrays(self):
         try:
+            with zipfile.ZipFile(self.path) as z:
+                self._check_members(z)
             archive = np.load(self.path, allow_pickle=False)
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        except FormatError:  # a ValueError, already naming the entry
+            raise
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
             raise FormatError(f"exported model {self.path}: not readable as an .npz ({type(exc).__name__}: {exc})") from None
         arrays = {}
         with archive:
-            extra = sorted(set(archive.files) - set(ENTRIES))
-            if extra:
-                raise self.error(extra[0], f"unexpected entry; an exported model holds {', '.join(ENTRIES)}")
-            for name, dtype in ENTRIES.items():
-                if name not in archive.files:
-                    raise self.error(name, "missing; not a tinycomp exported model")
+            for name in ENTRIES:
                 try:
-                    a = archive[name]
-                except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError) as exc:
-                    # ValueError: an object (pickled) array; the others: a damaged member
-                    raise self.error(name, f"unreadable (nothing pickled is loaded): {type(exc).__name__}: {exc}") from None
-                if a.dtype != dtype or a.ndim != 1:
-                    raise self.error(name, f"{a.dtype} of shape {a.shape}, expected a 1-D {np.dtype(dtype)} array")
-                arrays[name] = a
+                    arrays[name] = archive[name]
+                except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError, zlib.error) as exc:
+                    raise self.error(name, f"unreadable (a damaged member): {type(exc).__name__}: {exc}") from None
+                if arrays[name].ndim != 1:  # a member whose data disagrees with its own .npy header
+                    raise self.error(name, f"shape {arrays[name].shape}, expected a 1-D array")
         return arrays
+
+    def _check_members(self, z):
+        """The archive holds exactly ENTRIES, each 1-D of its dtype, judged from the members' .npy headers
+        before any data is read: an object array (whose reading would unpickle) is refused here."""
+        names = [n[:-len(".npy")] if n.endswith(".npy") else n for n in z.namelist()]
+        extra = sorted(set(names) - set(ENTRIES))
+        if extra:
+            raise self.error(extra[0], f"unexpected entry; an exported model holds {', '.join(ENTRIES)}")
+        for name, dtype in ENTRIES.items():
+            if name not in names:
+                raise self.error(name, "missing; not a tinycomp exported model")
+            shape, stored = self._member_layout(z, name)
+            if stored.hasobject:
+                raise self.error(name, f"holds Python objects (dtype {stored}); reading them would unpickle, so "
+                                 "the file is refused")
+            if stored != dtype or len(shape) != 1:
+                raise self.error(name, f"{stored} of shape {shape}, expected a 1-D {np.dtype(dtype)} array")
+
+    def _member_layout(self, z, name):
+        """(shape, dtype) from member ``name``'s .npy header, its data left unread."""
+        try:
+            with z.open(f"{name}.npy") as f:
+                version = np.lib.format.read_magic(f)
+                read = _NPY_HEADER_READERS.get(version)
+                layout = read(f) if read else None
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+            raise self.error(name, f"unreadable .npy header: {type(exc).__name__}: {exc}") from None
+        if layout is None:
+            raise self.error(name, f".npy format version {version}, expected one of {list(_NPY_HEADER_READERS)}")
+        shape, _, dtype = layout
+        return shape, dtype
 
     def error(self, where, message):
         return FormatError(f"exported model {self.path}: entry {where}: {message}")
@@ -107,19 +139,19 @@ class Reader:
             raise self.error(f"{where}.{key}", f"{v!r} is not a list of {n} ints >= {lo}")
         return tuple(v)
 
-    def _span(self, ref, where, pool, size):
+    def _span(self, ref, where, pool, size, entry):
         if not isinstance(ref, dict) or not all(_is_int(ref.get(k)) for k in ("offset", "size")):
             raise self.error(where, f"{ref!r} is not a tensor reference {{'offset': int, 'size': int}}")
         start, n = ref["offset"], ref["size"]
         if n != size:
             raise self.error(where, f"size {n} disagrees with the layer's shape ({size} expected)")
         if start < 0 or start + n > pool.size:
-            raise self.error(where, f"elements {start}..{start + n} are out of range of entry of {pool.size}")
+            raise self.error(where, f"elements {start}..{start + n} are out of range of the {entry} entry's {pool.size}")
         return pool[start:start + n]
 
     def float_tensor(self, ref, shape, where):
         """The float32 tensor ``ref`` points to, reshaped to ``shape`` (a copy)."""
-        return self._span(ref, where, self.floats, int(np.prod(shape))).reshape(shape).copy()
+        return self._span(ref, where, self.floats, int(np.prod(shape)), "float32").reshape(shape).copy()
 
     def sign_tensor(self, ref, shape, where):
         """The ±1 float32 tensor of ``shape`` whose packed signs ``ref`` points to."""
@@ -127,7 +159,28 @@ class Reader:
         if not isinstance(ref, dict) or ref.get("bits") != n:
             raise self.error(where, f"holds {ref.get('bits') if isinstance(ref, dict) else ref!r} bits, the shape "
                              f"{list(shape)} has {n}")
-        words = self._span(ref, where, self.words, n_words(n))
+        words = self._span(ref, where, self.words, n_words(n), "bits")
         if n % 64 and words[-1] >> np.uint64(n % 64):
             raise self.error(where, f"nonzero tail bits past bit {n}")
         return unpack_signs(np.ascontiguousarray(words).reshape(1, -1), n).reshape(shape)
+
+
+def file_kind(path):
+    """"exported" or "checkpoint": the kind of tinycomp file ``path`` is, told by its members (an exported
+    model has a ``header`` entry, a checkpoint a ``meta`` entry), not by its name. FormatError if neither."""
+    path = str(path)
+    if os.path.isdir(path):
+        raise FormatError(f"{path}: is a folder, not a checkpoint file or an exported model")
+    if not os.path.isfile(path):
+        raise FormatError(f"{path}: no such file")
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise FormatError(f"{path}: not an .npz archive (truncated, or another kind of file), so neither a "
+                          f"tinycomp checkpoint nor an exported model ({type(exc).__name__}: {exc})") from None
+    if "header.npy" in names:
+        return "exported"
+    if "meta.npy" in names:
+        return "checkpoint"
+    raise FormatError(f"{path}: neither a tinycomp checkpoint (no meta entry) nor an exported model (no header entry)")
