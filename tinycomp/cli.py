@@ -1,14 +1,19 @@
-"""Command line: ``tinycomp train | eval | summary | export`` (also ``python -m tinycomp ...``).
+"""Command line: ``tinycomp train | eval | summary | export | bench`` (also ``python -m tinycomp ...``).
 
-Exit codes: 0 success; 2 bad arguments, bad data, bad checkpoint or an existing run folder (with a
-message naming what was wrong); 3 the training diverged (NaN/Inf loss; the last good checkpoint is
-kept); 128 + signal number when SIGINT / SIGTERM stopped training (after a checkpoint was written).
+eval, summary and bench take a training checkpoint or an exported model (``tinycomp export``), told
+apart by the file's content, not its name.
+
+Exit codes: 0 success; 2 bad arguments, bad data, a bad checkpoint or exported model, or an existing
+run folder (with a message naming what was wrong); 3 the training diverged (NaN/Inf loss; the last
+good checkpoint is kept); 128 + signal number when SIGINT / SIGTERM stopped training (after a
+checkpoint was written).
 """
 import argparse
 import dataclasses
 import json
 import os
 import sys
+import tempfile
 
 from . import __version__, models
 from .config import MAX_WIDTH, DivergedError, RunError, TrainConfig, resume_config
@@ -151,17 +156,27 @@ def _position_text(result):
     return f"after epoch {epoch}/{epochs}"
 
 
+def _json_numbers(value):
+    """``value`` with NaN (a class without test images) as None, so that the JSON printed is strict."""
+    if isinstance(value, dict):
+        return {k: _json_numbers(v) for k, v in value.items()}
+    return None if isinstance(value, float) and value != value else value
+
+
 def cmd_eval(args):
-    from .evaluate import evaluate_checkpoint
+    from .evaluate import evaluate_checkpoint, evaluate_exported
+    from .runtime.format import file_kind
 
     if args.batch_size < 1:
         raise RunError(f"--batch-size must be >= 1, got {args.batch_size}")
-    result = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, download=args.download,
-                                 batch_size=args.batch_size, progress=not args.json)
+    evaluate = evaluate_exported if file_kind(args.file) == "exported" else evaluate_checkpoint
+    result = evaluate(args.file, data_dir=args.data_dir, download=args.download, batch_size=args.batch_size,
+                      progress=not args.json)
     if args.json:
-        print(json.dumps(result, indent=1))
+        print(json.dumps(_json_numbers(result), indent=1))
         return 0
-    print(f"{result['model']} (width {result['width']:g}, method {result['method']}, {_position_text(result)}) on {result['dataset']} "
+    where = _position_text(result) if result["kind"] == "checkpoint" else "exported model"
+    print(f"{result['model']} (width {result['width']:g}, method {result['method']}, {where}) on {result['dataset']} "
           f"test set: accuracy {100 * result['test_acc']:.2f} %, "
           f"loss {result['test_loss']:.4f}")
     for name, acc in result["per_class_acc"].items():
@@ -169,20 +184,39 @@ def cmd_eval(args):
     return 0
 
 
+def _summary_of_exported(args):
+    from . import runtime
+    from .runtime.summary import format_summary, summarize
+
+    model = runtime.load(args.file)
+    s = summarize(model)
+    if args.json:
+        print(json.dumps({"file": args.file, "kind": "exported", "model": model.model, "width": model.width,
+                          "num_classes": model.num_classes, **s}, indent=1))
+    else:
+        print(format_summary(s, f"{model.model} (width {model.width:g}, {model.num_classes} classes, "
+                             f"{'x'.join(map(str, model.input_shape))} input, method {model.method}), exported "
+                             f"model {args.file}"))
+    return 0
+
+
 def cmd_summary(args):
     from .summary import format_summary, summarize
 
     from .compress.run_config import summary_model
+    from .runtime.format import file_kind
 
-    if args.checkpoint is not None:
+    if args.file is not None:
+        if file_kind(args.file) == "exported":
+            return _summary_of_exported(args)
         from .evaluate import model_of_checkpoint
 
-        model, meta = model_of_checkpoint(args.checkpoint)
+        model, meta = model_of_checkpoint(args.file)
         cfg, classes = meta["config"], meta["num_classes"]
         name, width, method = cfg["model"], cfg["width"], cfg.get("method", "none")
     else:
         if args.model is None:
-            raise RunError("summary: give a checkpoint or --model")
+            raise RunError("summary: give a checkpoint, an exported model or --model")
         if not 0 < args.width <= MAX_WIDTH:
             raise RunError(f"--width must be in (0, {MAX_WIDTH}], got {args.width}")
         if args.num_classes < 1:
@@ -214,25 +248,75 @@ def cmd_export(args):
     return 0
 
 
+def _batch_sizes(text):
+    try:
+        sizes = [int(v) for v in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise RunError(f"--batch-sizes must be comma-separated integers >= 1 (e.g. 1,64), got {text!r}")
+    return sizes
+
+
+def _runtime_model(path):
+    """(runtime model, file kind) of ``path``: an exported model, or a checkpoint exported to a
+    temporary file first."""
+    from . import runtime
+    from .export import ExportError, export_checkpoint
+    from .runtime.format import file_kind
+
+    kind = file_kind(path)
+    if kind == "exported":
+        return runtime.load(path), kind
+    with tempfile.TemporaryDirectory() as folder:
+        out = os.path.join(folder, "model.npz")
+        try:
+            export_checkpoint(path, out)
+        except ExportError as exc:
+            raise RunError(f"{path}: {exc}") from None
+        return runtime.load(out), kind  # loaded whole into memory: the temporary file may go
+
+
+def cmd_bench(args):
+    from .bench import bench, format_bench
+    from .machine import machine_info
+    from .threads import set_num_threads
+
+    sizes = _batch_sizes(args.batch_sizes)
+    if args.repeats < 1:
+        raise RunError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.threads is not None and args.threads < 1:
+        raise RunError(f"--threads must be >= 1, got {args.threads}")
+    model, kind = _runtime_model(args.file)
+    if args.threads:
+        set_num_threads(args.threads)
+    result = {"file": args.file, "kind": kind, "machine": machine_info(), **bench(model, sizes, args.repeats)}
+    print(json.dumps(result, indent=1) if args.json else format_bench(result))
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="tinycomp", description="Train, evaluate and inspect compressed "
                                      "networks on CIFAR, on a CPU.")
     parser.add_argument("--version", action="version", version=f"tinycomp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
-    p = sub.add_parser("eval", help="test accuracy of a checkpoint", description="Test accuracy and per-class "
-                       "accuracy of a checkpoint written by tinycomp train.")
-    p.add_argument("checkpoint", help="a .npz written by tinycomp train (last.npz or best.npz of a run folder)")
+    p = sub.add_parser("eval", help="test accuracy of a checkpoint or an exported model",
+                       description="Test accuracy and per-class accuracy of a checkpoint written by tinycomp "
+                       "train, or of an exported model (tinycomp export) run by tinycomp.runtime.")
+    p.add_argument("file", help="a checkpoint (last.npz or best.npz of a run folder) or an exported model; "
+                   "told apart by content")
     _add_data_options(p)
     p.add_argument("--batch-size", type=int, default=500, help="images per forward pass (default 500); "
                    "changes the memory used, not the result")
-    p.add_argument("--json", action="store_true", help="print JSON (accuracy, loss, per-class accuracy, model, "
-                   "width, epoch) instead of text")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text, nothing else on stdout: "
+                   "test_acc, test_loss, per_class_acc, images, dataset, model, width, method, kind (checkpoint "
+                   "or exported) and for a checkpoint epoch, epochs, mid_epoch, mid_epoch_batch")
     p = sub.add_parser("summary", help="parameters, MACs and memory per layer",
                        description="Per-layer and total parameters, MACs and memory of a model.")
-    p.add_argument("checkpoint", nargs="?", default=None, help="a checkpoint written by tinycomp train: its model "
-                   "as trained (pruned masks, SAL's rounded pairs, thinned shapes); the other options are then "
-                   "not used")
+    p.add_argument("file", nargs="?", default=None, help="a checkpoint written by tinycomp train: its model "
+                   "as trained (pruned masks, SAL's rounded pairs, thinned shapes); or an exported model: its "
+                   "layers as stored and the file's size; the other options are then not used")
     p.add_argument("--model", default=None, choices=models.names(), help="the model to describe (without a "
                    "checkpoint)")
     p.add_argument("--width", type=float, default=1.0, help=f"channel width multiplier in (0, {MAX_WIDTH:g}]")
@@ -245,22 +329,37 @@ def build_parser():
                        "float, bc, bwn and xnor.")
     p.add_argument("checkpoint", help="a .npz written by tinycomp train (last.npz or best.npz of a run folder)")
     p.add_argument("--out", required=True, help="the exported model file to write (.npz)")
+    p = sub.add_parser("bench", help="speed of an exported model against the same network in float",
+                       description="Latency and throughput of a model on tinycomp.runtime against the same "
+                       "network in tinycomp float (fresh random weights, eval mode), per layer and in total, "
+                       "with the machine recorded. Both sides alternate in the same run; medians of the repeats.")
+    p.add_argument("file", help="an exported model, or a checkpoint (exported to a temporary file first)")
+    p.add_argument("--batch-sizes", default="1,64", help="comma-separated batch sizes (default 1,64: latency "
+                   "at batch 1, throughput at batch 64)")
+    p.add_argument("--repeats", type=int, default=10, help="timed rounds per batch size (default 10), after "
+                   "one warm-up round")
+    p.add_argument("--threads", type=int, default=None, help="Numba and BLAS threads (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print JSON: machine, and per batch size the total and "
+                   "per-layer times of both sides and their speedup")
     return parser
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = {"train": cmd_train, "eval": cmd_eval, "summary": cmd_summary, "export": cmd_export}[args.command]
+    command = {"train": cmd_train, "eval": cmd_eval, "summary": cmd_summary, "export": cmd_export,
+               "bench": cmd_bench}[args.command]
+    from .bench import BenchError
     from .checkpoint import CheckpointError
     from .data import DatasetError
+    from .runtime.format import FormatError
 
     try:
         return command(args)
     except DivergedError as exc:
         print(f"tinycomp {args.command}: error: {exc}", file=sys.stderr)
         return 3
-    except (RunError, DatasetError, CheckpointError) as exc:
+    except (RunError, DatasetError, CheckpointError, FormatError, BenchError) as exc:
         print(f"tinycomp {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C before training started (data loading): nothing to save

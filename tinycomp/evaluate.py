@@ -1,4 +1,5 @@
-"""Evaluation: loss and accuracy of a model on a loader, and of a checkpoint on its test set."""
+"""Evaluation: loss and accuracy of a model on a loader, and of a checkpoint or an exported model
+(``tinycomp.runtime``) on its test set, through the same loader and scoring."""
 import numpy as np
 
 from . import checkpoint, functional as F
@@ -12,16 +13,34 @@ from .tensor import Tensor
 def evaluate(model, loader, num_classes):
     """(mean loss, accuracy, per-class accuracy) of ``model`` on every batch of ``loader``."""
     model.eval()
+    return _score(_logits_of(model), loader, num_classes)
+
+
+def _logits_of(model):
+    return lambda x: model(Tensor(x)).data
+
+
+@no_grad()
+def _score(forward, loader, num_classes):
+    """``evaluate`` for ``forward``: normalised float32 batch -> logits (NumPy)."""
     loss_sum, correct, total = 0.0, np.zeros(num_classes), np.zeros(num_classes)
     for b in range(len(loader)):
         x, y = loader.batch(0, b)
-        logits = model(Tensor(x))
-        loss_sum += F.cross_entropy(logits, y).item() * len(y)
-        hit = logits.data.argmax(axis=1) == y
+        logits = forward(x)
+        loss_sum += F.cross_entropy(Tensor(logits), y).item() * len(y)
+        hit = logits.argmax(axis=1) == y
         np.add.at(correct, y, hit)
         np.add.at(total, y, 1)
     per_class = np.where(total > 0, correct / np.maximum(total, 1), np.nan)
     return loss_sum / total.sum(), correct.sum() / total.sum(), per_class
+
+
+def _test_result(forward, data, norm, batch_size):
+    """The test-set part of an evaluation result: dataset, images, loss, accuracy, per class."""
+    loader = BatchLoader(data.test_images, data.test_labels, batch_size, normalize=norm)
+    loss, acc, per_class = _score(forward, loader, data.num_classes)
+    return {"dataset": data.name, "images": int(len(data.test_labels)), "test_loss": loss, "test_acc": acc,
+            "per_class_acc": dict(zip(data.classes, per_class.tolist()))}
 
 
 def training_position(meta):
@@ -62,9 +81,29 @@ def evaluate_checkpoint(path, data_dir=None, download=None, batch_size=500, prog
         get_spec(cfg["dataset"])
         norm = Normalize(meta["normalize"]["mean"], meta["normalize"]["std"])
     data = load_cifar(cfg["dataset"], root=data_dir, download=download, progress=progress)
-    loader = BatchLoader(data.test_images, data.test_labels, batch_size, normalize=norm)
-    loss, acc, per_class = evaluate(model, loader, data.num_classes)
-    return {"checkpoint": str(path), "model": cfg["model"], "width": cfg["width"],
-            "method": cfg.get("method", "none"), **training_position(meta),
-            "dataset": data.name, "test_loss": loss, "test_acc": acc,
-            "per_class_acc": dict(zip(data.classes, per_class.tolist()))}
+    model.eval()
+    position = training_position(meta)
+    return {"checkpoint": str(path), "file": str(path), "kind": "checkpoint", "model": cfg["model"],
+            "width": cfg["width"], "method": cfg.get("method", "none"), **position,
+            "mid_epoch": bool(position["mid_epoch_batch"]),
+            **_test_result(_logits_of(model), data, norm, batch_size)}
+
+
+def evaluate_exported(path, data_dir=None, download=None, batch_size=500, progress=True):
+    """``evaluate_checkpoint`` for an exported model (``tinycomp.export``), run by ``tinycomp.runtime``
+    on the test set of the dataset its header names (CIFAR-10 / -100 by its class count if none)."""
+    from . import runtime  # here, not at the top: training needs none of the runtime's kernels
+
+    model = runtime.load(path)
+    dataset = model.header.get("dataset") or {10: "cifar10", 100: "cifar100"}.get(model.num_classes)
+    try:
+        get_spec(dataset)
+    except ValueError as exc:
+        raise runtime.FormatError(f"exported model {path}: entry header.dataset: {exc}") from None
+    data = load_cifar(dataset, root=data_dir, download=download, progress=progress)
+    if data.num_classes != model.num_classes:
+        raise runtime.FormatError(f"exported model {path}: entry header.num_classes: {model.num_classes}, but "
+                                  f"{data.name} has {data.num_classes} classes")
+    norm = Normalize(model.normalize["mean"], model.normalize["std"])
+    return {"file": str(path), "kind": "exported", "model": model.model, "width": model.width,
+            "method": model.method, **_test_result(model, data, norm, batch_size)}

@@ -3,8 +3,10 @@
     model = tinycomp.runtime.load("model.npz")
     logits = model(x)            # x: normalised float32 (N, 3, H, W); model.preprocess(uint8 pixels)
     print(model.describe())      # each layer's kind and the kernel it runs on
+    logits, seconds = model.profile(x, repeats=5)   # median seconds per op ("conv1", "layer1.0", ...)
 
-Formats and checks: ``format.py``; layers and kernels: ``layers.py``; the network's ops: ``model.py``.
+Formats and checks: ``format.py``; layers and kernels: ``layers.py``; the network's ops: ``model.py``;
+per-layer storage and MACs of a loaded file: ``summary.py``.
 """
 from .format import FORMAT, FormatError, Reader
 from .model import Model

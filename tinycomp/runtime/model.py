@@ -11,8 +11,14 @@ Ops (each a JSON object with "op"; layers as in ``tinycomp.runtime.layers``, Bat
 
 sc is the identity when "shortcut" is null, else the folded 1x1 projection conv. At load the ops are
 walked once over the header's input shape, so a layer whose channels disagree with its input, a
-kernel that does not fit, or a residual sum of two shapes is refused before anything runs.
+kernel that does not fit, or a residual sum of two shapes is refused before anything runs; the walk
+records each layer's input and output shapes (``shapes``, per image).
+
+Ops are named as the training model's modules: the stem "conv1", blocks "layer<I>.<J>", "pool",
+"linear" (``op_names``); ``profile`` times each op.
 """
+import time
+
 import numpy as np
 
 from .layers import Conv, Linear
@@ -25,6 +31,7 @@ class Model:
 
     def __init__(self, reader):
         h = reader.header
+        self.header, self.header_size = h, reader.header_size
         self.path = reader.path
         self.method = reader.field(h, "method", str, "header")
         self.model = reader.field(h, "model", str, "header")
@@ -37,7 +44,9 @@ class Model:
                 raise reader.error(f"header.normalize.{key}", f"{v!r} is not 3 numbers" + (" > 0" if key == "std" else ""))
         self.input_shape = reader.ints(h, "input_shape", 3, 1, "header")
         self.ops = [self._op(reader, op, f"ops[{i}]") for i, op in enumerate(reader.field(h, "ops", list, "header"))]
+        self.shapes = {}  # layer name -> ((C, H, W) in, (O, OH, OW) out), or (in_features,), (out,) for linear
         self._check_shapes(reader)
+        self.op_names = [_op_name(op) for op in self.ops]
 
     def _op(self, reader, op, where):
         kind = reader.field(op, "op", str, where)
@@ -66,6 +75,7 @@ class Model:
             if conv.in_channels != s[0] or size is None:
                 raise reader.error(conv.where, f"conv {list(conv.shape)} stride {list(conv.stride)} padding "
                                    f"{list(conv.padding)} does not fit its input (C, H, W) = {tuple(s)}")
+            self.shapes[conv.name] = (tuple(s), (conv.out_channels,) + size)
             return (conv.out_channels,) + size
 
         for i, op in enumerate(self.ops):
@@ -90,6 +100,7 @@ class Model:
                 if shape != (linear.in_features,):
                     raise reader.error(f"ops[{i}].layer", f"linear of {list(linear.shape)} on an input of shape {shape}")
                 shape = (linear.shape[0],)
+                self.shapes[linear.name] = ((linear.in_features,), shape)
         if shape != (self.num_classes,):
             raise reader.error("header.ops", f"the network ends in shape {shape}, not ({self.num_classes},) logits")
 
@@ -110,19 +121,48 @@ class Model:
         std = np.asarray(self.normalize["std"], np.float64).reshape(1, 3, 1, 1)
         return ((np.asarray(images, np.float64) / 255.0 - mean) / std).astype(np.float32)
 
-    def __call__(self, x):
+    def _input(self, x):
         if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
             raise TypeError(f"runtime model: x must be a float numpy array, got {getattr(x, 'dtype', type(x))}")
         if x.ndim != 4 or x.shape[1] != self.input_shape[0] or 0 in x.shape:
             raise ValueError(f"runtime model: x must be (N, {self.input_shape[0]}, H, W), got shape {x.shape}")
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def __call__(self, x):
+        x = self._input(x)
         for op in self.ops:
             x = _run(op, x)
         return x
 
+    def profile(self, x, repeats=1):
+        """(logits, {op name: median seconds}) over ``repeats`` passes of ``x``, each op timed with
+        time.perf_counter; ``__call__`` stays free of the timer calls."""
+        if repeats < 1:
+            raise ValueError(f"profile: repeats must be >= 1, got {repeats}")
+        x = self._input(x)
+        times = [[] for _ in self.ops]
+        for _ in range(repeats):
+            y = x
+            for op, t in zip(self.ops, times):
+                start = time.perf_counter()
+                y = _run(op, y)
+                t.append(time.perf_counter() - start)
+        return y, {name: float(np.median(t)) for name, t in zip(self.op_names, times)}
+
     def __repr__(self):
         return (f"runtime.Model({self.model}, width {self.width:g}, method {self.method}, {self.num_classes} classes, "
                 f"from {self.path})")
+
+
+def _op_name(op):
+    """The training model's name for ``op``: its layer's for conv / linear, the block's for a block
+    (its conv1 is "<block>.conv1"), "pool" for the pooling."""
+    kind = op[0]
+    if kind == "global_avg_pool":
+        return "pool"
+    if kind in ("basic_block", "bireal_block"):
+        return op[1].name.rsplit(".", 1)[0]
+    return op[1].name
 
 
 def _run(op, x):

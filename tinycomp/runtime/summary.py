@@ -1,0 +1,68 @@
+"""Summary of an exported model: per layer its kind, shapes, parameters, stored bits and MACs, and what
+the file takes, read from the file itself (the counterpart of ``tinycomp.summary`` for a checkpoint).
+
+With BatchNorm folded, a layer's parameters are its weight, its per-channel scale (binary kinds) and
+its bias; its stored bits are what the file holds for it: 32 per float32 value, 64 per packed word
+(1 bit a binary weight, the last word's tail included). MACs per image: conv OH·OW·O·C·KH·KW, linear
+in·out; "binary" for XNOR layers (both operands ±1), "float" otherwise (a binary-weight layer
+multiplies float inputs), as in ``tinycomp.summary``.
+"""
+import os
+
+import numpy as np
+
+LAYER_KEYS = ("layer", "conv1", "conv2", "shortcut")
+
+
+def _entries(header):
+    """The header entry of every conv and linear layer, in execution order."""
+    return [op[k] for op in header["ops"] for k in LAYER_KEYS if isinstance(op.get(k), dict)]
+
+
+def _stored_bits(entry):
+    refs = [entry[k] for k in ("weight", "scale", "bias") if k in entry]
+    return sum(64 * r["size"] if "bits" in r else 32 * r["size"] for r in refs)
+
+
+def summarize(model):
+    """Rows per layer (name, kind, kernel path, weight shape, output shape, params, stored bits, MACs,
+    MAC kind) and totals (params, stored bits, tensor and header bytes, file bytes on disk, MACs) of
+    ``model`` (a ``tinycomp.runtime.Model``)."""
+    paths = {name: path for name, _, path in model.layers()}
+    rows = []
+    for entry in _entries(model.header):
+        name, shape = entry["name"], entry["shape"]
+        _, out = model.shapes[name]
+        params = int(np.prod(shape)) + sum(entry[k]["size"] for k in ("scale", "bias") if k in entry)
+        macs = int(np.prod(out[1:])) * int(np.prod(shape)) if len(shape) == 4 else int(np.prod(shape))
+        rows.append({"name": name, "kind": entry["kind"], "path": paths[name], "shape": list(shape),
+                     "output": list(out), "params": params, "stored_bits": _stored_bits(entry), "macs": macs,
+                     "mac_kind": "binary" if entry["kind"] == "xnor" else "float"})
+    sizes = model.header["entries"]
+    tensor_bytes = 4 * sizes["float32"] + 8 * sizes["bits"]
+    header_bytes = model.header_size
+    bits = sum(r["stored_bits"] for r in rows)
+    totals = {"params": sum(r["params"] for r in rows), "stored_bits": bits, "stored_megabits": bits / 1e6,
+              "tensor_bytes": tensor_bytes, "header_bytes": header_bytes,
+              "file_bytes": os.path.getsize(model.path),
+              "macs": sum(r["macs"] for r in rows),
+              "float_macs": sum(r["macs"] for r in rows if r["mac_kind"] == "float"),
+              "binary_macs": sum(r["macs"] for r in rows if r["mac_kind"] == "binary")}
+    return {"method": model.method, "layers": rows, "total": totals}
+
+
+def format_summary(summary, title=""):
+    lines = [title] if title else []
+    lines.append(f"{'layer':<28} {'kind':<14} {'shape':<12} {'output':<12} {'params':>9} {'stored bits':>12} "
+                 f"{'MACs':>12} {'MAC kind':>8}  kernel")
+    for r in summary["layers"]:
+        lines.append(f"{r['name']:<28} {r['kind']:<14} {'x'.join(map(str, r['shape'])):<12} "
+                     f"{'x'.join(map(str, r['output'])):<12} {r['params']:>9,} {r['stored_bits']:>12,} "
+                     f"{r['macs']:>12,} {r['mac_kind']:>8}  {r['path']}")
+    t = summary["total"]
+    lines.append(f"method: {summary['method']} (exported: BatchNorm folded into the layers)")
+    lines.append(f"total: {t['params']:,} parameters, {t['stored_megabits']:.3f} Mb stored ({t['tensor_bytes']:,} "
+                 f"bytes of tensors + {t['header_bytes']:,} bytes of header), {t['macs'] / 1e6:.2f} M MACs per image "
+                 f"(float {t['float_macs'] / 1e6:.2f} M, binary {t['binary_macs'] / 1e6:.2f} M); "
+                 f"file on disk {t['file_bytes']:,} bytes")
+    return "\n".join(lines)
