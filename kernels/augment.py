@@ -30,6 +30,7 @@ import numpy as np
 from numba import njit, prange
 
 from .checks import is_int
+from .fastmath import ALL_FLAGS
 
 MODES = ("reflect", "zero")
 
@@ -88,7 +89,8 @@ def _augment_loops(out, images, offsets, flips, pad, reflect, scale, shift):
 # Serial on purpose: a 128-image batch is ~0.5 ms of work, less than a parallel region's fork/join
 # on a busy machine (measured 25x slower with two threads under load), and the training step that
 # consumes the batch already uses every core. prange still marks the independent loop.
-augment_jit = njit(parallel=False, cache=True, fastmath=True)(_augment_loops)
+# ALL_FLAGS: uint8 pixels are finite, so of all the flags only the FMA of the affine map acts
+augment_jit = njit(parallel=False, cache=True, fastmath=ALL_FLAGS)(_augment_loops)
 
 
 # --- wrapper -----------------------------------------------------------------------------------

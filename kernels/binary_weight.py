@@ -36,6 +36,7 @@ import numpy as np
 from numba import njit, prange, get_num_threads
 
 from .bits import pack_signs
+from .fastmath import ALL_FLAGS
 from .im2col import as_pair, conv_output_size
 
 _LT = 64    # output positions per tile: 4 AVX-512 vectors of float32
@@ -154,7 +155,8 @@ def _bwconv_loops(out, xp, w_bits, alpha, KH, KW, sh, sw, dh, dw, n_oblocks, col
                     of[n, o, l0 + j] = a * acc[t, o, j]
 
 
-binary_weight_conv2d_jit = njit(parallel=True, cache=True, fastmath=True)(_bwconv_loops)
+# ALL_FLAGS: the table and accumulator sums vectorise re-associated; finite x is the wrapper's contract
+binary_weight_conv2d_jit = njit(parallel=True, cache=True, fastmath=ALL_FLAGS)(_bwconv_loops)
 
 
 # --- wrappers ----------------------------------------------------------------------------------

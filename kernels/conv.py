@@ -34,13 +34,13 @@ from numba import njit, prange
 from .checks import is_int
 from .conv_tiles import (_conv2d_tiles, _conv2d_tiles_backward_input, _conv2d_tiles_backward_weight, _tiles_fit,
                          _tiles_backward_input_fits, _tiles_backward_weight_fits)
+from .fastmath import SUM_REASSOC
 from .im2col import _valid_range_jit, as_pair, col2im, conv_output_size, im2col
 
 __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward",
            "conv2d_algorithm", "conv2d_ref", "ALGORITHMS"]
 
 ALGORITHMS = ("matmul1x1", "direct", "tiles", "im2col")
-_FAST = {"reassoc", "contract"}  # reorder/fuse sums only: NaN and Inf still behave
 
 
 # --- reference ----------------------------------------------------------------------------------
@@ -153,9 +153,12 @@ def _conv2d_direct_backward_weight_loops(dw, dout, x, sh, sw, ph, pw, dil_h, dil
 
 
 swap01_jit = njit(parallel=True, cache=True)(_swap01_loops)
-conv2d_direct_jit = njit(parallel=True, cache=True, fastmath=_FAST)(_conv2d_direct_loops)
-conv2d_direct_backward_input_jit = njit(parallel=True, cache=True, fastmath=_FAST)(_conv2d_direct_backward_input_loops)
-conv2d_direct_backward_weight_jit = njit(parallel=True, cache=True, fastmath=_FAST)(_conv2d_direct_backward_weight_loops)
+# SUM_REASSOC: each output is a sum over taps and channels, vectorised only when re-associated
+conv2d_direct_jit = njit(parallel=True, cache=True, fastmath=SUM_REASSOC)(_conv2d_direct_loops)
+conv2d_direct_backward_input_jit = njit(parallel=True, cache=True, fastmath=SUM_REASSOC)(
+    _conv2d_direct_backward_input_loops)
+conv2d_direct_backward_weight_jit = njit(parallel=True, cache=True, fastmath=SUM_REASSOC)(
+    _conv2d_direct_backward_weight_loops)
 
 
 # --- wrappers -----------------------------------------------------------------------------------

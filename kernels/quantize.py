@@ -32,6 +32,7 @@ import numpy as np
 from numba import njit, prange
 
 from .checks import is_real
+from .fastmath import SUM_REASSOC_NO_FMA
 
 __all__ = ["sign", "sign_ref", "round_to_grid", "round_to_grid_ref", "round_to_levels", "round_to_levels_ref",
            "clip_backward", "clip_backward_ref",
@@ -131,11 +132,10 @@ def _lsq_backward_loops(dx, partial, dout, x, step, qn, qp, zero):
 sign_jit = njit(parallel=True, cache=True)(_sign_loops)
 round_to_grid_jit = njit(parallel=True, cache=True)(_round_to_grid_loops)
 round_to_levels_jit = njit(parallel=True, cache=True)(_round_to_levels_loops)
-# reassoc only where a sum is: it lets LLVM vectorise the float64 accumulation (a serial chain
-# otherwise, ~4x slower); the dx outputs are selects, which it cannot change
-_SUM_FASTMATH = {"reassoc"}
-clip_backward_jit = njit(parallel=True, cache=True, fastmath=_SUM_FASTMATH)(_clip_backward_loops)
-lsq_backward_jit = njit(parallel=True, cache=True, fastmath=_SUM_FASTMATH)(_lsq_backward_loops)
+# SUM_REASSOC_NO_FMA only where a sum is: it lets LLVM vectorise the float64 accumulation (a serial
+# chain otherwise, ~4x slower); the dx outputs are selects, which it cannot change
+clip_backward_jit = njit(parallel=True, cache=True, fastmath=SUM_REASSOC_NO_FMA)(_clip_backward_loops)
+lsq_backward_jit = njit(parallel=True, cache=True, fastmath=SUM_REASSOC_NO_FMA)(_lsq_backward_loops)
 
 
 # --- wrappers -------------------------------------------------------------------------------------

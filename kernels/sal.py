@@ -42,8 +42,8 @@ import numpy as np
 from numba import njit, prange
 
 from .checks import is_int, non_decreasing
+from .fastmath import FMA_ONLY
 
-_FASTMATH = {"contract"}  # fused multiply-add only
 
 
 class SalPacked(NamedTuple):
@@ -147,7 +147,7 @@ def _sal_conv2d_loops(out, xpad, indptr, indices, values, k, c, wp, length):
             q += 1
 
 
-sal_conv2d_jit = njit(parallel=True, cache=True, fastmath=_FASTMATH)(_sal_conv2d_loops)
+sal_conv2d_jit = njit(parallel=True, cache=True, fastmath=FMA_ONLY)(_sal_conv2d_loops)  # axpy rows: FMA, order kept
 
 
 def sal_conv2d(x, packed):

@@ -34,6 +34,7 @@ Reference
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from .fastmath import FMA_ONLY
 from .im2col import copy_plane_jit, same_padding_tables, same_padding_taps
 
 OVERHEAD = 256  # a kept weight's loop costs about as much as this many plane elements (fit to the timings)
@@ -107,7 +108,8 @@ def _sparse_conv2d_direct_loops(y, x, indptr, chan, shift, tap_col, values, col_
                     drow[j] = a[i * w + j]
 
 
-sparse_conv2d_direct_jit = njit(parallel=True, cache=True, fastmath={"contract"})(_sparse_conv2d_direct_loops)
+# FMA_ONLY: each kept weight adds a shifted plane (axpy), the sum over weights in CSR order
+sparse_conv2d_direct_jit = njit(parallel=True, cache=True, fastmath=FMA_ONLY)(_sparse_conv2d_direct_loops)
 
 
 def sparse_conv2d_direct_into(y, x, indptr, indices, values, kh, kw):

@@ -37,8 +37,7 @@ from .checks import check_float32, is_int
 from .csr import (BlockedCSR, auto_k_block, check_blocked, check_csr, csr_block_unchecked, csr_to_dense,
                   csr_transpose)
 from .csr_tile import TILE, band_tiles, prefetch, prefetch_l2, prefetch_w
-
-_FASTMATH_SUM = {"contract", "reassoc"}  # dot products: reassociation lets LLVM vectorise the reduction
+from .fastmath import FMA_ONLY, SUM_REASSOC
 
 # bytes of a worker's packed band + output buffer: under half of a 1 MiB Zen 4 L2, which also holds
 # the band's kept entries and the copy's source lines (768 KiB measured 10-15 % slower: docs/kernels/sparse-matmul.md)
@@ -206,7 +205,7 @@ def _csr_rows_loops(out, ptr, indices, values, b, k_block, chunk):
                     dst[j] += v * src[j]
 
 
-csr_rows_jit = njit(parallel=True, cache=True, fastmath={"contract"})(_csr_rows_loops)
+csr_rows_jit = njit(parallel=True, cache=True, fastmath=FMA_ONLY)(_csr_rows_loops)  # axpy rows: FMA, order kept
 
 
 def csr_matmul_algorithm(nnz, n_used):
@@ -323,7 +322,7 @@ def _csr_sddmm_loops(g, indptr, indices, a, b):
             g[q] = acc
 
 
-csr_sddmm_jit = njit(parallel=True, cache=True, fastmath=_FASTMATH_SUM)(_csr_sddmm_loops)
+csr_sddmm_jit = njit(parallel=True, cache=True, fastmath=SUM_REASSOC)(_csr_sddmm_loops)  # dot products over N
 
 
 def csr_sddmm(indptr, indices, a, b):

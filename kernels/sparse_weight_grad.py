@@ -43,11 +43,11 @@ Reference
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from .fastmath import SUM_REASSOC
 from .im2col import same_padding_taps
 
 IMAGES_PER_PART = 8  # images per partial sum: 16 partials at batch 128, enough for any thread count here
 MIN_DOT = 512  # strip_images: a dot product runs over at least this many elements when the batch allows
-_FASTMATH_SUM = {"contract", "reassoc"}  # dot products: reassociation lets LLVM vectorise the reduction
 
 
 def strip_images(plane):
@@ -145,7 +145,8 @@ def _sparse_conv2d_dw_direct_loops(parts, x, dout, indptr, prow, poff, wrap_lo, 
                         acc[q] += a0
 
 
-sparse_conv2d_dw_direct_jit = njit(parallel=True, cache=True, fastmath=_FASTMATH_SUM)(_sparse_conv2d_dw_direct_loops)
+# SUM_REASSOC: each kept entry's gradient is a dot product over the image strip
+sparse_conv2d_dw_direct_jit = njit(parallel=True, cache=True, fastmath=SUM_REASSOC)(_sparse_conv2d_dw_direct_loops)
 
 
 def sparse_conv2d_dw_direct_into(dvalues, dout, x, indptr, indices, kh, kw, block=None):
