@@ -1,8 +1,15 @@
-"""tinycomp_kernels: the Numba kernels of tinycomp. Array in, array out; imports numpy and numba only.
+"""tinycomp_kernels: the Numba kernels of tinycomp. Array in, array out; imports numpy and numba (and
+threadpoolctl for the thread pools) only.
 
 Every kernel comes as reference (NumPy oracle) -> loops (plain Python) -> JIT (numba) -> wrapper
 (validates, allocates, calls the JIT). Set NUMBA_DISABLE_JIT=1 to step through the loops in a debugger.
 
 Fast-math flags: one policy for every JIT, stated in ``tinycomp_kernels.fastmath`` (default none; a
 kernel that uses some names its set, e.g. ``fastmath=SUM_REASSOC``, with the reason beside it).
+
+Thread pools: importing this package lets idle OpenMP and OpenBLAS workers sleep instead of spinning
+(``tinycomp_kernels.thread_pools``), and warns once where numpy came first and that is too late.
 """
+from . import thread_pools
+
+thread_pools.configure()  # before any kernel module imports numpy or numba
