@@ -3,6 +3,8 @@ kernels that use flags keep the ones they have (their rounding is part of bit-fo
 import importlib
 import pkgutil
 
+import pytest
+from numba import config
 from numba.core.registry import CPUDispatcher
 
 import tinycomp_kernels
@@ -27,6 +29,7 @@ def _jits():
                 yield obj.py_func.__name__, obj.targetoptions.get("fastmath", False)
 
 
+@pytest.mark.skipif(config.DISABLE_JIT, reason="NUMBA_DISABLE_JIT=1: no JIT holds flags")
 def test_every_jit_follows_the_policy():
     named = (False, F.FMA_ONLY, F.SUM_REASSOC, F.SUM_REASSOC_NO_FMA, F.ALL_FLAGS)
     seen = dict(_jits())
