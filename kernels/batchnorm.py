@@ -12,8 +12,9 @@ backward (training; the standard fused formula, x_hat recomputed from x, mean, i
            dx = gamma_c * inv_std_c / M * (M * dout - dbeta_c - x_hat * dgamma_c)
 
 Fused ReLU (``relu=True``): z = max(y, 0) in the same write pass; the backward recomputes y's sign
-from x (y = a*x + b per channel) and uses dy = dout * [y > 0] in both of its passes, so BN + ReLU
-costs what BN alone costs and stores nothing extra.
+from x (y = a*x + b per channel, the forward's rounding) and uses dy = dout * [y > 0] in both of its
+passes, so BN + ReLU costs what BN alone costs and stores nothing extra. The clamp is NumPy's (NaN
+stays NaN and passes no gradient, max(-0, 0) = +0): fused equals BN then np.maximum bit for bit.
 
 Memory traffic: the training forward reads x twice (sums; then writes y) and the backward reads
 (x, dout) twice (sums; then writes dx). x_hat is never stored: recomputing it costs one FMA, storing it
@@ -32,18 +33,22 @@ __all__ = ["batch_norm_train_forward", "batch_norm_eval_forward", "batch_norm_ba
 
 
 # --- references ---------------------------------------------------------------------------------
-def batch_norm_train_forward_ref(x, gamma, beta, eps):
-    """x (N, C, L) -> (y, mean, var_biased, inv_std) in NumPy."""
+def batch_norm_train_forward_ref(x, gamma, beta, eps, relu=False):
+    """x (N, C, L) -> (y, mean, var_biased, inv_std) in NumPy; y = max(y, 0) if ``relu``."""
     mean = x.mean(axis=(0, 2), dtype=np.float64)
     var = x.var(axis=(0, 2), dtype=np.float64)
     inv_std = 1.0 / np.sqrt(var + eps)
     y = (x - mean[:, None]) * (inv_std * gamma)[:, None] + beta[:, None]
-    return y.astype(x.dtype), mean, var, inv_std
+    return (np.maximum(y, 0) if relu else y).astype(x.dtype), mean, var, inv_std
 
 
-def batch_norm_backward_ref(dout, x, gamma, mean, inv_std):
-    """(dx, dgamma, dbeta) by the chain rule through mean and variance, written out step by step."""
+def batch_norm_backward_ref(dout, x, gamma, mean, inv_std, beta=None, relu=False):
+    """(dx, dgamma, dbeta) by the chain rule through mean and variance, written out step by step.
+    ``relu``: of relu(BN(x)), whose gradient reaches BN only where its output y was > 0."""
     M = x.shape[0] * x.shape[2]
+    if relu:
+        y = (x - mean[:, None]) * inv_std[:, None] * gamma[:, None] + (0 if beta is None else beta[:, None])
+        dout = np.where(y > 0, dout, 0)
     xc = x - mean[:, None]
     x_hat = xc * inv_std[:, None]
     dxhat = dout * gamma[:, None]
@@ -74,14 +79,15 @@ def _batch_norm_train_loops(y, mean, var, inv_std, coef, x, gamma, beta, eps, re
         inv_std[c] = r
         coef[c, 0] = gamma[c] * r                 # y = a*x + b: one FMA per element, in x's dtype
         coef[c, 1] = beta[c] - (shift + m) * gamma[c] * r
-        coef[c, 2] = 0                            # a zero of x's dtype: keeps max() in that dtype
+        coef[c, 2] = 0                            # a zero of x's dtype: keeps the clamp in that dtype
         a = coef[c, 0]
         b = coef[c, 1]
         zero = coef[c, 2]
         for n in range(N):
             if relu:
                 for i in range(L):
-                    y[n, c, i] = max(x[n, c, i] * a + b, zero)
+                    v = x[n, c, i] * a + b
+                    y[n, c, i] = zero if v <= zero else v  # np.maximum's clamp: NaN stays, -0 becomes +0
             else:
                 for i in range(L):
                     y[n, c, i] = x[n, c, i] * a + b
@@ -97,7 +103,8 @@ def _batch_norm_eval_loops(y, x, scale, shift, relu):
         zero = scale[c] - scale[c]  # 0 in x's dtype (scale is finite)
         if relu:
             for i in range(L):
-                y[n, c, i] = max(x[n, c, i] * a + b, zero)
+                v = x[n, c, i] * a + b
+                y[n, c, i] = zero if v <= zero else v
         else:
             for i in range(L):
                 y[n, c, i] = x[n, c, i] * a + b
@@ -118,7 +125,7 @@ def _batch_norm_backward_loops(dx, dgamma, dbeta, coef, dout, x, gamma, beta, me
         for n in range(N):
             for i in range(L):
                 g = np.float64(dout[n, c, i])
-                if relu and x[n, c, i] * ya + yb <= 0:
+                if relu and not x[n, c, i] * ya + yb > 0:  # not <= 0: a NaN y passes no gradient
                     g = 0.0
                 sd += g
                 sdx += g * (x[n, c, i] - mu)
@@ -202,7 +209,7 @@ def batch_norm_eval_forward(x, running_mean, running_var, gamma=None, beta=None,
 
 def batch_norm_backward(dout, x, gamma, mean, inv_std, beta=None, relu=False):
     """(dx like x, dgamma (C,), dbeta (C,)) of the training forward; gamma None means ones, beta None
-    zeros. With ``relu``, of the fused BN + ReLU: dout is zeroed where the forward's y was <= 0."""
+    zeros. With ``relu``, of the fused BN + ReLU: dout counts only where the forward's y was > 0."""
     x3 = _as3d("batch_norm_backward", x)
     if not isinstance(dout, np.ndarray) or dout.shape != x.shape:
         raise ValueError(f"batch_norm_backward: dout {getattr(dout, 'shape', type(dout).__name__)} and input "

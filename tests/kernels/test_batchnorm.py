@@ -69,22 +69,60 @@ def test_eval_forward_and_float32():
     np.testing.assert_allclose(y32.var(axis=(0, 2, 3)), var / (var + 1e-5), rtol=1e-4)
 
 
-def test_loops_run_as_plain_python():
+@pytest.mark.parametrize("relu", [False, True])
+def test_loops_run_as_plain_python(relu):
     rng = np.random.default_rng(2)
-    x = rng.standard_normal((3, 2, 4))
+    x = rng.standard_normal((3, 2, 5))
     g, b = rng.standard_normal(2), rng.standard_normal(2)
     y, mean, var, inv_std = np.empty_like(x), np.empty(2), np.empty(2), np.empty(2)
-    _batch_norm_train_loops(y, mean, var, inv_std, np.empty((2, 3)), x, g, b, 1e-5, False)
-    y_ref, m_ref, v_ref, r_ref = batch_norm_train_forward_ref(x, g, b, 1e-5)
-    np.testing.assert_allclose(y, y_ref)
+    _batch_norm_train_loops(y, mean, var, inv_std, np.empty((2, 3)), x, g, b, 1e-5, relu)
+    y_ref, m_ref, v_ref, r_ref = batch_norm_train_forward_ref(x, g, b, 1e-5, relu)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(var, v_ref)
+    np.testing.assert_array_equal(y, batch_norm_train_forward(x, g, b, relu=relu)[0])  # the JIT, bit for bit
+    assert (0 < (y == 0).mean() < 1) == relu  # the clamp really happened
     dout = rng.standard_normal(x.shape)
     dx, dg, db = np.empty_like(x), np.empty(2), np.empty(2)
-    _batch_norm_backward_loops(dx, dg, db, np.empty((2, 6)), dout, x, g, b, mean, inv_std, False)
-    for got, ref in zip((dx, dg, db), batch_norm_backward_ref(dout, x, g, m_ref, r_ref)):
+    _batch_norm_backward_loops(dx, dg, db, np.empty((2, 6)), dout, x, g, b, mean, inv_std, relu)
+    jit = batch_norm_backward(dout, x, g, mean, inv_std, b, relu=relu)
+    for got, same, ref in zip((dx, dg, db), jit, batch_norm_backward_ref(dout, x, g, m_ref, r_ref, b, relu)):
         np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
-    _batch_norm_eval_loops(y, x, g, b, False)
-    np.testing.assert_allclose(y, x * g[:, None] + b[:, None])
+        np.testing.assert_array_equal(got, same)
+    _batch_norm_eval_loops(y, x, g, b, relu)
+    affine = x * g[:, None] + b[:, None]
+    np.testing.assert_array_equal(y, np.maximum(affine, 0) if relu else affine)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_relu_clamps_as_numpy_nan_and_signed_zero(dtype):
+    x = np.array([[[0.0, 1.0, np.nan, -2.0]], [[-1.0, 2.0, 0.5, 3.0]]], dtype)  # (2, 1, 4)
+    rm, rv, g, b = np.zeros(1), np.ones(1), np.full(1, -1.0), np.zeros(1)   # y = -x (eps 0): -0 at x = 0
+    for fused, plain in ((batch_norm_eval_forward(x, rm, rv, g, b, 0.0, relu=True),
+                          batch_norm_eval_forward(x, rm, rv, g, b, 0.0)),
+                         (batch_norm_train_forward(x[..., :2], None, None, 0.0, relu=True)[0],
+                          batch_norm_train_forward(x[..., :2], None, None, 0.0)[0])):
+        np.testing.assert_array_equal(fused, np.maximum(plain, 0))
+        assert not np.signbit(fused).any()  # -0 clamps to +0, as np.maximum does
+    np.testing.assert_array_equal(np.isnan(batch_norm_eval_forward(x, rm, rv, g, b, 0.0, relu=True)), np.isnan(x))
+
+
+def test_fused_relu_same_bits_for_any_thread_count():
+    import numba
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((16, 8, 9, 7)).astype(np.float32)
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    g, b = rng.standard_normal(8), rng.standard_normal(8)
+    results, before = [], numba.get_num_threads()
+    try:
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            z, mean, _, inv_std = batch_norm_train_forward(x, g, b, relu=True)
+            results.append((z, *batch_norm_backward(dout, x, g, mean, inv_std, b, relu=True)))
+    finally:
+        numba.set_num_threads(before)
+    for first, other in zip(results[0], results[-1]):
+        np.testing.assert_array_equal(first, other)
 
 
 def test_bad_input():
