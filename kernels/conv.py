@@ -32,10 +32,10 @@ import numpy as np
 from numba import njit, prange
 
 from .checks import is_int
-from .conv_tiles import (_conv2d_tiles, _conv2d_tiles_backward_input, _conv2d_tiles_backward_weight, _tiles_fit,
-                         _tiles_backward_input_fits, _tiles_backward_weight_fits)
+from .conv_tiles import (conv2d_tiles, conv2d_tiles_backward_input, conv2d_tiles_backward_weight,
+                         tiles_backward_input_fit, tiles_backward_weight_fit, tiles_fit)
 from .fastmath import SUM_REASSOC
-from .im2col import _valid_range_jit, as_pair, col2im, conv_output_size, im2col
+from .im2col import as_pair, col2im, conv_output_size, im2col, valid_range_jit
 
 __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward",
            "conv2d_algorithm", "conv2d_ref", "ALGORITHMS"]
@@ -91,7 +91,7 @@ def _conv2d_direct_loops(out, x, w, sh, sw, ph, pw, dil_h, dil_w, groups):
                 for kw in range(KW):
                     wv = w[o, ci, kh, kw]
                     off = kw * dil_w - pw
-                    lo, hi = _valid_range_jit(OW, W, sw, off)
+                    lo, hi = valid_range_jit(OW, W, sw, off)
                     for oh in range(OH):
                         ih = oh * sh - ph + kh * dil_h
                         if ih < 0 or ih >= H:
@@ -119,7 +119,7 @@ def _conv2d_direct_backward_input_loops(dx, dout, w, sh, sw, ph, pw, dil_h, dil_
                 for kw in range(KW):
                     wv = w[o, ci, kh, kw]
                     off = kw * dil_w - pw
-                    lo, hi = _valid_range_jit(OW, W, sw, off)
+                    lo, hi = valid_range_jit(OW, W, sw, off)
                     for oh in range(OH):
                         ih = oh * sh - ph + kh * dil_h
                         if ih < 0 or ih >= H:
@@ -140,7 +140,7 @@ def _conv2d_direct_backward_weight_loops(dw, dout, x, sh, sw, ph, pw, dil_h, dil
         kw = t % KW
         c = (o // Og) * Cg + ci
         off = kw * dil_w - pw
-        lo, hi = _valid_range_jit(OW, W, sw, off)
+        lo, hi = valid_range_jit(OW, W, sw, off)
         acc = 0.0
         for n in range(N):
             for oh in range(OH):
@@ -176,7 +176,7 @@ def conv2d_algorithm(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1
         return "matmul1x1"
     if Cg == 1:
         return "direct"
-    if _tiles_fit(x_shape, w_shape, stride, padding, dilation, groups, dtype):
+    if tiles_fit(x_shape, w_shape, stride, padding, dilation, groups, dtype):
         return "tiles"
     return "im2col"
 
@@ -216,7 +216,7 @@ def _pick(algorithm, x_shape, w_shape, stride, padding, dilation, groups, op, dt
         raise ValueError(f"{op}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
     if algorithm == "matmul1x1" and conv2d_algorithm(x_shape, w_shape, stride, padding, dilation, groups) != algorithm:
         raise ValueError(f"{op}: matmul1x1 needs a 1x1 kernel, padding 0 and groups 1; weight {tuple(w_shape)}")
-    if algorithm == "tiles" and not _tiles_fit(x_shape, w_shape, stride, padding, dilation, groups, dtype):
+    if algorithm == "tiles" and not tiles_fit(x_shape, w_shape, stride, padding, dilation, groups, dtype):
         raise ValueError(f"{op}: tiles needs float32, groups 1 and out channels and output width multiples "
                          f"of 8; input {tuple(x_shape)}, weight {tuple(w_shape)}")
     return algorithm
@@ -238,7 +238,7 @@ def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1, algorithm=No
         conv2d_direct_jit(out, np.ascontiguousarray(x), np.ascontiguousarray(w), *s, *p, *d, groups)
         return out
     if algo == "tiles":
-        return _conv2d_tiles(x, w, s, p, d, OH, OW)
+        return conv2d_tiles(x, w, s, p, d, OH, OW)
     cols = im2col(x, KH, KW, s, p, d)                                   # (C*KH*KW, N*P)
     wm = np.ascontiguousarray(w).reshape(groups, O // groups, Cg * KH * KW)  # (G, Og, Cg*KH*KW)
     if groups == 1:
@@ -286,12 +286,11 @@ def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, need_
             dw = np.matmul(dout_mat, _swap01(xs).reshape(C, N * OH * OW).T).reshape(w.shape)  # (O, C)
         return dx, dw
     Og, Kg = O // groups, Cg * KH * KW
-    if need_input and algo in ("tiles", "im2col") and _tiles_backward_input_fits(x.shape, w.shape, s, p, d, groups,
-                                                                                   x.dtype):
-        dx = _conv2d_tiles_backward_input(dout, w, x.shape, s, p, d)
+    if need_input and algo in ("tiles", "im2col") and tiles_backward_input_fit(x.shape, s, groups, x.dtype):
+        dx = conv2d_tiles_backward_input(dout, w, x.shape, s, p, d)
         need_input = False
-    if need_weight and algo in ("tiles", "im2col") and _tiles_backward_weight_fits(w.shape, OW, groups, x.dtype):
-        dw = _conv2d_tiles_backward_weight(dout, x, w.shape, s, p, d)
+    if need_weight and algo in ("tiles", "im2col") and tiles_backward_weight_fit(w.shape, OW, groups, x.dtype):
+        dw = conv2d_tiles_backward_weight(dout, x, w.shape, s, p, d)
         need_weight = False
     if not need_weight and not need_input:
         return dx, dw

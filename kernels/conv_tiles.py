@@ -36,6 +36,9 @@ from .fma_tile import (dw_tile_4x3_8x1, dw_tile_4x3_8x2, dw_tile_4x3_8x4, dw_til
                        fma_tile_8_16x2, fma_tile_16_16x1)
 from .im2col import conv_output_size
 
+__all__ = ["conv2d_tiles", "conv2d_tiles_backward_input", "conv2d_tiles_backward_weight", "tiles_fit",
+           "tiles_backward_input_fit", "tiles_backward_weight_fit", "phase_split_offsets", "WIDE_VECTORS"]
+
 # the features Numba compiles for: NUMBA_CPU_FEATURES if set, else the host's (as numba.core.codegen does)
 _FEATURES = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
 WIDE_VECTORS = "+avx512f" in _FEATURES.split(",")   # True: the 16-lane tiles; False: the AVX2 ones
@@ -154,13 +157,13 @@ phase_split_jit = njit(parallel=True, cache=True)(_phase_split_loops)
 conv2d_tiles_jit = njit(parallel=True, cache=True)(_conv2d_tiles_loops)
 
 
-# --- wrappers -------------------------------------------------------------------------------------
-def _tiles_fit(x_shape, w_shape, stride, padding, dilation, groups, dtype):
+# --- wrappers: arguments as conv2d_forward / conv2d_backward checked them (pairs s, p, d) ----------
+def tiles_fit(x_shape, w_shape, stride, padding, dilation, groups, dtype):
     O, OW = w_shape[0], conv_output_size(x_shape[2], x_shape[3], w_shape[2], w_shape[3], stride, padding, dilation)[1]
     return np.dtype(dtype) == np.float32 and groups == 1 and O % 8 == 0 and OW % 8 == 0
 
 
-def _tiles_backward_input_fits(x_shape, w_shape, stride, padding, dilation, groups, dtype):
+def tiles_backward_input_fit(x_shape, stride, groups, dtype):
     """Each stride phase of dx is a tiles conv of dout with C output channels over W/sw columns."""
     (sh, sw), C, W = stride, x_shape[1], x_shape[3]
     return (np.dtype(dtype) == np.float32 and groups == 1 and C % 8 == 0 and W % sw == 0
@@ -173,7 +176,7 @@ def _phase_taps(a, k, s, p, d):
     return [(kh, (a + p - kh * d) // s) for kh in range(k) if (a + p - kh * d) % s == 0]
 
 
-def _conv2d_tiles_backward_input(dout, w, x_shape, s, p, d):
+def conv2d_tiles_backward_input(dout, w, x_shape, s, p, d):
     """dx by stride phases: the pixels (i*sh + a, j*sw + b) of dx only meet the taps listed by
     _phase_taps, each at a fixed shift of dout, so each phase is a stride-1 tiles conv of zero-padded
     dout with the (C, O*taps) weight block of its taps; the phases are then interleaved into dx."""
@@ -213,7 +216,7 @@ def _conv2d_tiles_backward_input(dout, w, x_shape, s, p, d):
     return dx
 
 
-def _phase_split(x, KH, KW, s, p, d):
+def phase_split_offsets(x, KH, KW, s, p, d):
     """(xq, koff): the padded, phase-split input (N, C*sh*sw, Hq, Wq) and the offset of each tap."""
     N, C, H, W = x.shape
     (sh, sw), (ph, pw), (dh, dw) = s, p, d
@@ -225,24 +228,24 @@ def _phase_split(x, KH, KW, s, p, d):
     return xq, koff.reshape(-1).astype(np.int64)                         # koff (C*KH*KW,)
 
 
-def _conv2d_tiles(x, w, s, p, d, OH, OW):
+def conv2d_tiles(x, w, s, p, d, OH, OW):
     """The "tiles" forward (module docstring): phase split, tap offsets, register tiles."""
     O, C, KH, KW = w.shape
-    xq, koff = _phase_split(x, KH, KW, s, p, d)
+    xq, koff = phase_split_offsets(x, KH, KW, s, p, d)
     out = np.empty((x.shape[0], O, OH, OW), dtype=np.float32)
     conv2d_tiles_jit(out, xq, np.ascontiguousarray(w).reshape(O, C * KH * KW), koff, WIDE_VECTORS)  # (O, K) rows
     return out
 
 
-def _tiles_backward_weight_fits(w_shape, OW, groups, dtype):
+def tiles_backward_weight_fit(w_shape, OW, groups, dtype):
     return np.dtype(dtype) == np.float32 and groups == 1 and w_shape[0] % 4 == 0 and OW in (8, 16, 32)
 
 
-def _conv2d_tiles_backward_weight(dout, x, w_shape, s, p, d):
+def conv2d_tiles_backward_weight(dout, x, w_shape, s, p, d):
     """dw (O, C, KH, KW) = sum over output rows of dout-rows x patch-rows, in fixed row chunks."""
     O, C, KH, KW = w_shape
     N, _, OH, OW = dout.shape
-    xq, koff = _phase_split(x, KH, KW, s, p, d)
+    xq, koff = phase_split_offsets(x, KH, KW, s, p, d)
     K = C * KH * KW
     taps = 4 if WIDE_VECTORS else 3                                       # patch rows per tile
     koff = np.concatenate([koff, np.full(-K % taps, koff[0], np.int64)])  # pad K to a multiple of taps

@@ -93,7 +93,7 @@ def col2im_ref(cols, x_shape, KH, KW, stride=1, padding=0, dilation=1):
 
 
 # --- loops --------------------------------------------------------------------------------------
-def _valid_range(OW, W, sw, off):
+def valid_range(OW, W, sw, off):
     """[lo, hi): the ow for which iw = ow*sw + off lies inside 0..W-1 (empty when lo >= hi)."""
     lo = 0
     while lo < OW and lo * sw + off < 0:
@@ -104,7 +104,7 @@ def _valid_range(OW, W, sw, off):
     return lo, hi
 
 
-_valid_range_jit = njit(cache=True, inline="always")(_valid_range)
+valid_range_jit = njit(cache=True, inline="always")(valid_range)
 
 
 def _copy_plane(flat, plane):
@@ -130,7 +130,7 @@ def _im2col_loops(cols, x, KH, KW, sh, sw, ph, pw, dil_h, dil_w, OH, OW):
         kh = (r // KW) % KH
         kw = r % KW
         off = kw * dil_w - pw
-        lo, hi = _valid_range_jit(OW, W, sw, off)
+        lo, hi = valid_range_jit(OW, W, sw, off)
         for n in range(N):
             for oh in range(OH):
                 base = n * P + oh * OW
@@ -214,7 +214,7 @@ def _col2im_loops(x, cols, KH, KW, sh, sw, ph, pw, dil_h, dil_w, OH, OW):
             for kw in range(KW):
                 r = (c * KH + kh) * KW + kw
                 off = kw * dil_w - pw
-                lo, hi = _valid_range_jit(OW, W, sw, off)
+                lo, hi = valid_range_jit(OW, W, sw, off)
                 for oh in range(OH):
                     ih = oh * sh - ph + kh * dil_h
                     if ih < 0 or ih >= H:

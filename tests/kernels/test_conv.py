@@ -175,13 +175,13 @@ def test_tile_sets_sum_the_forward_in_the_same_order(C, H, O, stride):
 
 @pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
 def test_tiles_loops_run_as_plain_python(wide):
-    from tinycomp_kernels.conv_tiles import (_conv2d_tiles_backward_weight_loops, _conv2d_tiles_loops, _phase_split,
-                                             _phase_split_loops)
+    from tinycomp_kernels.conv_tiles import (_conv2d_tiles_backward_weight_loops, _conv2d_tiles_loops, _phase_split_loops,
+                                             phase_split_offsets)
 
     rng = np.random.default_rng(6)
     x = rng.standard_normal((1, 2, 3, 15)).astype(np.float32)   # stride 2, padding 1, 2x2 kernel: OW = 8
     w = rng.standard_normal((8, 2, 2, 2)).astype(np.float32)
-    xq, koff = _phase_split(x, 2, 2, (2, 2), (1, 1), (1, 1))
+    xq, koff = phase_split_offsets(x, 2, 2, (2, 2), (1, 1), (1, 1))
     assert xq.shape == (1, 2 * 2 * 2, 3, 9)
     xq_py = np.full_like(xq, np.nan)
     _phase_split_loops(xq_py, x, 1, 1, 2, 2)
