@@ -25,6 +25,7 @@ def both(tmp_path_factory):
          "opt_grads": rng.standard_normal((5, 4))}
     d["conv_g"] = rng.standard_normal((2, 6, 4, 4))
     d["bn_g"] = rng.standard_normal((5, 3, 4, 4))
+    d["res_x"] = rng.standard_normal((5, 3, 4, 4)) - 1
     folder = tmp_path_factory.mktemp("parity")
     np.savez(folder / "in.npz", **d)
     script = os.path.join(os.path.dirname(__file__), "torch_side", "parity.py")
@@ -54,6 +55,19 @@ def test_batch_norm_training_matches(both):
     y.backward(d["bn_g"])
     close(y.data, ref["bn_y"]), close(x.grad, ref["bn_dx"]), close(g.grad, ref["bn_dgamma"])
     close(b.grad, ref["bn_dbeta"]), close(rm, ref["bn_rm"]), close(rv, ref["bn_rv"])
+
+
+def test_fused_batch_norm_relu_and_add_relu_match(both):
+    d, ref = both
+    x, g, b = (Tensor(d[k], requires_grad=True) for k in ("bn_x", "bn_gamma", "bn_beta"))
+    y = F.batch_norm_relu(x, None, None, g, b, training=True, eps=1e-5)
+    y.backward(d["bn_g"])
+    close(y.data, ref["bnr_y"]), close(x.grad, ref["bnr_dx"]), close(g.grad, ref["bnr_dgamma"])
+    close(b.grad, ref["bnr_dbeta"])
+    a, b = Tensor(d["bn_x"], requires_grad=True), Tensor(d["res_x"], requires_grad=True)
+    y = F.add_relu(a, b)
+    y.backward(d["bn_g"])
+    close(y.data, ref["addr_y"]), close(a.grad, ref["addr_da"]), close(b.grad, ref["addr_db"])
 
 
 def test_pooling_matches(both):

@@ -26,6 +26,16 @@ def main(inp, outp):
     y.backward(torch.tensor(d["bn_g"]))
     r.update(bn_y=y.detach().numpy(), bn_dx=x.grad.numpy(), bn_dgamma=gamma.grad.numpy(),
              bn_dbeta=beta.grad.numpy(), bn_rm=rm.numpy(), bn_rv=rv.numpy())
+    # the fused pairs of a residual block: relu(batch_norm(x)) and relu(a + b)
+    x, gamma, beta = t(d["bn_x"]), t(d["bn_gamma"]), t(d["bn_beta"])
+    y = TF.relu(TF.batch_norm(x, None, None, gamma, beta, training=True, eps=1e-5))
+    y.backward(torch.tensor(d["bn_g"]))
+    r.update(bnr_y=y.detach().numpy(), bnr_dx=x.grad.numpy(), bnr_dgamma=gamma.grad.numpy(),
+             bnr_dbeta=beta.grad.numpy())
+    a, b = t(d["bn_x"]), t(d["res_x"])
+    y = TF.relu(a + b)
+    y.backward(torch.tensor(d["bn_g"]))
+    r.update(addr_y=y.detach().numpy(), addr_da=a.grad.numpy(), addr_db=b.grad.numpy())
     # pooling
     x = t(d["pool_x"])
     y = TF.max_pool2d(x, 3, 2, 1) .sum() + (TF.avg_pool2d(x, 2) * 2).sum() + (TF.adaptive_avg_pool2d(x, (2, 3)) ** 2).sum()

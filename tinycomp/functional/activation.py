@@ -1,6 +1,7 @@
 """Activations, elementwise.
 
     relu:        y = max(x, 0)                       dx = g · 1{x > 0}
+    add_relu:    y = max(a + b, 0)                   da = db = g · 1{y > 0}   (relu(a + b) in one pass each way)
     leaky_relu:  y = x if x > 0 else s·x             dx = g · (1 if x > 0 else s)
     sigmoid:     y = 1 / (1 + e^-x)                  dx = g · y · (1 - y)
     tanh:        y = tanh x                          dx = g · (1 - y²)
@@ -9,10 +10,10 @@ The derivative at a kink takes the value PyTorch uses (relu'(0) = 0, hardtanh' =
 """
 import numpy as np
 
-from tinycomp_kernels.elementwise import relu_backward
+from tinycomp_kernels.elementwise import add_relu as add_relu_kernel, relu_backward
 
 from ..autograd import Function
-from ._util import check_float
+from ._util import check_float, operands
 
 
 class ReLU(Function):
@@ -28,6 +29,22 @@ class ReLU(Function):
         if y.dtype not in (np.float32, np.float64):  # the kernel's dtypes; float16 takes NumPy's path
             return dout * (y > 0)
         return relu_backward(dout, y)  # one parallel pass; np.where was ~4x slower here
+
+
+class AddReLU(Function):
+    """A residual block's end, relu(a + b) for a, b of one shape and dtype (float32 / float64): one pass
+    forward, and the ReLU mask applied once, its result the gradient of both a and b (as Add's is)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        y = add_relu_kernel(a, b)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, dout):
+        dx = ReLU.backward(ctx, dout)
+        return dx, dx
 
 
 class LeakyReLU(Function):
@@ -87,6 +104,15 @@ class Hardtanh(Function):
 
 def relu(x):
     return ReLU.apply(check_float("relu", x))
+
+
+def add_relu(a, b):
+    """relu(a + b): one op where a and b are Tensors of one shape and float32 / float64 dtype (the
+    kernel's case), else the two ops (broadcasting, constants, other dtypes); the same values either way."""
+    a, b = operands("add_relu", a, b)
+    if a.shape == b.shape and a.dtype in (np.float32, np.float64):
+        return AddReLU.apply(a, b)
+    return (a + b).relu()
 
 
 def leaky_relu(x, negative_slope=0.01):

@@ -43,6 +43,10 @@ class BatchNormTrain(Function):
                 db.astype(x.dtype) if need_b else None)
 
 
+class BatchNormReLUTrain(BatchNormTrain):
+    """relu(BatchNormTrain): the same forward and backward with ``relu=True``; its own name in graphs and profiles."""
+
+
 class BatchNormEval(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean=None, running_var=None, eps=1e-5, relu=False):
@@ -66,6 +70,10 @@ class BatchNormEval(Function):
             if need_w else None
         db = dout.sum(axis=axes) if need_b else None
         return dx, dw, db
+
+
+class BatchNormReLUEval(BatchNormEval):
+    """relu(BatchNormEval): the same forward and backward with ``relu=True``; its own name in graphs and profiles."""
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
@@ -118,7 +126,8 @@ def _batch_norm(op, x, running_mean, running_var, weight, bias, training, moment
     if training:
         if x.numel() // C < 2:
             raise ValueError(f"{op}: training needs more than one value per channel, got input {x.shape}")
-        return BatchNormTrain.apply(x, weight, bias, running_mean=running_mean, running_var=running_var,
-                                    momentum=float(momentum), eps=float(eps), relu=relu)
-    return BatchNormEval.apply(x, weight, bias, running_mean=running_mean, running_var=running_var, eps=float(eps),
-                               relu=relu)
+        fn = BatchNormReLUTrain if relu else BatchNormTrain
+        return fn.apply(x, weight, bias, running_mean=running_mean, running_var=running_var,
+                        momentum=float(momentum), eps=float(eps), relu=relu)
+    fn = BatchNormReLUEval if relu else BatchNormEval
+    return fn.apply(x, weight, bias, running_mean=running_mean, running_var=running_var, eps=float(eps), relu=relu)

@@ -4,7 +4,7 @@ no max-pool, four stages of BasicBlocks (64-128-256-512, strides 1-2-2-2), proje
 from .. import functional as F
 from .. import nn
 from ._width import scaled
-from .resnet_cifar import BasicBlock
+from .resnet_cifar import BasicBlock, stem
 
 
 class ResNet(nn.Module):
@@ -24,7 +24,7 @@ class ResNet(nn.Module):
         self.linear = nn.Linear(in_planes, num_classes)
 
     def forward(self, x):
-        out = self.stem_act(self.bn1(self.conv1(x)))
+        out = stem(self, x)
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 

@@ -46,9 +46,13 @@ class BasicBlock(nn.Module):
                                           nn.BatchNorm2d(planes))
 
     def forward(self, x):
-        out = self.bn1(self.conv1(x)).relu()
+        if not nn.fusable(self.bn1, self.bn2):  # a replaced or watched BatchNorm: op by op (see nn.fused)
+            out = self.bn1(self.conv1(x)).relu()
+            out = self.bn2(self.conv2(out))
+            return (out + self.shortcut(x)).relu()
+        out = self.bn1(self.conv1(x), relu=True)
         out = self.bn2(self.conv2(out))
-        return (out + self.shortcut(x)).relu()
+        return F.add_relu(out, self.shortcut(x))
 
 
 class CifarResNet(nn.Module):
@@ -62,10 +66,17 @@ class CifarResNet(nn.Module):
                            lambda in_planes, planes, stride: BasicBlock(in_planes, planes, stride, shortcut))
 
     def forward(self, x):
-        out = self.stem_act(self.bn1(self.conv1(x)))
+        out = stem(self, x)
         out = self.layer3(self.layer2(self.layer1(out)))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)  # (N, C)
         return self.linear(out)
+
+
+def stem(model, x):
+    """stem_act(bn1(conv1(x))), BN and ReLU as one op where ``nn.fusable`` (stem_act may be replaced)."""
+    if nn.fusable(model.bn1, model.stem_act):
+        return model.bn1(model.conv1(x), relu=True)
+    return model.stem_act(model.bn1(model.conv1(x)))
 
 
 def build_cifar_resnet(model, depth, num_classes, width, make_block):

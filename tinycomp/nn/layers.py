@@ -81,14 +81,16 @@ class _BatchNorm(Module):
         self.register_buffer("running_var", np.ones(num_features, dtype))
         self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
 
-    def forward(self, x):
+    def forward(self, x, relu=False):
+        """BN(x); with ``relu``, relu(BN(x)) as one op (F.batch_norm_relu): a model's fused path (see nn.fused)."""
         if x.ndim not in self.expected_ndim or x.shape[1] != self.num_features:
             raise ValueError(f"{type(self).__name__}({self.num_features}): input of shape {x.shape} needs "
                              f"{' or '.join(map(str, self.expected_ndim))} dimensions with {self.num_features} channels")
         if self.training:
             self.num_batches_tracked += 1
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            training=self.training, momentum=self.momentum, eps=self.eps)
+        op = F.batch_norm_relu if relu else F.batch_norm
+        return op(x, self.running_mean, self.running_var, self.weight, self.bias,
+                  training=self.training, momentum=self.momentum, eps=self.eps)
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
