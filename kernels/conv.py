@@ -12,17 +12,19 @@ Four algorithms, chosen *deterministically from the shapes and dtype* by ``conv2
   stride is > 1) is already the patch matrix, so ``out[n] = w (O, C) @ x[n] (C, H*W)``.
 - ``"direct"``: C/G == 1 (depthwise and the like). Each output reads one input channel, so a GEMM's
   reduction would be only KH*KW long; plain parallel loops over (n, o) planes are faster.
-- ``"tiles"``: float32, groups 1, O and OW multiples of 8 (every 3x3 conv of the CIFAR ResNets):
-  implicit GEMM on register tiles, no patch matrix (``tinycomp_kernels.conv_tiles``). About 2-3x
-  OpenBLAS on im2col's GEMM at 16-64 channels, where BLAS's M is too small to reach its peak.
+- ``"tiles"``: float32, groups 1, OW a multiple of 8, any channel counts (every 3x3 conv of the CIFAR
+  ResNets, thinned or not): implicit GEMM on register tiles, no patch matrix
+  (``tinycomp_kernels.conv_tiles``). About 2-3x OpenBLAS on im2col's GEMM at 16-64 channels, where
+  BLAS's M is too small to reach its peak; a channel count the tiles do not divide (11, 22, 45) costs
+  what the next multiple of the tile height costs.
 - ``"im2col"``: everything else. ``cols = im2col(x)`` (C*KH*KW, N*OH*OW) with the batch folded into
   the GEMM's long side, one BLAS call per group ``w_g (Og, Cg*KH*KW) @ cols_g -> (O, N*OH*OW)``,
   then a parallel axis swap to (N, O, OH, OW). Backward: ``dout_mat = swap(dout)`` (O, N*OH*OW),
   ``dw_g = dout_mat_g @ cols_g.T``, ``dx = col2im(w_g.T @ dout_mat_g)``.
 
 The two gradients of a "tiles" or "im2col" conv each take the tiles path whenever it fits on its own
-(input gradient: float32, groups 1, C and W/stride multiples of 8; weight gradient: float32, groups 1,
-O a multiple of 4, OW in 8, 16, 32) and im2col + GEMM otherwise.
+(input gradient: float32, groups 1, W a multiple of the stride and W/stride of 8; weight gradient:
+float32, groups 1, OW in 8, 16, 32; any channel counts) and im2col + GEMM otherwise.
 
 Everything runs in the dtype of the input (float32 or float64; both operands must agree).
 Reference: ``conv2d_ref`` below is an independent NumPy formulation (a sum of shifted slices times
@@ -217,8 +219,8 @@ def _pick(algorithm, x_shape, w_shape, stride, padding, dilation, groups, op, dt
     if algorithm == "matmul1x1" and conv2d_algorithm(x_shape, w_shape, stride, padding, dilation, groups) != algorithm:
         raise ValueError(f"{op}: matmul1x1 needs a 1x1 kernel, padding 0 and groups 1; weight {tuple(w_shape)}")
     if algorithm == "tiles" and not tiles_fit(x_shape, w_shape, stride, padding, dilation, groups, dtype):
-        raise ValueError(f"{op}: tiles needs float32, groups 1 and out channels and output width multiples "
-                         f"of 8; input {tuple(x_shape)}, weight {tuple(w_shape)}")
+        raise ValueError(f"{op}: tiles needs float32, groups 1 and an output width that is a multiple of 8; "
+                         f"input {tuple(x_shape)}, weight {tuple(w_shape)}")
     return algorithm
 
 
@@ -254,7 +256,8 @@ def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1, algorithm=No
 def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, need_input=True, need_weight=True,
                     algorithm=None):
     """(dx or None, dw or None) of conv2d_forward for upstream dout (N, O, OH, OW); shares the
-    rearranged dout between the two when both are needed."""
+    rearranged dout between the two when both are needed. A forced ``algorithm="im2col"`` keeps both
+    gradients on im2col + GEMM (chosen, each takes the tiles where they fit)."""
     s, p, d, OH, OW = _validate("conv2d_backward", x.shape, w.shape, stride, padding, dilation, groups, x.dtype, w.dtype)
     N, C, H, W = x.shape
     O, Cg, KH, KW = w.shape
@@ -286,10 +289,11 @@ def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, need_
             dw = np.matmul(dout_mat, _swap01(xs).reshape(C, N * OH * OW).T).reshape(w.shape)  # (O, C)
         return dx, dw
     Og, Kg = O // groups, Cg * KH * KW
-    if need_input and algo in ("tiles", "im2col") and tiles_backward_input_fit(x.shape, s, groups, x.dtype):
+    tiles_ok = algo == "tiles" or algorithm is None
+    if need_input and tiles_ok and tiles_backward_input_fit(x.shape, s, groups, x.dtype):
         dx = conv2d_tiles_backward_input(dout, w, x.shape, s, p, d)
         need_input = False
-    if need_weight and algo in ("tiles", "im2col") and tiles_backward_weight_fit(w.shape, OW, groups, x.dtype):
+    if need_weight and tiles_ok and tiles_backward_weight_fit(OW, groups, x.dtype):
         dw = conv2d_tiles_backward_weight(dout, x, w.shape, s, p, d)
         need_weight = False
     if not need_weight and not need_input:

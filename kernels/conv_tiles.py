@@ -1,28 +1,34 @@
 """The float32 "tiles" convolution: implicit GEMM on register tiles, forward and both gradients.
 
-Used by ``tinycomp_kernels.conv`` (which chooses it from the shapes) for float32, groups 1:
+Used by ``tinycomp_kernels.conv`` (which chooses it from the shapes) for float32, groups 1, any
+number of channels:
 
-- forward (O and OW multiples of 8): the input is zero-padded and split into its stride phases once,
+- forward (OW a multiple of 8): the input is zero-padded and split into its stride phases once,
       xq[n, (c*sh + a)*sw + b, i, j] = xpad[n, c, i*sh + a, j*sw + b]      (N, C*sh*sw, Hq, Wq)
   after which tap (c, kh, kw) of output row (n, oh) reads the *contiguous* segment
       xq_flat[n*plane + oh*Wq + koff[(c*KH + kh)*KW + kw] + ow],
       koff = (((c*sh + kh*dh % sh)*sw + kw*dw % sw)*Hq + kh*dh // sh)*Wq + kw*dw // sw.
-  ``fma_tile`` register tiles compute 8 or 16 output channels x 8-32 columns per call, in parallel
-  over (n, oh); no patch matrix is written.
-- input gradient (C a multiple of 8, W/sw a multiple of 8): per stride phase (a, b) of dx, the pixels
+  ``fma_tile`` register tiles compute 4, 8 or 16 output channels x 8-32 columns per call, in parallel
+  over (n, oh); no patch matrix is written. Where the tile height does not divide O (thinned layers:
+  11, 22, 45 channels), a row's last tile starts at O - height and overlaps the one before it: the
+  overlapped outputs are summed again in the same order and rewritten with the same bits, so O costs
+  what O rounded up to the tile height costs, with no copy. Under 8 channels the weights get zero
+  filters up to 8 (cut off again).
+- input gradient (W/sw a multiple of 8, any C): per stride phase (a, b) of dx, the pixels
   (i*sh + a, j*sw + b) are reached only by the taps with (a + ph - kh*dh) % sh == 0 (columns alike),
   each reading dout at the fixed row shift (a + ph - kh*dh) / sh. So each phase is a stride-1 tiles
   conv of zero-padded dout with the (C, O*taps) block of those taps (stride 1: one phase, the
-  flipped transposed kernel); the phases are interleaved into dx.
-- weight gradient (O a multiple of 4, OW in 8, 16, 32): ``dw_tile`` accumulates 4 dout rows x 4 patch
+  flipped transposed kernel), C playing the forward's O; the phases are interleaved into dx.
+- weight gradient (OW in 8, 16, 32, any O): ``dw_tile`` accumulates 4 dout rows x 4 (or 3) patch
   rows over fixed chunks of 128 output rows (into one partial per chunk, summed in a fixed order:
-  the result does not depend on the thread count).
+  the result does not depend on the thread count). When 4 does not divide O, dout gets zero channels
+  up to a multiple of 4 (one copy of dout, small beside the products) whose rows of dw are dropped.
 
 Two tile sets, chosen once from the CPU Numba compiles for (``WIDE_VECTORS``: AVX-512F or not), never
 by timing: 16-lane tiles of 16 accumulators for 32 zmm registers, and on AVX2 (16 ymm registers) 8-lane
 tiles of 4 channels x 16 columns and 4 x 3 weight-gradient blocks, which keep their accumulators in
 registers (the 16-lane tiles spill them to the stack there). The forward sums every output in the same order with
-either set; the weight gradient's partial sums differ, so dw is deterministic per CPU and thread count.
+either set; the weight gradient's partial sums differ, so dw is deterministic per tile set.
 
 Reference: ``tinycomp_kernels.conv.conv2d_ref``; the tests compare with it and with im2col + GEMM.
 """
@@ -72,7 +78,8 @@ def _conv2d_tiles_loops(out, xq, wm, koff, wide):
     ``wide`` (AVX-512): tiles keep 16 vector accumulators: 8 channels x 32 columns, 16 channels x 16
     columns, or 8 channels x two rows of 8 columns; other widths (multiples of 8) use 8 x 16 or 8 x 8
     tiles. Not ``wide`` (AVX2, 16 ymm registers): 4 channels x 16 columns or x two rows of 8 (8
-    accumulators), other widths 8 x 8."""
+    accumulators), other widths 8 x 8. Needs O >= 8: where the tiles do not divide O, a row's last
+    tile starts at O - rows, overlapping the one before it (those channels get the same sums again)."""
     N, O, OH, OW = out.shape
     Wq = xq.shape[3]
     plane = xq.shape[1] * xq.shape[2] * Wq
@@ -87,35 +94,36 @@ def _conv2d_tiles_loops(out, xq, wm, koff, wide):
         base = n * plane + oh * Wq
         o0 = 0
         while o0 < O:
-            ob = (n * O + o0) * P + oh * OW
+            if not wide:
+                rows = 4 if pairs or OW % 16 == 0 else 8
+            else:
+                rows = 16 if OW % 32 == 16 and O - o0 >= 16 else 8
+            oc = min(o0, O - rows)        # = o0 unless this tile would run past channel O
+            ob = (n * O + oc) * P + oh * OW
             if not wide:
                 if pairs:
-                    fma_tile_4_8x2(of, ob, P, wm, o0, xf, base, koff, Wq, OW)
+                    fma_tile_4_8x2(of, ob, P, wm, oc, xf, base, koff, Wq, OW)
                 elif OW % 16 == 0:
                     for ow0 in range(0, OW, 16):
-                        fma_tile_4_8x2(of, ob + ow0, P, wm, o0, xf, base + ow0, koff, 8, 8)
+                        fma_tile_4_8x2(of, ob + ow0, P, wm, oc, xf, base + ow0, koff, 8, 8)
                 else:
                     for ow0 in range(0, OW, 8):
-                        fma_tile_8_8x1(of, ob + ow0, P, wm, o0, xf, base + ow0, koff, 8, 8)
-                    o0 += 4  # this tile covered 8 channels
-                o0 += 4
-                continue
-            if pairs:
-                fma_tile_8_8x2(of, ob, P, wm, o0, xf, base, koff, Wq, OW)
+                        fma_tile_8_8x1(of, ob + ow0, P, wm, oc, xf, base + ow0, koff, 8, 8)
+            elif pairs:
+                fma_tile_8_8x2(of, ob, P, wm, oc, xf, base, koff, Wq, OW)
             elif OW % 32 == 0:
                 for ow0 in range(0, OW, 32):
-                    fma_tile_8_16x2(of, ob + ow0, P, wm, o0, xf, base + ow0, koff, 16, 16)
-            elif OW % 16 == 0 and O - o0 >= 16:
+                    fma_tile_8_16x2(of, ob + ow0, P, wm, oc, xf, base + ow0, koff, 16, 16)
+            elif rows == 16:
                 for ow0 in range(0, OW, 16):
-                    fma_tile_16_16x1(of, ob + ow0, P, wm, o0, xf, base + ow0, koff, 16, 16)
-                o0 += 8  # this tile covered 16 channels
+                    fma_tile_16_16x1(of, ob + ow0, P, wm, oc, xf, base + ow0, koff, 16, 16)
             elif OW % 16 == 0:
                 for ow0 in range(0, OW, 16):
-                    fma_tile_8_16x1(of, ob + ow0, P, wm, o0, xf, base + ow0, koff, 16, 16)
+                    fma_tile_8_16x1(of, ob + ow0, P, wm, oc, xf, base + ow0, koff, 16, 16)
             else:
                 for ow0 in range(0, OW, 8):
-                    fma_tile_8_8x1(of, ob + ow0, P, wm, o0, xf, base + ow0, koff, 8, 8)
-            o0 += 8
+                    fma_tile_8_8x1(of, ob + ow0, P, wm, oc, xf, base + ow0, koff, 8, 8)
+            o0 += rows
 
 
 def _conv2d_tiles_backward_weight_loops(parts, dout, xq, koff, rows_per_chunk, wide):
@@ -158,16 +166,35 @@ conv2d_tiles_jit = njit(parallel=True, cache=True)(_conv2d_tiles_loops)
 
 
 # --- wrappers: arguments as conv2d_forward / conv2d_backward checked them (pairs s, p, d) ----------
+TILE_ROWS = 8  # channels the tallest last tile of a row covers: conv2d_tiles_jit needs that many
+
+
 def tiles_fit(x_shape, w_shape, stride, padding, dilation, groups, dtype):
-    O, OW = w_shape[0], conv_output_size(x_shape[2], x_shape[3], w_shape[2], w_shape[3], stride, padding, dilation)[1]
-    return np.dtype(dtype) == np.float32 and groups == 1 and O % 8 == 0 and OW % 8 == 0
+    """The forward runs on tiles: float32, groups 1, OW a multiple of 8 (any number of channels)."""
+    OW = conv_output_size(x_shape[2], x_shape[3], w_shape[2], w_shape[3], stride, padding, dilation)[1]
+    return np.dtype(dtype) == np.float32 and groups == 1 and OW % 8 == 0
 
 
 def tiles_backward_input_fit(x_shape, stride, groups, dtype):
     """Each stride phase of dx is a tiles conv of dout with C output channels over W/sw columns."""
-    (sh, sw), C, W = stride, x_shape[1], x_shape[3]
-    return (np.dtype(dtype) == np.float32 and groups == 1 and C % 8 == 0 and W % sw == 0
-            and (W // sw) % 8 == 0)
+    sw, W = stride[1], x_shape[3]
+    return np.dtype(dtype) == np.float32 and groups == 1 and W % sw == 0 and (W // sw) % 8 == 0
+
+
+def tiles_backward_weight_fit(OW, groups, dtype):
+    return np.dtype(dtype) == np.float32 and groups == 1 and OW in (8, 16, 32)
+
+
+def _tiles_conv(xq, wm, koff, N, OH, OW):
+    """out (N, M, OH, OW) of conv2d_tiles_jit for weights wm (M, K); fewer than TILE_ROWS rows get
+    zero rows (whose channels are cut off again), since a last tile cannot start before channel 0."""
+    M = wm.shape[0]
+    rows = max(M, TILE_ROWS)
+    if rows != M:
+        wm = np.concatenate([wm, np.zeros((rows - M, wm.shape[1]), np.float32)])  # (TILE_ROWS, K)
+    out = np.empty((N, rows, OH, OW), dtype=np.float32)
+    conv2d_tiles_jit(out, xq, wm, koff, WIDE_VECTORS)
+    return out if rows == M else np.ascontiguousarray(out[:, :M])
 
 
 def _phase_taps(a, k, s, p, d):
@@ -208,8 +235,7 @@ def conv2d_tiles_backward_input(dout, w, x_shape, s, p, d):
             wm = np.ascontiguousarray(w[:, :, kh, kw].transpose(1, 0, 2)).reshape(C, O * len(taps))  # (C, O*T)
             o = np.arange(O)[:, None]
             koff = ((o * Hd + top + th[None, :]) * Wd + left + tw[None, :]).reshape(-1).astype(np.int64)  # (O*T,)
-            out = np.empty((N, C, Ha, Wi), dtype=np.float32)
-            conv2d_tiles_jit(out, dpad, wm, koff, WIDE_VECTORS)
+            out = _tiles_conv(dpad, wm, koff, N, Ha, Wi)                  # (N, C, Ha, Wi)
             if dx is None:
                 return out
             dx[:, :, a::sh, b::sw] = out
@@ -232,13 +258,7 @@ def conv2d_tiles(x, w, s, p, d, OH, OW):
     """The "tiles" forward (module docstring): phase split, tap offsets, register tiles."""
     O, C, KH, KW = w.shape
     xq, koff = phase_split_offsets(x, KH, KW, s, p, d)
-    out = np.empty((x.shape[0], O, OH, OW), dtype=np.float32)
-    conv2d_tiles_jit(out, xq, np.ascontiguousarray(w).reshape(O, C * KH * KW), koff, WIDE_VECTORS)  # (O, K) rows
-    return out
-
-
-def tiles_backward_weight_fit(w_shape, OW, groups, dtype):
-    return np.dtype(dtype) == np.float32 and groups == 1 and w_shape[0] % 4 == 0 and OW in (8, 16, 32)
+    return _tiles_conv(xq, np.ascontiguousarray(w).reshape(O, C * KH * KW), koff, x.shape[0], OH, OW)  # (O, K) rows
 
 
 def conv2d_tiles_backward_weight(dout, x, w_shape, s, p, d):
@@ -249,7 +269,10 @@ def conv2d_tiles_backward_weight(dout, x, w_shape, s, p, d):
     K = C * KH * KW
     taps = 4 if WIDE_VECTORS else 3                                       # patch rows per tile
     koff = np.concatenate([koff, np.full(-K % taps, koff[0], np.int64)])  # pad K to a multiple of taps
+    dout = np.ascontiguousarray(dout)
+    if O % 4:  # the tiles read 4 dout channels at a time: zero channels up to a multiple of 4, dropped below
+        dout = np.concatenate([dout, np.zeros((N, -O % 4, OH, OW), np.float32)], axis=1)  # (N, O4, OH, OW)
     rows_per_chunk = 128  # 4 CIFAR images at 32x32: per-chunk horizontal sums stay ~5 % of the work
-    parts = np.zeros((-(-N * OH // rows_per_chunk), O, koff.size), dtype=np.float32)
-    conv2d_tiles_backward_weight_jit(parts, np.ascontiguousarray(dout), xq, koff, rows_per_chunk, WIDE_VECTORS)
-    return parts.sum(axis=0, dtype=np.float64)[:, :K].astype(np.float32).reshape(w_shape)  # (O, K) -> OIHW
+    parts = np.zeros((-(-N * OH // rows_per_chunk), dout.shape[1], koff.size), dtype=np.float32)
+    conv2d_tiles_backward_weight_jit(parts, dout, xq, koff, rows_per_chunk, WIDE_VECTORS)
+    return parts.sum(axis=0, dtype=np.float64)[:O, :K].astype(np.float32).reshape(w_shape)  # (O, K) -> OIHW

@@ -1,13 +1,9 @@
 """Float conv2d kernels (every algorithm) against a direct-loop NumPy reference written here."""
-import contextlib
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from strategies import conv_configs
-from tinycomp_kernels import conv_tiles
 from tinycomp_kernels.conv import (ALGORITHMS, _conv2d_direct_backward_input_loops,
                                    _conv2d_direct_backward_weight_loops, _conv2d_direct_loops, _swap01_loops,
                                    conv2d_algorithm, conv2d_backward, conv2d_backward_input,
@@ -61,7 +57,7 @@ def _data(cfg, dtype, seed=0):
 
 
 def _algorithms(x, w, geo):
-    """Every algorithm that accepts these float64 shapes ("tiles" is float32-only: tested below)."""
+    """Every algorithm that accepts these float64 shapes ("tiles" is float32-only: test_conv_tiles.py)."""
     return [a for a in ALGORITHMS
             if a not in ("matmul1x1", "tiles") or conv2d_algorithm(x.shape, w.shape, *geo, dtype=x.dtype) == a]
 
@@ -112,100 +108,13 @@ def test_float32_matches_float64(cfg):
     np.testing.assert_allclose(dw, dw64, rtol=1e-4, atol=1e-3)
 
 
-@st.composite
-def tiles_configs(draw):
-    """float32 shapes the register-tile path takes: O and OW multiples of 8 (OW in 8, 16, 32 also
-    selects the tiled weight gradient, C a multiple of 8 at stride 1 the tiled input gradient)."""
-    k = draw(st.integers(1, 3))
-    s = draw(st.sampled_from([1, 1, 2]))
-    d = draw(st.sampled_from([1, 1, 2]))
-    p = draw(st.integers(0, d * (k - 1)))
-    OW = draw(st.sampled_from([8, 16, 32, 24]))
-    W = (OW - 1) * s + 1 + d * (k - 1) - 2 * p
-    return dict(N=draw(st.integers(1, 2)), C=draw(st.sampled_from([3, 8, 16])), H=draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), 6)),
-                W=W, O=draw(st.sampled_from([8, 16, 24, 32])), KH=k, KW=k, stride=s, padding=p, dilation=d, groups=1)
-
-
-@contextlib.contextmanager
-def _tile_set(wide):
-    """Run the tiles path with the AVX-512 (wide) or the AVX2 tile set, whatever this CPU is."""
-    saved, conv_tiles.WIDE_VECTORS = conv_tiles.WIDE_VECTORS, wide
-    try:
-        yield
-    finally:
-        conv_tiles.WIDE_VECTORS = saved
-
-
-@pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
-@settings(max_examples=20)
-@given(cfg=tiles_configs())
-def test_tiles_float32_forward_and_backward(wide, cfg):
-    with _tile_set(wide):
-        _check_tiles_float32_forward_and_backward(cfg)
-
-
-def _check_tiles_float32_forward_and_backward(cfg):
-    x, w, geo = _data(cfg, np.float32)
-    assert conv2d_algorithm(x.shape, w.shape, *geo, dtype=np.float32) in ("tiles", "matmul1x1")
-    x64, w64 = x.astype(np.float64), w.astype(np.float64)
-    ref = conv2d_ref(x64, w64, *geo)
-    np.testing.assert_allclose(conv2d_forward(x, w, *geo, algorithm="tiles"), ref, rtol=1e-4, atol=1e-4)
-    dout = np.random.default_rng(5).standard_normal(ref.shape).astype(np.float32)
-    dx, dw = conv2d_backward(dout, x, w, *geo, algorithm="tiles")
-    dx_ref, dw_ref = conv2d_backward(dout.astype(np.float64), x64, w64, *geo, algorithm="im2col")
-    assert dx.dtype == dw.dtype == np.float32
-    np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(dw, dw_ref, rtol=1e-4, atol=1e-3)
-
-
-@pytest.mark.parametrize("C,H,O,stride", [(16, 32, 16, 1), (16, 32, 32, 2), (32, 16, 32, 1), (64, 8, 64, 1)])
-def test_tile_sets_sum_the_forward_in_the_same_order(C, H, O, stride):
-    """Both tile sets add each output's taps in order k = 0..K-1 (one FMA per tap): bitwise equal."""
-    rng = np.random.default_rng(C + H)
-    x = rng.standard_normal((2, C, H, H)).astype(np.float32)
-    w = rng.standard_normal((O, C, 3, 3)).astype(np.float32)
-    dout = rng.standard_normal((2, O, H // stride, H // stride)).astype(np.float32)
-    got = []
-    for wide in (True, False):
-        with _tile_set(wide):
-            got.append((conv2d_forward(x, w, stride, 1), conv2d_backward_input(dout, w, x.shape, stride, 1)))
-    np.testing.assert_array_equal(got[0][0], got[1][0])
-    np.testing.assert_array_equal(got[0][1], got[1][1])
-
-
-@pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
-def test_tiles_loops_run_as_plain_python(wide):
-    from tinycomp_kernels.conv_tiles import (_conv2d_tiles_backward_weight_loops, _conv2d_tiles_loops, _phase_split_loops,
-                                             phase_split_offsets)
-
-    rng = np.random.default_rng(6)
-    x = rng.standard_normal((1, 2, 3, 15)).astype(np.float32)   # stride 2, padding 1, 2x2 kernel: OW = 8
-    w = rng.standard_normal((8, 2, 2, 2)).astype(np.float32)
-    xq, koff = phase_split_offsets(x, 2, 2, (2, 2), (1, 1), (1, 1))
-    assert xq.shape == (1, 2 * 2 * 2, 3, 9)
-    xq_py = np.full_like(xq, np.nan)
-    _phase_split_loops(xq_py, x, 1, 1, 2, 2)
-    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))           # (1, 2, 5, 17)
-    np.testing.assert_array_equal(xq_py[0, (1 * 2 + 1) * 2 + 0], np.pad(xp[0, 1, 1::2, 0::2], ((0, 1), (0, 0))))
-    np.testing.assert_array_equal(xq_py, xq)
-    ref = conv2d_ref(x.astype(np.float64), w.astype(np.float64), 2, 1)
-    out = np.empty((1, 8, 2, 8), np.float32)
-    _conv2d_tiles_loops(out, xq, w.reshape(8, -1), koff, wide)
-    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
-    taps = 4 if wide else 3                                     # patch rows per weight-gradient tile
-    kpad = np.concatenate([koff, np.full(-koff.size % taps, koff[0], np.int64)])   # K = 8 padded to taps
-    parts = np.zeros((1, 8, kpad.size), np.float32)
-    dout = rng.standard_normal(out.shape).astype(np.float32)
-    _conv2d_tiles_backward_weight_loops(parts, dout, xq, kpad, 32, wide)
-    dw_ref = conv2d_backward_weight(dout.astype(np.float64), x.astype(np.float64), w.shape, 2, 1, algorithm="im2col")
-    np.testing.assert_allclose(parts[0, :, :8].reshape(w.shape), dw_ref, rtol=1e-4, atol=1e-4)
-
-
 def test_algorithm_choice_is_a_function_of_the_shapes():
     assert conv2d_algorithm((8, 16, 32, 32), (32, 16, 1, 1), 2, 0, 1, 1) == "matmul1x1"
     assert conv2d_algorithm((8, 16, 32, 32), (16, 1, 3, 3), 1, 1, 1, 16) == "direct"
     assert conv2d_algorithm((8, 16, 32, 32), (16, 16, 3, 3), 1, 1, 1, 1) == "tiles"
     assert conv2d_algorithm((8, 16, 32, 32), (16, 16, 3, 3), 1, 1, 1, 1, dtype=np.float64) == "im2col"
+    assert conv2d_algorithm((8, 11, 32, 32), (11, 11, 3, 3), 1, 1, 1, 1) == "tiles"    # any channel count
+    assert conv2d_algorithm((8, 16, 32, 32), (5, 16, 3, 3), 1, 1, 1, 1) == "tiles"
     assert conv2d_algorithm((8, 16, 32, 30), (16, 16, 3, 3), 1, 1, 1, 1) == "im2col"  # OW = 30
     assert conv2d_algorithm((8, 16, 32, 32), (32, 16, 1, 1), 1, 1, 1, 1) == "im2col"  # padded 1x1
 
@@ -252,5 +161,7 @@ def test_bad_input():
         conv2d_forward(np.zeros((2, 4, 8, 8), np.float32), np.zeros((5, 4, 3, 3), np.float32), algorithm="fft")
     with pytest.raises(ValueError, match="tiles needs float32"):
         conv2d_forward(np.zeros((2, 4, 8, 8)), np.zeros((8, 4, 3, 3)), padding=1, algorithm="tiles")
+    with pytest.raises(ValueError, match="an output width that is a multiple of 8"):
+        conv2d_forward(np.zeros((2, 4, 8, 8), np.float32), np.zeros((8, 4, 3, 3), np.float32), algorithm="tiles")
     with pytest.raises(ValueError, match="matmul1x1 needs a 1x1 kernel"):
         conv2d_forward(np.zeros((2, 4, 8, 8), np.float32), np.zeros((5, 4, 3, 3), np.float32), algorithm="matmul1x1")

@@ -1,0 +1,199 @@
+"""The float32 "tiles" conv (forward, input and weight gradient) on both tile sets, any channel count."""
+import contextlib
+import hashlib
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinycomp_kernels import conv_tiles
+from tinycomp_kernels.conv import (conv2d_algorithm, conv2d_backward, conv2d_backward_input,
+                                   conv2d_backward_weight, conv2d_forward, conv2d_ref)
+
+
+def conv2d_grads_ref(dout, x, w, s, p, d):
+    """(dx, dw) in float64 by conv2d_ref's slices: tap (kh, kw) of the padded input is one strided
+    slice; dw contracts dout with it, dx adds dout contracted with w[:, :, kh, kw] back into it."""
+    dout, x, w = (a.astype(np.float64) for a in (dout, x, w))
+    H, W = x.shape[2:]
+    OH, OW = dout.shape[2:]
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    dxp, dw = np.zeros_like(xp), np.zeros_like(w)
+    for kh in range(w.shape[2]):
+        for kw in range(w.shape[3]):
+            tap = (slice(None), slice(None), slice(kh * d, kh * d + s * (OH - 1) + 1, s),
+                   slice(kw * d, kw * d + s * (OW - 1) + 1, s))
+            dw[:, :, kh, kw] = np.einsum("nohw,nchw->oc", dout, xp[tap])
+            dxp[tap] += np.einsum("nohw,oc->nchw", dout, w[:, :, kh, kw])
+    return dxp[:, :, p:p + H, p:p + W], dw
+
+
+@st.composite
+def tiles_configs(draw):
+    """float32 shapes the register-tile forward takes: OW a multiple of 8, channel counts the tiles
+    do not divide among them (1-7: zero filters; 11, 13, 22: an overlapping last tile). OW in 8, 16,
+    32 also selects the tiled weight gradient; W/stride a multiple of 8 the tiled input gradient."""
+    k = draw(st.integers(1, 3))
+    s = draw(st.sampled_from([1, 1, 2]))
+    d = draw(st.sampled_from([1, 1, 2]))
+    p = draw(st.integers(0, d * (k - 1)))
+    OW = draw(st.sampled_from([8, 16, 32, 24]))
+    W = (OW - 1) * s + 1 + d * (k - 1) - 2 * p + draw(st.integers(0, s - 1))  # + 1: W = 2*OW at stride 2
+    return dict(N=draw(st.integers(1, 2)), C=draw(st.sampled_from([1, 3, 8, 11, 16])),
+                H=draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), 6)), W=W,
+                O=draw(st.sampled_from([3, 8, 11, 13, 16, 22, 24])), K=k, stride=s, padding=p, dilation=d)
+
+
+@contextlib.contextmanager
+def tile_set(wide):
+    """Run the tiles path with the AVX-512 (wide) or the AVX2 tile set, whatever this CPU is."""
+    saved, conv_tiles.WIDE_VECTORS = conv_tiles.WIDE_VECTORS, wide
+    try:
+        yield
+    finally:
+        conv_tiles.WIDE_VECTORS = saved
+
+
+def _data(cfg, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((cfg["N"], cfg["C"], cfg["H"], cfg["W"])).astype(np.float32)
+    w = rng.standard_normal((cfg["O"], cfg["C"], cfg["K"], cfg["K"])).astype(np.float32)
+    return x, w, (cfg["stride"], cfg["padding"], cfg["dilation"])
+
+
+@pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
+@settings(max_examples=25)
+@given(cfg=tiles_configs())
+def test_forward_and_gradients_match_reference(wide, cfg):
+    x, w, geo = _data(cfg)
+    assert conv2d_algorithm(x.shape, w.shape, *geo) in ("tiles", "matmul1x1", "direct" if cfg["C"] == 1 else "")
+    ref = conv2d_ref(x.astype(np.float64), w.astype(np.float64), *geo)
+    dout = np.random.default_rng(5).standard_normal(ref.shape).astype(np.float32)
+    dx_ref, dw_ref = conv2d_grads_ref(dout, x, w, *geo)
+    with tile_set(wide):
+        for algo in ("tiles", "im2col"):  # float32 im2col + GEMM for all three passes as the second
+            y = conv2d_forward(x, w, *geo, algorithm=algo)
+            dx, dw = conv2d_backward(dout, x, w, *geo, algorithm=algo)
+            assert y.dtype == dx.dtype == dw.dtype == np.float32
+            np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4, err_msg=algo)
+            np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-4, err_msg=algo)
+            np.testing.assert_allclose(dw, dw_ref, rtol=1e-4, atol=1e-3, err_msg=algo)
+
+
+@pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
+@pytest.mark.parametrize("C,O,H,stride", [(11, 11, 32, 1), (11, 22, 32, 2), (22, 45, 16, 2), (45, 45, 8, 1),
+                                          (5, 3, 16, 1), (13, 24, 8, 1)])
+def test_odd_channels_equal_the_zero_padded_conv_bitwise(wide, C, O, H, stride):
+    """Each output of a channel count the tiles do not divide is the sum the conv padded with zero
+    channels up to a multiple of 8 computes: forward and input gradient channel for channel, the
+    weight gradient too (its sums run over rows, never across channels)."""
+    rng = np.random.default_rng(C * O)
+    C8, O8 = -(-C // 8) * 8, -(-O // 8) * 8
+    x = np.zeros((2, C8, H, H), np.float32)
+    w = np.zeros((O8, C8, 3, 3), np.float32)
+    dout = np.zeros((2, O8, H // stride, H // stride), np.float32)
+    x[:, :C] = rng.standard_normal((2, C, H, H))
+    w[:O, :C] = rng.standard_normal((O, C, 3, 3))
+    dout[:, :O] = rng.standard_normal((2, O, H // stride, H // stride))
+    with tile_set(wide):
+        assert conv2d_algorithm(x[:, :C].shape, w[:O, :C].shape, stride, 1) == "tiles"
+        y = conv2d_forward(x[:, :C], w[:O, :C], stride, 1)
+        dx, dw = conv2d_backward(dout[:, :O], x[:, :C], w[:O, :C], stride, 1)
+        y8 = conv2d_forward(x, w, stride, 1)
+        dx8, dw8 = conv2d_backward(dout, x, w, stride, 1)
+    np.testing.assert_array_equal(y, y8[:, :O])
+    np.testing.assert_array_equal(dx, dx8[:, :C])
+    np.testing.assert_array_equal(dw, dw8[:O, :C])
+
+
+@pytest.mark.parametrize("C,H,O,stride", [(16, 32, 16, 1), (16, 32, 32, 2), (32, 16, 32, 1), (64, 8, 64, 1),
+                                          (11, 32, 11, 1), (22, 16, 45, 2)])
+def test_tile_sets_sum_the_forward_in_the_same_order(C, H, O, stride):
+    """Both tile sets add each output's taps in order k = 0..K-1 (one FMA per tap): bitwise equal."""
+    rng = np.random.default_rng(C + H)
+    x = rng.standard_normal((2, C, H, H)).astype(np.float32)
+    w = rng.standard_normal((O, C, 3, 3)).astype(np.float32)
+    dout = rng.standard_normal((2, O, H // stride, H // stride)).astype(np.float32)
+    got = []
+    for wide in (True, False):
+        with tile_set(wide):
+            got.append((conv2d_forward(x, w, stride, 1), conv2d_backward_input(dout, w, x.shape, stride, 1)))
+    np.testing.assert_array_equal(got[0][0], got[1][0])
+    np.testing.assert_array_equal(got[0][1], got[1][1])
+
+
+def _lcg(shape, seed):
+    """Float32 values with 24 significant bits from integer arithmetic alone: the same on every
+    machine and NumPy version (a random generator's stream may change), and inexact in sums."""
+    i = np.arange(int(np.prod(shape)), dtype=np.uint64)
+    v = (i + np.uint64(seed)) * np.uint64(6364136223846793005) + np.uint64(1442695040888963407)
+    return ((v >> np.uint64(40)).astype(np.int64) - 2**23).astype(np.float32).reshape(shape) / np.float32(2**23)
+
+
+# SHA-256 (first 16 hex digits) of forward, dx, dw (AVX-512 set), dw (AVX2 set) from the default
+# path, recorded at 82bd436, before the tiles took other channel counts; None: that pass was not on
+# the tiles then. Keys (N, C, H, W, O, K, stride, padding, dilation) reach every branch of the loops.
+PINNED = {
+    (2, 16, 32, 32, 16, 3, 1, 1, 1): ("622b9c80235059a6", "32df79334bb5f393", "c8a77758248f5253", "6dfe5c9bae2b51ec"),
+    (2, 16, 32, 32, 32, 3, 2, 1, 1): ("d43908a08086e021", "857120c6a61888dc", "c849db55fca526a4", "33732645da406827"),
+    (5, 32, 16, 16, 32, 3, 1, 1, 1): ("da3d6d4e7d8e7063", "d687fa4099300f10", "932b60aa32beffaf", "81a054f73644c69d"),
+    (2, 32, 16, 16, 64, 3, 2, 1, 1): ("bb781d971535896e", "f7bf2e2d182e373f", "9bc60f6a8b76e4c9", "9bc60f6a8b76e4c9"),
+    (3, 64, 8, 8, 64, 3, 1, 1, 1): ("7eea43ee12e8c8d6", "19b63ae8170f7b6e", "8b414ad8d4494fcc", "8b414ad8d4494fcc"),
+    (2, 3, 32, 32, 16, 3, 1, 1, 1): ("2f9184bb64da3a49", None, "af36c80980a7617f", "29bf7043a8dd3f8d"),
+    (2, 8, 7, 24, 8, 3, 1, 1, 1): ("f2228af240d89cb8", "41501b9fdea6e893", None, None),
+    (2, 16, 5, 18, 24, 3, 1, 0, 1): ("f32bf5cd20027b95", None, "ef5e6f7109790026", "f88e8767a9f3790f"),
+    (2, 8, 6, 18, 16, 2, 1, 0, 2): ("202fcc419d87f55a", None, "16eef650b26a89ad", "0c1057d4aa75b9f1"),
+    (2, 16, 9, 16, 8, 3, 2, 1, 1): ("15eb3e912ff12e1e", "2101e9088a271098", "3ce62fdbcabce85f", "3ce62fdbcabce85f"),
+    (1, 16, 6, 24, 32, 1, 1, 1, 1): (None, "ae2a174d399c5cf7", None, None),
+    (9, 16, 16, 16, 16, 3, 1, 1, 1): ("9cbecbc7b2e9106a", "83c66d3b87b02592", "86921e6a484c2593", "7f8964cc58c89dc1"),
+}
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="the plain-Python tiles round without FMA")
+@pytest.mark.parametrize("key", list(PINNED), ids=str)
+def test_shapes_that_were_on_the_tiles_keep_their_bits(key):
+    """Training runs resume from checkpoints bit for bit: the shapes the tiles took before any
+    channel count could (multiples of 8; of 4 for the weight gradient) give the recorded results."""
+    N, C, H, W, O, K, s, p, d = key
+    x, w = _lcg((N, C, H, W), 1), _lcg((O, C, K, K), 2)
+    fwd, dx_pin, *dw_pins = PINNED[key]
+    for wide, dw_pin in zip((True, False), dw_pins):
+        with tile_set(wide):
+            y = conv2d_forward(x, w, s, p, d)
+            dx, dw = conv2d_backward(_lcg(y.shape, 3), x, w, s, p, d)
+        for name, got, pin in (("forward", y, fwd), ("dx", dx, dx_pin), ("dw", dw, dw_pin)):
+            if pin is not None:
+                assert hashlib.sha256(got.tobytes()).hexdigest()[:16] == pin, (name, wide)
+
+
+@pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
+@pytest.mark.parametrize("O", [8, 11])
+def test_tiles_loops_run_as_plain_python(wide, O):
+    from tinycomp_kernels.conv_tiles import (_conv2d_tiles_backward_weight_loops, _conv2d_tiles_loops,
+                                             _phase_split_loops, phase_split_offsets)
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 2, 3, 15)).astype(np.float32)   # stride 2, padding 1, 2x2 kernel: OW = 8
+    w = rng.standard_normal((O, 2, 2, 2)).astype(np.float32)
+    xq, koff = phase_split_offsets(x, 2, 2, (2, 2), (1, 1), (1, 1))
+    assert xq.shape == (1, 2 * 2 * 2, 3, 9)
+    xq_py = np.full_like(xq, np.nan)
+    _phase_split_loops(xq_py, x, 1, 1, 2, 2)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))           # (1, 2, 5, 17)
+    np.testing.assert_array_equal(xq_py[0, (1 * 2 + 1) * 2 + 0], np.pad(xp[0, 1, 1::2, 0::2], ((0, 1), (0, 0))))
+    np.testing.assert_array_equal(xq_py, xq)
+    ref = conv2d_ref(x.astype(np.float64), w.astype(np.float64), 2, 1)
+    out = np.full((1, O, 2, 8), np.nan, np.float32)             # O = 11: the last tile overlaps
+    _conv2d_tiles_loops(out, xq, w.reshape(O, -1), koff, wide)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    taps = 4 if wide else 3                                     # patch rows per weight-gradient tile
+    kpad = np.concatenate([koff, np.full(-koff.size % taps, koff[0], np.int64)])   # K = 8 padded to taps
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    O4 = -(-O // 4) * 4                                         # dout padded with zero channels, as the wrapper does
+    parts = np.zeros((1, O4, kpad.size), np.float32)
+    _conv2d_tiles_backward_weight_loops(parts, np.concatenate([dout, np.zeros((1, O4 - O, 2, 8), np.float32)], 1),
+                                        xq, kpad, 32, wide)
+    dw_ref = conv2d_backward_weight(dout.astype(np.float64), x.astype(np.float64), w.shape, 2, 1, algorithm="im2col")
+    np.testing.assert_allclose(parts[0, :O, :8].reshape(w.shape), dw_ref, rtol=1e-4, atol=1e-4)
