@@ -1,23 +1,13 @@
 """tinycomp.export: the file's layout, BatchNorm folding, sizes against the summary, what is refused,
 and ``tinycomp export`` on the command line."""
-import json
-import os
-
 import numpy as np
 import pytest
 from cli_helpers import tinycomp
-from export_helpers import NORMALIZE, images, logits, meta, model
+from export_helpers import NORMALIZE, file_and_summary_bytes, images, logits, meta, model, read_export as _read
 from tinycomp_kernels.bits import unpack_signs
 
 from tinycomp import checkpoint, compress, models, runtime
 from tinycomp.export import ExportError, export, export_checkpoint
-from tinycomp.summary import summarize
-
-
-def _read(path):
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
-    return json.loads(arrays["header"].tobytes().decode("utf-8")), arrays
 
 
 def _tensor(arrays, ref):
@@ -61,13 +51,7 @@ def test_batchnorm_is_folded_and_binary_weights_are_the_training_signs(tmp_path)
 
 @pytest.mark.parametrize("method", ["bwn", "xnor"])
 def test_file_size_is_the_summary_memory_plus_a_small_header(tmp_path, method):
-    m = models.get("resnet20")  # width 1: the sizes that deploy
-    compress.convert(m, method)
-    m.eval()
-    path = tmp_path / "m.npz"
-    export(m, path, meta(width=1.0))
-    summary_bytes = summarize(m)["total"]["param_bytes"]
-    size = os.path.getsize(path)
+    size, summary_bytes, _ = file_and_summary_bytes(tmp_path, method)
     assert size <= 1.10 * summary_bytes + 16 * 1024, (size, summary_bytes)
     assert size < summary_bytes * 32 / 16  # far below the float model (its 32 bits a parameter): not unpacked
 
@@ -97,7 +81,6 @@ def test_float_and_bc_layers_have_the_kinds_of_their_method(tmp_path):
 
 @pytest.mark.parametrize("make, words", [
     (lambda: compress.convert(models.get("vgg_small", width=0.25), "bwn"), "resnet20, resnet32"),
-    (lambda: compress.convert(models.get("resnet20", width=0.25), "ternary"), "supported: none, bc, bwn, xnor"),
     (lambda: compress.convert(models.get("resnet20", width=0.25), "xnor", act_scale=True), "activation scale"),
     (lambda: compress.convert(models.get("resnet20", width=0.25, shortcut="A"), "bwn"), "option A"),
 ])

@@ -1,8 +1,6 @@
 """tinycomp.runtime: an exported model's logits against the eval-mode training graph, XNOR layers'
 integer accumulators, and the refusal of bad files."""
 import json
-import subprocess
-import sys
 import zipfile
 
 import numpy as np
@@ -11,10 +9,10 @@ from tinycomp_kernels.conv import conv2d_ref
 
 from tinycomp import runtime
 from tinycomp.compress.layers import QuantConv2d
-from tinycomp.export import export
 from tinycomp.runtime.layers import Conv
 
-from export_helpers import images, logits, meta, model
+from export_helpers import assert_refused, assert_refused_in_fresh_process, exported as _exported, images, logits
+from export_helpers import read_export as _parts, rows_close as _rows_close
 
 N_IMAGES = 1000
 
@@ -22,19 +20,6 @@ N_IMAGES = 1000
 @pytest.fixture(scope="module")
 def batch():
     return images(N_IMAGES)
-
-
-def _exported(tmp_path, method, name="resnet20", width=0.25, **options):
-    m = model(method, name, width, **options)
-    path = tmp_path / f"{name}-{method}.npz"
-    export(m, path, meta(name, width))
-    return m, runtime.load(path)
-
-
-def _rows_close(out, ref, rtol=1e-4):
-    """Per image: every logit within rtol of that image's largest |logit| (BC's ±1 weights make logits large)."""
-    scale = np.abs(ref).max(axis=1, keepdims=True)
-    return np.all(np.abs(out - ref) <= rtol * scale + 1e-5, axis=1)
 
 
 @pytest.mark.parametrize("method", ["none", "bc", "bwn", "xnor"])
@@ -141,22 +126,17 @@ def test_layer_paths_and_description(tmp_path):
     _, rt = _exported(tmp_path, "bwn")
     paths = {name: (kind, path) for name, kind, path in rt.layers()}
     assert paths["conv1"] == ("float", "conv2d_forward")
-    assert paths["layer1.0.conv1"] == ("binary_weight", "binary_weight_conv2d")
-    assert paths["layer2.0.shortcut.0"] == ("binary_weight", "binary_weight_conv2d")
+    # 4..16 channels: the float conv on ±1·scale weights (runtime.paths; both paths: test_runtime_kbit.py)
+    assert paths["layer1.0.conv1"] == ("binary_weight", "conv2d_forward")
+    assert paths["layer2.0.shortcut.0"] == ("binary_weight", "conv2d_forward")
     assert paths["linear"] == ("float", "matmul")
-    assert "binary_weight_conv2d" in rt.describe() and rt.method == "bwn" and rt.normalize["std"][0] == 0.25
+    assert "binary_weight" in rt.describe() and rt.method == "bwn" and rt.normalize["std"][0] == 0.25
     pixels = np.full((1, 3, 32, 32), 255, np.uint8)
     np.testing.assert_allclose(rt.preprocess(pixels)[0, :, 0, 0], (1 - np.array([0.49, 0.48, 0.45])) /
                                np.array([0.25, 0.24, 0.26]), rtol=1e-6)
 
 
 # --- refusals ------------------------------------------------------------------------------------------
-def _parts(path):
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
-    return json.loads(arrays["header"].tobytes().decode()), arrays
-
-
 def _write(path, header, arrays, **extra):
     arrays = dict(arrays, header=np.frombuffer(json.dumps(header).encode(), np.uint8), **extra)
     np.savez(path, **arrays)
@@ -213,10 +193,7 @@ def _bad_files(tmp_path):
 
 
 def test_bad_files_are_refused_naming_the_file_and_the_entry(tmp_path):
-    for name, (path, words) in _bad_files(tmp_path).items():
-        with pytest.raises(runtime.FormatError) as info:
-            runtime.load(path)
-        assert str(path) in str(info.value) and words in str(info.value), (name, str(info.value))
+    assert_refused(_bad_files(tmp_path))
     with pytest.raises(runtime.FormatError, match="no such file"):
         runtime.load(tmp_path / "absent.npz")
 
@@ -224,13 +201,7 @@ def test_bad_files_are_refused_naming_the_file_and_the_entry(tmp_path):
 def test_bad_files_are_refused_in_a_fresh_process(tmp_path):
     """No crash (segfault, kernel assertion) hides behind the refusals: each file is loaded in a child
     process that must print a FormatError for every one."""
-    paths = [str(p) for p, _ in _bad_files(tmp_path).values()]
-    script = ("import sys\nfrom tinycomp import runtime\nfor p in sys.argv[1:]:\n"
-              "    try:\n        runtime.load(p)\n        print('LOADED', p)\n"
-              "    except runtime.FormatError as e:\n        print('REFUSED', p)\n")
-    r = subprocess.run([sys.executable, "-c", script, *paths], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.count("REFUSED") == len(paths) and "LOADED" not in r.stdout, r.stdout
+    assert_refused_in_fresh_process([p for p, _ in _bad_files(tmp_path).values()])
 
 
 def test_runtime_model_refuses_bad_inputs(tmp_path):

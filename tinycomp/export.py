@@ -14,24 +14,29 @@ What is stored (format ``tinycomp.runtime.format.FORMAT``; the layout is describ
   into each kernel's layout at load.
 - all float32 tensors concatenated in one entry, all packed words in another, with offsets in the
   header, so the file is the summary's parameter memory plus a small header.
+- k-bit and ternary layers (w<k>a<m> with DoReFa, PACT or LSQ, ternary) as integer weight codes in
+  bit planes with a folded epilogue, and their input quantizer's parameters: ``tinycomp.export_kbit``.
 - the network as a list of ops (stem conv, ResNet / Bi-Real blocks, pooling, linear): the zoo's
-  ResNets (resnet20/32/56, resnet18/34) in float, bc, bwn and xnor. Other models and methods are
-  refused, naming what is supported.
+  ResNets (resnet20/32/56, resnet18/34) in float, bc, bwn, xnor, ternary and w<k>a<m>. Other models
+  and methods are refused, naming what is supported.
 """
 import json
+import re
 
 import numpy as np
 from tinycomp_kernels.bits import pack_signs
+from tinycomp_kernels.bitserial import pack_planes
 
 from . import checkpoint, nn
 from .compress.binary_blocks import BiRealBlock
 from .compress.layers import QuantConv2d, QuantLinear
 from .compress.recipes import BinaryWeight, SignActivation, SignWeight
+from .export_kbit import KINDS as KBIT_KINDS, kbit_fields, kbit_kind
 from .models.resnet18_34 import ResNet
 from .models.resnet_cifar import BasicBlock, CifarResNet
 from .runtime.format import FORMAT
 
-METHODS = ("none", "bc", "bwn", "xnor")
+METHODS = ("none", "bc", "bwn", "xnor", "ternary", "w<k>a<m>")
 MODELS = ("resnet20", "resnet32", "resnet56", "resnet18", "resnet34")
 
 
@@ -54,7 +59,14 @@ class _Pools:
 
     def signs(self, w):
         words = pack_signs(np.ascontiguousarray(w).reshape(1, -1), axis=-1).reshape(-1)  # (ceil(n/64),)
-        ref = {"offset": self.n_words, "size": int(words.size), "bits": int(w.size)}
+        return self._words(words, bits=int(w.size))
+
+    def codes(self, c, planes, signed):
+        words = pack_planes(c.reshape(1, -1), planes, signed).reshape(-1)  # (planes * ceil(n/64),)
+        return self._words(words, count=int(c.size), planes=planes, signed=signed)
+
+    def _words(self, words, **fields):
+        ref = {"offset": self.n_words, "size": int(words.size), **fields}
         self.words.append(words)
         self.n_words += words.size
         return ref
@@ -80,9 +92,13 @@ def _bn_fold(bn, out_channels, name):
 
 
 def _kind(layer, name):
-    """("float" | "binary_weight" | "xnor", alpha (O,) float64 or None) of a conv or linear layer."""
+    """("float" | "binary_weight" | "xnor" | "kbit" | "kbit_weight", alpha (O,) float64 or None) of a
+    conv or linear layer."""
     if type(layer) in (nn.Conv2d, nn.Linear):
         return "float", None
+    kbit = kbit_kind(layer, name, ExportError)
+    if kbit:
+        return kbit, None
     if type(layer) not in (QuantConv2d, QuantLinear):
         raise ExportError(f"export: layer {name} is a {type(layer).__name__}; supported: Conv2d, Linear and "
                           "their bc / bwn / xnor forms")
@@ -124,6 +140,8 @@ def _conv(pools, name, conv, bn=None):
              "padding": list(conv.padding)}
     if kind == "float":
         entry["weight"] = pools.float32(w.astype(np.float64) * s[:, None, None, None])
+    elif kind in KBIT_KINDS:
+        entry.update(kbit_fields(pools, conv, kind, s, name, ExportError))
     else:
         entry["weight"] = pools.signs(w)
         entry["scale"] = pools.float32(alpha * s)
@@ -137,6 +155,8 @@ def _linear(pools, name, linear):
     entry = {"name": name, "kind": kind, "shape": list(w.shape)}
     if kind == "float":
         entry["weight"] = pools.float32(w)
+    elif kind in KBIT_KINDS:
+        entry.update(kbit_fields(pools, linear, kind, np.ones(w.shape[0]), name, ExportError))
     else:
         entry["weight"] = pools.signs(w)
         entry["scale"] = pools.float32(alpha)
@@ -187,7 +207,7 @@ def export(model, path, meta):
     "std": [...]}, optionally "dataset"}, as a checkpoint's metadata gives them (``export_checkpoint``).
     Returns the header written (a dict)."""
     method = (getattr(model, "compression", None) or {}).get("method", "none")
-    if method not in METHODS:
+    if method not in METHODS and not re.fullmatch(r"w\d+a\d+", method):
         raise ExportError(f"export: method {method!r} is not exported yet; supported: {', '.join(METHODS)}")
     for key in ("model", "width", "num_classes", "normalize"):
         if key not in meta:

@@ -7,12 +7,16 @@ An exported model (written by ``tinycomp.export``) is one ``.npz`` of three plai
                                per-channel scales, the linear layer)
     bits      uint64 (B,)      every binary weight tensor, concatenated: one tensor's signs in OIHW
                                (or (O, I)) order, flattened and packed by ``tinycomp_kernels.bits``
-                               (element j in bit j % 64 of word j // 64, bit 1 = +1, tail bits 0)
+                               (element j in bit j % 64 of word j // 64, bit 1 = +1, tail bits 0);
+                               and every k-bit weight tensor's integer codes as ``planes`` bit planes
+                               of the flattened tensor, plane i = bit i of each code (two's complement
+                               if ``signed``), each plane packed as the signs are
 
 The header: {"format": FORMAT, "method", "model", "width", "num_classes", "dataset", "normalize":
 {"mean", "std"}, "input_shape": [C, H, W], "entries": {"float32": F, "bits": B}, "ops": [...]}. A
 tensor is referenced as {"offset", "size"} into float32, or {"offset", "size" (words), "bits"} into
-bits. Ops and layers: see ``tinycomp.runtime.model``.
+bits, or {"offset", "size" (words), "count" (codes), "planes", "signed"} into bits for codes.
+Ops and layers: see ``tinycomp.runtime.model``.
 
 ``Reader`` holds a file's arrays and turns a reference into a tensor, refusing a reference out of
 range or disagreeing with the shape the header gives; every error is a FormatError naming the file
@@ -27,6 +31,7 @@ import zlib
 
 import numpy as np
 from tinycomp_kernels.bits import n_words, unpack_signs
+from tinycomp_kernels.bitserial import unpack_planes
 
 FORMAT = "tinycomp-export-1"
 ENTRIES = {"header": np.uint8, "float32": np.float32, "bits": np.uint64}
@@ -163,6 +168,20 @@ class Reader:
         if n % 64 and words[-1] >> np.uint64(n % 64):
             raise self.error(where, f"nonzero tail bits past bit {n}")
         return unpack_signs(np.ascontiguousarray(words).reshape(1, -1), n).reshape(shape)
+
+    def code_tensor(self, ref, shape, where):
+        """(int64 codes of ``shape``, planes, signed) from the bit planes ``ref`` points to."""
+        n = int(np.prod(shape))
+        if not isinstance(ref, dict) or ref.get("count") != n:
+            raise self.error(where, f"holds {ref.get('count') if isinstance(ref, dict) else ref!r} codes, the shape "
+                             f"{list(shape)} has {n}")
+        planes, signed = ref.get("planes"), ref.get("signed")
+        if not _is_int(planes) or not 1 <= planes <= 8 or not isinstance(signed, bool):
+            raise self.error(where, f"planes {planes!r} and signed {signed!r}: expected 1..8 planes and true or false")
+        words = self._span(ref, where, self.words, planes * n_words(n), "bits").reshape(planes, 1, n_words(n))
+        if n % 64 and np.any(words[:, 0, -1] >> np.uint64(n % 64)):
+            raise self.error(where, f"nonzero tail bits past code {n}")
+        return unpack_planes(np.ascontiguousarray(words), n, signed).reshape(shape), planes, signed
 
 
 def file_kind(path):

@@ -11,20 +11,25 @@ product of the layer's own operands:
 
 sign(0) = +1 throughout. Weights are repacked into each kernel's layout once, at load. The linear
 layer multiplies in float (``x @ W.T``; ±1 weights times the scale for the binary kinds, sign(x)
-for xnor). Each layer names the kernel it runs in ``path``.
+for xnor). Each layer names the kernel it runs in ``path``: a binary-weight conv runs
+binary_weight_conv2d or, where that is slower (``paths.binary_weight_path``, from the shape),
+conv2d_forward on the ±1·scale weights unpacked at load. k-bit and ternary layers: ``kbit.py``.
 """
 import numpy as np
 from tinycomp_kernels import binary_weight, xnor_conv
 from tinycomp_kernels.bits import pack_signs
 from tinycomp_kernels.conv import conv2d_forward
 
+from .paths import binary_weight_path
+
 KINDS = ("float", "binary_weight", "xnor")
 
 
-def _kind(reader, entry, where):
+def layer_kind(reader, entry, where, kinds=KINDS):
+    """The entry's "kind", which must be one of ``kinds``."""
     kind = reader.field(entry, "kind", str, where)
-    if kind not in KINDS:
-        raise reader.error(f"{where}.kind", f"{kind!r} is not one of {', '.join(KINDS)}")
+    if kind not in kinds:
+        raise reader.error(f"{where}.kind", f"{kind!r} is not one of {', '.join(kinds)}")
     return kind
 
 
@@ -44,7 +49,7 @@ class Conv:
 
     def __init__(self, reader, entry, where):
         self.name = reader.field(entry, "name", str, where)
-        self.kind = _kind(reader, entry, where)
+        self.kind = layer_kind(reader, entry, where)
         self.shape = reader.ints(entry, "shape", 4, 1, where)  # (O, C, KH, KW)
         self.stride = reader.ints(entry, "stride", 2, 1, where)
         self.padding = reader.ints(entry, "padding", 2, 0, where)
@@ -57,8 +62,11 @@ class Conv:
         if self.kind == "float":
             self.weight, self.path = np.ascontiguousarray(w), "conv2d_forward"
         elif self.kind == "binary_weight":
-            self.weight = pack_signs(w.reshape(O, C * KH * KW), axis=-1)  # (O, ceil(C*KH*KW/64))
-            self.path = "binary_weight_conv2d"
+            self.path = binary_weight_path(self.shape)
+            if self.path == "conv2d_forward":
+                self.weight = np.ascontiguousarray(w * self.scale[:, None, None, None])  # ±1·scale, (O, C, KH, KW)
+            else:
+                self.weight = pack_signs(w.reshape(O, C * KH * KW), axis=-1)  # (O, ceil(C*KH*KW/64))
         else:
             self.weight = xnor_conv.pack_weights_per_tap(w)  # (O, KH, KW, ceil(C/64))
             self.path = "binary_conv2d"
@@ -84,7 +92,7 @@ class Conv:
         if self.kind == "xnor":
             return xnor_conv.binary_conv2d(xnor_conv.pack_activations(x), self.weight, C, self.stride, self.padding,
                                            alpha=self.scale, bn_bias=self.bias, pad_mode="zero")
-        if self.kind == "float":
+        if self.path == "conv2d_forward":
             y = conv2d_forward(x, self.weight, self.stride, self.padding)
         else:
             y = binary_weight.binary_weight_conv2d(x, self.weight, self.scale, (KH, KW), self.stride, self.padding)
@@ -105,7 +113,7 @@ class Linear:
 
     def __init__(self, reader, entry, where):
         self.name = reader.field(entry, "name", str, where)
-        self.kind = _kind(reader, entry, where)
+        self.kind = layer_kind(reader, entry, where)
         self.shape = reader.ints(entry, "shape", 2, 1, where)  # (out_features, in_features)
         self.where = where
         w, self.scale, self.bias = _weights(reader, entry, self.kind, self.shape, where)

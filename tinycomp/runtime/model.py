@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from .kbit import KINDS as KBIT_KINDS, KbitConv, KbitLinear
 from .layers import Conv, Linear
 
 OPS = ("conv", "basic_block", "bireal_block", "global_avg_pool", "linear")
@@ -54,16 +55,16 @@ class Model:
             raise reader.error(f"{where}.op", f"{kind!r} is not one of {', '.join(OPS)}")
         if kind == "conv":
             relu = reader.field(op, "relu", bool, where)
-            return kind, Conv(reader, reader.field(op, "layer", dict, where), f"{where}.layer"), relu
+            return kind, _layer(reader, reader.field(op, "layer", dict, where), f"{where}.layer", Conv), relu
         if kind in ("basic_block", "bireal_block"):
             sc = op.get("shortcut")
             if sc is not None and not isinstance(sc, dict):
                 raise reader.error(f"{where}.shortcut", f"{sc!r} is neither null nor a layer")
-            return (kind, Conv(reader, reader.field(op, "conv1", dict, where), f"{where}.conv1"),
-                    Conv(reader, reader.field(op, "conv2", dict, where), f"{where}.conv2"),
-                    None if sc is None else Conv(reader, sc, f"{where}.shortcut"))
+            return (kind, _layer(reader, reader.field(op, "conv1", dict, where), f"{where}.conv1", Conv),
+                    _layer(reader, reader.field(op, "conv2", dict, where), f"{where}.conv2", Conv),
+                    None if sc is None else _layer(reader, sc, f"{where}.shortcut", Conv))
         if kind == "linear":
-            return kind, Linear(reader, reader.field(op, "layer", dict, where), f"{where}.layer")
+            return kind, _layer(reader, reader.field(op, "layer", dict, where), f"{where}.layer", Linear)
         return (kind,)
 
     def _check_shapes(self, reader):
@@ -152,6 +153,13 @@ class Model:
     def __repr__(self):
         return (f"runtime.Model({self.model}, width {self.width:g}, method {self.method}, {self.num_classes} classes, "
                 f"from {self.path})")
+
+
+def _layer(reader, entry, where, cls):
+    """The layer of header ``entry``: ``cls`` (Conv or Linear), or its k-bit form for a k-bit kind."""
+    if entry.get("kind") in KBIT_KINDS:
+        cls = {Conv: KbitConv, Linear: KbitLinear}[cls]
+    return cls(reader, entry, where)
 
 
 def _op_name(op):

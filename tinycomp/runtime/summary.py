@@ -1,11 +1,12 @@
 """Summary of an exported model: per layer its kind, shapes, parameters, stored bits and MACs, and what
 the file takes, read from the file itself (the counterpart of ``tinycomp.summary`` for a checkpoint).
 
-With BatchNorm folded, a layer's parameters are its weight, its per-channel scale (binary kinds) and
-its bias; its stored bits are what the file holds for it: 32 per float32 value, 64 per packed word
-(1 bit a binary weight, the last word's tail included). MACs per image: conv OH·OW·O·C·KH·KW, linear
-in·out; "binary" for XNOR layers (both operands ±1), "float" otherwise (a binary-weight layer
-multiplies float inputs), as in ``tinycomp.summary``.
+With BatchNorm folded, a layer's parameters are its weight, its per-channel scale (binary and k-bit
+kinds), its bias and a k-bit layer's input alpha or step; its stored bits are what the file holds for
+it: 32 per float32 value, 64 per packed word (1 bit a binary weight, k bits a k-bit code, the last
+word's tail included). MACs per image: conv OH·OW·O·C·KH·KW, linear in·out; "binary" for XNOR layers
+(both operands ±1), "kbit" for k-bit layers (both operands integer codes), "float" otherwise (a
+binary-weight or ternary layer multiplies float inputs), as in ``tinycomp.summary``.
 """
 import os
 
@@ -19,9 +20,15 @@ def _entries(header):
     return [op[k] for op in header["ops"] for k in LAYER_KEYS if isinstance(op.get(k), dict)]
 
 
+def _refs(entry):
+    """The tensor references of a layer entry: weight, scale, bias, and a k-bit input's alpha / step."""
+    inputs = entry.get("input") or {}
+    return [entry[k] for k in ("weight", "scale", "bias") if k in entry] + [inputs[k] for k in ("alpha", "step")
+                                                                           if k in inputs]
+
+
 def _stored_bits(entry):
-    refs = [entry[k] for k in ("weight", "scale", "bias") if k in entry]
-    return sum(64 * r["size"] if "bits" in r else 32 * r["size"] for r in refs)
+    return sum(64 * r["size"] if "bits" in r or "planes" in r else 32 * r["size"] for r in _refs(entry))
 
 
 def summarize(model):
@@ -33,11 +40,11 @@ def summarize(model):
     for entry in _entries(model.header):
         name, shape = entry["name"], entry["shape"]
         _, out = model.shapes[name]
-        params = int(np.prod(shape)) + sum(entry[k]["size"] for k in ("scale", "bias") if k in entry)
+        params = int(np.prod(shape)) + sum(r["size"] for r in _refs(entry)[1:])
         macs = int(np.prod(out[1:])) * int(np.prod(shape)) if len(shape) == 4 else int(np.prod(shape))
         rows.append({"name": name, "kind": entry["kind"], "path": paths[name], "shape": list(shape),
                      "output": list(out), "params": params, "stored_bits": _stored_bits(entry), "macs": macs,
-                     "mac_kind": "binary" if entry["kind"] == "xnor" else "float"})
+                     "mac_kind": {"xnor": "binary", "kbit": "kbit"}.get(entry["kind"], "float")})
     sizes = model.header["entries"]
     tensor_bytes = 4 * sizes["float32"] + 8 * sizes["bits"]
     header_bytes = model.header_size
@@ -47,7 +54,8 @@ def summarize(model):
               "file_bytes": os.path.getsize(model.path),
               "macs": sum(r["macs"] for r in rows),
               "float_macs": sum(r["macs"] for r in rows if r["mac_kind"] == "float"),
-              "binary_macs": sum(r["macs"] for r in rows if r["mac_kind"] == "binary")}
+              "binary_macs": sum(r["macs"] for r in rows if r["mac_kind"] == "binary"),
+              "kbit_macs": sum(r["macs"] for r in rows if r["mac_kind"] == "kbit")}
     return {"method": model.method, "layers": rows, "total": totals}
 
 
@@ -63,6 +71,7 @@ def format_summary(summary, title=""):
     lines.append(f"method: {summary['method']} (exported: BatchNorm folded into the layers)")
     lines.append(f"total: {t['params']:,} parameters, {t['stored_megabits']:.3f} Mb stored ({t['tensor_bytes']:,} "
                  f"bytes of tensors + {t['header_bytes']:,} bytes of header), {t['macs'] / 1e6:.2f} M MACs per image "
-                 f"(float {t['float_macs'] / 1e6:.2f} M, binary {t['binary_macs'] / 1e6:.2f} M); "
+                 f"(float {t['float_macs'] / 1e6:.2f} M, binary {t['binary_macs'] / 1e6:.2f} M, "
+                 f"k-bit {t['kbit_macs'] / 1e6:.2f} M); "
                  f"file on disk {t['file_bytes']:,} bytes")
     return "\n".join(lines)

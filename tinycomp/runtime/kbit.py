@@ -1,0 +1,169 @@
+"""The runtime's k-bit and ternary layers (kinds "kbit" and "kbit_weight", written by ``tinycomp.export_kbit``).
+
+A layer's weight is stored as integer codes c (OIHW, or (out, in) for a linear layer) with their
+range ("codes": [lo, hi]), an affine map ("affine": [a, z]) and per-output ``scale`` and ``bias``
+with BatchNorm folded in, so that with the formulas of ``tinycomp/export_kbit.py``:
+
+    kbit         y[o] = scale[o] · (a·I - z·S) + bias[o]
+                 I = Σ c·q_x over each patch (exact integers), S = Σ q_x over the patch (z != 0 only)
+    kbit_weight  y[o] = conv2d(x, W')[o] + bias[o],  W'[o] = scale[o] · (a·c[o] - z)    (float inputs:
+                 ternary, w<k>a32)
+
+q_x are the unsigned m-bit codes of the layer's input, computed in float32 exactly as the training
+graph's input quantizer does in eval mode (tinycomp/functional/quantize.py: the same multiply or
+divide, clip, then rint, half to even), L = 2^m - 1:
+
+    dorefa  q_x = rint(clip(x · L, 0, L))
+    pact    q_x = rint(clip(x / (alpha / L), 0, L))       alpha / L rounded to float32 first, as there
+    lsq     q_x = rint(clip(x / step, 0, L))
+
+Paths (``tinycomp.runtime.paths.kbit_path``): "bitserial_conv2d" packs q_x into bit planes and runs
+the AND-popcount convolution on the weight planes packed at load, then the epilogue above;
+"conv2d_forward" convolves q_x (float32) with W' = scale · (a·c - z) unpacked at load. kbit_weight
+convs run conv2d_forward on W'; linear layers multiply in float, (x or q_x) @ W'.T ("matmul").
+"""
+import numpy as np
+from tinycomp_kernels.bitserial import code_range
+from tinycomp_kernels.bitserial_conv import bitserial_conv2d, pack_activation_planes, pack_weight_planes, patch_sums
+from tinycomp_kernels.conv import conv2d_forward
+
+from .layers import Conv, Linear, layer_kind
+from .paths import bitserial_exact, kbit_path
+
+KINDS = ("kbit", "kbit_weight")
+QUANTIZERS = {"dorefa": None, "pact": "alpha", "lsq": "step"}  # name -> the parameter the file stores
+
+
+def planes_for(lo, hi):
+    """(planes, signed): the fewest bit planes that hold every code in [lo, hi]."""
+    signed = lo < 0
+    planes = 1
+    while not code_range(planes, signed)[0] <= lo <= hi <= code_range(planes, signed)[1]:
+        planes += 1
+    return planes, signed
+
+
+class InputQuantizer:
+    """The training graph's unsigned m-bit input quantizer in eval mode: x -> float32 codes q_x."""
+
+    def __init__(self, reader, spec, where):
+        name = reader.field(spec, "quantizer", str, where)
+        if name not in QUANTIZERS:
+            raise reader.error(f"{where}.quantizer", f"{name!r} is not one of {', '.join(QUANTIZERS)}")
+        self.name, self.bits = name, reader.field(spec, "bits", int, where)
+        if not 1 <= self.bits <= 8:
+            raise reader.error(f"{where}.bits", f"{self.bits} is not in 1..8")
+        self.levels = np.float32(2 ** self.bits - 1)
+        key = QUANTIZERS[name]
+        self.step = None  # dorefa multiplies by L instead
+        if key is not None:
+            v = reader.float_tensor(reader.field(spec, key, dict, where), (1,), f"{where}.{key}")[0]
+            if not v > 0:
+                raise reader.error(f"{where}.{key}", f"{v} is not > 0")
+            self.step = v / self.levels if name == "pact" else v  # float32, as the training graph's step
+
+    def __call__(self, x):
+        v = x * self.levels if self.step is None else x / self.step  # a new float32 array
+        np.clip(v, 0, self.levels, out=v)
+        np.rint(v, out=v)
+        return v
+
+
+def _load(layer, reader, entry, where, ndim):
+    """Read what both layer classes hold: name, kind, shape, codes, affine map, scale, bias, quantizer."""
+    layer.name, layer.where = reader.field(entry, "name", str, where), where
+    layer.kind = layer_kind(reader, entry, where, KINDS)
+    layer.shape = reader.ints(entry, "shape", ndim, 1, where)
+    lo, hi = reader.ints(entry, "codes", 2, -128, where)
+    a, z = reader.ints(entry, "affine", 2, 0, where)
+    if lo > hi or hi > 255:
+        raise reader.error(f"{where}.codes", f"[{lo}, {hi}] is not a range of codes lo <= hi in -128..255")
+    if a < 1:
+        raise reader.error(f"{where}.affine", f"[{a}, {z}]: the weight a·c - z needs a >= 1")
+    codes, planes, signed = reader.code_tensor(reader.field(entry, "weight", dict, where), layer.shape,
+                                               f"{where}.weight")
+    if (planes, signed) != planes_for(lo, hi):
+        need, need_signed = planes_for(lo, hi)
+        raise reader.error(f"{where}.weight", f"{planes} {'signed' if signed else 'unsigned'} planes, but codes in "
+                           f"[{lo}, {hi}] take {need} {'signed' if need_signed else 'unsigned'} ones")
+    if codes.min() < lo or codes.max() > hi:
+        raise reader.error(f"{where}.weight", f"codes in [{codes.min()}, {codes.max()}], outside the header's "
+                           f"codes [{lo}, {hi}]")
+    out = (layer.shape[0],)
+    layer.scale = reader.float_tensor(reader.field(entry, "scale", dict, where), out, f"{where}.scale")
+    layer.bias = reader.float_tensor(reader.field(entry, "bias", dict, where), out, f"{where}.bias")
+    layer.affine, layer.planes, layer.signed = (a, z), planes, signed
+    layer.quantizer = (InputQuantizer(reader, reader.field(entry, "input", dict, where), f"{where}.input")
+                       if layer.kind == "kbit" else None)
+    layer.codes = codes.astype(np.int16)  # the weight codes, for inspection (-128..255 fit int16)
+    scale = layer.scale.astype(np.float64).reshape(out + (1,) * (ndim - 1))
+    return (scale * (a * codes - z)).astype(np.float32)  # W' = scale · (a·c - z)
+
+
+class KbitConv(Conv):
+    """A "kbit" or "kbit_weight" conv (module docstring); geometry and channels as ``Conv``'s."""
+
+    def __init__(self, reader, entry, where):
+        dequantized = _load(self, reader, entry, where, 4)
+        self.stride = reader.ints(entry, "stride", 2, 1, where)
+        self.padding = reader.ints(entry, "padding", 2, 0, where)
+        bits = self.quantizer.bits if self.quantizer else None
+        self.exact = self.kind == "kbit" and bitserial_exact(self.shape, self.planes, self.signed, bits)
+        self.path = kbit_path(self.shape, self.planes, self.signed, bits) if bits else "conv2d_forward"
+        self.w_planes = pack_weight_planes(self.codes, self.planes, self.signed) if self.exact else None
+        self.weight = dequantized if self.path == "conv2d_forward" else None
+
+    def __call__(self, x):
+        if self.quantizer is None:
+            y = conv2d_forward(x, self.weight, self.stride, self.padding)
+        elif self.path == "conv2d_forward":
+            y = conv2d_forward(self.quantizer(x), self.weight, self.stride, self.padding)
+        else:
+            y = self._epilogue(self.quantizer(x).astype(np.uint8))
+        y += self.bias[:, None, None]  # (O, 1, 1) over (N, O, OH, OW)
+        return y
+
+    def _epilogue(self, q):
+        """scale · (a·I - z·S) (N, O, OH, OW) float32 from the uint8 input codes q, without the bias."""
+        acc = self._accumulators(q)
+        a, z = self.affine
+        if a != 1 or z:
+            acc = acc.astype(np.int64)  # a·I - z·S may pass int32's range
+            acc *= a
+            if z:
+                acc -= z * patch_sums(q, self.shape[2], self.shape[3], self.stride, self.padding)[:, None]  # (N, 1, OH, OW)
+        y = acc.astype(np.float32)
+        y *= self.scale[:, None, None]
+        return y
+
+    def _accumulators(self, q):
+        return bitserial_conv2d(pack_activation_planes(q, self.quantizer.bits), self.w_planes, self.shape[1],
+                                self.stride, self.padding, w_signed=self.signed)
+
+    def input_codes(self, x):
+        """The m-bit codes (float32) this layer multiplies for input x (kbit layers only)."""
+        if self.quantizer is None:
+            raise ValueError(f"input_codes: layer {self.name} is {self.kind}; its input stays float")
+        return self.quantizer(np.ascontiguousarray(x, dtype=np.float32))
+
+    def integer_part(self, x):
+        """The exact int32 accumulators I = conv2d(q_x, c) (zero padding) of a kbit layer, on the
+        bit-serial kernel whichever path the layer runs."""
+        if not self.exact:
+            raise ValueError(f"integer_part: layer {self.name} is {self.kind} and has no exact bit-serial accumulator")
+        return self._accumulators(self.input_codes(x).astype(np.uint8))
+
+
+class KbitLinear(Linear):
+    """A "kbit" or "kbit_weight" linear layer: y = (q_x or x) @ W'.T + bias, in float."""
+
+    def __init__(self, reader, entry, where):
+        self.weight_t = np.ascontiguousarray(_load(self, reader, entry, where, 2).T)  # (in_features, out_features)
+        self.path = "matmul"
+
+    def __call__(self, x):
+        if self.quantizer is not None:
+            x = self.quantizer(x)
+        y = x @ self.weight_t  # (N, out_features)
+        y += self.bias
+        return y
