@@ -29,6 +29,7 @@ BENCHMARKS = {
     "quant_step": ("bench_quant_step.py", "quant_step"),
     "pruned_step": ("bench_pruned_step.py", "pruned_step"),
     "import_alone": ("bench_import_alone.py", "import_alone"),
+    "bitserial": ("bench_bitserial.py", "bitserial"),
 }
 
 
