@@ -118,34 +118,36 @@ def _batch_norm_backward_loops(dx, dgamma, dbeta, coef, dout, x, gamma, beta, me
         r = inv_std[c]
         coef[c, 0] = gamma[c] * r                 # the forward's y = a*x + b, for the ReLU mask y > 0
         coef[c, 1] = beta[c] - mu * gamma[c] * r
+        coef[c, 2] = 0
         ya = coef[c, 0]
         yb = coef[c, 1]
+        zero = coef[c, 2]
         sd = 0.0
         sdx = 0.0
         for n in range(N):
             for i in range(L):
-                g = np.float64(dout[n, c, i])
-                if relu and not x[n, c, i] * ya + yb > 0:  # not <= 0: a NaN y passes no gradient
-                    g = 0.0
+                d = dout[n, c, i]  # loaded before the select: a blend; a load inside it became a branch
+                xi = x[n, c, i]
+                g = np.float64(d if not relu or xi * ya + yb > 0 else zero)  # a NaN y passes no gradient
                 sd += g
-                sdx += g * (x[n, c, i] - mu)
+                sdx += g * (xi - mu)
         dbeta[c] = sd
         dgamma[c] = sdx * r
         k = gamma[c] * r / M                      # dx = k * (M*dy - sd - x_hat*dgamma) = a*dy + b*x + e
         b = -k * sdx * r * r
-        coef[c, 2] = k * M
-        coef[c, 3] = b
-        coef[c, 4] = -k * sd - b * mu
-        coef[c, 5] = 0
-        a32 = coef[c, 2]
-        b32 = coef[c, 3]
-        e32 = coef[c, 4]
-        zero = coef[c, 5]
+        coef[c, 3] = k * M
+        coef[c, 4] = b
+        coef[c, 5] = -k * sd - b * mu
+        a32 = coef[c, 3]
+        b32 = coef[c, 4]
+        e32 = coef[c, 5]
         for n in range(N):
             if relu:
                 for i in range(L):
-                    dy = dout[n, c, i] if x[n, c, i] * ya + yb > 0 else zero
-                    dx[n, c, i] = dy * a32 + x[n, c, i] * b32 + e32
+                    d = dout[n, c, i]
+                    xi = x[n, c, i]
+                    dy = d if xi * ya + yb > 0 else zero
+                    dx[n, c, i] = dy * a32 + xi * b32 + e32
             else:
                 for i in range(L):
                     dx[n, c, i] = dout[n, c, i] * a32 + x[n, c, i] * b32 + e32
