@@ -11,45 +11,8 @@ import time
 
 import numpy as np
 import torch
-import torch.nn as tnn
 import torch.nn.functional as TF
-
-
-class Block(tnn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = tnn.BatchNorm2d(cout)
-        self.conv2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = tnn.BatchNorm2d(cout)
-        self.shortcut = tnn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = tnn.Sequential(tnn.Conv2d(cin, cout, 1, stride, bias=False), tnn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        out = TF.relu(self.bn1(self.conv1(x)))
-        return TF.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class ResNet20(tnn.Module):
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.conv1 = tnn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = tnn.BatchNorm2d(16)
-        cin, layers = 16, []
-        for i, c in enumerate((16, 32, 64)):
-            blocks = []
-            for j in range(3):
-                blocks.append(Block(cin, c, 2 if i and not j else 1))
-                cin = c
-            layers.append(tnn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3 = layers
-        self.linear = tnn.Linear(64, num_classes)
-
-    def forward(self, x):
-        out = TF.relu(self.bn1(self.conv1(x)))
-        out = self.layer3(self.layer2(self.layer1(out)))
-        return self.linear(TF.adaptive_avg_pool2d(out, 1).flatten(1))
+from torch_models import resnet
 
 
 def main():
@@ -61,7 +24,7 @@ def main():
     ap.add_argument("--input", required=True, help=".npz with x (N, 3, 32, 32) and y (N,)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = ResNet20()
+    model = resnet("resnet20")
     with np.load(args.weights, allow_pickle=False) as w:
         model.load_state_dict({k: torch.from_numpy(w[k]) for k in w.files})
     with np.load(args.input, allow_pickle=False) as d:
