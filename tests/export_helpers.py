@@ -30,10 +30,16 @@ def model(method, name="resnet20", width=0.25, seed=0, **options):
     eval mode, BatchNorm made non-trivial:
     gamma (a few negative) and beta random, running statistics those of one batch of random images."""
     tinycomp.manual_seed(seed)
-    rng = np.random.default_rng(seed)
     m = models.get(name, width=width)
     if method != "none":
         compress.convert(m, method, **options)
+    return calibrated(m, seed)
+
+
+@no_grad()
+def calibrated(m, seed=0):
+    """``m`` with non-trivial BatchNorms (see ``model``), in eval mode."""
+    rng = np.random.default_rng(seed)
     bns = [b for b in m.modules() if type(b) is nn.BatchNorm2d]
     for b in bns:
         n = b.num_features

@@ -105,13 +105,13 @@ def test_export_of_a_checkpoint_and_on_the_command_line(tmp_path):
 
 def test_export_on_the_command_line_refuses_bad_input_exit_2(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    pruned_ckpt = tmp_path / "sal.npz"
-    pruned_model = compress.build_model({"model": "resnet20", "width": 0.25, "method": "prune"}, 10)
+    pruned_ckpt = tmp_path / "prune-w4a32.npz"
+    pruned_model = compress.build_model({"model": "resnet20", "width": 0.25, "method": "prune+w4a32"}, 10)
     checkpoint.save(pruned_ckpt, pruned_model.state_dict(), None,
-                    {"config": {"model": "resnet20", "width": 0.25, "dataset": "cifar10", "method": "prune"},
+                    {"config": {"model": "resnet20", "width": 0.25, "dataset": "cifar10", "method": "prune+w4a32"},
                      "num_classes": 10, "normalize": NORMALIZE})
     for path, words in ((tmp_path / "absent.npz", "no such file"), (tmp_path / "junk.npz", "not an .npz"),
-                        (pruned_ckpt, "method 'prune' is not exported yet")):
+                        (pruned_ckpt, "method 'prune+w4a32' is not exported yet")):
         r = tinycomp("export", str(path), "--out", str(tmp_path / "out.npz"))
         assert r.returncode == 2 and str(path) in r.stderr and words in r.stderr, r.stderr
         assert "Traceback" not in r.stderr

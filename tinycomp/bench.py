@@ -1,13 +1,14 @@
 """``tinycomp bench``: an exported model on ``tinycomp.runtime`` against the same network in tinycomp
 float, per layer and in total, at a few batch sizes, on this machine.
 
-The float side is the zoo model of the exported one's name, width and classes, built fresh (random
-weights: only its speed is compared) and run in eval mode under no_grad. For each batch size, both
-sides are first checked (finite logits of shape (N, classes)), their first call timed apart (it may
-compile kernels), then run for one warm-up round and ``repeats`` timed rounds; a round runs the
-runtime, the float model, the runtime op by op (``Model.profile``) and the float model with its
-blocks timed, so the two sides alternate and meet the same machine. Figures are medians over the
-rounds (time.perf_counter); a speedup is the median over rounds of float time / runtime time.
+The float side is the zoo model of the exported one's name, width and classes (thinned to the
+file's channel counts for a filter-pruned model), built fresh (random weights: only its speed is
+compared) and run in eval mode under no_grad. For each batch size, both sides are first checked
+(finite logits of shape (N, classes)), their first call timed apart (it may compile kernels), then
+run for one warm-up round and ``repeats`` timed rounds; a round runs the runtime, the float model,
+the runtime op by op (``Model.profile``) and the float model with its blocks timed, so the two sides
+alternate and meet the same machine. Figures are medians over the rounds (time.perf_counter); a
+speedup is the median over rounds of float time / runtime time.
 
 Ops are matched by the training model's names: the stem "conv1" (conv1, bn1 and stem_act on the float
 side, folded into one op at export), "layer<I>.<J>", "pool", "linear". An op with no module on the
@@ -20,6 +21,8 @@ import numpy as np
 
 from . import models
 from .autograd import no_grad
+from .compress.thinning import thin_to_shapes
+from .export_sparse import channel_record
 from .machine import KERNEL_FLAGS
 from .tensor import Tensor
 
@@ -32,8 +35,16 @@ class BenchError(ValueError):
 
 
 def float_model(model):
-    """The tinycomp float network of exported ``model``'s name, width and classes, in eval mode."""
+    """The tinycomp float network of exported ``model``'s name, width and classes, in eval mode; a
+    thinned model's (its header's "thinned") thinned to the same channel counts, so that both sides run
+    the same shapes."""
     net = models.get(model.model, num_classes=model.num_classes, width=model.width)
+    thinned = model.header.get("thinned")
+    if thinned:
+        try:
+            thin_to_shapes(net, channel_record(net, thinned))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # a malformed record
+            raise BenchError(f"bench: the header's channel counts do not fit {model.model}: {exc}") from None
     net.eval()
     return net
 

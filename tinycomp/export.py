@@ -16,12 +16,15 @@ What is stored (format ``tinycomp.runtime.format.FORMAT``; the layout is describ
   header, so the file is the summary's parameter memory plus a small header.
 - k-bit and ternary layers (w<k>a<m> with DoReFa, PACT or LSQ, ternary) as integer weight codes in
   bit planes with a folded epilogue, and their input quantizer's parameters: ``tinycomp.export_kbit``.
-- the network as a list of ops (stem conv, ResNet / Bi-Real blocks, pooling, linear): the zoo's
-  ResNets (resnet20/32/56, resnet18/34) in float, bc, bwn, xnor, ternary and w<k>a<m>. Other models
-  and methods are refused, naming what is supported.
+- pruned layers as CSR (indices and row pointers in an int32 entry, written only when needed), SAL
+  layers as tap codes and kept weights, ShiftResNet's shifts, thinned models: ``tinycomp.export_sparse``.
+- the network as a list of ops (stem conv, ResNet / Bi-Real / ShiftResNet blocks, pooling, linear):
+  the zoo's ResNets (resnet20/32/56, resnet18/34) and ShiftResNets (shiftresnet20/32/56) in float,
+  bc, bwn, xnor, ternary and w<k>a<m>, and pruned (prune, prune+bc, prune+bwn), SAL (sal, sal+bc,
+  sal+bwn) or thinned (filter-prune, alone or + any of those). Other models and methods are refused,
+  naming what is supported.
 """
 import json
-import re
 
 import numpy as np
 from tinycomp_kernels.bits import pack_signs
@@ -32,12 +35,16 @@ from .compress.binary_blocks import BiRealBlock
 from .compress.layers import QuantConv2d, QuantLinear
 from .compress.recipes import BinaryWeight, SignActivation, SignWeight
 from .export_kbit import KINDS as KBIT_KINDS, kbit_fields, kbit_kind
+from .export_sparse import STRUCTURED_LAYERS, check_method, shift_entry, structured_entry, thinned_record
 from .models.resnet18_34 import ResNet
 from .models.resnet_cifar import BasicBlock, CifarResNet
+from .models.shiftresnet import ShiftBlock, ShiftResNet
 from .runtime.format import FORMAT
 
 METHODS = ("none", "bc", "bwn", "xnor", "ternary", "w<k>a<m>")
-MODELS = ("resnet20", "resnet32", "resnet56", "resnet18", "resnet34")
+MODELS = ("resnet20", "resnet32", "resnet56", "resnet18", "resnet34",
+          "shiftresnet20", "shiftresnet32", "shiftresnet56")
+BLOCK_OPS = {BasicBlock: "basic_block", BiRealBlock: "bireal_block", ShiftBlock: "shift_block"}
 
 
 class ExportError(ValueError):
@@ -45,16 +52,24 @@ class ExportError(ValueError):
 
 
 class _Pools:
-    """The two concatenated tensors of the file and the references into them."""
+    """The concatenated tensors of the file (float32, bits, int32) and the references into them."""
 
     def __init__(self):
-        self.floats, self.words, self.n_floats, self.n_words = [], [], 0, 0
+        self.flat, self.sizes = {"float32": [], "int32": []}, {"float32": 0, "int32": 0}
+        self.words, self.n_words = [], 0
 
     def float32(self, a):
-        a = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
-        ref = {"offset": self.n_floats, "size": int(a.size)}
-        self.floats.append(a)
-        self.n_floats += a.size
+        return self._flat("float32", a)
+
+    def int32(self, a):
+        """CSR row pointers and indices, into the int32 entry."""
+        return self._flat("int32", a)
+
+    def _flat(self, entry, a):
+        a = np.ascontiguousarray(a, dtype=entry).reshape(-1)
+        ref = {"offset": self.sizes[entry], "size": int(a.size)}
+        self.flat[entry].append(a)
+        self.sizes[entry] += a.size
         return ref
 
     def signs(self, w):
@@ -72,8 +87,14 @@ class _Pools:
         return ref
 
     def arrays(self):
-        return (np.concatenate(self.floats) if self.floats else np.zeros(0, np.float32),
+        return (np.concatenate(self.flat["float32"]) if self.flat["float32"] else np.zeros(0, np.float32),
                 np.concatenate(self.words) if self.words else np.zeros(0, np.uint64))
+
+    def entries(self):
+        """{entry: array} of the file: float32 and bits always, int32 when some layer has indices."""
+        floats, words = self.arrays()
+        ints = {"int32": np.concatenate(self.flat["int32"])} if self.flat["int32"] else {}
+        return {"float32": floats, "bits": words, **ints}
 
 
 def _bn_fold(bn, out_channels, name):
@@ -131,6 +152,8 @@ def _conv(pools, name, conv, bn=None):
     if conv.groups != 1 or conv.dilation != (1, 1):
         raise ExportError(f"export: conv {name} has groups={conv.groups}, dilation={conv.dilation}; only groups=1, "
                           "dilation 1 are exported")
+    if isinstance(conv, STRUCTURED_LAYERS):  # pruned and SAL layers: export_sparse.py
+        return structured_entry(pools, name, conv, *_bn_fold(bn, conv.out_channels, name), ExportError)
     kind, alpha = _kind(conv, name)
     w = conv.weight.data
     O = w.shape[0]
@@ -178,7 +201,7 @@ def _shortcut(pools, name, shortcut):
 
 def _ops(model, pools):
     """The network as the runtime's list of ops (stem, blocks, pooling, linear)."""
-    if type(model) not in (CifarResNet, ResNet):
+    if type(model) not in (CifarResNet, ResNet, ShiftResNet):
         raise ExportError(f"export: {type(model).__name__} is not supported yet; supported models: {', '.join(MODELS)}")
     if type(model.stem_act) not in (nn.ReLU, nn.Identity):
         raise ExportError(f"export: the stem activation is {type(model.stem_act).__name__}, expected ReLU or Identity")
@@ -188,12 +211,15 @@ def _ops(model, pools):
     while hasattr(model, f"layer{stage}"):
         for j, block in enumerate(getattr(model, f"layer{stage}")):
             name = f"layer{stage}.{j}"
-            if type(block) not in (BasicBlock, BiRealBlock):
-                raise ExportError(f"export: block {name} is a {type(block).__name__}; supported: BasicBlock, BiRealBlock")
-            ops.append({"op": "basic_block" if type(block) is BasicBlock else "bireal_block",
-                        "conv1": _conv(pools, f"{name}.conv1", block.conv1, block.bn1),
-                        "conv2": _conv(pools, f"{name}.conv2", block.conv2, block.bn2),
-                        "shortcut": _shortcut(pools, f"{name}.shortcut", block.shortcut)})
+            if type(block) not in BLOCK_OPS:
+                raise ExportError(f"export: block {name} is a {type(block).__name__}; supported: BasicBlock, "
+                                  "BiRealBlock, ShiftBlock")
+            op = {"op": BLOCK_OPS[type(block)], "conv1": _conv(pools, f"{name}.conv1", block.conv1, block.bn1),
+                  "conv2": _conv(pools, f"{name}.conv2", block.conv2, block.bn2),
+                  "shortcut": _shortcut(pools, f"{name}.shortcut", block.shortcut)}
+            if type(block) is ShiftBlock:
+                op["shift"] = shift_entry(f"{name}.shift", block.shift, block.conv1.out_channels, ExportError)
+            ops.append(op)
         stage += 1
     ops.append({"op": "global_avg_pool"})
     ops.append({"op": "linear", "layer": _linear(pools, "linear", model.linear)})
@@ -201,14 +227,14 @@ def _ops(model, pools):
 
 
 def export(model, path, meta):
-    """Write ``model`` (a zoo ResNet, float or converted to bc / bwn / xnor) to ``path`` (a ``.npz``).
+    """Write ``model`` (a zoo ResNet or ShiftResNet, float or compressed by one of the methods in the
+    module docstring) to ``path`` (a ``.npz``).
 
     ``meta``: {"model": zoo name, "width": float, "num_classes": int, "normalize": {"mean": [...],
     "std": [...]}, optionally "dataset"}, as a checkpoint's metadata gives them (``export_checkpoint``).
     Returns the header written (a dict)."""
     method = (getattr(model, "compression", None) or {}).get("method", "none")
-    if method not in METHODS and not re.fullmatch(r"w\d+a\d+", method):
-        raise ExportError(f"export: method {method!r} is not exported yet; supported: {', '.join(METHODS)}")
+    check_method(method, METHODS, ExportError)
     for key in ("model", "width", "num_classes", "normalize"):
         if key not in meta:
             raise ExportError(f"export: meta has no {key!r}")
@@ -219,14 +245,14 @@ def export(model, path, meta):
         raise ExportError(f"export: meta's normalize must be {{'mean': [3 values], 'std': [3 values]}}, got {norm!r}")
     pools = _Pools()
     ops = _ops(model, pools)
-    floats, words = pools.arrays()
+    pooled = pools.entries()
     header = {"format": FORMAT, "method": method, "model": meta["model"], "width": float(meta["width"]),
               "num_classes": int(meta["num_classes"]), "dataset": meta.get("dataset"),
               "normalize": {"mean": [float(v) for v in norm["mean"]], "std": [float(v) for v in norm["std"]]},
-              "input_shape": [3, 32, 32], "entries": {"float32": int(floats.size), "bits": int(words.size)},
-              "ops": ops}
+              "input_shape": [3, 32, 32], "entries": {name: int(a.size) for name, a in pooled.items()},
+              "thinned": thinned_record(model), "ops": ops}
     text = json.dumps(header, separators=(",", ":"))
-    arrays = {"header": np.frombuffer(text.encode("utf-8"), np.uint8), "float32": floats, "bits": words}
+    arrays = {"header": np.frombuffer(text.encode("utf-8"), np.uint8), **pooled}
     checkpoint.write_atomic(path, lambda f: np.savez(f, **arrays), suffix=".npz")
     return header
 

@@ -1,6 +1,7 @@
 """The exported-model file: layout, and reading it with every check done before a kernel runs.
 
-An exported model (written by ``tinycomp.export``) is one ``.npz`` of three plain arrays, nothing pickled:
+An exported model (written by ``tinycomp.export``) is one ``.npz`` of three or four plain arrays,
+nothing pickled:
 
     header    uint8 (bytes,)   UTF-8 JSON, below
     float32   float32 (F,)     every float tensor, concatenated (folded conv weights and biases,
@@ -11,11 +12,15 @@ An exported model (written by ``tinycomp.export``) is one ``.npz`` of three plai
                                and every k-bit weight tensor's integer codes as ``planes`` bit planes
                                of the flattened tensor, plane i = bit i of each code (two's complement
                                if ``signed``), each plane packed as the signs are
+    int32     int32 (I,)       optional, written when a layer has indices: the CSR row pointers and
+                               column indices of pruned layers (``tinycomp.runtime.sparse``)
 
 The header: {"format": FORMAT, "method", "model", "width", "num_classes", "dataset", "normalize":
-{"mean", "std"}, "input_shape": [C, H, W], "entries": {"float32": F, "bits": B}, "ops": [...]}. A
-tensor is referenced as {"offset", "size"} into float32, or {"offset", "size" (words), "bits"} into
-bits, or {"offset", "size" (words), "count" (codes), "planes", "signed"} into bits for codes.
+{"mean", "std"}, "input_shape": [C, H, W], "entries": {"float32": F, "bits": B, "int32": I (when
+present)}, "thinned" (null, or a thinned model's channel counts: ``tinycomp.export_sparse``), "ops":
+[...]}. A tensor is referenced as {"offset", "size"} into float32 or int32, or {"offset", "size"
+(words), "bits"} into bits, or {"offset", "size" (words), "count" (codes), "planes", "signed"} into
+bits for codes.
 Ops and layers: see ``tinycomp.runtime.model``.
 
 ``Reader`` holds a file's arrays and turns a reference into a tensor, refusing a reference out of
@@ -35,6 +40,7 @@ from tinycomp_kernels.bitserial import unpack_planes
 
 FORMAT = "tinycomp-export-1"
 ENTRIES = {"header": np.uint8, "float32": np.float32, "bits": np.uint64}
+OPTIONAL_ENTRIES = {"int32": np.int32}  # absent: empty
 _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
@@ -67,10 +73,11 @@ class Reader:
                              "version of tinycomp?)")
         self.header, self.header_size = header, arrays["header"].size  # header_size in bytes
         sizes = self.field(header, "entries", dict, "header")
-        for name in ("float32", "bits"):
-            if sizes.get(name) != arrays[name].size:
-                raise self.error(name, f"{arrays[name].size} elements, but the header says {sizes.get(name)!r}")
-        self.floats, self.words = arrays["float32"], arrays["bits"]
+        for name in ("float32", "bits", *OPTIONAL_ENTRIES):
+            expected = sizes.get(name, 0 if name in OPTIONAL_ENTRIES else None)
+            if expected != arrays[name].size:
+                raise self.error(name, f"{arrays[name].size} elements, but the header says {expected!r}")
+        self.floats, self.words, self.integers = arrays["float32"], arrays["bits"], arrays["int32"]
         if not np.all(np.isfinite(self.floats)):
             raise self.error("float32", "holds NaN or Inf")
 
@@ -83,9 +90,9 @@ class Reader:
             raise
         except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
             raise FormatError(f"exported model {self.path}: not readable as an .npz ({type(exc).__name__}: {exc})") from None
-        arrays = {}
+        arrays = {name: np.zeros(0, dtype) for name, dtype in OPTIONAL_ENTRIES.items()}
         with archive:
-            for name in ENTRIES:
+            for name in [*ENTRIES, *(n for n in OPTIONAL_ENTRIES if n in archive.files)]:
                 try:
                     arrays[name] = archive[name]
                 except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError, zlib.error) as exc:
@@ -95,14 +102,18 @@ class Reader:
         return arrays
 
     def _check_members(self, z):
-        """The archive holds exactly ENTRIES, each 1-D of its dtype, judged from the members' .npy headers
-        before any data is read: an object array (whose reading would unpickle) is refused here."""
+        """The archive holds exactly ENTRIES and any of OPTIONAL_ENTRIES, each 1-D of its dtype, judged
+        from the members' .npy headers before any data is read: an object array (whose reading would
+        unpickle) is refused here."""
         names = [n[:-len(".npy")] if n.endswith(".npy") else n for n in z.namelist()]
-        extra = sorted(set(names) - set(ENTRIES))
+        extra = sorted(set(names) - set(ENTRIES) - set(OPTIONAL_ENTRIES))
         if extra:
-            raise self.error(extra[0], f"unexpected entry; an exported model holds {', '.join(ENTRIES)}")
-        for name, dtype in ENTRIES.items():
+            raise self.error(extra[0], f"unexpected entry; an exported model holds {', '.join(ENTRIES)} "
+                             f"(and {', '.join(OPTIONAL_ENTRIES)} when needed)")
+        for name, dtype in {**ENTRIES, **OPTIONAL_ENTRIES}.items():
             if name not in names:
+                if name in OPTIONAL_ENTRIES:
+                    continue
                 raise self.error(name, "missing; not a tinycomp exported model")
             shape, stored = self._member_layout(z, name)
             if stored.hasobject:
@@ -157,6 +168,10 @@ class Reader:
     def float_tensor(self, ref, shape, where):
         """The float32 tensor ``ref`` points to, reshaped to ``shape`` (a copy)."""
         return self._span(ref, where, self.floats, int(np.prod(shape)), "float32").reshape(shape).copy()
+
+    def int32_tensor(self, ref, shape, where):
+        """The int32 tensor ``ref`` points to, reshaped to ``shape`` (a copy)."""
+        return self._span(ref, where, self.integers, int(np.prod(shape)), "int32").reshape(shape).copy()
 
     def sign_tensor(self, ref, shape, where):
         """The ±1 float32 tensor of ``shape`` whose packed signs ``ref`` points to."""

@@ -6,13 +6,17 @@ Ops (each a JSON object with "op"; layers as in ``tinycomp.runtime.layers``, Bat
     basic_block      {"conv1", "conv2", "shortcut"}     relu(conv2(relu(conv1(x))) + sc(x))
     bireal_block     {"conv1", "conv2", "shortcut"}     h = conv1(x) + sc(x); conv2(h) + h
                      (Bi-Real Net: each XNOR conv signs its own input; compress/binary_blocks.py)
+    shift_block      {"conv1", "shift", "conv2", "shortcut"}   relu(conv2(shift(relu(conv1(x)))) + sc(x))
+                     (ShiftResNet: 1x1 convs, ShiftNet's offsets; ``shift.py``)
     global_avg_pool  {}                                 (N, C, H, W) -> (N, C), the mean over H, W
     linear           {"layer"}                          (N, in) -> (N, num_classes) logits
 
 sc is the identity when "shortcut" is null, else the folded 1x1 projection conv. At load the ops are
 walked once over the header's input shape, so a layer whose channels disagree with its input, a
 kernel that does not fit, or a residual sum of two shapes is refused before anything runs; the walk
-records each layer's input and output shapes (``shapes``, per image).
+records each layer's input and output shapes (``shapes``, per image) and tells each conv its input
+size (``input_hw``: the pruned and SAL layers name their path for it). Pruned and SAL layers:
+``sparse.py``, ``sal.py``.
 
 Ops are named as the training model's modules: the stem "conv1", blocks "layer<I>.<J>", "pool",
 "linear" (``op_names``); ``profile`` times each op.
@@ -23,8 +27,13 @@ import numpy as np
 
 from .kbit import KINDS as KBIT_KINDS, KbitConv, KbitLinear
 from .layers import Conv, Linear
+from .sal import SAL_KINDS, SalConv
+from .shift import Shift
+from .sparse import SPARSE_KINDS, SparseConv
 
-OPS = ("conv", "basic_block", "bireal_block", "global_avg_pool", "linear")
+OPS = ("conv", "basic_block", "bireal_block", "shift_block", "global_avg_pool", "linear")
+BLOCKS = ("basic_block", "bireal_block", "shift_block")
+STRUCTURED = {**{k: SparseConv for k in SPARSE_KINDS}, **{k: SalConv for k in SAL_KINDS}}
 
 
 class Model:
@@ -56,13 +65,16 @@ class Model:
         if kind == "conv":
             relu = reader.field(op, "relu", bool, where)
             return kind, _layer(reader, reader.field(op, "layer", dict, where), f"{where}.layer", Conv), relu
-        if kind in ("basic_block", "bireal_block"):
+        if kind in BLOCKS:
             sc = op.get("shortcut")
             if sc is not None and not isinstance(sc, dict):
                 raise reader.error(f"{where}.shortcut", f"{sc!r} is neither null nor a layer")
-            return (kind, _layer(reader, reader.field(op, "conv1", dict, where), f"{where}.conv1", Conv),
-                    _layer(reader, reader.field(op, "conv2", dict, where), f"{where}.conv2", Conv),
-                    None if sc is None else _layer(reader, sc, f"{where}.shortcut", Conv))
+            block = (kind, _layer(reader, reader.field(op, "conv1", dict, where), f"{where}.conv1", Conv),
+                     _layer(reader, reader.field(op, "conv2", dict, where), f"{where}.conv2", Conv),
+                     None if sc is None else _layer(reader, sc, f"{where}.shortcut", Conv))
+            if kind == "shift_block":
+                block += (Shift(reader, op.get("shift"), block[1].out_channels, f"{where}.shift"),)
+            return block
         if kind == "linear":
             return kind, _layer(reader, reader.field(op, "layer", dict, where), f"{where}.layer", Linear)
         return (kind,)
@@ -77,6 +89,7 @@ class Model:
                 raise reader.error(conv.where, f"conv {list(conv.shape)} stride {list(conv.stride)} padding "
                                    f"{list(conv.padding)} does not fit its input (C, H, W) = {tuple(s)}")
             self.shapes[conv.name] = (tuple(s), (conv.out_channels,) + size)
+            conv.input_hw = (s[1], s[2])
             return (conv.out_channels,) + size
 
         for i, op in enumerate(self.ops):
@@ -94,6 +107,11 @@ class Model:
                 shape = through(conv2, mid)
                 if shape != mid:
                     raise reader.error(f"ops[{i}].conv2", f"gives {shape}, the residual sum needs {mid}")
+            elif kind == "shift_block":
+                _, conv1, conv2, sc, _ = op
+                shape, side = through(conv2, through(conv1, shape)), shape if sc is None else through(sc, shape)
+                if shape != side:
+                    raise reader.error(f"ops[{i}]", f"conv2 gives {shape} but the shortcut {side}")
             elif kind == "global_avg_pool":
                 shape = (shape[0],)
             else:
@@ -114,7 +132,7 @@ class Model:
 
     def describe(self):
         """A line per layer: its name, kind and the kernel it runs on."""
-        return "\n".join(f"{name:<28} {kind:<14} {path}" for name, kind, path in self.layers())
+        return "\n".join(f"{name:<28} {kind:<20} {path}" for name, kind, path in self.layers())
 
     def preprocess(self, images):
         """uint8 (N, 3, H, W) pixels -> the normalised float32 batch the model takes: (p/255 - mean) / std."""
@@ -156,9 +174,12 @@ class Model:
 
 
 def _layer(reader, entry, where, cls):
-    """The layer of header ``entry``: ``cls`` (Conv or Linear), or its k-bit form for a k-bit kind."""
+    """The layer of header ``entry``: ``cls`` (Conv or Linear), or its k-bit form for a k-bit kind, or
+    the pruned / SAL conv of those kinds."""
     if entry.get("kind") in KBIT_KINDS:
         cls = {Conv: KbitConv, Linear: KbitLinear}[cls]
+    elif cls is Conv and entry.get("kind") in STRUCTURED:
+        cls = STRUCTURED[entry["kind"]]
     return cls(reader, entry, where)
 
 
@@ -168,7 +189,7 @@ def _op_name(op):
     kind = op[0]
     if kind == "global_avg_pool":
         return "pool"
-    if kind in ("basic_block", "bireal_block"):
+    if kind in BLOCKS:
         return op[1].name.rsplit(".", 1)[0]
     return op[1].name
 
@@ -192,6 +213,13 @@ def _run(op, x):
         y = conv2(h)
         y += h
         return y
+    if kind == "shift_block":
+        _, conv1, conv2, sc, shift = op
+        h = conv1(x)
+        np.maximum(h, 0, out=h)
+        y = conv2(shift(h))
+        y += x if sc is None else sc(x)
+        return np.maximum(y, 0, out=y)
     if kind == "global_avg_pool":
         return x.mean(axis=(2, 3), dtype=np.float32)  # (N, C)
     return op[1](x)

@@ -6,7 +6,10 @@ kinds), its bias and a k-bit layer's input alpha or step; its stored bits are wh
 it: 32 per float32 value, 64 per packed word (1 bit a binary weight, k bits a k-bit code, the last
 word's tail included). MACs per image: conv OH·OW·O·C·KH·KW, linear in·out; "binary" for XNOR layers
 (both operands ±1), "kbit" for k-bit layers (both operands integer codes), "float" otherwise (a
-binary-weight or ternary layer multiplies float inputs), as in ``tinycomp.summary``.
+binary-weight or ternary layer multiplies float inputs), as in ``tinycomp.summary``. A pruned or SAL
+layer (an entry with "nnz") has nnz weights (kept weights, kept pairs) plus its scale and bias, stores
+its index structures besides (CSR's int32 row pointers and indices, 32 bits each; SAL's tap codes and
+mask), and executes nnz·OH·OW MACs. A shift has no parameters and no MACs.
 """
 import os
 
@@ -21,10 +24,11 @@ def _entries(header):
 
 
 def _refs(entry):
-    """The tensor references of a layer entry: weight, scale, bias, and a k-bit input's alpha / step."""
+    """The tensor references of a layer entry: weight (a pruned / SAL layer's values and index
+    structures), scale, bias, and a k-bit input's alpha / step."""
     inputs = entry.get("input") or {}
-    return [entry[k] for k in ("weight", "scale", "bias") if k in entry] + [inputs[k] for k in ("alpha", "step")
-                                                                           if k in inputs]
+    keys = ("weight", "values", "indptr", "indices", "taps", "mask", "scale", "bias")
+    return [entry[k] for k in keys if k in entry] + [inputs[k] for k in ("alpha", "step") if k in inputs]
 
 
 def _stored_bits(entry):
@@ -42,11 +46,14 @@ def summarize(model):
         _, out = model.shapes[name]
         params = int(np.prod(shape)) + sum(r["size"] for r in _refs(entry)[1:])
         macs = int(np.prod(out[1:])) * int(np.prod(shape)) if len(shape) == 4 else int(np.prod(shape))
+        if "nnz" in entry:  # pruned and SAL layers: kept weights only
+            params = entry["nnz"] + sum(entry[k]["size"] for k in ("scale", "bias") if k in entry)
+            macs = int(np.prod(out[1:])) * entry["nnz"]
         rows.append({"name": name, "kind": entry["kind"], "path": paths[name], "shape": list(shape),
                      "output": list(out), "params": params, "stored_bits": _stored_bits(entry), "macs": macs,
                      "mac_kind": {"xnor": "binary", "kbit": "kbit"}.get(entry["kind"], "float")})
     sizes = model.header["entries"]
-    tensor_bytes = 4 * sizes["float32"] + 8 * sizes["bits"]
+    tensor_bytes = 4 * sizes["float32"] + 8 * sizes["bits"] + 4 * sizes.get("int32", 0)
     header_bytes = model.header_size
     bits = sum(r["stored_bits"] for r in rows)
     totals = {"params": sum(r["params"] for r in rows), "stored_bits": bits, "stored_megabits": bits / 1e6,
@@ -61,10 +68,10 @@ def summarize(model):
 
 def format_summary(summary, title=""):
     lines = [title] if title else []
-    lines.append(f"{'layer':<28} {'kind':<14} {'shape':<12} {'output':<12} {'params':>9} {'stored bits':>12} "
+    lines.append(f"{'layer':<28} {'kind':<20} {'shape':<12} {'output':<12} {'params':>9} {'stored bits':>12} "
                  f"{'MACs':>12} {'MAC kind':>8}  kernel")
     for r in summary["layers"]:
-        lines.append(f"{r['name']:<28} {r['kind']:<14} {'x'.join(map(str, r['shape'])):<12} "
+        lines.append(f"{r['name']:<28} {r['kind']:<20} {'x'.join(map(str, r['shape'])):<12} "
                      f"{'x'.join(map(str, r['output'])):<12} {r['params']:>9,} {r['stored_bits']:>12,} "
                      f"{r['macs']:>12,} {r['mac_kind']:>8}  {r['path']}")
     t = summary["total"]

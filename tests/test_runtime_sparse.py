@@ -1,0 +1,116 @@
+"""tinycomp.runtime on pruned, SAL, thinned and shift networks: logits against the eval-mode training
+graph (whole models over widths, sparsities and kept fractions; single layers over kernel sizes,
+strides and paddings), the per-layer path rule, and the refusal of bad CSR / tap / shift entries."""
+import json
+
+import numpy as np
+from export_helpers import images, logits, rows_close
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from structured_helpers import exported_structured
+from tinycomp_kernels.conv import conv2d_ref
+
+from tinycomp import export as export_module
+from tinycomp import nn, runtime
+from tinycomp.compress.pruning import PrunedConv2d
+from tinycomp.compress.recipes import BinaryWeight, SignWeight
+from tinycomp.compress.sal import SALConv2d
+from tinycomp.export import ExportError
+from tinycomp.export_sparse import structured_entry
+from tinycomp.runtime.format import FORMAT, Reader
+from tinycomp.runtime.sal import SalConv
+from tinycomp.runtime.sparse import SparseConv
+
+METHODS = ["prune", "prune+bc", "prune+bwn", "sal", "sal+bc", "sal+bwn", "filter-prune", "filter-prune+bwn"]
+
+
+def _exported(tmp_path, method, name="resnet20", width=0.25, **options):
+    m, path = exported_structured(tmp_path, method, name, width, **options)
+    return m, runtime.load(path)
+
+
+@settings(max_examples=10)
+@given(method=st.sampled_from(METHODS), width=st.sampled_from([0.2, 0.3, 0.45, 0.7]), seed=st.integers(0, 99),
+       sparsity=st.floats(0.3, 0.98), temperature=st.sampled_from([0.5, 2.0, 4.0, 20.0]))
+def test_runtime_logits_equal_the_training_graph(tmp_path_factory, method, width, seed, sparsity, temperature):
+    """Channels 3..45 (none a multiple of 64), stride-1 and stride-2 layers, every SAL index form, and
+    at T = 0.5 SAL layers with no pair kept."""
+    options = {"sparsity": sparsity} if method.startswith("prune") else {"ratio": min(sparsity, 0.9)} \
+        if method.startswith("filter") else {"temperature": temperature}
+    m, rt = _exported(tmp_path_factory.mktemp("m"), method, width=width, seed=seed, **options)
+    x = images(100, seed=seed)
+    ref, out = logits(m, x), rt(x)
+    assert out.dtype == np.float32 and out.shape == (100, 10)
+    assert rows_close(out, ref).all(), (method, np.abs(out - ref).max())
+
+
+def test_shiftresnets_agree_dense_binary_and_pruned(tmp_path):
+    x = images(200, seed=4)
+    for method, width in (("none", 0.25), ("bwn", 0.3), ("prune", 0.25)):
+        m, rt = _exported(tmp_path, method, "shiftresnet20", width)
+        ref, out = logits(m, x), rt(x)
+        assert (out.argmax(axis=1) == ref.argmax(axis=1)).mean() >= 0.999
+        assert rows_close(out, ref).all(), method
+        assert [n for n in rt.op_names if n.startswith("layer1")] == ["layer1.0", "layer1.1", "layer1.2"]
+
+
+# --- single layers: any kernel size, stride, padding ------------------------------------------------
+def _layer(tmp_path, conv, bn=None):
+    """The runtime layer of training layer ``conv`` (+ ``bn`` folded), through a one-layer file."""
+    O = conv.out_channels
+    s, t = (np.ones(O), np.zeros(O)) if bn is None else export_module._bn_fold(bn, O, "layer")
+    pools = export_module._Pools()
+    entry = structured_entry(pools, "layer", conv, s, t, ExportError)
+    arrays = pools.entries()
+    header = {"format": FORMAT, "entries": {name: a.size for name, a in arrays.items()}}
+    path = tmp_path / "layer.npz"
+    np.savez(path, header=np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays)
+    return (SparseConv if type(conv) is PrunedConv2d else SalConv)(Reader(path), entry, "layer"), s, t
+
+
+RECIPES = [None, SignWeight, lambda: BinaryWeight(scale="filter")]
+
+
+@settings(max_examples=30)
+@given(data=st.data(), sal=st.booleans(), recipe=st.sampled_from(RECIPES), c=st.integers(1, 70), o=st.integers(1, 70),
+       k=st.sampled_from([1, 3, 5]), stride=st.integers(1, 3), hw=st.integers(5, 17), seed=st.integers(0, 99))
+def test_a_layer_equals_the_dense_conv_of_its_effective_weight(tmp_path_factory, data, sal, recipe, c, o, k, stride,
+                                                                 hw, seed):
+    k = max(k, 3) if sal else k
+    padding = data.draw(st.integers(0, k // 2 + 1), label="padding")
+    q = None if recipe is None else recipe()
+    rng = np.random.default_rng(seed)
+    if sal:
+        conv = SALConv2d(c, o, k, stride, padding, bias=False, weight_quantizer=q)
+        conv.temperature[...] = data.draw(st.sampled_from([1.0, 3.0, 20.0]), label="T")
+    else:
+        conv = PrunedConv2d(c, o, k, stride, padding, bias=True, weight_quantizer=q)
+        conv.set_mask(rng.random(conv.weight.shape) < data.draw(st.floats(0.0, 1.0), label="density"))
+    conv.weight.data[...] = rng.standard_normal(conv.weight.shape)
+    bn = nn.BatchNorm2d(o)
+    bn.running_mean[...], bn.running_var[...] = rng.normal(0, 1, o), rng.uniform(0.5, 2, o)
+    bn.weight.data[...], bn.bias.data[...] = rng.uniform(-1.5, 1.5, o), rng.normal(0, 0.3, o)
+    conv.eval(), bn.eval()
+    layer, s, t = _layer(tmp_path_factory.mktemp("l"), conv, bn)
+    w = conv.rounded_weight() if sal else conv.masked_weight().data
+    x = rng.standard_normal((2, c, hw, hw)).astype(np.float32)
+    ref = conv2d_ref(x.astype(np.float64), w * s[:, None, None, None], stride, padding)
+    ref += (t if conv.bias is None else s * conv.bias.data + t)[:, None, None]
+    layer.input_hw = (hw, hw)
+    np.testing.assert_allclose(layer(x), ref, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(ref).max()))
+    assert layer.path.startswith(("sal_conv2d", "sparse_conv2d["))
+
+
+def test_the_sal_path_rule(tmp_path):
+    """sal_conv2d for stride 1 and 'same' padding with few kept pairs per filter on large planes
+    (sparse_direct.direct_pays), sparse_conv2d otherwise (implicit), im2col for the stride-2 layers."""
+    _, rt = _exported(tmp_path, "sal", width=1.0)
+    paths = {name: path for name, _, path in rt.layers()}
+    assert paths["layer1.0.conv1"] == "sal_conv2d"             # 16 channels at 32x32
+    assert paths["layer2.1.conv1"] == "sparse_conv2d[implicit]"  # 32 channels at 16x16, nearly all pairs kept
+    assert paths["layer2.0.conv1"] == paths["layer3.0.conv1"] == "sparse_conv2d[im2col]"  # stride 2
+    assert paths["layer2.0.shortcut.0"] == "conv2d_forward" and paths["conv1"] == "conv2d_forward"
+    assert "sal_conv2d" in rt.describe() and "sparse_conv2d[im2col]" in rt.describe()
+    _, rt = _exported(tmp_path, "prune", width=1.0, sparsity=0.95)
+    paths = {name: path for name, _, path in rt.layers()}
+    assert paths["layer1.0.conv1"] == "sparse_conv2d[direct]" and paths["layer2.0.conv1"] == "sparse_conv2d[im2col]"
