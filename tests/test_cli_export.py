@@ -10,7 +10,7 @@ import pytest
 from data_helpers import small_spec, write_folder
 from export_helpers import NORMALIZE, model
 
-from tinycomp import checkpoint
+from tinycomp import checkpoint, runtime
 from tinycomp.cli import main
 from tinycomp.data import CIFAR10, formats
 from tinycomp.export import export_checkpoint
@@ -88,7 +88,10 @@ def test_summary_of_an_exported_file(files, capsys):
     code, text, _ = _run(capsys, "summary", exported)
     assert code == 0
     size = os.path.getsize(exported)
-    assert f"file on disk {size:,} bytes" in text and "layer1.0.conv1" in text and "binary_weight_conv2d" in text
+    assert f"file on disk {size:,} bytes" in text and "layer1.0.conv1" in text and "binary_weight" in text
+    # each layer's kernel as the runtime chose it at load (runtime/paths.py's rule)
+    paths = {name: path for name, _, path in runtime.load(exported).layers()}
+    assert paths["layer1.0.conv1"] in text.split("layer1.0.conv1", 1)[1].splitlines()[0]
     code, out, _ = _run(capsys, "summary", exported, "--json")
     s = json.loads(out)
     assert s["kind"] == "exported" and s["method"] == "bwn" and s["total"]["file_bytes"] == size
