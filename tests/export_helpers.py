@@ -1,6 +1,7 @@
 """Models to export in tests: zoo ResNets converted to a method, with BatchNorms that are not the
 identity (random affine parameters, running statistics calibrated on a batch, as training leaves them);
 exported and loaded, compared, read back, and loaded in a child process."""
+import contextlib
 import json
 import os
 import subprocess
@@ -12,6 +13,21 @@ import tinycomp
 from tinycomp import compress, models, nn, runtime
 from tinycomp.autograd import no_grad
 from tinycomp.tensor import Tensor
+
+@contextlib.contextmanager
+def path_rules(cpu):
+    """The runtime's path table of ``cpu`` ("avx512" or "avx2", ``runtime.paths.RULES``) in force
+    instead of the host's, so that a test covers the same kernels on every CPU."""
+    from tinycomp.runtime import paths
+
+    saved = dict(paths.ACTIVE)
+    paths.ACTIVE.update(paths.RULES[cpu])
+    try:
+        yield
+    finally:
+        paths.ACTIVE.clear()
+        paths.ACTIVE.update(saved)
+
 
 NORMALIZE = {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}
 

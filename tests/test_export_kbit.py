@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 from export_helpers import assert_refused, assert_refused_in_fresh_process, file_and_summary_bytes, meta, model
-from export_helpers import read_export
+from export_helpers import path_rules, read_export
 from tinycomp_kernels.bitserial import pack_planes, unpack_planes
 
 from tinycomp import compress, models, nn, runtime
@@ -16,6 +16,14 @@ from tinycomp.compress import quantizers as Q
 from tinycomp.export import ExportError, export
 from tinycomp.runtime.summary import summarize as summarize_exported
 from tinycomp.tensor import Tensor
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _avx512_path_table():
+    """Every layer on its bit-serial / binary-weight kernel where the AVX-512 table puts it, whatever
+    CPU runs the tests (the AVX2 table is tested in test_runtime_kbit.py)."""
+    with path_rules("avx512"):
+        yield
 
 
 def _floats(arrays, ref):

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from export_helpers import exported, images, logits, rows_close
+from export_helpers import exported, images, logits, path_rules, rows_close
 from hypothesis import given, settings, strategies as st
 from tinycomp_kernels.bitserial_conv import patch_sums_ref
 from tinycomp_kernels.conv import conv2d_ref
@@ -19,6 +19,15 @@ from tinycomp.runtime import paths
 from tinycomp.runtime.format import FORMAT
 from tinycomp.runtime.kbit import KbitConv
 from tinycomp.tensor import Tensor
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _avx512_path_table():
+    """Every layer on its bit-serial / binary-weight kernel where the AVX-512 table puts it, whatever
+    CPU runs the tests (the AVX2 table sends them all to the float conv; tested below)."""
+    with path_rules("avx512"):
+        yield
+
 
 METHODS = [("w2a2", {}), ("w4a4", {}), ("w1a2", {}), ("w2a2", {"quantizer": "pact"}), ("w3a4", {"quantizer": "pact"}),
            ("w2a2", {"quantizer": "lsq"}), ("w4a3", {"quantizer": "lsq"}), ("ternary", {}), ("w4a32", {}),
@@ -179,6 +188,14 @@ def test_the_binary_weight_rule_follows_the_measured_shapes():
     assert paths.binary_weight_path((8, 127, 3, 3)) == "conv2d_forward"
 
 
+def test_the_avx2_table_sends_binary_weight_and_kbit_layers_to_the_float_conv():
+    with path_rules("avx2"):  # measured slower there on every ResNet shape (runtime/paths.py)
+        for shape in ((512, 512, 3, 3), (16, 16, 3, 3), (256, 128, 1, 1)):
+            assert paths.binary_weight_path(shape) == "conv2d_forward"
+            assert paths.kbit_path(shape, 2, False, 2) == "conv2d_forward"
+    assert paths.binary_weight_path((512, 512, 3, 3)) == "binary_weight_conv2d"  # the pinned AVX-512 table again
+
+
 def test_binary_weight_layers_take_both_paths_and_agree(tmp_path):
     """ResNet-18 at width 0.25 (16..128 channels): its last stage's 3x3 convs (C·9 >= 1152) run the
     binary-weight kernel, the others and the 1x1 projections the float conv; logits as in training."""
@@ -196,7 +213,7 @@ def test_the_kbit_rule_is_bitserial_where_exact_and_retunable(monkeypatch):
     assert paths.kbit_path((64, 64, 3, 3), 8, True, 8) == "bitserial_conv2d"
     too_long = (4, 40000, 1, 1)  # 40000 · 255 · 255 >= 2^31: int32 accumulators would not be exact
     assert not paths.bitserial_exact(too_long, 8, False, 8) and paths.kbit_path(too_long, 8, False, 8) == "conv2d_forward"
-    monkeypatch.setitem(paths.BITSERIAL, "max_plane_pairs", 4)
+    monkeypatch.setitem(paths.ACTIVE, "max_plane_pairs", 4)
     assert paths.kbit_path((16, 16, 3, 3), 2, False, 2) == "bitserial_conv2d"
     assert paths.kbit_path((16, 16, 3, 3), 4, False, 4) == "conv2d_forward"
 
@@ -204,7 +221,7 @@ def test_the_kbit_rule_is_bitserial_where_exact_and_retunable(monkeypatch):
 @pytest.mark.parametrize("quantizer", ["dorefa", "lsq"])
 def test_the_kbit_float_path_agrees_with_the_bitserial_path(tmp_path, monkeypatch, quantizer):
     m, bitserial = exported(tmp_path, "w3a2", quantizer=quantizer)
-    monkeypatch.setitem(paths.BITSERIAL, "min_reduction", 10 ** 9)  # no layer qualifies: the float conv everywhere
+    monkeypatch.setitem(paths.ACTIVE, "bitserial_min_reduction", None)  # no layer qualifies: the float conv everywhere
     floating = runtime.load(tmp_path / "resnet20-w3a2.npz")
     assert {p for _, k, p in bitserial.layers() if k == "kbit"} == {"bitserial_conv2d"}
     assert {p for _, k, p in floating.layers() if k == "kbit"} == {"conv2d_forward"}

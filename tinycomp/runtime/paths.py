@@ -1,10 +1,11 @@
-"""Per-layer path choice: the kernel a runtime layer runs, decided once at load from the layer's shape
-and bit widths (never by timing), so a file runs the same way on every load and every machine.
+"""Per-layer path choice: the kernel a runtime layer runs, decided once at load from the layer's shape,
+bit widths and the CPU's vector features (never by timing), so a file runs the same way on every load
+and on every machine with the same features.
 
 Binary-weight layers (bc, bwn): ``binary_weight_conv2d`` on the packed signs, or ``conv2d_forward`` on
 the ±1·scale weights unpacked at load (the same products, summed in float). Rule: the binary kernel
 when the reduction C·KH·KW is at least ``BINARY_WEIGHT_MIN_REDUCTION`` (1152: C >= 128 for a 3x3
-conv), the float conv below. Evidence, benchmarks/results/binary_weight_conv.md (float time /
+conv), the float conv below (on AVX-512 CPUs; AVX2: below). Evidence, benchmarks/results/binary_weight_conv.md (float time /
 binary-weight time, 3x3 convs, AMD EPYC, 2 threads):
 
     C·KH·KW     layers                          batch 64      batch 1
@@ -17,23 +18,42 @@ were not measured and follow the reduction length.
 
 k-bit layers (w<k>a<m>): ``bitserial_conv2d`` on weight and activation bit planes, or
 ``conv2d_forward`` on the activation codes in float32 with the weights dequantized and scaled at load.
-Provisional rule, to be tuned on a quiet machine (benchmarks/bench_bitserial.py): bit-serial wherever
-it is exact, i.e. its int32 accumulator bound C·KH·KW · max|weight code| · max activation code < 2^31
-holds, within the limits of the ``BITSERIAL`` table (set so that today they never bind).
+Rule: bit-serial wherever it is exact, i.e. its int32 accumulator bound C·KH·KW · max|weight code| ·
+max activation code < 2^31 holds, within the limits of the ``BITSERIAL`` table.
+
+The tables depend on the CPU's vector features too (the same on every load on one machine):
+- the table above was measured on AVX-512 machines (OpenBLAS SkylakeX kernels); on an AVX2-only CPU
+  (AMD EPYC Zen 3, 2026-12-01, benchmarks/bench_runtime.py) the binary-weight kernel lost on every
+  shape: BWN ResNet-18 ran at 0.74x the float runtime at batch 64 (0.95x at batch 1) with it on its
+  conv3..conv5, so AVX2 takes the float conv for every binary-weight layer;
+- bit-serial without VPOPCNTDQ (popcount from a VPSHUFB nibble table) ran ResNet-20 w2a2 at 0.47x and
+  w4a4 at 0.29x the float runtime at batch 64 (Zen 3, same run), so such CPUs take the float conv; with
+  VPOPCNTDQ the rule above is provisional (not yet timed there).
+``RULES`` holds both tables and ``ACTIVE`` the host's; tests pin ``ACTIVE`` to cover every path.
 """
+from numba.core import config
+from numba.core.codegen import get_host_cpu_features
 from tinycomp_kernels.bitserial import code_range
 
-BINARY_WEIGHT_MIN_REDUCTION = 1152
-
-# Retune here: bit-serial only up to max_plane_pairs (weight bits x activation bits; w2a2 = 4,
-# w4a4 = 16) and from min_reduction (C·KH·KW) up; the float conv elsewhere.
-BITSERIAL = {"max_plane_pairs": 64, "min_reduction": 1}
+RULES = {
+    # min_reduction: the binary-weight kernel from this C·KH·KW up (None: never);
+    # bitserial: up to max_plane_pairs (weight bits x activation bits; w2a2 = 4, w4a4 = 16) and from
+    # min_reduction up (None: never)
+    "avx512": {"binary_weight_min_reduction": 1152, "max_plane_pairs": 64, "bitserial_min_reduction": 1},
+    "avx2": {"binary_weight_min_reduction": None, "max_plane_pairs": 64, "bitserial_min_reduction": None},
+}
+# the features Numba compiles the kernels for (NUMBA_CPU_FEATURES if set, else the host's)
+_FEATURES = (config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()).split(",")
+ACTIVE = dict(RULES["avx512" if "+avx512f" in _FEATURES else "avx2"])
+if "+avx512vpopcntdq" not in _FEATURES:
+    ACTIVE["bitserial_min_reduction"] = None
 
 
 def binary_weight_path(shape):
     """"binary_weight_conv2d" or "conv2d_forward" for a binary-weight conv of OIHW ``shape``."""
     _, C, KH, KW = shape
-    return "binary_weight_conv2d" if C * KH * KW >= BINARY_WEIGHT_MIN_REDUCTION else "conv2d_forward"
+    least = ACTIVE["binary_weight_min_reduction"]
+    return "binary_weight_conv2d" if least is not None and C * KH * KW >= least else "conv2d_forward"
 
 
 def bitserial_exact(shape, weight_bits, weight_signed, input_bits):
@@ -47,7 +67,8 @@ def kbit_path(shape, weight_bits, weight_signed, input_bits):
     """"bitserial_conv2d" or "conv2d_forward" for a k-bit conv of OIHW ``shape`` whose weight codes
     take ``weight_bits`` planes (two's complement if ``weight_signed``) and inputs ``input_bits``."""
     _, C, KH, KW = shape
-    fits = (weight_bits * input_bits <= BITSERIAL["max_plane_pairs"] and C * KH * KW >= BITSERIAL["min_reduction"])
+    least = ACTIVE["bitserial_min_reduction"]
+    fits = (least is not None and weight_bits * input_bits <= ACTIVE["max_plane_pairs"] and C * KH * KW >= least)
     if fits and bitserial_exact(shape, weight_bits, weight_signed, input_bits):
         return "bitserial_conv2d"
     return "conv2d_forward"
