@@ -12,7 +12,8 @@ import termios
 from cli_helpers import SMALL, tinycomp
 from data_helpers import require_data
 
-PROGRESS = [a for a in SMALL if a != "--no-progress"]
+# width 0.25: batches long enough for steady images/s figures
+PROGRESS = [a for a in SMALL if a != "--no-progress"] + ["--width", "0.25"]
 
 
 def test_version():

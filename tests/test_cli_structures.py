@@ -1,17 +1,12 @@
 """Pruning, filter pruning with thinning, SAL and ShiftResNet through the command line: a tiny run
-each, killed after its first epoch and resumed bitwise, then eval and summary of its checkpoint."""
+each, killed after its first epoch and resumed bitwise, then eval and summary of its checkpoint
+(``cli``: in this process; ``start_train``: the runs that are killed, in a subprocess)."""
 import json
-import subprocess
-import sys
-import time
 
-import numpy as np
 import pytest
 
-from cli_helpers import SMALL, tinycomp
+from cli_helpers import TINY, WIDTH, assert_same_weights, cli, kill_after_the_first_epoch, model_arrays, start_train
 from data_helpers import require_data
-
-TINY = [a if a != "512" else "256" for a in SMALL] + ["--epochs", "2"]  # 4 batches an epoch
 
 CASES = {
     "prune": ["--method", "prune", "--sparsity", "0.8", "--prune-end", "1", "--prune-every", "2"],
@@ -20,16 +15,11 @@ CASES = {
 }
 
 
-def _weights(path):
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files if k.startswith("model/")}
-
-
 @pytest.fixture(scope="module", params=sorted(CASES))
 def finished(request, tmp_path_factory):
     require_data()
     out = tmp_path_factory.mktemp("runs") / request.param
-    r = tinycomp("train", *TINY, *CASES[request.param], "--out", str(out))
+    r = cli("train", *TINY, *CASES[request.param], "--out", str(out))
     assert r.returncode == 0, r.stderr
     return request.param, out
 
@@ -37,47 +27,35 @@ def finished(request, tmp_path_factory):
 def test_killed_after_an_epoch_resumes_bitwise(finished, tmp_path):
     name, ref = finished
     cut = tmp_path / "cut"
-    proc = subprocess.Popen([sys.executable, "-m", "tinycomp", "train", *TINY, *CASES[name], "--out", str(cut)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    start = time.time()
-    while not (cut / "log.jsonl").exists():
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.time() - start < 300, "timed out"
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
-    assert len((cut / "log.jsonl").read_text().splitlines()) == 1
-    r = tinycomp("train", "--out", str(cut), "--resume", "--no-progress")
+    kill_after_the_first_epoch(cut, start_train(*TINY, *CASES[name], "--out", cut))
+    r = cli("train", "--out", str(cut), "--resume", "--no-progress")
     assert r.returncode == 0, r.stderr
-    a, b = _weights(ref / "last.npz"), _weights(cut / "last.npz")
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert_same_weights(ref / "last.npz", cut / "last.npz")
 
 
 def test_eval_and_summary_of_the_checkpoint(finished):
     name, out = finished
-    r = tinycomp("eval", str(out / "last.npz"), "--json", "--no-download")
+    r = cli("eval", str(out / "last.npz"), "--json", "--no-download")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert result["method"] == name and abs(result["test_acc"] - log[-1]["test_acc"]) < 1e-9
-    r = tinycomp("summary", str(out / "last.npz"), "--json")
+    r = cli("summary", str(out / "last.npz"), "--json")
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["method"] == name
-    full = json.loads(tinycomp("summary", "--model", "resnet20", "--width", "0.25", "--json").stdout)["total"]
+    full = json.loads(cli("summary", "--model", "resnet20", "--width", WIDTH, "--json").stdout)["total"]
     assert s["total"]["macs"] < 0.6 * full["macs"]  # every method here removes work
-    weights = _weights(out / "last.npz")
+    weights = model_arrays(out / "last.npz")
     if name == "prune":
         masks = [v for k, v in weights.items() if k.endswith("weight_mask")]
         assert masks and abs(1 - sum(m.sum() for m in masks) / sum(m.size for m in masks) - 0.8) < 0.01
     if name.startswith("filter-prune"):
-        assert weights["model/layer1.0.conv1.weight"].shape[0] < 4  # thinned (width 0.25: 4 filters)
+        assert weights["model/layer1.0.conv1.weight"].shape[0] < 16 * WIDTH  # thinned (layer1: 16 * WIDTH filters)
 
 
 def test_shiftresnet_summary():
-    r = tinycomp("summary", "--model", "shiftresnet20", "--json")
+    r = cli("summary", "--model", "shiftresnet20", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["total"]["params"] > 0
 
 
@@ -92,6 +70,6 @@ def test_shiftresnet_summary():
     (["--method", "sal", "--sal-t0", "80"], "--sal-t0 and --sal-tf"),
 ])
 def test_bad_structure_options_exit_2(tmp_path, args, message):
-    r = tinycomp("train", *TINY, "--out", str(tmp_path / "r"), *args)
+    r = cli("train", *TINY, "--out", str(tmp_path / "r"), *args)
     assert r.returncode == 2, r.stderr
     assert message in r.stderr

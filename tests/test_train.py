@@ -1,10 +1,8 @@
 """Training-loop failure behaviour: a diverging loss stops the run and keeps the last good checkpoint."""
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
+from cli_helpers import cli
 from data_helpers import require_data
 from tinycomp import checkpoint
 from tinycomp.config import DivergedError, TrainConfig
@@ -33,11 +31,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_cli_exits_3_when_the_loss_diverges(tmp_path):
+    """In this process (the real command's exit code 3: test_cli_output, under a progress bar)."""
     require_data()
-    r = subprocess.run([sys.executable, "-m", "tinycomp", "train", "--model", "resnet20", "--width", "0.25",
-                        "--subset", "256", "--batch-size", "64", "--epochs", "1", "--lr", "1e30", "--threads", "1",
-                        "--schedule", "constant", "--no-progress", "--no-download", "--out", str(tmp_path / "r")],
-                       capture_output=True, text=True, timeout=300)
+    r = cli("train", "--model", "resnet20", "--width", "0.25", "--subset", "256", "--batch-size", "64",
+            "--epochs", "1", "--lr", "1e30", "--threads", "1", "--schedule", "constant", "--no-progress",
+            "--no-download", "--out", str(tmp_path / "r"))
     assert r.returncode == 3, r.stderr
     assert "the loss became" in r.stderr and "training stopped" in r.stderr
     assert not (tmp_path / "r").exists()  # nothing good to keep yet: the folder it made is gone again
