@@ -46,8 +46,9 @@ __all__ = ["conv2d_tiles", "conv2d_tiles_backward_input", "conv2d_tiles_backward
            "tiles_backward_input_fit", "tiles_backward_weight_fit", "phase_split_offsets", "WIDE_VECTORS"]
 
 # the features Numba compiles for: NUMBA_CPU_FEATURES if set, else the host's (as numba.core.codegen does)
-_FEATURES = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
-WIDE_VECTORS = "+avx512f" in _FEATURES.split(",")   # True: the 16-lane tiles; False: the AVX2 ones
+COMPILE_FEATURES = frozenset((config.CPU_FEATURES if config.CPU_FEATURES is not None
+                              else get_host_cpu_features()).split(","))   # e.g. "+avx512f", "-avx512vpopcntdq"
+WIDE_VECTORS = "+avx512f" in COMPILE_FEATURES   # True: the 16-lane tiles; False: the AVX2 ones
 
 
 # --- loops ----------------------------------------------------------------------------------------

@@ -31,9 +31,8 @@ The tables depend on the CPU's vector features too (the same on every load on on
   VPOPCNTDQ the rule above is provisional (not yet timed there).
 ``RULES`` holds both tables and ``ACTIVE`` the host's; tests pin ``ACTIVE`` to cover every path.
 """
-from numba.core import config
-from numba.core.codegen import get_host_cpu_features
 from tinycomp_kernels.bitserial import code_range
+from tinycomp_kernels.conv_tiles import COMPILE_FEATURES
 
 RULES = {
     # min_reduction: the binary-weight kernel from this C·KH·KW up (None: never);
@@ -42,10 +41,9 @@ RULES = {
     "avx512": {"binary_weight_min_reduction": 1152, "max_plane_pairs": 64, "bitserial_min_reduction": 1},
     "avx2": {"binary_weight_min_reduction": None, "max_plane_pairs": 64, "bitserial_min_reduction": None},
 }
-# the features Numba compiles the kernels for (NUMBA_CPU_FEATURES if set, else the host's)
-_FEATURES = (config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()).split(",")
-ACTIVE = dict(RULES["avx512" if "+avx512f" in _FEATURES else "avx2"])
-if "+avx512vpopcntdq" not in _FEATURES:
+# by the features Numba compiles the kernels for (NUMBA_CPU_FEATURES if set, else the host's)
+ACTIVE = dict(RULES["avx512" if "+avx512f" in COMPILE_FEATURES else "avx2"])
+if "+avx512vpopcntdq" not in COMPILE_FEATURES:
     ACTIVE["bitserial_min_reduction"] = None
 
 
