@@ -28,8 +28,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["batch_norm_train_forward", "batch_norm_eval_forward", "batch_norm_backward",
-           "batch_norm_train_forward_ref", "batch_norm_backward_ref"]
+__all__ = ["batch_norm_train_forward", "batch_norm_eval_forward", "batch_norm_eval_affine", "channel_affine",
+           "batch_norm_backward", "batch_norm_train_forward_ref", "batch_norm_backward_ref"]
 
 
 # --- references ---------------------------------------------------------------------------------
@@ -196,16 +196,36 @@ def batch_norm_train_forward(x, gamma=None, beta=None, eps=1e-5, relu=False):
     return y.reshape(x.shape), mean, var, inv_std
 
 
-def batch_norm_eval_forward(x, running_mean, running_var, gamma=None, beta=None, eps=1e-5, relu=False):
-    """y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta, per channel (max(y, 0) if relu)."""
-    x3 = _as3d("batch_norm", x)
-    C = x3.shape[1]
+def batch_norm_eval_affine(C, running_mean, running_var, gamma=None, beta=None, eps=1e-5, dtype=np.float32):
+    """(scale, shift) (C,) in ``dtype``: the per-channel map y = x * scale + shift (two roundings) that
+    ``batch_norm_eval_forward`` applies; scale = gamma / sqrt(running_var + eps), shift = beta -
+    running_mean * scale, computed in float64. The exporter stores these very numbers, so that a
+    runtime applying them equals the training graph bit for bit."""
     rm = _per_channel("batch_norm", "running_mean", running_mean, C, 0.0)
     rv = _per_channel("batch_norm", "running_var", running_var, C, 1.0)
     scale = _per_channel("batch_norm", "weight", gamma, C, 1.0) / np.sqrt(rv + eps)
     shift = _per_channel("batch_norm", "bias", beta, C, 0.0) - rm * scale
+    return scale.astype(dtype), shift.astype(dtype)
+
+
+def batch_norm_eval_forward(x, running_mean, running_var, gamma=None, beta=None, eps=1e-5, relu=False):
+    """y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta, per channel (max(y, 0) if relu),
+    as x * scale + shift with ``batch_norm_eval_affine``'s scale and shift."""
+    C = _as3d("batch_norm", x).shape[1]
+    return channel_affine(x, *batch_norm_eval_affine(C, running_mean, running_var, gamma, beta, eps, x.dtype), relu)
+
+
+def channel_affine(x, scale, shift, relu=False):
+    """y = x * scale[c] + shift[c] per channel c of x (N, C, ...) (max(y, 0) if relu), on the loop of
+    the eval-mode BatchNorm: two roundings, no FMA, whatever the CPU. ``scale``, ``shift``: (C,) in x's dtype."""
+    x3 = _as3d("channel_affine", x)
+    C = x3.shape[1]
+    for name, v in (("scale", scale), ("shift", shift)):
+        if not isinstance(v, np.ndarray) or v.shape != (C,) or v.dtype != x.dtype:
+            raise ValueError(f"channel_affine: {name} must be a ({C},) {x.dtype} array for input {x.shape}, got "
+                             f"{getattr(v, 'dtype', type(v).__name__)} {getattr(v, 'shape', '')}")
     y = np.empty_like(x3)
-    batch_norm_eval_jit(y, x3, scale.astype(x.dtype), shift.astype(x.dtype), bool(relu))
+    batch_norm_eval_jit(y, x3, scale, shift, bool(relu))
     return y.reshape(x.shape)
 
 

@@ -51,7 +51,7 @@ from .checks import is_int
 from .ir_loop import accumulate_loop
 from .popcount import popcount64
 
-__all__ = ["pack_planes", "pack_planes_ref", "unpack_planes", "code_range", "bitserial_gemm",
+__all__ = ["pack_planes", "pack_planes_ref", "unpack_planes", "code_range", "exact_float_dtype", "bitserial_gemm",
            "bitserial_gemm_ref", "plane_pairs", "MAX_BITS"]
 
 MAX_BITS = 8
@@ -65,6 +65,14 @@ _I8, _I32, _I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
 def code_range(bits, signed):
     """(lo, hi) of a ``bits``-bit code: [0, 2^b - 1] unsigned, [-2^(b-1), 2^(b-1) - 1] signed."""
     return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
+def exact_float_dtype(n, levels):
+    """The float dtype in which every product of integer weights ``n`` (O, ...) with codes 0..``levels``
+    sums exactly, in any order: float32 while each output's worst sum Σ|n|·levels stays below 2^24,
+    float64 otherwise. A float conv or matmul of codes in it equals the integer product."""
+    worst = int(np.abs(np.asarray(n, np.int64).reshape(n.shape[0], -1)).sum(axis=1).max()) * int(levels)
+    return np.dtype(np.float32) if worst < 2 ** 24 else np.dtype(np.float64)
 
 
 # --- references ---------------------------------------------------------------------------------

@@ -75,6 +75,29 @@ def test_eval_json_of_both_kinds_of_file(files, data_dir, capsys):
     assert abs(results[exported]["test_loss"] - results[ckpt]["test_loss"]) < 1e-4
 
 
+def test_eval_against_compares_an_exported_file_with_its_checkpoint(files, data_dir, capsys, tmp_path):
+    ckpt, exported = files
+    code, out, err = _run(capsys, "eval", exported, "--against", ckpt, "--data-dir", data_dir, "--no-download",
+                          "--json")
+    assert code == 0, err
+    r = json.loads(out)
+    assert (r["images"], r["agreement"], r["disagreeing"], r["method"]) == (TEST_IMAGES, 1.0, 0, "bwn")
+    assert r["exported_acc"] == r["checkpoint_acc"] and 0 <= r["max_logit_diff"] < 1e-4
+    code, out, _ = _run(capsys, "eval", exported, "--against", ckpt, "--data-dir", data_dir, "--no-download")
+    assert code == 0 and f"predict the same class for 100.00 % of {TEST_IMAGES} images (0 differ)" in out
+
+
+def test_eval_against_refuses_swapped_files_and_another_network(files, data_dir, capsys, tmp_path):
+    ckpt, exported = files
+    code, _, err = _run(capsys, "eval", ckpt, "--against", exported, "--data-dir", data_dir, "--no-download")
+    assert code == 2 and "--against: compare an exported model with the checkpoint it came from" in err
+    other = tmp_path / "other.npz"
+    cfg = {"model": "resnet20", "width": 0.25, "dataset": "cifar10", "method": "bc"}
+    checkpoint.save(other, model("bc").state_dict(), None, {"config": cfg, "num_classes": 10, "normalize": NORMALIZE})
+    code, _, err = _run(capsys, "eval", exported, "--against", other, "--data-dir", data_dir, "--no-download")
+    assert code == 2 and f"checkpoint {other} has method 'bc' but exported model {exported} has 'bwn'" in err
+
+
 def test_a_file_is_told_apart_by_content_not_name(files, data_dir, capsys, tmp_path):
     ckpt, exported = files
     disguised = tmp_path / "looks_like_a_checkpoint.ckpt"

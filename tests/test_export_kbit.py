@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from export_helpers import assert_refused, assert_refused_in_fresh_process, file_and_summary_bytes, meta, model
 from export_helpers import path_rules, read_export
+from tinycomp_kernels.batchnorm import batch_norm_eval_affine
 from tinycomp_kernels.bitserial import pack_planes, unpack_planes
 
 from tinycomp import compress, models, nn, runtime
@@ -43,7 +44,7 @@ def _bn_scale(bn):
 
 @pytest.mark.parametrize("method, quantizer", [("w2a2", "dorefa"), ("w1a2", "dorefa"), ("w3a2", "pact"),
                                                ("w4a3", "lsq"), ("ternary", "dorefa"), ("w4a32", "lsq")])
-def test_entries_hold_the_training_codes_and_folded_scales(tmp_path, method, quantizer):
+def test_entries_hold_the_training_codes_and_scales(tmp_path, method, quantizer):
     m, path = _exported(tmp_path, method, quantizer=quantizer)
     header, arrays = read_export(path)
     entry = header["ops"][1]["conv1"]
@@ -73,6 +74,15 @@ def test_entries_hold_the_training_codes_and_folded_scales(tmp_path, method, qua
         if quantizer != "dorefa":
             assert _floats(arrays, spec["alpha" if quantizer == "pact" else "step"])[0] == \
                 (iq.alpha.data if quantizer == "pact" else iq.step.data)
+    if kbit:  # a network with k-bit inputs keeps its BatchNorms unfolded, as the graph applies them
+        np.testing.assert_allclose(_floats(arrays, entry["scale"]), s_w * s_x, rtol=1e-6)
+        np.testing.assert_array_equal(_floats(arrays, entry["bias"]), 0)
+        scale, shift = batch_norm_eval_affine(O, bn.running_mean, bn.running_var, bn.weight.data, bn.bias.data, bn.eps)
+        np.testing.assert_array_equal(_floats(arrays, entry["bn"]["scale"]), scale)
+        np.testing.assert_array_equal(_floats(arrays, entry["bn"]["shift"]), shift)
+        assert "bn" in header["ops"][0]["layer"]  # the float stem too
+        return
+    assert "bn" not in entry
     np.testing.assert_allclose(_floats(arrays, entry["scale"]), _bn_scale(bn) * s_w * s_x, rtol=1e-5)
     np.testing.assert_allclose(_floats(arrays, entry["bias"]), bn.bias.data - bn.running_mean * _bn_scale(bn),
                                rtol=1e-5, atol=1e-6)

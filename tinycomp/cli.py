@@ -169,6 +169,8 @@ def cmd_eval(args):
 
     if args.batch_size < 1:
         raise RunError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.against is not None:
+        return _eval_against(args, file_kind)
     evaluate = evaluate_exported if file_kind(args.file) == "exported" else evaluate_checkpoint
     result = evaluate(args.file, data_dir=args.data_dir, download=args.download, batch_size=args.batch_size,
                       progress=not args.json)
@@ -181,6 +183,26 @@ def cmd_eval(args):
           f"loss {result['test_loss']:.4f}")
     for name, acc in result["per_class_acc"].items():
         print(f"  {name:<14} {100 * acc:6.2f} %")
+    return 0
+
+
+def _eval_against(args, file_kind):
+    """eval EXPORTED --against CHECKPOINT: the two graphs' predictions compared on the test set."""
+    from .evaluate import agreement
+
+    if file_kind(args.file) != "exported" or file_kind(args.against) != "checkpoint":
+        raise RunError(f"--against: compare an exported model with the checkpoint it came from: tinycomp eval "
+                       f"MODEL.npz --against RUN/last.npz (got {args.file} and {args.against})")
+    result = agreement(args.file, args.against, data_dir=args.data_dir, download=args.download,
+                       batch_size=args.batch_size, progress=not args.json)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"{result['model']} ({result['method']}) on {result['dataset']} test set: exported model {args.file} and "
+          f"checkpoint {args.against} predict the same class for {100 * result['agreement']:.2f} % of "
+          f"{result['images']} images ({result['disagreeing']} differ); accuracy {100 * result['exported_acc']:.2f} % "
+          f"exported, {100 * result['checkpoint_acc']:.2f} % checkpoint; largest logit difference "
+          f"{result['max_logit_diff']:.2g} of the image's largest logit")
     return 0
 
 
@@ -312,6 +334,9 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print JSON instead of text, nothing else on stdout: "
                    "test_acc, test_loss, per_class_acc, images, dataset, model, width, method, kind (checkpoint "
                    "or exported) and for a checkpoint epoch, epochs, mid_epoch, mid_epoch_batch")
+    p.add_argument("--against", default=None, metavar="CHECKPOINT", help="with an exported model: compare its "
+                   "predictions on the test set with those of the checkpoint it was exported from (eval-mode "
+                   "training graph): agreement, images that differ, both accuracies, largest logit difference")
     p = sub.add_parser("summary", help="parameters, MACs and memory per layer",
                        description="Per-layer and total parameters, MACs and memory of a model.")
     p.add_argument("file", nargs="?", default=None, help="a checkpoint written by tinycomp train: its model "
@@ -325,8 +350,11 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print JSON")
     p = sub.add_parser("export", help="write a checkpoint's model in its compressed form",
                        description="Write the model of a checkpoint as one compact .npz for tinycomp.runtime: "
-                       "BatchNorm folded, binary weights bit-packed. Supported: resnet20/32/56, resnet18/34 in "
-                       "float, bc, bwn and xnor.")
+                       "binary weights bit-packed, k-bit weights as codes in bit planes, pruned layers as CSR, "
+                       "BatchNorm folded where no quantizer follows. Supported: resnet20/32/56, resnet18/34 and "
+                       "shiftresnet20/32/56 in float and the methods of tinycomp train (not yet: XNOR-Net's "
+                       "activation scale, --xnor-act-scale). Check it with: tinycomp eval "
+                       "MODEL.npz --against CHECKPOINT.")
     p.add_argument("checkpoint", help="a .npz written by tinycomp train (last.npz or best.npz of a run folder)")
     p.add_argument("--out", required=True, help="the exported model file to write (.npz)")
     p = sub.add_parser("bench", help="speed of an exported model against the same network in float",

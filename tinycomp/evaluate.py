@@ -107,3 +107,46 @@ def evaluate_exported(path, data_dir=None, download=None, batch_size=500, progre
     norm = Normalize(model.normalize["mean"], model.normalize["std"])
     return {"file": str(path), "kind": "exported", "model": model.model, "width": model.width,
             "method": model.method, **_test_result(model, data, norm, batch_size)}
+
+
+@no_grad()
+def agreement(exported_path, checkpoint_path, data_dir=None, download=None, batch_size=500, progress=True):
+    """How an exported model's predictions compare with the eval-mode training graph of the checkpoint
+    it was exported from, on the test set: {"agreement": fraction of images with the same predicted
+    class, "disagreeing": their count, "max_logit_diff", the largest |logit difference| relative to
+    that image's largest |logit|, "exported_acc", "checkpoint_acc", ...}. The two files must describe
+    the same network (model, width, method, classes, normalisation)."""
+    from . import runtime
+
+    exported = runtime.load(exported_path)
+    model, meta = model_of_checkpoint(checkpoint_path)
+    cfg = meta["config"]
+    mine = {"model": cfg["model"], "width": float(cfg["width"]), "method": cfg.get("method", "none"),
+            "num_classes": meta["num_classes"], "normalize": meta["normalize"]}
+    theirs = {"model": exported.model, "width": float(exported.width), "method": exported.method,
+              "num_classes": exported.num_classes, "normalize": exported.normalize}
+    for key in mine:
+        a, b = mine[key], theirs[key]
+        differ = not np.allclose(list(a["mean"]) + list(a["std"]), list(b["mean"]) + list(b["std"])) \
+            if key == "normalize" else a != b
+        if differ:
+            raise checkpoint.CheckpointError(f"--against: checkpoint {checkpoint_path} has {key} {mine[key]!r} but "
+                                             f"exported model {exported_path} has {theirs[key]!r}")
+    data = load_cifar(cfg["dataset"], root=data_dir, download=download, progress=progress)
+    loader = BatchLoader(data.test_images, data.test_labels, batch_size,
+                         normalize=Normalize(exported.normalize["mean"], exported.normalize["std"]))
+    model.eval()
+    same = hit_exported = hit_checkpoint = 0
+    worst = 0.0
+    for b in range(len(loader)):
+        x, y = loader.batch(0, b)
+        ref, out = model(Tensor(x)).data, exported(x)
+        same += int((ref.argmax(axis=1) == out.argmax(axis=1)).sum())
+        hit_checkpoint += int((ref.argmax(axis=1) == y).sum())
+        hit_exported += int((out.argmax(axis=1) == y).sum())
+        scale = np.maximum(np.abs(ref).max(axis=1), 1e-30)
+        worst = max(worst, float((np.abs(out - ref).max(axis=1) / scale).max()))
+    n = len(data.test_labels)
+    return {"file": str(exported_path), "against": str(checkpoint_path), "dataset": data.name, "images": int(n),
+            "model": exported.model, "method": exported.method, "agreement": same / n, "disagreeing": n - same,
+            "max_logit_diff": worst, "exported_acc": hit_exported / n, "checkpoint_acc": hit_checkpoint / n}

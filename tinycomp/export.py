@@ -15,7 +15,14 @@ What is stored (format ``tinycomp.runtime.format.FORMAT``; the layout is describ
 - all float32 tensors concatenated in one entry, all packed words in another, with offsets in the
   header, so the file is the summary's parameter memory plus a small header.
 - k-bit and ternary layers (w<k>a<m> with DoReFa, PACT or LSQ, ternary) as integer weight codes in
-  bit planes with a folded epilogue, and their input quantizer's parameters: ``tinycomp.export_kbit``.
+  bit planes with their scales, and their input quantizer's parameters: ``tinycomp.export_kbit``.
+- in a network with k-bit inputs (a layer of kind "kbit"), the float, kbit and kbit_weight convs keep
+  their BatchNorm unfolded, as a "bn" entry {"scale", "shift"} (float32, the numbers the eval-mode
+  BatchNorm applies: ``tinycomp_kernels.batchnorm.batch_norm_eval_affine``), applied after the conv
+  and its bias. Every value that reaches an input quantizer is then computed with the training
+  graph's roundings (the k-bit products are exact integers: ``compress/integer_form.py``), so the
+  codes agree bit for bit; folding would move a value within rounding of a code boundary to the
+  neighbouring code (a few images in a hundred on a random network).
 - pruned layers as CSR (indices and row pointers in an int32 entry, written only when needed), SAL
   layers as tap codes and kept weights, ShiftResNet's shifts, thinned models: ``tinycomp.export_sparse``.
 - the network as a list of ops (stem conv, ResNet / Bi-Real / ShiftResNet blocks, pooling, linear):
@@ -27,11 +34,13 @@ What is stored (format ``tinycomp.runtime.format.FORMAT``; the layout is describ
 import json
 
 import numpy as np
+from tinycomp_kernels.batchnorm import batch_norm_eval_affine
 from tinycomp_kernels.bits import pack_signs
 from tinycomp_kernels.bitserial import pack_planes
 
 from . import checkpoint, nn
 from .compress.binary_blocks import BiRealBlock
+from .compress.integer_form import has_integer_form
 from .compress.layers import QuantConv2d, QuantLinear
 from .compress.recipes import BinaryWeight, SignActivation, SignWeight
 from .export_kbit import KINDS as KBIT_KINDS, kbit_fields, kbit_kind
@@ -44,6 +53,7 @@ from .runtime.format import FORMAT
 METHODS = ("none", "bc", "bwn", "xnor", "ternary", "w<k>a<m>")
 MODELS = ("resnet20", "resnet32", "resnet56", "resnet18", "resnet34",
           "shiftresnet20", "shiftresnet32", "shiftresnet56")
+EXACT_KINDS = ("float", "kbit", "kbit_weight")  # the kinds that keep their BatchNorm apart in a k-bit network
 BLOCK_OPS = {BasicBlock: "basic_block", BiRealBlock: "bireal_block", ShiftBlock: "shift_block"}
 
 
@@ -54,9 +64,10 @@ class ExportError(ValueError):
 class _Pools:
     """The concatenated tensors of the file (float32, bits, int32) and the references into them."""
 
-    def __init__(self):
+    def __init__(self, exact=False):
         self.flat, self.sizes = {"float32": [], "int32": []}, {"float32": 0, "int32": 0}
         self.words, self.n_words = [], 0
+        self.exact = exact  # BatchNorm kept as its own affine map (a network with k-bit inputs)
 
     def float32(self, a):
         return self._flat("float32", a)
@@ -112,6 +123,15 @@ def _bn_fold(bn, out_channels, name):
     return s, t
 
 
+def _bn_affine(pools, bn, out_channels, name):
+    """The "bn" entry: BatchNorm ``bn`` as the float32 scale and shift its eval forward applies."""
+    _bn_fold(bn, out_channels, name)  # the same checks
+    scale, shift = batch_norm_eval_affine(out_channels, bn.running_mean, bn.running_var,
+                                          None if bn.weight is None else bn.weight.data,
+                                          None if bn.bias is None else bn.bias.data, bn.eps, np.float32)
+    return {"scale": pools.float32(scale), "shift": pools.float32(shift)}
+
+
 def _kind(layer, name):
     """("float" | "binary_weight" | "xnor" | "kbit" | "kbit_weight", alpha (O,) float64 or None) of a
     conv or linear layer."""
@@ -157,10 +177,13 @@ def _conv(pools, name, conv, bn=None):
     kind, alpha = _kind(conv, name)
     w = conv.weight.data
     O = w.shape[0]
-    s, t = _bn_fold(bn, O, name)
+    exact = pools.exact and kind in EXACT_KINDS
+    s, t = (np.ones(O), np.zeros(O)) if exact else _bn_fold(bn, O, name)
     bias = t if conv.bias is None else s * conv.bias.data + t
     entry = {"name": name, "kind": kind, "shape": list(w.shape), "stride": list(conv.stride),
              "padding": list(conv.padding)}
+    if exact and bn is not None:
+        entry["bn"] = _bn_affine(pools, bn, O, name)
     if kind == "float":
         entry["weight"] = pools.float32(w.astype(np.float64) * s[:, None, None, None])
     elif kind in KBIT_KINDS:
@@ -243,7 +266,8 @@ def export(model, path, meta):
     norm = meta["normalize"]
     if not isinstance(norm, dict) or len(norm.get("mean", ())) != 3 or len(norm.get("std", ())) != 3:
         raise ExportError(f"export: meta's normalize must be {{'mean': [3 values], 'std': [3 values]}}, got {norm!r}")
-    pools = _Pools()
+    pools = _Pools(exact=any(isinstance(m, (QuantConv2d, QuantLinear)) and has_integer_form(m)
+                             for m in model.modules()))
     ops = _ops(model, pools)
     pooled = pools.entries()
     header = {"format": FORMAT, "method": method, "model": meta["model"], "width": float(meta["width"]),

@@ -13,12 +13,18 @@ conv2d(sign(x), α·sign(W)), so its integer part conv2d(sign(x), sign(W)) is ex
 (padded taps count 0). The optional activation scale β (XNOR-Net's K, ``act_scale=True``)
 multiplies the output by the mean over channels of |x| averaged over each output's window,
 treated as a constant in backward.
+
+k-bit layers (k-bit weights times k-bit inputs) evaluated in eval mode without autograd compute the
+same product in its integer form, scale[o] · conv2d(q_x, n)[o], exactly (``integer_form``): the
+form the exported runtime computes, so both round at the same places. With autograd on, or in
+training, they compute conv2d(q_in(x), q_w(W)) with the recipes' gradients.
 """
 import numpy as np
 
 from .. import functional as F
 from .. import nn
 from ..tensor import Tensor
+from . import integer_form
 
 
 class _Quantized:
@@ -77,6 +83,8 @@ class QuantConv2d(_Quantized, nn.Conv2d):
         return q
 
     def forward(self, x):
+        if integer_form.use_integer_form(self):  # eval without autograd: the exact form that deploys
+            return Tensor(integer_form.conv2d(self, x.data))
         y = F.conv2d(self.quantized_input(x), self.quantized_weight(), self.bias, self.stride, self.padding,
                      self.dilation, self.groups)
         if self.act_scale:
@@ -113,6 +121,8 @@ class QuantLinear(_Quantized, nn.Linear):
         return q
 
     def forward(self, x):
+        if integer_form.use_integer_form(self):
+            return Tensor(integer_form.linear(self, x.data))
         return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)
 
     def extra_repr(self):

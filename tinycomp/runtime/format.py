@@ -38,7 +38,8 @@ import numpy as np
 from tinycomp_kernels.bits import n_words, unpack_signs
 from tinycomp_kernels.bitserial import unpack_planes
 
-FORMAT = "tinycomp-export-1"
+FORMAT = "tinycomp-export-2"  # 2: layers may carry an unfolded BatchNorm ("bn"); a reader of 1 would skip it
+READABLE = ("tinycomp-export-1", FORMAT)  # a version-1 file has no "bn" entries and runs as it did
 ENTRIES = {"header": np.uint8, "float32": np.float32, "bits": np.uint64}
 OPTIONAL_ENTRIES = {"int32": np.int32}  # absent: empty
 _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -68,9 +69,9 @@ class Reader:
             raise self.error("header", f"not UTF-8 JSON ({exc})") from None
         if not isinstance(header, dict):
             raise self.error("header", f"a JSON {type(header).__name__}, not an object")
-        if header.get("format") != FORMAT:
-            raise self.error("header.format", f"{header.get('format')!r}, expected {FORMAT!r} (written by another "
-                             "version of tinycomp?)")
+        if header.get("format") not in READABLE:
+            raise self.error("header.format", f"{header.get('format')!r}, expected one of {', '.join(READABLE)} "
+                             "(written by another version of tinycomp?)")
         self.header, self.header_size = header, arrays["header"].size  # header_size in bytes
         sizes = self.field(header, "entries", dict, "header")
         for name in ("float32", "bits", *OPTIONAL_ENTRIES):

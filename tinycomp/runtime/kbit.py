@@ -1,13 +1,19 @@
 """The runtime's k-bit and ternary layers (kinds "kbit" and "kbit_weight", written by ``tinycomp.export_kbit``).
 
 A layer's weight is stored as integer codes c (OIHW, or (out, in) for a linear layer) with their
-range ("codes": [lo, hi]), an affine map ("affine": [a, z]) and per-output ``scale`` and ``bias``
-with BatchNorm folded in, so that with the formulas of ``tinycomp/export_kbit.py``:
+range ("codes": [lo, hi]), an affine map ("affine": [a, z]) and per-output ``scale`` and ``bias``,
+so that with the formulas of ``tinycomp/export_kbit.py``:
 
-    kbit         y[o] = scale[o] · (a·I - z·S) + bias[o]
+    kbit         y[o] = scale[o] · (a·I - z·S) + bias[o], then the "bn" entry if present
+                 (y = y · bn.scale[o] + bn.shift[o], ``tinycomp_kernels.batchnorm.channel_affine``)
                  I = Σ c·q_x over each patch (exact integers), S = Σ q_x over the patch (z != 0 only)
     kbit_weight  y[o] = conv2d(x, W')[o] + bias[o],  W'[o] = scale[o] · (a·c[o] - z)    (float inputs:
-                 ternary, w<k>a32)
+                 ternary, w<k>a32), then "bn" if present
+
+I - z·S = Σ (a·c - z)·q_x is an integer whatever path computes it, and the float32 rounding happens
+once, at scale · I, as in the eval-mode training graph (``tinycomp/compress/integer_form.py``); with
+the BatchNorm unfolded ("bn", written for every layer of a network with k-bit inputs) the next layer's
+input quantizer meets the graph's values bit for bit.
 
 q_x are the unsigned m-bit codes of the layer's input, computed in float32 exactly as the training
 graph's input quantizer does in eval mode (tinycomp/functional/quantize.py: the same multiply or
@@ -19,15 +25,16 @@ divide, clip, then rint, half to even), L = 2^m - 1:
 
 Paths (``tinycomp.runtime.paths.kbit_path``): "bitserial_conv2d" packs q_x into bit planes and runs
 the AND-popcount convolution on the weight planes packed at load, then the epilogue above;
-"conv2d_forward" convolves q_x (float32) with W' = scale · (a·c - z) unpacked at load. kbit_weight
+"conv2d_forward" convolves q_x with the integers a·c - z unpacked at load, in float32 where every sum
+stays below 2^24 (exact), float64 otherwise (``tinycomp_kernels.bitserial.exact_float_dtype``). kbit_weight
 convs run conv2d_forward on W'; linear layers multiply in float, (x or q_x) @ W'.T ("matmul").
 """
 import numpy as np
-from tinycomp_kernels.bitserial import code_range
+from tinycomp_kernels.bitserial import code_range, exact_float_dtype
 from tinycomp_kernels.bitserial_conv import bitserial_conv2d, pack_activation_planes, pack_weight_planes, patch_sums
 from tinycomp_kernels.conv import conv2d_forward
 
-from .layers import Conv, Linear, layer_kind
+from .layers import Conv, Linear, apply_bn, layer_kind, read_bn
 from .paths import bitserial_exact, kbit_path
 
 KINDS = ("kbit", "kbit_weight")
@@ -96,32 +103,38 @@ def _load(layer, reader, entry, where, ndim):
     layer.quantizer = (InputQuantizer(reader, reader.field(entry, "input", dict, where), f"{where}.input")
                        if layer.kind == "kbit" else None)
     layer.codes = codes.astype(np.int16)  # the weight codes, for inspection (-128..255 fit int16)
+    layer.bn = read_bn(reader, entry, out[0], where)
+    n = a * codes.astype(np.int64) - z
+    if layer.quantizer is not None:  # kbit: the integers, in the dtype that sums them exactly
+        return n.astype(exact_float_dtype(n, layer.quantizer.levels))
     scale = layer.scale.astype(np.float64).reshape(out + (1,) * (ndim - 1))
-    return (scale * (a * codes - z)).astype(np.float32)  # W' = scale · (a·c - z)
+    return (scale * n).astype(np.float32)  # kbit_weight: W' = scale · (a·c - z)
 
 
 class KbitConv(Conv):
     """A "kbit" or "kbit_weight" conv (module docstring); geometry and channels as ``Conv``'s."""
 
     def __init__(self, reader, entry, where):
-        dequantized = _load(self, reader, entry, where, 4)
+        weight = _load(self, reader, entry, where, 4)
         self.stride = reader.ints(entry, "stride", 2, 1, where)
         self.padding = reader.ints(entry, "padding", 2, 0, where)
         bits = self.quantizer.bits if self.quantizer else None
         self.exact = self.kind == "kbit" and bitserial_exact(self.shape, self.planes, self.signed, bits)
         self.path = kbit_path(self.shape, self.planes, self.signed, bits) if bits else "conv2d_forward"
         self.w_planes = pack_weight_planes(self.codes, self.planes, self.signed) if self.exact else None
-        self.weight = dequantized if self.path == "conv2d_forward" else None
+        self.weight = weight if self.path == "conv2d_forward" else None  # W' or the integers a·c - z
 
     def __call__(self, x):
         if self.quantizer is None:
             y = conv2d_forward(x, self.weight, self.stride, self.padding)
         elif self.path == "conv2d_forward":
-            y = conv2d_forward(self.quantizer(x), self.weight, self.stride, self.padding)
+            acc = conv2d_forward(self.quantizer(x).astype(self.weight.dtype, copy=False), self.weight, self.stride, self.padding)
+            y = acc.astype(np.float32)  # exact integers (module docstring), rounded once if float64
+            y *= self.scale[:, None, None]
         else:
             y = self._epilogue(self.quantizer(x).astype(np.uint8))
         y += self.bias[:, None, None]  # (O, 1, 1) over (N, O, OH, OW)
-        return y
+        return apply_bn(y, self.bn)
 
     def _epilogue(self, q):
         """scale · (a·I - z·S) (N, O, OH, OW) float32 from the uint8 input codes q, without the bias."""
@@ -155,15 +168,18 @@ class KbitConv(Conv):
 
 
 class KbitLinear(Linear):
-    """A "kbit" or "kbit_weight" linear layer: y = (q_x or x) @ W'.T + bias, in float."""
+    """A "kbit" linear layer, y = scale · (q_x @ (a·c - z).T) + bias, or a "kbit_weight" one,
+    y = x @ W'.T + bias."""
 
     def __init__(self, reader, entry, where):
         self.weight_t = np.ascontiguousarray(_load(self, reader, entry, where, 2).T)  # (in_features, out_features)
         self.path = "matmul"
 
     def __call__(self, x):
-        if self.quantizer is not None:
-            x = self.quantizer(x)
-        y = x @ self.weight_t  # (N, out_features)
+        if self.quantizer is None:
+            y = x @ self.weight_t  # (N, out_features)
+        else:  # the integer product, then scale, as the graph's integer form
+            y = (self.quantizer(x).astype(self.weight_t.dtype, copy=False) @ self.weight_t).astype(np.float32)
+            y *= self.scale
         y += self.bias
-        return y
+        return apply_bn(y, self.bn)

@@ -1,6 +1,8 @@
 """The runtime's layers: convolutions and the linear layer of an exported model, on the kernels.
 
-Every layer has its BatchNorm folded in (``tinycomp.export``), so with I the integer or float
+Every layer has its BatchNorm folded in (``tinycomp.export``), except in a network with k-bit inputs,
+where a float conv carries it as a "bn" entry applied after the bias (y · bn.scale + bn.shift per
+channel, ``read_bn`` / ``apply_bn``: the eval-mode BatchNorm's own loop). With I the integer or float
 product of the layer's own operands:
 
     float          y = conv2d(x, W') + b'                        tinycomp_kernels.conv.conv2d_forward
@@ -17,6 +19,7 @@ conv2d_forward on the ±1·scale weights unpacked at load. k-bit and ternary lay
 """
 import numpy as np
 from tinycomp_kernels import binary_weight, xnor_conv
+from tinycomp_kernels.batchnorm import channel_affine
 from tinycomp_kernels.bits import pack_signs
 from tinycomp_kernels.conv import conv2d_forward
 
@@ -31,6 +34,20 @@ def layer_kind(reader, entry, where, kinds=KINDS):
     if kind not in kinds:
         raise reader.error(f"{where}.kind", f"{kind!r} is not one of {', '.join(kinds)}")
     return kind
+
+
+def read_bn(reader, entry, channels, where):
+    """(scale, shift) float32 (channels,) of the entry's optional "bn", or None."""
+    if "bn" not in entry:
+        return None
+    bn = reader.field(entry, "bn", dict, where)
+    return tuple(reader.float_tensor(reader.field(bn, key, dict, f"{where}.bn"), (channels,), f"{where}.bn.{key}")
+                 for key in ("scale", "shift"))
+
+
+def apply_bn(y, bn):
+    """y (N, C, ...) with the unfolded BatchNorm ``bn`` = (scale, shift) applied; y itself when None."""
+    return y if bn is None else channel_affine(y, *bn)
 
 
 def _weights(reader, entry, kind, shape, where):
@@ -59,6 +76,7 @@ class Conv:
             raise reader.error(f"{where}.shape", f"C*KH*KW = {C * KH * KW}: too large for binary_conv2d's exact "
                                "float32 accumulator (< 2^24)")
         w, self.scale, self.bias = _weights(reader, entry, self.kind, self.shape, where)
+        self.bn = read_bn(reader, entry, O, where) if self.kind == "float" else None
         if self.kind == "float":
             self.weight, self.path = np.ascontiguousarray(w), "conv2d_forward"
         elif self.kind == "binary_weight":
@@ -97,7 +115,7 @@ class Conv:
         else:
             y = binary_weight.binary_weight_conv2d(x, self.weight, self.scale, (KH, KW), self.stride, self.padding)
         y += self.bias[:, None, None]  # (O, 1, 1) over (N, O, OH, OW)
-        return y
+        return apply_bn(y, self.bn)
 
     def integer_part(self, x):
         """An XNOR layer's accumulator conv2d(sign x, sign W) (zero padding), before its epilogue:

@@ -1,6 +1,7 @@
 """The runtime's network: the header's list of ops, run in order on NumPy arrays (no autograd).
 
-Ops (each a JSON object with "op"; layers as in ``tinycomp.runtime.layers``, BatchNorm folded):
+Ops (each a JSON object with "op"; layers as in ``tinycomp.runtime.layers``, BatchNorm folded or,
+before k-bit inputs, applied by the layer itself):
 
     conv             {"layer", "relu"}                  y = layer(x), then ReLU if "relu" (the stem)
     basic_block      {"conv1", "conv2", "shortcut"}     relu(conv2(relu(conv1(x))) + sc(x))

@@ -2,7 +2,8 @@
 the file takes, read from the file itself (the counterpart of ``tinycomp.summary`` for a checkpoint).
 
 With BatchNorm folded, a layer's parameters are its weight, its per-channel scale (binary and k-bit
-kinds), its bias and a k-bit layer's input alpha or step; its stored bits are what the file holds for
+kinds), its bias and a k-bit layer's input alpha or step, plus the unfolded BatchNorm's scale and
+shift where the file keeps one ("bn": networks with k-bit inputs); its stored bits are what the file holds for
 it: 32 per float32 value, 64 per packed word (1 bit a binary weight, k bits a k-bit code, the last
 word's tail included). MACs per image: conv OH·OW·O·C·KH·KW, linear in·out; "binary" for XNOR layers
 (both operands ±1), "kbit" for k-bit layers (both operands integer codes), "float" otherwise (a
@@ -25,10 +26,11 @@ def _entries(header):
 
 def _refs(entry):
     """The tensor references of a layer entry: weight (a pruned / SAL layer's values and index
-    structures), scale, bias, and a k-bit input's alpha / step."""
-    inputs = entry.get("input") or {}
+    structures), scale, bias, a k-bit input's alpha / step, an unfolded BatchNorm's scale and shift."""
+    inputs, bn = entry.get("input") or {}, entry.get("bn") or {}
     keys = ("weight", "values", "indptr", "indices", "taps", "mask", "scale", "bias")
-    return [entry[k] for k in keys if k in entry] + [inputs[k] for k in ("alpha", "step") if k in inputs]
+    return ([entry[k] for k in keys if k in entry] + [inputs[k] for k in ("alpha", "step") if k in inputs]
+            + [bn[k] for k in ("scale", "shift") if k in bn])
 
 
 def _stored_bits(entry):
@@ -37,7 +39,7 @@ def _stored_bits(entry):
 
 def summarize(model):
     """Rows per layer (name, kind, kernel path, weight shape, output shape, params, stored bits, MACs,
-    MAC kind) and totals (params, stored bits, tensor and header bytes, file bytes on disk, MACs) of
+    MAC kind, batchnorm "folded" or "unfolded") and totals (params, stored bits, tensor and header bytes, file bytes on disk, MACs) of
     ``model`` (a ``tinycomp.runtime.Model``)."""
     paths = {name: path for name, _, path in model.layers()}
     rows = []
@@ -51,7 +53,8 @@ def summarize(model):
             macs = int(np.prod(out[1:])) * entry["nnz"]
         rows.append({"name": name, "kind": entry["kind"], "path": paths[name], "shape": list(shape),
                      "output": list(out), "params": params, "stored_bits": _stored_bits(entry), "macs": macs,
-                     "mac_kind": {"xnor": "binary", "kbit": "kbit"}.get(entry["kind"], "float")})
+                     "mac_kind": {"xnor": "binary", "kbit": "kbit"}.get(entry["kind"], "float"),
+                     "batchnorm": "unfolded" if "bn" in entry else "folded"})
     sizes = model.header["entries"]
     tensor_bytes = 4 * sizes["float32"] + 8 * sizes["bits"] + 4 * sizes.get("int32", 0)
     header_bytes = model.header_size
@@ -75,7 +78,9 @@ def format_summary(summary, title=""):
                      f"{'x'.join(map(str, r['output'])):<12} {r['params']:>9,} {r['stored_bits']:>12,} "
                      f"{r['macs']:>12,} {r['mac_kind']:>8}  {r['path']}")
     t = summary["total"]
-    lines.append(f"method: {summary['method']} (exported: BatchNorm folded into the layers)")
+    bn_kept = any(r.get("batchnorm") == "unfolded" for r in summary["layers"])
+    lines.append(f"method: {summary['method']} (exported: BatchNorm folded into the layers"
+                 + (", or kept as a per-channel scale and shift before k-bit inputs" if bn_kept else "") + ")")
     lines.append(f"total: {t['params']:,} parameters, {t['stored_megabits']:.3f} Mb stored ({t['tensor_bytes']:,} "
                  f"bytes of tensors + {t['header_bytes']:,} bytes of header), {t['macs'] / 1e6:.2f} M MACs per image "
                  f"(float {t['float_macs'] / 1e6:.2f} M, binary {t['binary_macs'] / 1e6:.2f} M, "
