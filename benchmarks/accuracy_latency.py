@@ -1,0 +1,139 @@
+"""Accuracy against measured latency: trained runs, exported and timed on tinycomp.runtime.
+
+For each run folder given (``tinycomp train --out RUN``): the final-epoch test accuracy from its
+``log.jsonl``, the method and epochs from its ``config.json``; its ``last.npz`` is exported to a
+temporary file and loaded by ``tinycomp.runtime``. Validation first: the exported model's predictions
+equal the eval-mode training graph's on 500 CIFAR-10 test images (``tinycomp.evaluate.agreement``
+on the whole test set is ``tinycomp eval MODEL --against RUN/last.npz``). Then every model is timed
+at batch 1 (latency) and batch 64 (throughput), round-robin over the models (``harness.interleaved``,
+rotated), medians of the repeats; the machine is recorded. With matplotlib installed (``pip install
+tinycomp-engine[plots]``) the script draws ``benchmarks/results/accuracy_latency.png``.
+
+    flock /tmp/tinycomp-bench.lock python benchmarks/accuracy_latency.py RUN [RUN ...] [--repeats 20] \\
+        [--data-dir ../shared/data]
+
+A figure is the speed of this machine, with the path each layer took on it (``tinycomp.runtime.paths``:
+on AVX2 the k-bit and binary-weight layers run the float conv).
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # idle workers sleep (see bench_conv.py)
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+from harness import RESULTS, interleaved, write_report  # noqa: E402
+
+from tinycomp import runtime  # noqa: E402
+from tinycomp.autograd import no_grad  # noqa: E402
+from tinycomp.data import Normalize, load_cifar  # noqa: E402
+from tinycomp.evaluate import model_of_checkpoint  # noqa: E402
+from tinycomp.export import export_checkpoint  # noqa: E402
+from tinycomp.tensor import Tensor  # noqa: E402
+
+BATCHES = (1, 64)
+CHECK_IMAGES = 500
+
+
+def run_record(folder):
+    """{"run", "method", "epochs", "test_acc", "checkpoint"} of a run folder, from its files."""
+    folder = Path(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    lines = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
+    epochs = [r for r in lines if "test_acc" in r and r.get("test_acc") is not None]
+    if not epochs:
+        raise SystemExit(f"{folder}/log.jsonl has no epoch with a test accuracy")
+    last = epochs[-1]
+    if last["epoch"] != cfg["epochs"]:
+        print(f"note: {folder} stopped at epoch {last['epoch']} of {cfg['epochs']}")
+    method = cfg.get("method", "none")
+    return {"run": folder.name, "method": method, "label": f"{method} ({last['epoch']} ep)", "epochs": last["epoch"],
+            "test_acc": last["test_acc"], "checkpoint": str(folder / "last.npz")}
+
+
+@no_grad()
+def validate(record, exported, images):
+    """The exported model's predictions against its checkpoint's on ``images`` (normalised)."""
+    model, _ = model_of_checkpoint(record["checkpoint"])
+    model.eval()
+    ref, out = model(Tensor(images)).data, exported(images)
+    agree = float((ref.argmax(axis=1) == out.argmax(axis=1)).mean())
+    if agree < 0.999:
+        raise SystemExit(f"validation failed: {record['run']}: the exported model agrees with its checkpoint on "
+                         f"{agree:.1%} of {len(images)} test images")
+    return agree
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install tinycomp-engine[plots]): no plot drawn")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, key, title in ((axes[0], "b1_ms", "latency, batch 1 (ms)"), (axes[1], "b64_ms_per_image",
+                                                                           "batch 64, ms per image")):
+        for r in rows:
+            ax.scatter(r[key], 100 * r["test_acc"])
+            ax.annotate(r["label"], (r[key], 100 * r["test_acc"]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8)
+        ax.set_xlabel(title)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("CIFAR-10 test accuracy, %")
+    fig.suptitle("ResNet-20 on tinycomp.runtime: accuracy against measured time")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", help="run folders of tinycomp train (config.json, log.jsonl, last.npz)")
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data-dir", default=os.environ.get("TINYCOMP_DATA"))
+    args = ap.parse_args()
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    threadpool_limits(args.threads, user_api="blas")
+    records = [run_record(f) for f in args.runs]
+    tmp = Path(tempfile.mkdtemp(prefix="tinycomp-acc-latency-"))
+    data = load_cifar("cifar10", root=args.data_dir, download=False, progress=False)
+    models = {}
+    for r in records:
+        path = tmp / f"{r['run']}.npz"
+        export_checkpoint(r["checkpoint"], path)
+        models[r["run"]] = runtime.load(path)
+        norm = Normalize(models[r["run"]].normalize["mean"], models[r["run"]].normalize["std"])
+        images = norm(data.test_images[:CHECK_IMAGES])
+        r["agreement_500"] = validate(r, models[r["run"]], images)
+        r["file_bytes"] = path.stat().st_size
+    rng = np.random.default_rng(0)
+    inputs = {n: rng.standard_normal((n, 3, 32, 32)).astype(np.float32) for n in BATCHES}
+    for n in BATCHES:
+        fns = {r["run"]: (lambda m=models[r["run"]], x=inputs[n]: m(x)) for r in records}
+        timings = interleaved(fns, repeats=args.repeats, rotate=True)
+        for r in records:
+            r[f"b{n}_ms"] = 1e3 * timings[r["run"]]["median_s"]
+    for r in records:
+        r["b64_ms_per_image"] = r["b64_ms"] / 64
+    columns = [("label", "method (epochs)", None), ("test_acc", "test acc", "{:.2%}"), ("b1_ms", "batch 1, ms", "{:.2f}"),
+               ("b64_ms", "batch 64, ms", "{:.1f}"), ("b64_ms_per_image", "ms / image at 64", "{:.3f}"),
+               ("file_bytes", "file bytes", "{:,}"), ("agreement_500", "agreement (500 images)", "{:.1%}")]
+    write_report("accuracy_latency", records, columns, extra={"threads": args.threads, "repeats": args.repeats},
+                 title="Accuracy against latency, exported ResNet-20 runs on tinycomp.runtime")
+    plot(records, RESULTS / "accuracy_latency.png")
+
+
+if __name__ == "__main__":
+    main()
