@@ -34,12 +34,12 @@ import numpy as np
 from numba import njit, prange
 
 from .checks import is_int
-from .conv_tiles import (conv2d_tiles, conv2d_tiles_backward_input, conv2d_tiles_backward_weight,
+from .conv_tiles import (TilesPlan, conv2d_tiles, conv2d_tiles_backward_input, conv2d_tiles_backward_weight,
                          tiles_backward_input_fit, tiles_backward_weight_fit, tiles_fit)
 from .fastmath import SUM_REASSOC
 from .im2col import as_pair, col2im, conv_output_size, im2col, valid_range_jit
 
-__all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward",
+__all__ = ["conv2d_forward", "Conv2dPlan", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward",
            "conv2d_algorithm", "conv2d_ref", "ALGORITHMS"]
 
 ALGORITHMS = ("matmul1x1", "direct", "tiles", "im2col")
@@ -251,6 +251,32 @@ def conv2d_forward(x, w, stride=1, padding=0, dilation=1, groups=1, algorithm=No
         for g in range(groups):
             np.matmul(wm[g], cols[g * Kg:(g + 1) * Kg], out=out_mat[g * Og:(g + 1) * Og])
     return _swap01(out_mat.reshape(O, N, OH * OW)).reshape(N, O, OH, OW)  # (O, N, P) -> (N, O, OH, OW)
+
+
+class Conv2dPlan:
+    """``conv2d_forward`` for fixed weights and input size (H, W): the checks, the algorithm and, on
+    the tiles, the weight rows and tap offsets done once (``TilesPlan``), for a layer run many times
+    (an inference runtime). ``plan(x)`` checks only x's shape and dtype and gives the bits
+    conv2d_forward gives."""
+
+    def __init__(self, w, input_hw, stride=1, padding=0, dilation=1, groups=1):
+        if not isinstance(w, np.ndarray):
+            raise TypeError(f"Conv2dPlan: w must be a numpy array, got {type(w).__name__}")
+        x_shape = (1, w.shape[1] * groups if w.ndim == 4 else 0) + tuple(int(v) for v in input_hw)
+        self.s, self.p, self.d, _, _ = _validate("Conv2dPlan", x_shape, w.shape, stride, padding, dilation, groups,
+                                                 w.dtype, w.dtype)
+        self.w, self.groups, self.x_shape, self.dtype = w, groups, x_shape[1:], w.dtype
+        self.algorithm = conv2d_algorithm(x_shape, w.shape, self.s, self.p, self.d, groups, w.dtype)
+        self.tiles = TilesPlan(w, x_shape[2:], self.s, self.p, self.d) if self.algorithm == "tiles" else None
+
+    def __call__(self, x):
+        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1:] != self.x_shape or x.dtype != self.dtype \
+                or x.shape[0] < 1:
+            raise ValueError(f"Conv2dPlan: x must be {self.dtype} (N, {', '.join(map(str, self.x_shape))}) for this "
+                             f"plan, got {getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
+        if self.tiles is not None:
+            return self.tiles(x)
+        return conv2d_forward(x, self.w, self.s, self.p, self.d, self.groups, algorithm=self.algorithm)
 
 
 def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, need_input=True, need_weight=True,

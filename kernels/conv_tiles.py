@@ -42,7 +42,7 @@ from .fma_tile import (dw_tile_4x3_8x1, dw_tile_4x3_8x2, dw_tile_4x3_8x4, dw_til
                        fma_tile_8_16x2, fma_tile_16_16x1)
 from .im2col import conv_output_size
 
-__all__ = ["conv2d_tiles", "conv2d_tiles_backward_input", "conv2d_tiles_backward_weight", "tiles_fit",
+__all__ = ["conv2d_tiles", "TilesPlan", "conv2d_tiles_backward_input", "conv2d_tiles_backward_weight", "tiles_fit",
            "tiles_backward_input_fit", "tiles_backward_weight_fit", "phase_split_offsets", "WIDE_VECTORS"]
 
 # the features Numba compiles for: NUMBA_CPU_FEATURES if set, else the host's (as numba.core.codegen does)
@@ -243,16 +243,32 @@ def conv2d_tiles_backward_input(dout, w, x_shape, s, p, d):
     return dx
 
 
-def phase_split_offsets(x, KH, KW, s, p, d):
-    """(xq, koff): the padded, phase-split input (N, C*sh*sw, Hq, Wq) and the offset of each tap."""
-    N, C, H, W = x.shape
-    (sh, sw), (ph, pw), (dh, dw) = s, p, d
-    Hq, Wq = -(-(H + 2 * ph) // sh), -(-(W + 2 * pw) // sw)
-    xq = np.empty((N, C * sh * sw, Hq, Wq), dtype=np.float32)
-    phase_split_jit(xq, np.ascontiguousarray(x), ph, pw, sh, sw)
+def _split_shape(H, W, s, p):
+    """(Hq, Wq): a phase plane of the padded input."""
+    return -(-(H + 2 * p[0]) // s[0]), -(-(W + 2 * p[1]) // s[1])
+
+
+def _tap_offsets(C, KH, KW, s, d, Hq, Wq):
+    """koff (C*KH*KW,) int64: where each tap's first input lies in a phase-split image."""
+    (sh, sw), (dh, dw) = s, d
     c, kh, kw = np.meshgrid(np.arange(C), np.arange(KH), np.arange(KW), indexing="ij")
     koff = ((((c * sh + kh * dh % sh) * sw + kw * dw % sw) * Hq + kh * dh // sh) * Wq + kw * dw // sw)
-    return xq, koff.reshape(-1).astype(np.int64)                         # koff (C*KH*KW,)
+    return koff.reshape(-1).astype(np.int64)
+
+
+def _phase_split(x, s, p):
+    """The padded, phase-split input (N, C*sh*sw, Hq, Wq) of x (N, C, H, W)."""
+    N, C, H, W = x.shape
+    Hq, Wq = _split_shape(H, W, s, p)
+    xq = np.empty((N, C * s[0] * s[1], Hq, Wq), dtype=np.float32)
+    phase_split_jit(xq, np.ascontiguousarray(x), p[0], p[1], s[0], s[1])
+    return xq
+
+
+def phase_split_offsets(x, KH, KW, s, p, d):
+    """(xq, koff): the padded, phase-split input (N, C*sh*sw, Hq, Wq) and the offset of each tap."""
+    xq = _phase_split(x, s, p)
+    return xq, _tap_offsets(x.shape[1], KH, KW, s, d, xq.shape[2], xq.shape[3])   # koff (C*KH*KW,)
 
 
 def conv2d_tiles(x, w, s, p, d, OH, OW):
@@ -260,6 +276,24 @@ def conv2d_tiles(x, w, s, p, d, OH, OW):
     O, C, KH, KW = w.shape
     xq, koff = phase_split_offsets(x, KH, KW, s, p, d)
     return _tiles_conv(xq, np.ascontiguousarray(w).reshape(O, C * KH * KW), koff, x.shape[0], OH, OW)  # (O, K) rows
+
+
+class TilesPlan:
+    """``conv2d_tiles`` for fixed weights w (O, C, KH, KW) and input size (H, W), with the (O, K) weight
+    rows and the tap offsets made once: a call does the phase split and the tiles, the same
+    arithmetic as conv2d_tiles (equal bits). Geometry s, p, d as pairs; the caller checked that the
+    tiles fit (``tiles_fit``)."""
+
+    def __init__(self, w, input_hw, s, p, d):
+        O, C, KH, KW = w.shape
+        H, W = input_hw
+        self.s, self.p = s, p
+        self.OH, self.OW = conv_output_size(H, W, KH, KW, s, p, d)
+        self.wm = np.ascontiguousarray(w, dtype=np.float32).reshape(O, C * KH * KW)  # (O, K) rows
+        self.koff = _tap_offsets(C, KH, KW, s, d, *_split_shape(H, W, s, p))
+
+    def __call__(self, x):
+        return _tiles_conv(_phase_split(x, self.s, self.p), self.wm, self.koff, x.shape[0], self.OH, self.OW)
 
 
 def conv2d_tiles_backward_weight(dout, x, w_shape, s, p, d):

@@ -33,7 +33,7 @@ from .bits import n_words, pack_signs, pack_signs_jit
 from .im2col import as_pair
 from .xnor_gemm import ROW_CHUNK, STRIP, check_bits, check_n_bits, check_tail, xnor_dot_block
 
-__all__ = ["binary_conv2d", "binary_conv2d_ref", "pack_activations", "pack_weights_per_tap", "PAD_MODES"]
+__all__ = ["binary_conv2d", "BinaryConv2dPlan", "binary_conv2d_ref", "pack_activations", "pack_weights_per_tap", "PAD_MODES"]
 
 PAD_MODES = ("zero", "one")
 
@@ -283,63 +283,97 @@ def binary_conv2d(x_bits, w_bits, channels, stride=1, padding=0, alpha=None, bn_
     channels = C (CW = ceil(C / 64)). Returns (N, O, OH, OW) (``layout="NHWC"``: (N, OH, OW, O)) with
     y = conv(sign x, sign w) * alpha[o] * bn_scale[o] + bn_bias[o] (each factor optional). ``pad_mode``
     "zero": padded taps contribute 0 (exact float-model semantics); "one": padded taps are +1 (Larq).
+    One call of a ``BinaryConv2dPlan`` made for x_bits' size: a layer run many times keeps the plan.
     """
     op = "binary_conv2d"
     x = check_bits(op, "x_bits", x_bits, 4)
     w = check_bits(op, "w_bits", w_bits, 4)
-    N, H, W, CW = x.shape
-    O, KH, KW, CWw = w.shape
-    if CWw != CW:
-        raise ValueError(f"{op}: w_bits has {CWw} words per tap but x_bits has {CW} per pixel")
-    channels = check_n_bits(op, "channels", channels, CW, "x_bits")
+    if w.shape[3] != x.shape[3]:
+        raise ValueError(f"{op}: w_bits has {w.shape[3]} words per tap but x_bits has {x.shape[3]} per pixel")
+    check_n_bits(op, "channels", channels, x.shape[3], "x_bits")
     if 0 in x.shape or 0 in w.shape:
         raise ValueError(f"{op}: empty x_bits {x.shape} or w_bits {w.shape}")
-    check_tail(op, "x_bits", x, channels)
-    check_tail(op, "w_bits", w, channels)
-    (sh, sw), (ph, pw) = as_pair(stride, "stride", op, 1), as_pair(padding, "padding", op, 0)
-    if pad_mode not in PAD_MODES:
-        raise ValueError(f"{op}: pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
-    if layout not in ("NCHW", "NHWC"):
-        raise ValueError(f"{op}: layout must be 'NCHW' or 'NHWC', got {layout!r}")
-    OH, OW = (H + 2 * ph - KH) // sh + 1, (W + 2 * pw - KW) // sw + 1
-    if OH < 1 or OW < 1:
-        raise ValueError(f"{op}: kernel {KH}x{KW} does not fit the padded input {H + 2 * ph}x{W + 2 * pw}")
-    if channels * KH * KW >= 2 ** 24:
-        raise ValueError(f"{op}: channels*KH*KW = {channels * KH * KW} is too large for exact float32 output")
-    alpha_v = _channel_vector("alpha", alpha, O, 1.0)
-    mult = alpha_v * _channel_vector("bn_scale", bn_scale, O, 1.0)  # float32 (O,)
-    add = _channel_vector("bn_bias", bn_bias, O, 0.0)
-    taps = KH * KW
-    adjust_t = np.zeros((O, OH * OW), dtype=np.int32)  # +1 padding (or none): the all-taps dot is right
-    if pad_mode == "zero" and (ph or pw):
-        # set bits of each weight tap: (O, KH*KW, CW*8 bytes) -> (O, KH*KW) counts
-        tap_pop = np.unpackbits(w.view(np.uint8).reshape(O, taps, CW * 8), axis=2).sum(axis=2, dtype=np.int32)
-        padding_adjust_jit(adjust_t, np.ascontiguousarray(tap_pop.T), int(channels), H, W, KH, KW, sh, sw, ph, pw, OW)
-    M = N * OH * OW
-    pad_word = np.zeros(CW, dtype=np.uint64)
-    if pad_mode == "one":
-        pad_word[:] = np.uint64(0xFFFFFFFFFFFFFFFF)
-        if channels % 64:
-            pad_word[-1] = np.uint64((1 << (channels % 64)) - 1)  # +1 on real channels, tail stays 0
-    w_rows = w.reshape(O, taps * CW)  # (O, KH*KW*CW)
-    if KH == KW == 1 and sh == sw == 1 and ph == pw == 0:
-        patches_t = np.ascontiguousarray(x.reshape(M, CW).T)  # a 1x1 conv's patches are the pixels
-    elif channels < 64 and 64 % channels == 0 and taps > 1:
-        # C divides 64 (ResNet-20's 16 and 32): pack 64 // C taps per word instead of one, so the
-        # GEMM reduces over ceil(C*KH*KW / 64) words rather than KH*KW mostly empty ones.
-        per = 64 // channels
-        w_rows = np.zeros((O, n_words(channels * taps)), dtype=np.uint64)
-        for t in range(taps):
-            w_rows[:, t // per] |= w[:, t // KW, t % KW, 0] << np.uint64((t % per) * channels)
-        patches_t = np.empty((w_rows.shape[1], M), dtype=np.uint64)  # (ceil(C*KH*KW/64), N*OH*OW)
-        patches_t_tight_jit(patches_t, x, pad_word, int(channels), KH, KW, sh, sw, ph, pw, OH, OW)
-    else:
-        patches_t = np.empty((taps * CW, M), dtype=np.uint64)  # (KH*KW*CW, N*OH*OW)
-        patches_t_jit(patches_t, x, pad_word, KH, KW, sh, sw, ph, pw, OH, OW)
-    dots = np.empty((O, M), dtype=np.int32)
-    out = np.empty(M * O, dtype=np.float32)
-    binary_conv2d_jit(out, dots, w_rows, patches_t, adjust_t, mult, add, int(channels) * taps,
-                      layout == "NCHW", _col_group_conv(O, M))
-    return out.reshape((N, O, OH, OW) if layout == "NCHW" else (N, OH, OW, O))
+    plan = BinaryConv2dPlan(w_bits, channels, x.shape[1:3], stride, padding, alpha, bn_scale, bn_bias, pad_mode,
+                            layout)
+    return plan(x)
 
 
+class BinaryConv2dPlan:
+    """``binary_conv2d`` for fixed weights and input size, with what depends only on them done once:
+    the checks of the weights, the weight rows of the GEMM (taps sharing words when C divides 64), the
+    zero-padding correction of every output position (``_padding_adjust_loops``) and the epilogue's
+    per-channel factors. ``plan(x_bits)`` then packs patches, runs the GEMM and the epilogue, checking
+    only x_bits' shape and (when C is not a multiple of 64) its tail bits. ``input_hw`` = (H, W)."""
+
+    def __init__(self, w_bits, channels, input_hw, stride=1, padding=0, alpha=None, bn_scale=None, bn_bias=None,
+                 pad_mode="zero", layout="NCHW"):
+        op = "binary_conv2d"
+        w = check_bits(op, "w_bits", w_bits, 4)
+        O, KH, KW, CW = w.shape
+        channels = check_n_bits(op, "channels", channels, CW, "w_bits")
+        H, W = (int(v) for v in input_hw)
+        if 0 in w.shape or H < 1 or W < 1:
+            raise ValueError(f"{op}: empty w_bits {w.shape} or input size {H}x{W}")
+        check_tail(op, "w_bits", w, channels)
+        (sh, sw), (ph, pw) = as_pair(stride, "stride", op, 1), as_pair(padding, "padding", op, 0)
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"{op}: pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+        if layout not in ("NCHW", "NHWC"):
+            raise ValueError(f"{op}: layout must be 'NCHW' or 'NHWC', got {layout!r}")
+        OH, OW = (H + 2 * ph - KH) // sh + 1, (W + 2 * pw - KW) // sw + 1
+        if OH < 1 or OW < 1:
+            raise ValueError(f"{op}: kernel {KH}x{KW} does not fit the padded input {H + 2 * ph}x{W + 2 * pw}")
+        if channels * KH * KW >= 2 ** 24:
+            raise ValueError(f"{op}: channels*KH*KW = {channels * KH * KW} is too large for exact float32 output")
+        self.mult = _channel_vector("alpha", alpha, O, 1.0) * _channel_vector("bn_scale", bn_scale, O, 1.0)
+        self.add = _channel_vector("bn_bias", bn_bias, O, 0.0)
+        taps = KH * KW
+        self.adjust_t = np.zeros((O, OH * OW), dtype=np.int32)  # +1 padding (or none): the all-taps dot is right
+        if pad_mode == "zero" and (ph or pw):
+            # set bits of each weight tap: (O, KH*KW, CW*8 bytes) -> (O, KH*KW) counts
+            tap_pop = np.unpackbits(w.view(np.uint8).reshape(O, taps, CW * 8), axis=2).sum(axis=2, dtype=np.int32)
+            padding_adjust_jit(self.adjust_t, np.ascontiguousarray(tap_pop.T), channels, H, W, KH, KW, sh, sw, ph,
+                               pw, OW)
+        self.pad_word = np.zeros(CW, dtype=np.uint64)
+        if pad_mode == "one":
+            self.pad_word[:] = np.uint64(0xFFFFFFFFFFFFFFFF)
+            if channels % 64:
+                self.pad_word[-1] = np.uint64((1 << (channels % 64)) - 1)  # +1 on real channels, tail stays 0
+        self.pixels = KH == KW == 1 and sh == sw == 1 and ph == pw == 0   # a 1x1 conv's patches are the pixels
+        # C divides 64 (ResNet-20's 16 and 32): pack 64 // C taps per word instead of one, so the GEMM
+        # reduces over ceil(C*KH*KW / 64) words rather than KH*KW mostly empty ones
+        self.tight = not self.pixels and channels < 64 and 64 % channels == 0 and taps > 1
+        if self.tight:
+            per = 64 // channels
+            self.w_rows = np.zeros((O, n_words(channels * taps)), dtype=np.uint64)
+            for t in range(taps):
+                self.w_rows[:, t // per] |= w[:, t // KW, t % KW, 0] << np.uint64((t % per) * channels)
+        else:
+            self.w_rows = w.reshape(O, taps * CW)  # (O, KH*KW*CW)
+        self.channels, self.geometry, self.nchw = channels, (KH, KW, sh, sw, ph, pw, OH, OW), layout == "NCHW"
+        self.x_shape = (H, W, CW)
+
+    def __call__(self, x_bits):
+        if not isinstance(x_bits, np.ndarray) or x_bits.dtype != np.uint64 or x_bits.shape[1:] != self.x_shape \
+                or x_bits.ndim != 4 or x_bits.shape[0] < 1:
+            raise ValueError(f"binary_conv2d: x_bits must be uint64 (N, {', '.join(map(str, self.x_shape))}) for this "
+                             f"plan, got {getattr(x_bits, 'dtype', type(x_bits).__name__)} "
+                             f"{getattr(x_bits, 'shape', '')}")
+        x = np.ascontiguousarray(x_bits)
+        check_tail("binary_conv2d", "x_bits", x, self.channels)  # a no-op when C is a multiple of 64
+        KH, KW, sh, sw, ph, pw, OH, OW = self.geometry
+        N, CW, O = x.shape[0], self.x_shape[2], self.w_rows.shape[0]
+        M = N * OH * OW
+        if self.pixels:
+            patches_t = np.ascontiguousarray(x.reshape(M, CW).T)
+        elif self.tight:
+            patches_t = np.empty((self.w_rows.shape[1], M), dtype=np.uint64)  # (ceil(C*KH*KW/64), N*OH*OW)
+            patches_t_tight_jit(patches_t, x, self.pad_word, self.channels, KH, KW, sh, sw, ph, pw, OH, OW)
+        else:
+            patches_t = np.empty((KH * KW * CW, M), dtype=np.uint64)  # (KH*KW*CW, N*OH*OW)
+            patches_t_jit(patches_t, x, self.pad_word, KH, KW, sh, sw, ph, pw, OH, OW)
+        dots = np.empty((O, M), dtype=np.int32)
+        out = np.empty(M * O, dtype=np.float32)
+        binary_conv2d_jit(out, dots, self.w_rows, patches_t, self.adjust_t, self.mult, self.add,
+                          self.channels * KH * KW, self.nchw, _col_group_conv(O, M))
+        return out.reshape((N, O, OH, OW) if self.nchw else (N, OH, OW, O))

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 
 from strategies import conv_configs
-from tinycomp_kernels.conv import (ALGORITHMS, _conv2d_direct_backward_input_loops,
+from tinycomp_kernels.conv import (ALGORITHMS, Conv2dPlan, _conv2d_direct_backward_input_loops,
                                    _conv2d_direct_backward_weight_loops, _conv2d_direct_loops, _swap01_loops,
                                    conv2d_algorithm, conv2d_backward, conv2d_backward_input,
                                    conv2d_backward_weight, conv2d_forward, conv2d_ref)
@@ -165,3 +165,31 @@ def test_bad_input():
         conv2d_forward(np.zeros((2, 4, 8, 8), np.float32), np.zeros((8, 4, 3, 3), np.float32), algorithm="tiles")
     with pytest.raises(ValueError, match="matmul1x1 needs a 1x1 kernel"):
         conv2d_forward(np.zeros((2, 4, 8, 8), np.float32), np.zeros((5, 4, 3, 3), np.float32), algorithm="matmul1x1")
+
+
+@pytest.mark.parametrize("w_shape, hw, stride, padding, groups", [
+    ((16, 16, 3, 3), (32, 32), 1, 1, 1),   # tiles
+    ((32, 16, 3, 3), (32, 32), 2, 1, 1),   # tiles, stride 2
+    ((10, 3, 3, 3), (32, 32), 1, 1, 1),    # tiles, few channels
+    ((64, 32, 1, 1), (16, 16), 2, 0, 1),   # matmul1x1
+    ((12, 1, 3, 3), (9, 9), 1, 1, 12),     # direct (depthwise)
+    ((6, 5, 3, 3), (7, 7), 1, 0, 1),       # im2col (OW 5)
+])
+def test_a_plan_gives_conv2d_forwards_bits_on_every_batch(w_shape, hw, stride, padding, groups):
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    plan = Conv2dPlan(w, hw, stride, padding, groups=groups)
+    assert plan.algorithm == conv2d_algorithm((1, w_shape[1] * groups) + hw, w_shape, stride, padding, 1, groups)
+    for n in (1, 3):
+        x = rng.standard_normal((n, w_shape[1] * groups) + hw).astype(np.float32)
+        np.testing.assert_array_equal(plan(x), conv2d_forward(x, w, stride, padding, groups=groups))
+
+
+def test_a_plan_refuses_another_input_size_and_a_bad_geometry():
+    plan = Conv2dPlan(np.ones((8, 4, 3, 3), np.float32), (8, 8), padding=1)
+    with pytest.raises(ValueError, match=r"x must be float32 \(N, 4, 8, 8\) for this plan, got float32 \(1, 4, 9, 8\)"):
+        plan(np.ones((1, 4, 9, 8), np.float32))
+    with pytest.raises(ValueError, match="got float64"):
+        plan(np.ones((1, 4, 8, 8)))
+    with pytest.raises(ValueError, match="Conv2dPlan: kernel 3x3"):
+        Conv2dPlan(np.ones((8, 4, 3, 3), np.float32), (2, 2))

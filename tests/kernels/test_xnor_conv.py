@@ -159,3 +159,30 @@ def test_numpy_int_counts_do_not_overflow():
     expected = binary_conv2d(xb, wb, 100)
     for ch in (np.int8(100), np.uint8(100)):
         np.testing.assert_array_equal(binary_conv2d(xb, wb, ch), expected)
+
+
+@given(conv_case(), st.sampled_from(["zero", "one"]), st.sampled_from(["NCHW", "NHWC"]))
+def test_a_plan_equals_the_one_shot_call_on_every_batch(case, pad_mode, layout):
+    """BinaryConv2dPlan keeps the weight rows and padding correction; each call equals binary_conv2d."""
+    x, w, stride, padding = case
+    C, H, W = x.shape[1:]
+    alpha = np.linspace(0.5, 1.5, w.shape[0]).astype(np.float32)
+    plan = xnor.BinaryConv2dPlan(pack_weights_per_tap(w), C, (H, W), stride, padding, alpha=alpha,
+                                 pad_mode=pad_mode, layout=layout)
+    for batch in (x, x[:1], np.concatenate([x, -x])):
+        bits = pack_activations(np.ascontiguousarray(batch))
+        np.testing.assert_array_equal(plan(bits), binary_conv2d(bits, pack_weights_per_tap(w), C, stride, padding,
+                                                                alpha=alpha, pad_mode=pad_mode, layout=layout))
+
+
+def test_a_plan_refuses_an_input_of_another_size_and_tail_bits():
+    w = pack_weights_per_tap(np.ones((4, 70, 3, 3), np.float32))
+    plan = xnor.BinaryConv2dPlan(w, 70, (5, 5), padding=1)
+    good = pack_activations(np.ones((2, 70, 5, 5), np.float32))
+    assert plan(good).shape == (2, 4, 5, 5)
+    with pytest.raises(ValueError, match=r"x_bits must be uint64 \(N, 5, 5, 2\) for this plan, got uint64 \(2, 6, 5, 2\)"):
+        plan(pack_activations(np.ones((2, 70, 6, 5), np.float32)))
+    with pytest.raises(ValueError, match="x_bits has nonzero tail"):
+        plan(good | np.uint64(1 << 40))
+    with pytest.raises(ValueError, match="input size 0x5"):
+        xnor.BinaryConv2dPlan(w, 70, (0, 5))

@@ -32,7 +32,7 @@ convs run conv2d_forward on W'; linear layers multiply in float, (x or q_x) @ W'
 import numpy as np
 from tinycomp_kernels.bitserial import code_range, exact_float_dtype
 from tinycomp_kernels.bitserial_conv import bitserial_conv2d, pack_activation_planes, pack_weight_planes, patch_sums
-from tinycomp_kernels.conv import conv2d_forward
+from tinycomp_kernels.conv import Conv2dPlan
 
 from .layers import Conv, Linear, apply_bn, layer_kind, read_bn
 from .paths import bitserial_exact, kbit_path
@@ -123,18 +123,22 @@ class KbitConv(Conv):
         self.path = kbit_path(self.shape, self.planes, self.signed, bits) if bits else "conv2d_forward"
         self.w_planes = pack_weight_planes(self.codes, self.planes, self.signed) if self.exact else None
         self.weight = weight if self.path == "conv2d_forward" else None  # W' or the integers a·c - z
+        self._plans = {}
 
     def __call__(self, x):
         if self.quantizer is None:
-            y = conv2d_forward(x, self.weight, self.stride, self.padding)
+            y = self.plan(x)(x)
         elif self.path == "conv2d_forward":
-            acc = conv2d_forward(self.quantizer(x).astype(self.weight.dtype, copy=False), self.weight, self.stride, self.padding)
+            acc = self.plan(x)(self.quantizer(x).astype(self.weight.dtype, copy=False))
             y = acc.astype(np.float32)  # exact integers (module docstring), rounded once if float64
             y *= self.scale[:, None, None]
         else:
             y = self._epilogue(self.quantizer(x).astype(np.uint8))
         y += self.bias[:, None, None]  # (O, 1, 1) over (N, O, OH, OW)
         return apply_bn(y, self.bn)
+
+    def _make_plan(self, hw):
+        return Conv2dPlan(self.weight, hw, self.stride, self.padding)
 
     def _epilogue(self, q):
         """scale · (a·I - z·S) (N, O, OH, OW) float32 from the uint8 input codes q, without the bias."""

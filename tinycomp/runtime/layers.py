@@ -11,7 +11,9 @@ product of the layer's own operands:
                    counts 0)                                      xnor_conv.binary_conv2d, x packed by
                                                                   xnor_conv.pack_activations
 
-sign(0) = +1 throughout. Weights are repacked into each kernel's layout once, at load. The linear
+sign(0) = +1 throughout. Weights are repacked into each kernel's layout once, at load, and what depends
+on the input size too (checks, padding correction, tap offsets) at the first call of each size
+(``Conv.plan``): a call then runs the kernels and little Python. The linear
 layer multiplies in float (``x @ W.T``; ±1 weights times the scale for the binary kinds, sign(x)
 for xnor). Each layer names the kernel it runs in ``path``: a binary-weight conv runs
 binary_weight_conv2d or, where that is slower (``paths.binary_weight_path``, from the shape),
@@ -21,7 +23,7 @@ import numpy as np
 from tinycomp_kernels import binary_weight, xnor_conv
 from tinycomp_kernels.batchnorm import channel_affine
 from tinycomp_kernels.bits import pack_signs
-from tinycomp_kernels.conv import conv2d_forward
+from tinycomp_kernels.conv import Conv2dPlan
 
 from .paths import binary_weight_path
 
@@ -89,6 +91,7 @@ class Conv:
             self.weight = xnor_conv.pack_weights_per_tap(w)  # (O, KH, KW, ceil(C/64))
             self.path = "binary_conv2d"
         self.signs = w if self.kind != "float" else None  # (O, C, KH, KW) ±1, for integer_part's checks
+        self._plans = {}  # (H, W) -> kernel plan (``plan``)
 
     @property
     def in_channels(self):
@@ -105,13 +108,27 @@ class Conv:
         OW = (W + 2 * self.padding[1] - KW) // self.stride[1] + 1
         return (OH, OW) if OH >= 1 and OW >= 1 else None
 
+    def plan(self, x):
+        """The kernel plan of this layer for x's (H, W), made at the first call of that size (the checks,
+        the weight layout, the padding correction or tap offsets: ``Conv2dPlan``, ``BinaryConv2dPlan``)."""
+        hw = x.shape[2:]
+        plan = self._plans.get(hw)
+        if plan is None:
+            plan = self._plans[hw] = self._make_plan(hw)
+        return plan
+
+    def _make_plan(self, hw):
+        if self.kind == "xnor":
+            return xnor_conv.BinaryConv2dPlan(self.weight, self.shape[1], hw, self.stride, self.padding,
+                                              alpha=self.scale, bn_bias=self.bias, pad_mode="zero")
+        return Conv2dPlan(self.weight, hw, self.stride, self.padding)
+
     def __call__(self, x):
         _, C, KH, KW = self.shape
         if self.kind == "xnor":
-            return xnor_conv.binary_conv2d(xnor_conv.pack_activations(x), self.weight, C, self.stride, self.padding,
-                                           alpha=self.scale, bn_bias=self.bias, pad_mode="zero")
+            return self.plan(x)(xnor_conv.pack_activations(x))
         if self.path == "conv2d_forward":
-            y = conv2d_forward(x, self.weight, self.stride, self.padding)
+            y = self.plan(x)(x)
         else:
             y = binary_weight.binary_weight_conv2d(x, self.weight, self.scale, (KH, KW), self.stride, self.padding)
         y += self.bias[:, None, None]  # (O, 1, 1) over (N, O, OH, OW)
