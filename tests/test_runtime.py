@@ -51,15 +51,16 @@ def test_xnor_disagreements_start_at_a_sign_within_rounding_of_zero(tmp_path, ba
         seen_training[names[id(self)]] = v.data.copy()
         return training_forward(self, v)
 
-    def running(self, v):
+    def running(self, v, **fused):
         if self.kind == "xnor":
             seen_runtime[self.name] = v.copy()
-        return runtime_call(self, v)
+        return runtime_call(self, v, **fused)
 
     monkeypatch.setattr(QuantConv2d, "forward", training)
     monkeypatch.setattr(Conv, "__call__", running)
     ref, out = logits(m, x), rt(x)
-    assert list(seen_runtime) == [n for n in seen_training if n in seen_runtime] and len(seen_runtime) == 20
+    assert set(seen_runtime) <= set(seen_training) and len(seen_runtime) == 20  # the runtime runs a shortcut
+    # before its block's conv1 (their order is free: both read the block's input)
     first_flip = {}
     for name, v in seen_runtime.items():
         flip = (v >= 0) != (seen_training[name] >= 0)

@@ -71,9 +71,9 @@ def test_every_kbit_layer_meets_the_training_graphs_input_bit_for_bit(tmp_path, 
         return forward
 
     def watch_runtime(cls):
-        def call(self, v):
+        def call(self, v, **fused):
             seen_runtime[self.name] = v.copy()
-            return runtime_call[cls](self, v)
+            return runtime_call[cls](self, v, **fused)
         return call
 
     for cls in training_forward:

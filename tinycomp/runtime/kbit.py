@@ -34,6 +34,8 @@ from tinycomp_kernels.bitserial import code_range, exact_float_dtype
 from tinycomp_kernels.bitserial_conv import bitserial_conv2d, pack_activation_planes, pack_weight_planes, patch_sums
 from tinycomp_kernels.conv import Conv2dPlan
 
+from tinycomp_kernels.epilogue import epilogue
+
 from .layers import Conv, Linear, apply_bn, layer_kind, read_bn
 from .paths import bitserial_exact, kbit_path
 
@@ -125,23 +127,24 @@ class KbitConv(Conv):
         self.weight = weight if self.path == "conv2d_forward" else None  # W' or the integers a·c - z
         self._plans = {}
 
-    def __call__(self, x):
+    def __call__(self, x, residual=None, relu=False):
+        """The layer on x, then + ``residual`` and ReLU if asked, in one epilogue pass (as ``Conv``)."""
+        scale = None
         if self.quantizer is None:
             y = self.plan(x)(x)
         elif self.path == "conv2d_forward":
             acc = self.plan(x)(self.quantizer(x).astype(self.weight.dtype, copy=False))
-            y = acc.astype(np.float32)  # exact integers (module docstring), rounded once if float64
-            y *= self.scale[:, None, None]
+            y, scale = acc.astype(np.float32, copy=False), self.scale  # exact integers, rounded once if float64
         else:
-            y = self._epilogue(self.quantizer(x).astype(np.uint8))
-        y += self.bias[:, None, None]  # (O, 1, 1) over (N, O, OH, OW)
-        return apply_bn(y, self.bn)
+            y, scale = self._integers(self.quantizer(x).astype(np.uint8)), self.scale
+        return epilogue(np.ascontiguousarray(y), scale=scale, bias=self.bias, bn=self.bn, residual=residual,
+                        relu=relu)
 
     def _make_plan(self, hw):
         return Conv2dPlan(self.weight, hw, self.stride, self.padding)
 
-    def _epilogue(self, q):
-        """scale · (a·I - z·S) (N, O, OH, OW) float32 from the uint8 input codes q, without the bias."""
+    def _integers(self, q):
+        """a·I - z·S (N, O, OH, OW) as float32 from the uint8 input codes q, before the scale."""
         acc = self._accumulators(q)
         a, z = self.affine
         if a != 1 or z:
@@ -149,9 +152,7 @@ class KbitConv(Conv):
             acc *= a
             if z:
                 acc -= z * patch_sums(q, self.shape[2], self.shape[3], self.stride, self.padding)[:, None]  # (N, 1, OH, OW)
-        y = acc.astype(np.float32)
-        y *= self.scale[:, None, None]
-        return y
+        return acc.astype(np.float32)
 
     def _accumulators(self, q):
         return bitserial_conv2d(pack_activation_planes(q, self.quantizer.bits), self.w_planes, self.shape[1],

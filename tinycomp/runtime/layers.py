@@ -24,6 +24,7 @@ from tinycomp_kernels import binary_weight, xnor_conv
 from tinycomp_kernels.batchnorm import channel_affine
 from tinycomp_kernels.bits import pack_signs
 from tinycomp_kernels.conv import Conv2dPlan
+from tinycomp_kernels.epilogue import epilogue
 
 from .paths import binary_weight_path
 
@@ -123,16 +124,18 @@ class Conv:
                                               alpha=self.scale, bn_bias=self.bias, pad_mode="zero")
         return Conv2dPlan(self.weight, hw, self.stride, self.padding)
 
-    def __call__(self, x):
+    def __call__(self, x, residual=None, relu=False):
+        """The layer on x, then + ``residual`` (the block's shortcut) and ReLU if asked, all in the
+        output's one epilogue pass (``tinycomp_kernels.epilogue``: the same bits as separate passes)."""
         _, C, KH, KW = self.shape
-        if self.kind == "xnor":
-            return self.plan(x)(xnor_conv.pack_activations(x))
+        if self.kind == "xnor":  # alpha and the bias are binary_conv2d's own epilogue
+            y = self.plan(x)(xnor_conv.pack_activations(x))
+            return y if residual is None and not relu else epilogue(y, residual=residual, relu=relu)
         if self.path == "conv2d_forward":
             y = self.plan(x)(x)
         else:
             y = binary_weight.binary_weight_conv2d(x, self.weight, self.scale, (KH, KW), self.stride, self.padding)
-        y += self.bias[:, None, None]  # (O, 1, 1) over (N, O, OH, OW)
-        return apply_bn(y, self.bn)
+        return epilogue(np.ascontiguousarray(y), bias=self.bias, bn=self.bn, residual=residual, relu=relu)
 
     def integer_part(self, x):
         """An XNOR layer's accumulator conv2d(sign x, sign W) (zero padding), before its epilogue:

@@ -196,31 +196,22 @@ def _op_name(op):
 
 
 def _run(op, x):
+    """One op on x; a block's residual add and ReLU run in its convs' epilogues (``Conv.__call__``)."""
     kind = op[0]
     if kind == "conv":
-        y = op[1](x)
-        return np.maximum(y, 0, out=y) if op[2] else y
+        return op[1](x, relu=op[2])
     if kind == "basic_block":
         _, conv1, conv2, sc = op
-        h = conv1(x)
-        np.maximum(h, 0, out=h)
-        y = conv2(h)
-        y += x if sc is None else sc(x)
-        return np.maximum(y, 0, out=y)
+        h = conv1(x, relu=True)
+        return conv2(h, residual=x if sc is None else sc(x), relu=True)
     if kind == "bireal_block":
         _, conv1, conv2, sc = op
-        h = conv1(x)
-        h += x if sc is None else sc(x)
-        y = conv2(h)
-        y += h
-        return y
+        h = conv1(x, residual=x if sc is None else sc(x))
+        return conv2(h, residual=h)
     if kind == "shift_block":
         _, conv1, conv2, sc, shift = op
-        h = conv1(x)
-        np.maximum(h, 0, out=h)
-        y = conv2(shift(h))
-        y += x if sc is None else sc(x)
-        return np.maximum(y, 0, out=y)
+        h = conv1(x, relu=True)
+        return conv2(shift(h), residual=x if sc is None else sc(x), relu=True)
     if kind == "global_avg_pool":
         return x.mean(axis=(2, 3), dtype=np.float32)  # (N, C)
     return op[1](x)

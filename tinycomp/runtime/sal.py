@@ -24,6 +24,7 @@ product (few kept pairs per filter, large planes), else ``sparse_conv2d``, whose
 """
 import numpy as np
 from tinycomp_kernels.csr import csr_from_dense
+from tinycomp_kernels.epilogue import epilogue
 from tinycomp_kernels.sal import sal_conv2d, sal_pack
 from tinycomp_kernels.sparse_conv import sparse_conv2d
 from tinycomp_kernels.sparse_direct import direct_fits, direct_pays
@@ -76,13 +77,12 @@ class SalConv(KeptWeights):
             return "sal_conv2d"
         return f"sparse_conv2d[{self._sparse_algorithm()}]"
 
-    def __call__(self, x):
+    def __call__(self, x, residual=None, relu=False):
         if self.kernel(x.shape[2:]) == "sal_conv2d":
             y = sal_conv2d(x, self.packed)
         else:
             y = sparse_conv2d(x, *self.csr, self.shape, self.stride[0], self.padding[0])
-        y += self.bias[:, None, None]  # (O, 1, 1) over (N, O, OH, OW)
-        return y
+        return epilogue(np.ascontiguousarray(y), bias=self.bias, residual=residual, relu=relu)  # as Conv's
 
 
 def _taps(reader, entry, shape, where):

@@ -15,6 +15,7 @@ otherwise); ``path`` names it for the input size of the model's shape walk (``in
 """
 import numpy as np
 from tinycomp_kernels.checks import non_decreasing
+from tinycomp_kernels.epilogue import epilogue
 from tinycomp_kernels.sparse_conv import sparse_conv2d, sparse_conv2d_algorithm
 
 from .layers import Conv
@@ -87,10 +88,9 @@ class SparseConv(KeptWeights):
         algorithm = self._sparse_algorithm()
         return "sparse_conv2d" if algorithm is None else f"sparse_conv2d[{algorithm}]"
 
-    def __call__(self, x):
+    def __call__(self, x, residual=None, relu=False):
         y = sparse_conv2d(x, self.indptr, self.indices, self.values, self.shape, self.stride[0], self.padding[0])
-        y += self.bias[:, None, None]  # (O, 1, 1) over (N, O, OH, OW)
-        return y
+        return epilogue(np.ascontiguousarray(y), bias=self.bias, residual=residual, relu=relu)  # as Conv's
 
 
 def check_csr_entry(reader, indptr, indices, nnz, n_cols, where):
