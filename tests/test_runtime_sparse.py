@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structured_helpers import exported_structured
 from tinycomp_kernels.conv import conv2d_ref
+from tinycomp_kernels.sparse_direct import direct_fits
 
 from tinycomp import export as export_module
 from tinycomp import nn, runtime
@@ -98,19 +99,22 @@ def test_a_layer_equals_the_dense_conv_of_its_effective_weight(tmp_path_factory,
     ref += (t if conv.bias is None else s * conv.bias.data + t)[:, None, None]
     layer.input_hw = (hw, hw)
     np.testing.assert_allclose(layer(x), ref, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(ref).max()))
-    assert layer.path.startswith(("sal_conv2d", "sparse_conv2d["))
+    dense = not direct_fits(conv.weight.shape, stride, padding, 1)  # where the sparse path would be im2col
+    assert layer.path == "conv2d_forward[dense]" if dense else layer.path.startswith(("sal_conv2d", "sparse_conv2d["))
 
 
 def test_the_sal_path_rule(tmp_path):
     """sal_conv2d for stride 1 and 'same' padding with few kept pairs per filter on large planes
-    (sparse_direct.direct_pays), sparse_conv2d otherwise (implicit), im2col for the stride-2 layers."""
+    (sparse_direct.direct_pays), sparse_conv2d otherwise (implicit), the dense conv of the kept weights
+    for the stride-2 layers (where sparse_conv2d would form the whole patch matrix)."""
     _, rt = _exported(tmp_path, "sal", width=1.0)
     paths = {name: path for name, _, path in rt.layers()}
     assert paths["layer1.0.conv1"] == "sal_conv2d"             # 16 channels at 32x32
     assert paths["layer2.1.conv1"] == "sparse_conv2d[implicit]"  # 32 channels at 16x16, nearly all pairs kept
-    assert paths["layer2.0.conv1"] == paths["layer3.0.conv1"] == "sparse_conv2d[im2col]"  # stride 2
+    assert paths["layer2.0.conv1"] == paths["layer3.0.conv1"] == "conv2d_forward[dense]"  # stride 2
     assert paths["layer2.0.shortcut.0"] == "conv2d_forward" and paths["conv1"] == "conv2d_forward"
-    assert "sal_conv2d" in rt.describe() and "sparse_conv2d[im2col]" in rt.describe()
+    assert "sal_conv2d" in rt.describe() and "conv2d_forward[dense]" in rt.describe()
     _, rt = _exported(tmp_path, "prune", width=1.0, sparsity=0.95)
     paths = {name: path for name, _, path in rt.layers()}
-    assert paths["layer1.0.conv1"] == "sparse_conv2d[direct]" and paths["layer2.0.conv1"] == "sparse_conv2d[im2col]"
+    assert paths["layer1.0.conv1"] == "sparse_conv2d[direct]" and paths["layer2.0.conv1"] == "conv2d_forward[dense]"
+    assert paths["layer2.0.shortcut.0"] == "conv2d_forward[dense]"  # the pruned 1x1 stride-2 projection

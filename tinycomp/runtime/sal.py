@@ -16,8 +16,8 @@ At load the layer becomes both kernels' forms: ``sal_pack``'s CSR over [M_0 | ..
 ``tinycomp_kernels.sal.sal_conv2d``, and the CSR of the one-hot weight over (O, C·k·k) for
 ``sparse_conv2d``. Path rule (deterministic, from the shapes; provisional until timed on a quiet
 machine): ``sal_conv2d`` has no stride or padding arguments, so a layer of another geometry (ResNet's
-stride-2 convs) runs ``sparse_conv2d``'s im2col path, which computes the same sum exactly as the dense
-conv of the one-hot weight does; with stride 1 and padding k // 2, ``sal_conv2d`` (one shifted-plane
+stride-2 convs) runs the dense conv of the one-hot weight (faster than ``sparse_conv2d``'s im2col path,
+as for pruned layers: ``sparse.py``); with stride 1 and padding k // 2, ``sal_conv2d`` (one shifted-plane
 axpy per kept pair) where ``sparse_direct.direct_pays`` says shifted planes beat the register-tiled
 product (few kept pairs per filter, large planes), else ``sparse_conv2d``, whose implicit path was
 1.4-1.8x faster than ``sal_conv2d`` on 64 channels at 16x16 (``kernels/sal.py``).
@@ -62,6 +62,7 @@ class SalConv(KeptWeights):
         onehot = np.arange(k * k) == self.tap_index[:, :, None]  # (O, C, k²): tap s at (s // k, s % k)
         self.csr = csr_from_dense(dense.reshape(O, C * k * k), mask=onehot.reshape(O, C * k * k))
         self.same = direct_fits(self.shape, self.stride[0], self.padding[0], 1)
+        self._dense_where_im2col(lambda: dense)  # stride 2: the dense conv of the one-hot weight
 
     def kernel(self, hw):
         """"sal_conv2d" or "sparse_conv2d" for an input plane of ``hw`` (the rule in the module docstring)."""
@@ -71,6 +72,8 @@ class SalConv(KeptWeights):
 
     @property
     def path(self):
+        if self.weight is not None:
+            return "conv2d_forward[dense]"
         if self.input_hw is None:
             return "sal_conv2d or sparse_conv2d"
         if self.kernel(self.input_hw) == "sal_conv2d":
@@ -78,11 +81,12 @@ class SalConv(KeptWeights):
         return f"sparse_conv2d[{self._sparse_algorithm()}]"
 
     def __call__(self, x, residual=None, relu=False):
+        return self._output(x, self._sparse, residual, relu)
+
+    def _sparse(self, x):
         if self.kernel(x.shape[2:]) == "sal_conv2d":
-            y = sal_conv2d(x, self.packed)
-        else:
-            y = sparse_conv2d(x, *self.csr, self.shape, self.stride[0], self.padding[0])
-        return epilogue(np.ascontiguousarray(y), bias=self.bias, residual=residual, relu=relu)  # as Conv's
+            return sal_conv2d(x, self.packed)
+        return sparse_conv2d(x, *self.csr, self.shape, self.stride[0], self.padding[0])
 
 
 def _taps(reader, entry, shape, where):

@@ -12,11 +12,18 @@ checked here before any kernel sees it: indptr from 0, non-decreasing, ending at
 [0, C·KH·KW). ``sparse_conv2d`` picks its own algorithm from the shapes
 (``sparse_conv2d_algorithm``: "direct" or "implicit" for stride 1 and "same" padding, "im2col"
 otherwise); ``path`` names it for the input size of the model's shape walk (``input_hw``).
+
+Where that algorithm would be "im2col" (strided or not "same"-padded layers: ResNet's stride-2 convs
+and 1×1 projection shortcuts) the layer runs the dense conv of the same weight, expanded at load
+(``Conv2dPlan``, path "conv2d_forward[dense]"): it was faster at every sparsity timed, 1.4-3.3x at
+batch 64 and 3-5x at batch 1 for 90 % and 95 % (Zen 3, 2026-12-01, ``benchmarks/README.md``), since
+the im2col path forms the whole patch matrix whatever the sparsity. The file stays sparse.
 """
 import numpy as np
 from tinycomp_kernels.checks import non_decreasing
 from tinycomp_kernels.epilogue import epilogue
 from tinycomp_kernels.sparse_conv import sparse_conv2d, sparse_conv2d_algorithm
+from tinycomp_kernels.sparse_direct import direct_fits
 
 from .layers import Conv
 
@@ -59,6 +66,18 @@ class KeptWeights(Conv):
         signs = reader.sign_tensor(reader.field(entry, "values", dict, where), (self.nnz,), f"{where}.values")
         return signs * self.scale[rows]  # ±1 · scale[o], float32
 
+    def _dense_where_im2col(self, dense):
+        """``dense`` (O, C, KH, KW), a callable giving the dense weight, kept for the dense conv where
+        the sparse path would be im2col (module docstring); None elsewhere."""
+        self._plans = {}
+        self.weight = None if direct_fits(self.shape, self.stride[0], self.padding[0], 1) else dense()
+
+    def _output(self, x, sparse, residual, relu):
+        """The layer's output: the dense conv where kept (``_dense_where_im2col``), else ``sparse(x)``;
+        then the bias, ``residual`` and ReLU in one epilogue pass, as ``Conv``'s."""
+        y = self.plan(x)(x) if self.weight is not None else sparse(x)
+        return epilogue(np.ascontiguousarray(y), bias=self.bias, residual=residual, relu=relu)
+
     def _sparse_algorithm(self):
         """``sparse_conv2d``'s algorithm for an input of ``input_hw`` (None before the model's walk)."""
         if self.input_hw is None:
@@ -82,15 +101,26 @@ class SparseConv(KeptWeights):
         self.indices = indices
         rows = np.repeat(np.arange(O), np.diff(self.indptr))  # (nnz,) output channel of each kept weight
         self.values = np.ascontiguousarray(self._values(reader, entry, rows, where))
+        self._dense_where_im2col(lambda: _dense(self.shape, rows, indices, self.values))
 
     @property
     def path(self):
+        if self.weight is not None:
+            return "conv2d_forward[dense]"
         algorithm = self._sparse_algorithm()
         return "sparse_conv2d" if algorithm is None else f"sparse_conv2d[{algorithm}]"
 
     def __call__(self, x, residual=None, relu=False):
-        y = sparse_conv2d(x, self.indptr, self.indices, self.values, self.shape, self.stride[0], self.padding[0])
-        return epilogue(np.ascontiguousarray(y), bias=self.bias, residual=residual, relu=relu)  # as Conv's
+        return self._output(x, lambda v: sparse_conv2d(v, self.indptr, self.indices, self.values, self.shape,
+                                                       self.stride[0], self.padding[0]), residual, relu)
+
+
+def _dense(shape, rows, cols, values):
+    """The dense (O, C, KH, KW) float32 weight of a CSR over (O, C·KH·KW) (repeated entries add up, as
+    in the CSR product)."""
+    w = np.zeros((shape[0], int(np.prod(shape[1:]))), np.float32)
+    np.add.at(w, (rows, cols), values)
+    return w.reshape(shape)
 
 
 def check_csr_entry(reader, indptr, indices, nnz, n_cols, where):
