@@ -147,8 +147,10 @@ def _padding_adjust_loops(adjust_t, tap_pop, C, H, W, KH, KW, sh, sw, ph, pw, OW
             adjust_t[o, pos] = v
 
 
-def _binary_conv2d_loops(out, dots, w_bits, patches_t, adjust_t, mult, add, n_bits, nchw, col_group):
-    """out <- (dot + adjust_t[o, position]) * mult[o] + add[o], dot = n_bits - 2 * popcount(w[o] XOR patch).
+def _binary_conv2d_loops(out, dots, w_bits, patches_t, adjust_t, mult, add, n_bits, nchw, col_group, res,
+                         has_res):
+    """out <- (dot + adjust_t[o, position]) * mult[o] + add[o] (+ res, flat like out, when has_res),
+    dot = n_bits - 2 * popcount(w[o] XOR patch).
 
     The GEMM runs with the weights as the row operand: w_bits (O, KH*KW*CW) against patches_t
     (KH*KW*CW, N*OH*OW), into dots (O, N*OH*OW) int32. So a row of dots is one output channel along
@@ -179,13 +181,23 @@ def _binary_conv2d_loops(out, dots, w_bits, patches_t, adjust_t, mult, add, n_bi
                 adj_run = adjust_t[o, p0:p0 + L]
                 scale, shift = mult[o], add[o]
                 if nchw:  # a contiguous slice: its own loop keeps Numba's 'C' layout type
-                    out_run = out[(n * O + o) * P + p0:(n * O + o) * P + p0 + L]
-                    for k in range(L):
-                        out_run[k] = np.float32(dot_run[k] + adj_run[k]) * scale + shift
+                    at = (n * O + o) * P + p0
+                    out_run = out[at:at + L]
+                    if has_res:
+                        res_run = res[at:at + L]
+                        for k in range(L):
+                            out_run[k] = (np.float32(dot_run[k] + adj_run[k]) * scale + shift) + res_run[k]
+                    else:
+                        for k in range(L):
+                            out_run[k] = np.float32(dot_run[k] + adj_run[k]) * scale + shift
                 else:
                     out_strided = out[m0 * O + o:m1 * O:O]
                     for k in range(L):
                         out_strided[k] = np.float32(dot_run[k] + adj_run[k]) * scale + shift
+                    if has_res:
+                        res_strided = res[m0 * O + o:m1 * O:O]
+                        for k in range(L):
+                            out_strided[k] = out_strided[k] + res_strided[k]
             m0 = m1
 
 
@@ -353,7 +365,9 @@ class BinaryConv2dPlan:
         self.channels, self.geometry, self.nchw = channels, (KH, KW, sh, sw, ph, pw, OH, OW), layout == "NCHW"
         self.x_shape = (H, W, CW)
 
-    def __call__(self, x_bits):
+    def __call__(self, x_bits, residual=None):
+        """The convolution of x_bits; ``residual`` (the output's shape, float32) is added in the epilogue
+        (y = ... + bn_bias[o] + residual, rounded after each add as two passes would round)."""
         if not isinstance(x_bits, np.ndarray) or x_bits.dtype != np.uint64 or x_bits.shape[1:] != self.x_shape \
                 or x_bits.ndim != 4 or x_bits.shape[0] < 1:
             raise ValueError(f"binary_conv2d: x_bits must be uint64 (N, {', '.join(map(str, self.x_shape))}) for this "
@@ -372,8 +386,14 @@ class BinaryConv2dPlan:
         else:
             patches_t = np.empty((KH * KW * CW, M), dtype=np.uint64)  # (KH*KW*CW, N*OH*OW)
             patches_t_jit(patches_t, x, self.pad_word, KH, KW, sh, sw, ph, pw, OH, OW)
+        shape = (N, O, OH, OW) if self.nchw else (N, OH, OW, O)
+        if residual is not None and (not isinstance(residual, np.ndarray) or residual.shape != shape
+                                     or residual.dtype != np.float32):
+            raise ValueError(f"binary_conv2d: residual must be float32 {shape}, got "
+                             f"{getattr(residual, 'dtype', type(residual).__name__)} {getattr(residual, 'shape', '')}")
+        res = np.zeros(1, np.float32) if residual is None else np.ascontiguousarray(residual).reshape(-1)
         dots = np.empty((O, M), dtype=np.int32)
         out = np.empty(M * O, dtype=np.float32)
         binary_conv2d_jit(out, dots, self.w_rows, patches_t, self.adjust_t, self.mult, self.add,
-                          self.channels * KH * KW, self.nchw, _col_group_conv(O, M))
-        return out.reshape((N, O, OH, OW) if self.nchw else (N, OH, OW, O))
+                          self.channels * KH * KW, self.nchw, _col_group_conv(O, M), res, residual is not None)
+        return out.reshape(shape)

@@ -37,8 +37,16 @@ def test_loops_in_plain_python(monkeypatch):
     xnor._padding_adjust_loops(adjust_t, np.ascontiguousarray(tap_pop), 3, 4, 3, 3, 3, 2, 2, 1, 1, OW)
     y = np.empty(2 * OH * OW, dtype=np.float32)
     xnor._binary_conv2d_loops(y, np.empty((2, OH * OW), np.int32), w_bits.reshape(2, 9), patches_t, adjust_t,
-                              np.ones(2, np.float32), np.zeros(2, np.float32), 27, True, 32)
+                              np.ones(2, np.float32), np.zeros(2, np.float32), 27, True, 32, np.zeros(1, np.float32),
+                              False)
     np.testing.assert_array_equal(y.reshape(1, 2, OH, OW), binary_conv2d_ref(signs(x), signs(w), 2, 1))
+    res = np.arange(2 * OH * OW, dtype=np.float32)  # the fused residual, NCHW then NHWC
+    for nchw in (True, False):
+        xnor._binary_conv2d_loops(y, np.empty((2, OH * OW), np.int32), w_bits.reshape(2, 9), patches_t, adjust_t,
+                                  np.ones(2, np.float32), np.zeros(2, np.float32), 27, nchw, 32, res, True)
+        ref = binary_conv2d_ref(signs(x), signs(w), 2, 1)
+        ref = ref.reshape(-1) if nchw else ref.transpose(0, 2, 3, 1).reshape(-1)
+        np.testing.assert_array_equal(y, ref + res)
 
 
 # --- binary convolution -------------------------------------------------------------------------
@@ -171,8 +179,11 @@ def test_a_plan_equals_the_one_shot_call_on_every_batch(case, pad_mode, layout):
                                  pad_mode=pad_mode, layout=layout)
     for batch in (x, x[:1], np.concatenate([x, -x])):
         bits = pack_activations(np.ascontiguousarray(batch))
-        np.testing.assert_array_equal(plan(bits), binary_conv2d(bits, pack_weights_per_tap(w), C, stride, padding,
-                                                                alpha=alpha, pad_mode=pad_mode, layout=layout))
+        y = binary_conv2d(bits, pack_weights_per_tap(w), C, stride, padding, alpha=alpha, pad_mode=pad_mode,
+                          layout=layout)
+        np.testing.assert_array_equal(plan(bits), y)
+        residual = np.random.default_rng(len(batch)).standard_normal(y.shape).astype(np.float32)
+        np.testing.assert_array_equal(plan(bits, residual), y + residual)  # fused: the rounding of two passes
 
 
 def test_a_plan_refuses_an_input_of_another_size_and_tail_bits():
@@ -184,5 +195,7 @@ def test_a_plan_refuses_an_input_of_another_size_and_tail_bits():
         plan(pack_activations(np.ones((2, 70, 6, 5), np.float32)))
     with pytest.raises(ValueError, match="x_bits has nonzero tail"):
         plan(good | np.uint64(1 << 40))
+    with pytest.raises(ValueError, match=r"residual must be float32 \(2, 4, 5, 5\), got float64"):
+        plan(good, np.zeros((2, 4, 5, 5)))
     with pytest.raises(ValueError, match="input size 0x5"):
         xnor.BinaryConv2dPlan(w, 70, (0, 5))

@@ -128,9 +128,9 @@ class Conv:
         """The layer on x, then + ``residual`` (the block's shortcut) and ReLU if asked, all in the
         output's one epilogue pass (``tinycomp_kernels.epilogue``: the same bits as separate passes)."""
         _, C, KH, KW = self.shape
-        if self.kind == "xnor":  # alpha and the bias are binary_conv2d's own epilogue
-            y = self.plan(x)(xnor_conv.pack_activations(x))
-            return y if residual is None and not relu else epilogue(y, residual=residual, relu=relu)
+        if self.kind == "xnor":  # alpha, the bias and the residual are binary_conv2d's own epilogue
+            y = self.plan(x)(xnor_conv.pack_activations(x), residual)
+            return epilogue(y, relu=True) if relu else y
         if self.path == "conv2d_forward":
             y = self.plan(x)(x)
         else:
