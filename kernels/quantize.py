@@ -74,7 +74,7 @@ def _sign_loops(out, x, one):
             out[i] = one if x[i] >= 0 else -one
 
 
-def _round_to_grid_loops(out, x, step, qn, qp):
+def _round_to_grid_loops(out, x, step, qn, qp, codes):
     n = x.size
     for blk in prange((n + _BLOCK - 1) // _BLOCK):
         for i in range(blk * _BLOCK, min(n, (blk + 1) * _BLOCK)):
@@ -83,10 +83,10 @@ def _round_to_grid_loops(out, x, step, qn, qp):
                 v = qn
             elif v > qp:
                 v = qp
-            out[i] = np.rint(v) * step
+            out[i] = np.rint(v) if codes else np.rint(v) * step
 
 
-def _round_to_levels_loops(out, x, levels):
+def _round_to_levels_loops(out, x, levels, codes):
     n = x.size
     zero = levels - levels
     for blk in prange((n + _BLOCK - 1) // _BLOCK):
@@ -96,7 +96,7 @@ def _round_to_levels_loops(out, x, levels):
                 v = zero
             elif v > levels:
                 v = levels
-            out[i] = np.rint(v) / levels
+            out[i] = np.rint(v) if codes else np.rint(v) / levels
 
 
 # The backward loops load dout[i] before selecting, and combine conditions with & (not `and`, which
@@ -180,22 +180,24 @@ def sign(x):
     return out
 
 
-def round_to_grid(x, step, qn, qp):
-    """rint(clip(x / step, qn, qp)) · step in x's shape and dtype; step > 0 and qn <= qp scalars."""
+def round_to_grid(x, step, qn, qp, codes=False):
+    """rint(clip(x / step, qn, qp)) · step in x's shape and dtype; step > 0 and qn <= qp scalars.
+    ``codes``: the integers rint(clip(x / step, qn, qp)) alone (an inference runtime's input codes)."""
     flat = _float_array("round_to_grid", "x", x)
     step, qn, qp = _grid("round_to_grid", step, qn, qp, x.dtype)
     out = np.empty(x.shape, x.dtype)
-    round_to_grid_jit(out.reshape(-1), flat, step, qn, qp)
+    round_to_grid_jit(out.reshape(-1), flat, step, qn, qp, bool(codes))
     return out
 
 
-def round_to_levels(x, levels):
-    """rint(clip(x · levels, 0, levels)) / levels in x's shape and dtype; levels a positive integer."""
+def round_to_levels(x, levels, codes=False):
+    """rint(clip(x · levels, 0, levels)) / levels in x's shape and dtype; levels a positive integer.
+    ``codes``: the integers rint(clip(x · levels, 0, levels)) alone."""
     flat = _float_array("round_to_levels", "x", x)
     if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
         raise ValueError(f"round_to_levels: levels must be a positive int, got {levels!r}")
     out = np.empty(x.shape, x.dtype)
-    round_to_levels_jit(out.reshape(-1), flat, x.dtype.type(levels))
+    round_to_levels_jit(out.reshape(-1), flat, x.dtype.type(levels), bool(codes))
     return out
 
 

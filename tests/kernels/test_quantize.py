@@ -43,6 +43,9 @@ def test_round_to_grid_equals_reference(case, grid):
     with np.errstate(invalid="ignore"):
         want = round_to_grid_ref(x, x.dtype.type(grid[0]), grid[1], grid[2])
     np.testing.assert_array_equal(round_to_grid(x, grid[0], grid[1], grid[2]), want)
+    with np.errstate(invalid="ignore"):  # codes: the same integers, before the step multiplies them
+        want_codes = np.rint(np.clip(x / x.dtype.type(grid[0]), grid[1], grid[2])).astype(x.dtype)
+    np.testing.assert_array_equal(round_to_grid(x, grid[0], grid[1], grid[2], codes=True), want_codes)
 
 
 @given(inputs(), st.sampled_from([1, 3, 7, 15, 255]))
@@ -51,6 +54,9 @@ def test_round_to_levels_equals_reference(case, levels):
     with np.errstate(invalid="ignore"):
         want = round_to_levels_ref(x, levels)
     np.testing.assert_array_equal(round_to_levels(x, levels), want)
+    n = x.dtype.type(levels)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(round_to_levels(x, levels, codes=True), np.rint(np.clip(x * n, 0, n)))
 
 
 def test_round_to_levels_keeps_exact_ties():
@@ -59,8 +65,10 @@ def test_round_to_levels_keeps_exact_ties():
         out = round_to_levels(np.full(3, 0.5, np.float32), levels)
         np.testing.assert_array_equal(out, np.float32(want))
     out = np.empty(2, np.float32)
-    _round_to_levels_loops(out, np.array([0.5, 2.0], np.float32), np.float32(7))  # plain Python
+    _round_to_levels_loops(out, np.array([0.5, 2.0], np.float32), np.float32(7), False)  # plain Python
     np.testing.assert_array_equal(out, np.array([4 / 7, 1.0], np.float32))
+    _round_to_levels_loops(out, np.array([0.5, 2.0], np.float32), np.float32(7), True)
+    np.testing.assert_array_equal(out, [4, 7])
 
 
 @given(inputs(), st.sampled_from([(-1.0, 1.0), (0.0, 1.0), (0.0, 0.7), (-np.inf, np.inf), (-0.5, 2.0)]))
@@ -112,8 +120,10 @@ def test_loops_in_plain_python():
     out = np.empty(6)
     _sign_loops(out, x, 1.0)
     np.testing.assert_array_equal(out, [-1, 1, 1, 1, 1, -1])
-    _round_to_grid_loops(out, x, 0.5, -2.0, 1.0)
+    _round_to_grid_loops(out, x, 0.5, -2.0, 1.0, False)
     np.testing.assert_array_equal(out, [-1.0, -0.0, 0.5, 0.5, 0.5, np.nan])   # 0.52 -> 1, 1.5 -> 2 -> clip 1
+    _round_to_grid_loops(out, x, 0.5, -2.0, 1.0, True)
+    np.testing.assert_array_equal(out, [-2.0, -0.0, 1.0, 1.0, 1.0, np.nan])
     dx, partial = np.empty(6), np.zeros(1)
     _clip_backward_loops(dx, partial, dout, x, -1.0, 0.75, 0.0)
     np.testing.assert_array_equal(dx, [0, 2, 3, 4, 0, 0])

@@ -35,6 +35,7 @@ from tinycomp_kernels.bitserial_conv import bitserial_conv2d, pack_activation_pl
 from tinycomp_kernels.conv import Conv2dPlan
 
 from tinycomp_kernels.epilogue import epilogue
+from tinycomp_kernels.quantize import round_to_grid, round_to_levels
 
 from .layers import Conv, Linear, apply_bn, layer_kind, read_bn
 from .paths import bitserial_exact, kbit_path
@@ -72,10 +73,12 @@ class InputQuantizer:
             self.step = v / self.levels if name == "pact" else v  # float32, as the training graph's step
 
     def __call__(self, x):
-        v = x * self.levels if self.step is None else x / self.step  # a new float32 array
-        np.clip(v, 0, self.levels, out=v)
-        np.rint(v, out=v)
-        return v
+        """float32 codes, one pass (``tinycomp_kernels.quantize``: the same multiply or divide, clip and
+        rint as the NumPy expressions, equal bits)."""
+        x = x.astype(np.float32, copy=False)
+        if self.step is None:
+            return round_to_levels(x, 2 ** self.bits - 1, codes=True)
+        return round_to_grid(x, self.step, 0, self.levels, codes=True)
 
 
 def _load(layer, reader, entry, where, ndim):
