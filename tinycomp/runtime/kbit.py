@@ -5,7 +5,7 @@ range ("codes": [lo, hi]), an affine map ("affine": [a, z]) and per-output ``sca
 so that with the formulas of ``tinycomp/export_kbit.py``:
 
     kbit         y[o] = scale[o] · (a·I - z·S) + bias[o], then the "bn" entry if present
-                 (y = y · bn.scale[o] + bn.shift[o], ``tinycomp_kernels.batchnorm.channel_affine``)
+                 (y = y · bn.scale[o] + bn.shift[o], two roundings, in the epilogue pass)
                  I = Σ c·q_x over each patch (exact integers), S = Σ q_x over the patch (z != 0 only)
     kbit_weight  y[o] = conv2d(x, W')[o] + bias[o],  W'[o] = scale[o] · (a·c[o] - z)    (float inputs:
                  ternary, w<k>a32), then "bn" if present
@@ -27,17 +27,18 @@ Paths (``tinycomp.runtime.paths.kbit_path``): "bitserial_conv2d" packs q_x into 
 the AND-popcount convolution on the weight planes packed at load, then the epilogue above;
 "conv2d_forward" convolves q_x with the integers a·c - z unpacked at load, in float32 where every sum
 stays below 2^24 (exact), float64 otherwise (``tinycomp_kernels.bitserial.exact_float_dtype``). kbit_weight
-convs run conv2d_forward on W'; linear layers multiply in float, (x or q_x) @ W'.T ("matmul").
+convs run conv2d_forward on W'. Linear layers ("matmul"): q_x @ (a·c - z).T then the scale (kbit),
+x @ W'.T (kbit_weight). Convs take the bias, BatchNorm, the block's residual and ReLU in one pass
+(``tinycomp_kernels.epilogue``).
 """
 import numpy as np
 from tinycomp_kernels.bitserial import code_range, exact_float_dtype
 from tinycomp_kernels.bitserial_conv import bitserial_conv2d, pack_activation_planes, pack_weight_planes, patch_sums
 from tinycomp_kernels.conv import Conv2dPlan
-
 from tinycomp_kernels.epilogue import epilogue
 from tinycomp_kernels.quantize import round_to_grid, round_to_levels
 
-from .layers import Conv, Linear, apply_bn, layer_kind, read_bn
+from .layers import Conv, Linear, layer_kind, read_bn
 from .paths import bitserial_exact, kbit_path
 
 KINDS = ("kbit", "kbit_weight")
@@ -108,7 +109,7 @@ def _load(layer, reader, entry, where, ndim):
     layer.quantizer = (InputQuantizer(reader, reader.field(entry, "input", dict, where), f"{where}.input")
                        if layer.kind == "kbit" else None)
     layer.codes = codes.astype(np.int16)  # the weight codes, for inspection (-128..255 fit int16)
-    layer.bn = read_bn(reader, entry, out[0], where)
+    layer.bn = read_bn(reader, entry, out[0], where) if ndim == 4 else None  # convs only: no BatchNorm after the linear
     n = a * codes.astype(np.int64) - z
     if layer.quantizer is not None:  # kbit: the integers, in the dtype that sums them exactly
         return n.astype(exact_float_dtype(n, layer.quantizer.levels))
@@ -190,4 +191,4 @@ class KbitLinear(Linear):
             y = (self.quantizer(x).astype(self.weight_t.dtype, copy=False) @ self.weight_t).astype(np.float32)
             y *= self.scale
         y += self.bias
-        return apply_bn(y, self.bn)
+        return y

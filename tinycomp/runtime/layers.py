@@ -2,7 +2,7 @@
 
 Every layer has its BatchNorm folded in (``tinycomp.export``), except in a network with k-bit inputs,
 where a float conv carries it as a "bn" entry applied after the bias (y · bn.scale + bn.shift per
-channel, ``read_bn`` / ``apply_bn``: the eval-mode BatchNorm's own loop). With I the integer or float
+channel, ``read_bn``: the eval-mode BatchNorm's own rounding). With I the integer or float
 product of the layer's own operands:
 
     float          y = conv2d(x, W') + b'                        tinycomp_kernels.conv.conv2d_forward
@@ -21,7 +21,6 @@ conv2d_forward on the ±1·scale weights unpacked at load. k-bit and ternary lay
 """
 import numpy as np
 from tinycomp_kernels import binary_weight, xnor_conv
-from tinycomp_kernels.batchnorm import channel_affine
 from tinycomp_kernels.bits import pack_signs
 from tinycomp_kernels.conv import Conv2dPlan
 from tinycomp_kernels.epilogue import epilogue
@@ -46,11 +45,6 @@ def read_bn(reader, entry, channels, where):
     bn = reader.field(entry, "bn", dict, where)
     return tuple(reader.float_tensor(reader.field(bn, key, dict, f"{where}.bn"), (channels,), f"{where}.bn.{key}")
                  for key in ("scale", "shift"))
-
-
-def apply_bn(y, bn):
-    """y (N, C, ...) with the unfolded BatchNorm ``bn`` = (scale, shift) applied; y itself when None."""
-    return y if bn is None else channel_affine(y, *bn)
 
 
 def _weights(reader, entry, kind, shape, where):
@@ -127,14 +121,14 @@ class Conv:
     def __call__(self, x, residual=None, relu=False):
         """The layer on x, then + ``residual`` (the block's shortcut) and ReLU if asked, all in the
         output's one epilogue pass (``tinycomp_kernels.epilogue``: the same bits as separate passes)."""
-        _, C, KH, KW = self.shape
         if self.kind == "xnor":  # alpha, the bias and the residual are binary_conv2d's own epilogue
             y = self.plan(x)(xnor_conv.pack_activations(x), residual)
             return epilogue(y, relu=True) if relu else y
         if self.path == "conv2d_forward":
             y = self.plan(x)(x)
         else:
-            y = binary_weight.binary_weight_conv2d(x, self.weight, self.scale, (KH, KW), self.stride, self.padding)
+            y = binary_weight.binary_weight_conv2d(x, self.weight, self.scale, tuple(self.shape[2:]), self.stride,
+                                                   self.padding)
         return epilogue(np.ascontiguousarray(y), bias=self.bias, bn=self.bn, residual=residual, relu=relu)
 
     def integer_part(self, x):
