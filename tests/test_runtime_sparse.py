@@ -20,7 +20,7 @@ from tinycomp.export import ExportError
 from tinycomp.export_sparse import structured_entry
 from tinycomp.runtime.format import FORMAT, Reader
 from tinycomp.runtime.sal import SalConv
-from tinycomp.runtime.sparse import SparseConv
+from tinycomp.runtime.sparse import SMALL_BATCH, SparseConv
 
 METHODS = ["prune", "prune+bc", "prune+bwn", "sal", "sal+bc", "sal+bwn", "filter-prune", "filter-prune+bwn"]
 
@@ -94,11 +94,13 @@ def test_a_layer_equals_the_dense_conv_of_its_effective_weight(tmp_path_factory,
     conv.eval(), bn.eval()
     layer, s, t = _layer(tmp_path_factory.mktemp("l"), conv, bn)
     w = conv.rounded_weight() if sal else conv.masked_weight().data
-    x = rng.standard_normal((2, c, hw, hw)).astype(np.float32)
+    x = rng.standard_normal((SMALL_BATCH + 2, c, hw, hw)).astype(np.float32)  # the sparse kernels
     ref = conv2d_ref(x.astype(np.float64), w * s[:, None, None, None], stride, padding)
     ref += (t if conv.bias is None else s * conv.bias.data + t)[:, None, None]
     layer.input_hw = (hw, hw)
     np.testing.assert_allclose(layer(x), ref, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(ref).max()))
+    small = layer(np.ascontiguousarray(x[:SMALL_BATCH]))  # the dense conv of the same weight
+    np.testing.assert_allclose(small, ref[:SMALL_BATCH], rtol=1e-4, atol=1e-4 * max(1.0, np.abs(ref).max()))
     dense = not direct_fits(conv.weight.shape, stride, padding, 1)  # where the sparse path would be im2col
     assert layer.path == "conv2d_forward[dense]" if dense else layer.path.startswith(("sal_conv2d", "sparse_conv2d["))
 
@@ -118,3 +120,19 @@ def test_the_sal_path_rule(tmp_path):
     paths = {name: path for name, _, path in rt.layers()}
     assert paths["layer1.0.conv1"] == "sparse_conv2d[direct]" and paths["layer2.0.conv1"] == "conv2d_forward[dense]"
     assert paths["layer2.0.shortcut.0"] == "conv2d_forward[dense]"  # the pruned 1x1 stride-2 projection
+
+
+def test_small_batches_and_strided_layers_run_the_dense_conv(tmp_path, monkeypatch):
+    """At most SMALL_BATCH images: every pruned layer runs the dense conv of its kept weights; more:
+    the stride-1 layers run sparse_conv2d, the strided ones stay dense (their sparse path is im2col)."""
+    from tinycomp.runtime import sparse as runtime_sparse
+
+    _, rt = _exported(tmp_path, "prune", width=0.25, sparsity=0.9)
+    calls = []
+    real = runtime_sparse.sparse_conv2d
+    monkeypatch.setattr(runtime_sparse, "sparse_conv2d", lambda x, *a, **k: calls.append(x.shape[1:]) or real(x, *a, **k))
+    small, large = images(SMALL_BATCH), images(SMALL_BATCH + 1)
+    np.testing.assert_allclose(rt(small), rt(large)[:SMALL_BATCH], rtol=1e-4, atol=1e-4)
+    strided = [name for name, _, path in rt.layers() if path == "conv2d_forward[dense]"]
+    sparse = [name for name, _, path in rt.layers() if path.startswith("sparse_conv2d")]
+    assert strided and len(calls) == len(sparse) > 0  # only the large batch, only the stride-1 layers

@@ -17,7 +17,7 @@ At load the layer becomes both kernels' forms: ``sal_pack``'s CSR over [M_0 | ..
 ``sparse_conv2d``. Path rule (deterministic, from the shapes; provisional until timed on a quiet
 machine): ``sal_conv2d`` has no stride or padding arguments, so a layer of another geometry (ResNet's
 stride-2 convs) runs the dense conv of the one-hot weight (faster than ``sparse_conv2d``'s im2col path,
-as for pruned layers: ``sparse.py``); with stride 1 and padding k // 2, ``sal_conv2d`` (one shifted-plane
+as for pruned layers, and so do batches of at most ``sparse.SMALL_BATCH`` images: ``sparse.py``); with stride 1 and padding k // 2, ``sal_conv2d`` (one shifted-plane
 axpy per kept pair) where ``sparse_direct.direct_pays`` says shifted planes beat the register-tiled
 product (few kept pairs per filter, large planes), else ``sparse_conv2d``, whose implicit path was
 1.4-1.8x faster than ``sal_conv2d`` on 64 channels at 16x16 (``kernels/sal.py``).
@@ -62,7 +62,7 @@ class SalConv(KeptWeights):
         onehot = np.arange(k * k) == self.tap_index[:, :, None]  # (O, C, k²): tap s at (s // k, s % k)
         self.csr = csr_from_dense(dense.reshape(O, C * k * k), mask=onehot.reshape(O, C * k * k))
         self.same = direct_fits(self.shape, self.stride[0], self.padding[0], 1)
-        self._dense_where_im2col(lambda: dense)  # stride 2: the dense conv of the one-hot weight
+        self._keep_dense(dense)  # stride 2 and small batches: the dense conv of the one-hot weight
 
     def kernel(self, hw):
         """"sal_conv2d" or "sparse_conv2d" for an input plane of ``hw`` (the rule in the module docstring)."""
@@ -72,7 +72,7 @@ class SalConv(KeptWeights):
 
     @property
     def path(self):
-        if self.weight is not None:
+        if self.always_dense:
             return "conv2d_forward[dense]"
         if self.input_hw is None:
             return "sal_conv2d or sparse_conv2d"

@@ -17,7 +17,11 @@ Where that algorithm would be "im2col" (strided or not "same"-padded layers: Res
 and 1×1 projection shortcuts) the layer runs the dense conv of the same weight, expanded at load
 (``Conv2dPlan``, path "conv2d_forward[dense]"): it was faster at every sparsity timed, 1.4-3.3x at
 batch 64 and 3-5x at batch 1 for 90 % and 95 % (Zen 3, 2026-12-01, ``benchmarks/README.md``), since
-the im2col path forms the whole patch matrix whatever the sparsity. The file stays sparse.
+the im2col path forms the whole patch matrix whatever the sparsity. Every layer also runs the dense
+conv for batches of at most SMALL_BATCH images: at 1-4 images the sparse direct and implicit paths
+took 1.1-4x the dense conv's time at 90 and 95 %, from 8 images on they win (up to 1.8x at 16-32);
+per call, from the input's shape, so the choice stays deterministic. The file stays sparse; the
+dense weights are expanded at load (ResNet-20: about 1 MB).
 """
 import numpy as np
 from tinycomp_kernels.checks import non_decreasing
@@ -28,6 +32,7 @@ from tinycomp_kernels.sparse_direct import direct_fits
 from .layers import Conv
 
 SPARSE_KINDS = ("sparse", "sparse_binary_weight")
+SMALL_BATCH = 4  # images; at most this many run the dense conv (module docstring)
 
 
 class KeptWeights(Conv):
@@ -66,16 +71,17 @@ class KeptWeights(Conv):
         signs = reader.sign_tensor(reader.field(entry, "values", dict, where), (self.nnz,), f"{where}.values")
         return signs * self.scale[rows]  # ±1 · scale[o], float32
 
-    def _dense_where_im2col(self, dense):
-        """``dense`` (O, C, KH, KW), a callable giving the dense weight, kept for the dense conv where
-        the sparse path would be im2col (module docstring); None elsewhere."""
+    def _keep_dense(self, dense):
+        """The dense weight (O, C, KH, KW) ``dense`` for the dense conv, which runs where the sparse path
+        would be im2col, and for small batches (module docstring)."""
         self._plans = {}
-        self.weight = None if direct_fits(self.shape, self.stride[0], self.padding[0], 1) else dense()
+        self.weight = dense
+        self.always_dense = not direct_fits(self.shape, self.stride[0], self.padding[0], 1)
 
     def _output(self, x, sparse, residual, relu):
-        """The layer's output: the dense conv where kept (``_dense_where_im2col``), else ``sparse(x)``;
-        then the bias, ``residual`` and ReLU in one epilogue pass, as ``Conv``'s."""
-        y = self.plan(x)(x) if self.weight is not None else sparse(x)
+        """The layer's output: the dense conv (``_keep_dense``) or ``sparse(x)``; then the bias,
+        ``residual`` and ReLU in one epilogue pass, as ``Conv``'s."""
+        y = self.plan(x)(x) if self.always_dense or x.shape[0] <= SMALL_BATCH else sparse(x)
         return epilogue(np.ascontiguousarray(y), bias=self.bias, residual=residual, relu=relu)
 
     def _sparse_algorithm(self):
@@ -101,11 +107,11 @@ class SparseConv(KeptWeights):
         self.indices = indices
         rows = np.repeat(np.arange(O), np.diff(self.indptr))  # (nnz,) output channel of each kept weight
         self.values = np.ascontiguousarray(self._values(reader, entry, rows, where))
-        self._dense_where_im2col(lambda: _dense(self.shape, rows, indices, self.values))
+        self._keep_dense(_dense(self.shape, rows, indices, self.values))
 
     @property
     def path(self):
-        if self.weight is not None:
+        if self.always_dense:
             return "conv2d_forward[dense]"
         algorithm = self._sparse_algorithm()
         return "sparse_conv2d" if algorithm is None else f"sparse_conv2d[{algorithm}]"
