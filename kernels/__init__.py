@@ -9,7 +9,11 @@ kernel that uses some names its set, e.g. ``fastmath=SUM_REASSOC``, with the rea
 
 Thread pools: importing this package lets idle OpenMP and OpenBLAS workers sleep instead of spinning
 (``tinycomp_kernels.thread_pools``), and warns once where numpy came first and that is too late.
+
+Numba's cache: importing it also drops the cached machine code when any kernel source changed
+(``tinycomp_kernels.jit_cache``: Numba itself only notices a change in a function's own file).
 """
-from . import thread_pools
+from . import jit_cache, thread_pools
 
 thread_pools.configure()  # before any kernel module imports numpy or numba
+jit_cache.refresh()  # before any kernel loads from the cache
