@@ -81,10 +81,10 @@ def plot(rows, path):
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, key, title in ((axes[0], "b1_ms", "latency, batch 1 (ms)"), (axes[1], "b64_ms_per_image",
                                                                            "batch 64, ms per image")):
-        for r in rows:
+        for i, r in enumerate(sorted(rows, key=lambda r: r["test_acc"])):
             ax.scatter(r[key], 100 * r["test_acc"])
-            ax.annotate(r["label"], (r[key], 100 * r["test_acc"]), textcoords="offset points", xytext=(4, 4),
-                        fontsize=8)
+            ax.annotate(r["label"], (r[key], 100 * r["test_acc"]), textcoords="offset points",
+                        xytext=(4, 4 if i % 2 else -11), fontsize=8)  # neighbours above and below: no overlap
         ax.set_xlabel(title)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("CIFAR-10 test accuracy, %")
@@ -96,11 +96,17 @@ def plot(rows, path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+", help="run folders of tinycomp train (config.json, log.jsonl, last.npz)")
+    ap.add_argument("runs", nargs="*", help="run folders of tinycomp train (config.json, log.jsonl, last.npz)")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the plot from results/accuracy_latency.json")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data-dir", default=os.environ.get("TINYCOMP_DATA"))
     args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads((RESULTS / "accuracy_latency.json").read_text())["rows"], RESULTS / "accuracy_latency.png")
+        return
+    if not args.runs:
+        ap.error("give at least one run folder (or --plot-only)")
     import numba
     from threadpoolctl import threadpool_limits
 
