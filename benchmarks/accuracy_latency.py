@@ -27,7 +27,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-from harness import RESULTS, interleaved, write_report  # noqa: E402
+from harness import RESULTS, interleaved, pyplot, write_report  # noqa: E402
 
 from tinycomp import runtime  # noqa: E402
 from tinycomp.autograd import no_grad  # noqa: E402
@@ -70,13 +70,8 @@ def validate(record, exported, images):
 
 
 def plot(rows, path):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install tinycomp-engine[plots]): no plot drawn")
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, key, title in ((axes[0], "b1_ms", "latency, batch 1 (ms)"), (axes[1], "b64_ms_per_image",

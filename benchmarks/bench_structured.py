@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 from bench_pruned_step import SparseMaskedConv2d, make_step, pruned_model, validate  # noqa: E402
-from harness import RESULTS, bench_run, interleaved, paired_ratio, write_report  # noqa: E402
+from harness import RESULTS, bench_run, interleaved, paired_ratio, pyplot, write_report  # noqa: E402
 
 import tinycomp  # noqa: E402
 from tinycomp import Tensor, compress, models, no_grad  # noqa: E402
@@ -73,13 +73,8 @@ def check_thinned(model, x):
 
 
 def plot(rows, path):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install tinycomp-engine[plots]): no plot drawn")
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, key, title in ((axes[0], "train_x", "training step, batch 128"), (axes[1], "infer_x", "inference, batch 64")):

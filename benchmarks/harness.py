@@ -167,6 +167,20 @@ def markdown_table(rows, columns):
     return "\n".join(lines)
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or None (with a message) when matplotlib, an
+    optional extra, is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install tinycomp-engine[plots]): no plot drawn")
+        return None
+    return plt
+
+
 def write_report(name, rows, columns, extra=None, title=None):
     """Write ``results/<name>.json`` (rows + machine + extra) and ``results/<name>.md``; print the table."""
     RESULTS.mkdir(exist_ok=True)
