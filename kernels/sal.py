@@ -17,21 +17,19 @@ Packed form (``sal_pack``)
     ``tap_index`` (O, C) int: the kept tap, -1 = pruned.
 
 The kernel (``sal_conv2d``)
-    No shifted copies of x: x is zero-padded once to (H + 2p, W + 2p), p = k // 2, and flattened per
-    plane; then shift_s is just an index offset (s // k) * Wp + s % k into the padded plane. Computing
-    the output on the padded width Wp (the 2p extra columns per row are junk and cropped at the end)
-    turns every kept pair into ONE contiguous axpy of length H*Wp - 2p:
-        out[n, o, f] += v * xpad[n, c, f + offset_s]        for f in 0 .. H*Wp - 2p - 1
-    (row wrap-around only ever lands in the junk columns). Four kept pairs are fused per pass, so
-    the output row is read and written once per four axpys. Parallel over (n, o): each task owns one
-    output plane, no races; the padded planes of one image stay in L2 while its O output planes are
-    computed.
+    x is zero-padded once (in parallel) by p = k // 2, and up to whole 8x8 blocks of output; a shift
+    is then an index offset koff = (c*Hq + s // k)*Wq + s % k into an image's padded planes. Each
+    8x8 block of an output plane is one register tile (``fma_tile_1_8x8``: eight rows of 8 columns
+    in eight vector accumulators): per kept pair of its output channel, a broadcast weight times
+    eight row segments of the shifted input plane, H*W multiply-adds per pair in all, the output
+    written once. Parallel over (image, 8-row band, output channel), channels innermost so that a
+    band's input rows stay in L1. Per output pixel the pairs are summed in CSR order.
 
 Speed
-    One axpy per kept pair reads and writes the output plane: the form that shows the method's MAC
-    count. The same layer through ``sparse_conv.sparse_conv2d`` (its implicit path: register tiles that
-    reuse each input value across output channels) is 1.4-1.8x faster on the benchmark layer (C = O =
-    64, 16x16, batch 64; three runs of ``benchmarks/bench_sal.py``, "sal vs csr conv" 0.56-0.73x).
+    The former kernel (one shifted-plane axpy per pair, the output plane read and written once per
+    four pairs, and NumPy copies to pad x and crop y) took 1.0-1.1x, 1.2-1.5x and 2.8-3.1x the time of
+    this one on 16 channels at 32x32, 32 at 16x16 and 64 at 8x8 (batch 64, one tap per pair, quiet
+    Zen 3, 2026-12-01); against the other paths: ``tinycomp/runtime/sal.py``.
 
 Reference
     ``sal_conv2d_ref``: shifted copies by slicing (zero fill) + einsum over channels, summed over taps.
@@ -42,7 +40,8 @@ import numpy as np
 from numba import njit, prange
 
 from .checks import is_int, non_decreasing
-from .fastmath import FMA_ONLY
+from .conv_tiles import phase_split_jit
+from .fma_tile import fma_tile_1_8x8
 
 
 
@@ -106,48 +105,30 @@ def sal_conv2d_ref(x, weight, tap_index):
     return y.astype(np.float32)
 
 
-def _sal_conv2d_loops(out, xpad, indptr, indices, values, k, c, wp, length):
-    """out (N, O, H*Wp) on the padded width Wp; xpad (N, C, Hp*Wp); the entry in column s*C + ch
-    adds v * xpad[n, ch, f + (s // k) * Wp + s % k] to out[n, o, f] for f < length = H*Wp - 2p."""
-    n_img, o, _ = out.shape
-    for t in prange(n_img * o):
-        ni = t // o
-        oi = t % o
-        orow = out[ni, oi]
-        for f in range(orow.shape[0]):
-            orow[f] = 0.0
-        q = indptr[oi]
-        end = indptr[oi + 1]
-        while q + 4 <= end:
-            s0, s1, s2, s3 = indices[q] // c, indices[q + 1] // c, indices[q + 2] // c, indices[q + 3] // c
-            o0 = (s0 // k) * wp + s0 % k
-            o1 = (s1 // k) * wp + s1 % k
-            o2 = (s2 // k) * wp + s2 % k
-            o3 = (s3 // k) * wp + s3 % k
-            x0 = xpad[ni, indices[q] % c, o0:o0 + length]
-            x1 = xpad[ni, indices[q + 1] % c, o1:o1 + length]
-            x2 = xpad[ni, indices[q + 2] % c, o2:o2 + length]
-            x3 = xpad[ni, indices[q + 3] % c, o3:o3 + length]
-            v0, v1, v2, v3 = values[q], values[q + 1], values[q + 2], values[q + 3]
-            for f in range(length):
-                acc = orow[f]
-                acc += v0 * x0[f]
-                acc += v1 * x1[f]
-                acc += v2 * x2[f]
-                acc += v3 * x3[f]
-                orow[f] = acc
-            q += 4
-        while q < end:
-            s0 = indices[q] // c
-            o0 = (s0 // k) * wp + s0 % k
-            x0 = xpad[ni, indices[q] % c, o0:o0 + length]
-            v0 = values[q]
-            for f in range(length):
-                orow[f] += v0 * x0[f]
-            q += 1
+def _sal_conv2d_loops(out, xq, indptr, koff, values):
+    """out (N, O, Hr, Wr), Hr and Wr multiples of 8, from xq (N, C, Hr + 2p, Wr + 2p), the input
+    zero-padded by p = k // 2 (and up to Hr, Wr); pair q (CSR order) of output channel o reads its
+    input channel at tap offset koff[q] = (c*Hq + s // k)*Wq + s % k. One register tile per 8x8 block
+    of an output plane: 8 rows of 8 columns in 8 vector accumulators, K = the channel's kept pairs."""
+    n_img, n_out, hr, wr = out.shape
+    plane = xq.shape[1] * xq.shape[2] * xq.shape[3]
+    wq = xq.shape[3]
+    of = out.reshape(-1)  # flat views: the tiles address both by offsets
+    xf = xq.reshape(-1)
+    bands = hr // 8
+    for t in prange(n_img * n_out * bands):
+        n = t // (n_out * bands)  # channels innermost: a band's input rows stay in L1 across them
+        h0 = t // n_out % bands * 8
+        o = t % n_out
+        q0, q1 = indptr[o], indptr[o + 1]
+        weights = values[q0:q1].reshape((1, q1 - q0))  # the tile's (rows, K) weights: one row
+        taps = koff[q0:q1]
+        for j0 in range(0, wr, 8):
+            fma_tile_1_8x8(of, ((n * n_out + o) * hr + h0) * wr + j0, 0, weights, 0, xf, n * plane + h0 * wq + j0,
+                           taps, wq, wr)
 
 
-sal_conv2d_jit = njit(parallel=True, cache=True, fastmath=FMA_ONLY)(_sal_conv2d_loops)  # axpy rows: FMA, order kept
+sal_conv2d_jit = njit(parallel=True, cache=True)(_sal_conv2d_loops)
 
 
 def sal_conv2d(x, packed):
@@ -180,11 +161,12 @@ def sal_conv2d(x, packed):
     if len(indices) and (indices.min() < 0 or indices.max() >= k * k * c):
         raise ValueError(f"sal_conv2d: packed indices out of range [0, {k * k * c})")
     n, _, h, w = x.shape
-    o = len(indptr) - 1
     p = k // 2
-    hp, wp = h + 2 * p, w + 2 * p
-    xpad = np.zeros((n, c, hp, wp), dtype=np.float32)
-    xpad[:, :, p:p + h, p:p + w] = x  # zero border: the shifts read zeros outside the image
-    out = np.empty((n, o, h * wp), dtype=np.float32)  # output on the padded width, cropped below
-    sal_conv2d_jit(out, xpad.reshape(n, c, hp * wp), indptr, indices, values, k, c, wp, h * wp - 2 * p)
-    return np.ascontiguousarray(out.reshape(n, o, h, wp)[:, :, :, :w])  # (N, O, H, W)
+    hr, wr = -(-h // 8) * 8, -(-w // 8) * 8  # the tiles' 8x8 blocks; the extra rows and columns are cut off
+    xq = np.empty((n, c, hr + 2 * p, wr + 2 * p), dtype=np.float32)
+    phase_split_jit(xq, x, p, p, 1, 1)  # parallel zero padding (stride 1: a single phase)
+    taps = indices.astype(np.int64) // c
+    koff = ((indices % c) * xq.shape[2] + taps // k) * xq.shape[3] + taps % k
+    out = np.empty((n, len(indptr) - 1, hr, wr), dtype=np.float32)
+    sal_conv2d_jit(out, xq, indptr, koff, values)
+    return out if (hr, wr) == (h, w) else np.ascontiguousarray(out[:, :, :h, :w])  # (N, O, H, W)

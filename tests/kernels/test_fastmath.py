@@ -17,7 +17,7 @@ EXPECTED = {
     "_conv2d_direct_loops": F.SUM_REASSOC, "_conv2d_direct_backward_input_loops": F.SUM_REASSOC,
     "_conv2d_direct_backward_weight_loops": F.SUM_REASSOC, "_csr_sddmm_loops": F.SUM_REASSOC,
     "_sparse_conv2d_dw_direct_loops": F.SUM_REASSOC,
-    "_csr_rows_loops": F.FMA_ONLY, "_sal_conv2d_loops": F.FMA_ONLY, "_sparse_conv2d_direct_loops": F.FMA_ONLY,
+    "_csr_rows_loops": F.FMA_ONLY, "_sparse_conv2d_direct_loops": F.FMA_ONLY,
 }
 
 

@@ -12,22 +12,20 @@ Stored (``tinycomp.export_sparse``), BatchNorm folded, pairs in (o, c) row-major
     sal_binary_weight   values as sign bits (nnz) and scale float32 (O): a kept weight is scale[o]·sign
     bias float32 (O); "nnz" the kept pairs.
 
-At load the layer becomes both kernels' forms: ``sal_pack``'s CSR over [M_0 | ... | M_{k²-1}] for
-``tinycomp_kernels.sal.sal_conv2d``, and the CSR of the one-hot weight over (O, C·k·k) for
-``sparse_conv2d``. Path rule (deterministic, from the shapes; provisional until timed on a quiet
-machine): ``sal_conv2d`` has no stride or padding arguments, so a layer of another geometry (ResNet's
-stride-2 convs) runs the dense conv of the one-hot weight (faster than ``sparse_conv2d``'s im2col path,
-as for pruned layers, and so do batches of at most ``sparse.SMALL_BATCH`` images: ``sparse.py``); with stride 1 and padding k // 2, ``sal_conv2d`` (one shifted-plane
-axpy per kept pair) where ``sparse_direct.direct_pays`` says shifted planes beat the register-tiled
-product (few kept pairs per filter, large planes), else ``sparse_conv2d``, whose implicit path was
-1.4-1.8x faster than ``sal_conv2d`` on 64 channels at 16x16 (``kernels/sal.py``).
+At load the layer becomes ``sal_pack``'s CSR over [M_0 | ... | M_{k²-1}] for
+``tinycomp_kernels.sal.sal_conv2d`` (register tiles of 8x8 output pixels of one channel, a kept pair
+per step), which runs every stride-1 layer with padding k // 2 at every batch size. Against the
+other paths on ResNet-20's SAL layers (one tap per pair, quiet Zen 3, 2 threads, 2026-12-01,
+``benchmarks/bench_sal.py`` layers timed side by side): at batch 64 it took 0.55-0.6x the dense
+conv's time on 16 channels at 32x32, 0.4-0.5x on 32 at 16x16 and 0.37-0.38x on 64 at 8x8, and
+0.6-0.7x and 0.5-0.6x the sparse conv's (implicit) time on the last two; only the sparse direct
+path was faster, by 5-12 %, on the 16-channel layers at batch 64, which one path per geometry gives
+up for a simpler rule. At 1-4 images it took 0.45-0.6x the dense conv's time, so SAL layers keep no
+small-batch rule. A layer of another geometry (ResNet's stride-2 convs) runs the dense conv of the
+one-hot weight (faster than ``sparse_conv2d``'s im2col path, as for pruned layers).
 """
 import numpy as np
-from tinycomp_kernels.csr import csr_from_dense
-from tinycomp_kernels.epilogue import epilogue
 from tinycomp_kernels.sal import sal_conv2d, sal_pack
-from tinycomp_kernels.sparse_conv import sparse_conv2d
-from tinycomp_kernels.sparse_direct import direct_fits, direct_pays
 
 from .sparse import KeptWeights
 
@@ -59,34 +57,16 @@ class SalConv(KeptWeights):
         dense = np.zeros(self.shape, np.float32)  # (O, C, k, k), the one-hot weight
         dense[rows, chans, taps // k, taps % k] = self._values(reader, entry, rows, where)
         self.packed = sal_pack(dense, self.tap_index)
-        onehot = np.arange(k * k) == self.tap_index[:, :, None]  # (O, C, k²): tap s at (s // k, s % k)
-        self.csr = csr_from_dense(dense.reshape(O, C * k * k), mask=onehot.reshape(O, C * k * k))
-        self.same = direct_fits(self.shape, self.stride[0], self.padding[0], 1)
-        self._keep_dense(dense)  # stride 2 and small batches: the dense conv of the one-hot weight
+        self._keep_dense(dense)  # stride 2: the dense conv of the one-hot weight
 
-    def kernel(self, hw):
-        """"sal_conv2d" or "sparse_conv2d" for an input plane of ``hw`` (the rule in the module docstring)."""
-        if self.same and direct_pays(self.nnz, self.shape[0], hw[0] * hw[1]):
-            return "sal_conv2d"
-        return "sparse_conv2d"
+    small_batch = 0  # sal_conv2d beats the dense conv at every batch size (module docstring)
 
     @property
     def path(self):
-        if self.always_dense:
-            return "conv2d_forward[dense]"
-        if self.input_hw is None:
-            return "sal_conv2d or sparse_conv2d"
-        if self.kernel(self.input_hw) == "sal_conv2d":
-            return "sal_conv2d"
-        return f"sparse_conv2d[{self._sparse_algorithm()}]"
+        return "conv2d_forward[dense]" if self.always_dense else "sal_conv2d"
 
     def __call__(self, x, residual=None, relu=False):
-        return self._output(x, self._sparse, residual, relu)
-
-    def _sparse(self, x):
-        if self.kernel(x.shape[2:]) == "sal_conv2d":
-            return sal_conv2d(x, self.packed)
-        return sparse_conv2d(x, *self.csr, self.shape, self.stride[0], self.padding[0])
+        return self._output(x, lambda v: sal_conv2d(v, self.packed), residual, relu)
 
 
 def _taps(reader, entry, shape, where):

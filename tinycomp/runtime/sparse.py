@@ -32,7 +32,7 @@ from tinycomp_kernels.sparse_direct import direct_fits
 from .layers import Conv
 
 SPARSE_KINDS = ("sparse", "sparse_binary_weight")
-SMALL_BATCH = 4  # images; at most this many run the dense conv (module docstring)
+SMALL_BATCH = 4  # images; at most this many run the dense conv (module docstring; not SAL's: runtime/sal.py)
 
 
 class KeptWeights(Conv):
@@ -41,6 +41,7 @@ class KeptWeights(Conv):
 
     kinds = ()
     input_hw = None
+    small_batch = SMALL_BATCH  # batches of at most this many images run the dense conv
 
     def _geometry(self, reader, entry, where):
         self.name = reader.field(entry, "name", str, where)
@@ -81,7 +82,7 @@ class KeptWeights(Conv):
     def _output(self, x, sparse, residual, relu):
         """The layer's output: the dense conv (``_keep_dense``) or ``sparse(x)``; then the bias,
         ``residual`` and ReLU in one epilogue pass, as ``Conv``'s."""
-        y = self.plan(x)(x) if self.always_dense or x.shape[0] <= SMALL_BATCH else sparse(x)
+        y = self.plan(x)(x) if self.always_dense or x.shape[0] <= self.small_batch else sparse(x)
         return epilogue(np.ascontiguousarray(y), bias=self.bias, residual=residual, relu=relu)
 
     def _sparse_algorithm(self):
