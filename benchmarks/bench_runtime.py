@@ -14,6 +14,7 @@ runtime model, tinycomp float and the float runtime (the float model exported) r
 (``harness.paired_ratio``); PyTorch's medians come from its process, run right after, per model.
 
     flock /tmp/tinycomp-bench.lock python benchmarks/bench_runtime.py [--quick] [--repeats 20] [--no-torch]
+        [--only sal,prune]   (only the cases whose names contain one of the words; results/runtime_only.*)
 """
 import os
 import sys
@@ -99,10 +100,21 @@ def main():
     no_torch = "--no-torch" in sys.argv
     if no_torch:
         sys.argv.remove("--no-torch")
+    only = None  # --only sal,prune: the cases whose names contain one of these (results/runtime_only.*)
+    if "--only" in sys.argv:
+        at = sys.argv.index("--only")
+        only = sys.argv[at + 1].split(",") if at + 1 < len(sys.argv) else []
+        del sys.argv[at:at + 2]
+        if not only or not any(w in case_name(*c) for c in CASES for w in only):
+            print(f"bench_runtime: --only needs words of the case names, e.g. 'sal,prune'; cases: "
+                  f"{', '.join(case_name(*c) for c in CASES)}", file=sys.stderr)
+            sys.exit(2)
     args, threads = bench_run(__doc__, repeats=20, quick_help="two cases, batch 1 and 8, 2 rounds: a smoke run")
     repeats = 2 if args.quick else args.repeats
     batch_sizes = (1, 8) if args.quick else (1, 64)
     cases = CASES[:4:3] if args.quick else CASES
+    if only:
+        cases = [c for c in cases if any(w in case_name(*c) for w in only)]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 3, 32, 32)).astype(np.float32)
     rows, torch_side = [], {}
@@ -149,7 +161,7 @@ def main():
                ("float_runtime_ms", "float runtime ms", "{:.2f}"), ("torch_ms", "PyTorch float ms", "{:.2f}"),
                ("vs_float", "x tinycomp float", "{:.2f}x"), ("vs_float_runtime", "x float runtime", "{:.2f}x"),
                ("vs_torch", "x PyTorch", "{:.2f}x")]
-    write_report("runtime" + ("_quick" if args.quick else ""), rows, columns,
+    write_report("runtime" + ("_quick" if args.quick else "") + ("_only" if only else ""), rows, columns,
                  extra={"threads": threads, "rounds": repeats,
                         "torch": {k: {"version": v["torch"], "threads": v["threads"], "times": v["times"]}
                                   for k, v in torch_side.items()}},

@@ -134,22 +134,58 @@ sal_conv2d_jit = njit(parallel=True, cache=True)(_sal_conv2d_loops)
 def sal_conv2d(x, packed):
     """SAL layer in inference form: x (N, C, H, W) float32 C-contiguous -> y (N, O, H, W) float32,
     equal to conv2d(x, sal_dense_weight(weight, tap_index), stride 1, padding k // 2)."""
-    if not isinstance(packed, SalPacked):
-        raise TypeError(f"sal_conv2d: packed must be the SalPacked of sal_pack, got {type(packed).__name__}")
     if not isinstance(x, np.ndarray) or x.ndim != 4:
         raise ValueError(f"sal_conv2d: x must be a 4-D (N, C, H, W) numpy array, got {getattr(x, 'shape', x)}")
-    if x.dtype != np.float32:
-        raise TypeError(f"sal_conv2d: x must be float32, got {x.dtype}")
-    if not x.flags.c_contiguous:
-        raise ValueError("sal_conv2d: x must be C-contiguous (use np.ascontiguousarray)")
+    return SalPlan(packed, x.shape[2:])(x)
+
+
+class SalPlan:
+    """``sal_conv2d`` for one packed layer and input size (H, W): the layer checked and its tap
+    offsets made once (``tinycomp.runtime`` keeps one per input size); a call checks x, pads it and
+    runs the tiles, the same arithmetic as ``sal_conv2d`` (equal bits)."""
+
+    def __init__(self, packed, input_hw):
+        _check_packed(packed)
+        self.packed = packed
+        indptr, indices, values, k, c = packed
+        self.k, self.c = int(k), int(c)
+        self.h, self.w = (int(v) for v in input_hw)
+        p = self.k // 2
+        self.hr, self.wr = -(-self.h // 8) * 8, -(-self.w // 8) * 8  # whole 8x8 blocks; the rest cut off
+        self.padded = (self.c, self.hr + 2 * p, self.wr + 2 * p)
+        taps = indices.astype(np.int64) // self.c
+        self.koff = ((indices % self.c) * self.padded[1] + taps // self.k) * self.padded[2] + taps % self.k
+
+    def __call__(self, x):
+        if not isinstance(x, np.ndarray) or x.ndim != 4:
+            raise ValueError(f"sal_conv2d: x must be a 4-D (N, C, H, W) numpy array, got {getattr(x, 'shape', x)}")
+        if x.dtype != np.float32:
+            raise TypeError(f"sal_conv2d: x must be float32, got {x.dtype}")
+        if not x.flags.c_contiguous:
+            raise ValueError("sal_conv2d: x must be C-contiguous (use np.ascontiguousarray)")
+        if x.shape[1] != self.c:
+            raise ValueError(f"sal_conv2d: x has {x.shape[1]} channels, the packed layer expects {self.c}")
+        if x.shape[2:] != (self.h, self.w):
+            raise ValueError(f"sal_conv2d: x is {x.shape[2]}x{x.shape[3]}, the plan was made for {self.h}x{self.w}")
+        n = x.shape[0]
+        p = self.k // 2
+        xq = np.empty((n,) + self.padded, dtype=np.float32)
+        phase_split_jit(xq, x, p, p, 1, 1)  # parallel zero padding (stride 1: a single phase)
+        out = np.empty((n, len(self.packed.indptr) - 1, self.hr, self.wr), dtype=np.float32)
+        sal_conv2d_jit(out, xq, self.packed.indptr, self.koff, self.packed.values)
+        if (self.hr, self.wr) == (self.h, self.w):
+            return out
+        return np.ascontiguousarray(out[:, :, :self.h, :self.w])  # (N, O, H, W)
+
+
+def _check_packed(packed):
+    if not isinstance(packed, SalPacked):
+        raise TypeError(f"sal_conv2d: packed must be the SalPacked of sal_pack, got {type(packed).__name__}")
     indptr, indices, values, k, c = packed
     if not is_int(k) or k < 1 or k % 2 == 0:
         raise ValueError(f"sal_conv2d: packed kernel_size must be a positive odd int, got {k!r}")
     if not is_int(c) or c < 1:
         raise ValueError(f"sal_conv2d: packed in_channels must be a positive int, got {c!r}")
-    k, c = int(k), int(c)
-    if x.shape[1] != c:
-        raise ValueError(f"sal_conv2d: x has {x.shape[1]} channels, the packed layer expects {c}")
     arrays = ((indptr, np.int64), (indices, np.int32), (values, np.float32))
     if not all(isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype == t and a.flags.c_contiguous
                for a, t in arrays) \
@@ -160,13 +196,3 @@ def sal_conv2d(x, packed):
                          "nnz): build it with sal_pack")
     if len(indices) and (indices.min() < 0 or indices.max() >= k * k * c):
         raise ValueError(f"sal_conv2d: packed indices out of range [0, {k * k * c})")
-    n, _, h, w = x.shape
-    p = k // 2
-    hr, wr = -(-h // 8) * 8, -(-w // 8) * 8  # the tiles' 8x8 blocks; the extra rows and columns are cut off
-    xq = np.empty((n, c, hr + 2 * p, wr + 2 * p), dtype=np.float32)
-    phase_split_jit(xq, x, p, p, 1, 1)  # parallel zero padding (stride 1: a single phase)
-    taps = indices.astype(np.int64) // c
-    koff = ((indices % c) * xq.shape[2] + taps // k) * xq.shape[3] + taps % k
-    out = np.empty((n, len(indptr) - 1, hr, wr), dtype=np.float32)
-    sal_conv2d_jit(out, xq, indptr, koff, values)
-    return out if (hr, wr) == (h, w) else np.ascontiguousarray(out[:, :, :h, :w])  # (N, O, H, W)

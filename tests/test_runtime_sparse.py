@@ -102,26 +102,29 @@ def test_a_layer_equals_the_dense_conv_of_its_effective_weight(tmp_path_factory,
     small = layer(np.ascontiguousarray(x[:SMALL_BATCH]))  # pruned layers: the dense conv of the same weight
     np.testing.assert_allclose(small, ref[:SMALL_BATCH], rtol=1e-4, atol=1e-4 * max(1.0, np.abs(ref).max()))
     dense = not direct_fits(conv.weight.shape, stride, padding, 1)  # where the sparse path would be im2col
-    assert layer.path == "conv2d_forward[dense]" if dense else layer.path == "sal_conv2d" if sal \
-        else layer.path.startswith("sparse_conv2d[")
+    assert layer.path == "conv2d_forward[dense]" if dense else layer.path.startswith(("sal_conv2d", "sparse_conv2d["))
 
 
 def test_the_sal_path_rule(tmp_path, monkeypatch):
-    """sal_conv2d for stride 1 and 'same' padding at every batch size, the dense conv of the kept
-    weights for the stride-2 layers (where sparse_conv2d would form the whole patch matrix)."""
+    """Stride 1 and 'same' padding: sparse_conv2d's direct path where sparse_direct.direct_pays holds
+    and the batch is larger than SMALL_BATCH, else sal_conv2d (at every batch size); the dense conv of
+    the kept weights for the stride-2 layers (where sparse_conv2d would form the whole patch matrix)."""
     from tinycomp.runtime import sal as runtime_sal
 
     _, rt = _exported(tmp_path, "sal", width=1.0)
     paths = {name: path for name, _, path in rt.layers()}
-    assert paths["layer1.0.conv1"] == paths["layer2.1.conv1"] == paths["layer3.2.conv2"] == "sal_conv2d"
+    assert paths["layer1.0.conv1"] == f"sparse_conv2d[direct] (sal_conv2d up to {SMALL_BATCH} images)"  # 16 @ 32x32
+    assert paths["layer2.1.conv1"] == paths["layer3.2.conv2"] == "sal_conv2d"  # 32 at 16x16, 64 at 8x8
     assert paths["layer2.0.conv1"] == paths["layer3.0.conv1"] == "conv2d_forward[dense]"  # stride 2
     assert paths["layer2.0.shortcut.0"] == "conv2d_forward" and paths["conv1"] == "conv2d_forward"
     calls = []
-    real = runtime_sal.sal_conv2d
-    monkeypatch.setattr(runtime_sal, "sal_conv2d", lambda x, p: calls.append(x.shape[0]) or real(x, p))
+    real = runtime_sal.SalPlan.__call__
+    monkeypatch.setattr(runtime_sal.SalPlan, "__call__", lambda plan, x: calls.append(x.shape[0]) or real(plan, x))
     rt(images(1))
-    assert calls == [1] * 16  # 18 SAL layers, two of them strided: even one image runs the SAL kernel
-    assert "sal_conv2d" in rt.describe() and "conv2d_forward[dense]" in rt.describe()
+    assert calls == [1] * 16  # 18 SAL layers, two of them strided: one image runs the SAL kernel everywhere else
+    calls.clear()
+    rt(images(SMALL_BATCH + 1))
+    assert calls == [SMALL_BATCH + 1] * 10  # the six 16-channel layers run the direct path
     _, rt = _exported(tmp_path, "prune", width=1.0, sparsity=0.95)
     paths = {name: path for name, _, path in rt.layers()}
     assert paths["layer1.0.conv1"] == "sparse_conv2d[direct]" and paths["layer2.0.conv1"] == "conv2d_forward[dense]"

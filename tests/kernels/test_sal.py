@@ -143,3 +143,17 @@ def test_bad_input():
     for k in (-1, 0, 2, 3.0):  # k sets the padding and the tap offsets the kernel reads at
         with pytest.raises(ValueError, match="sal_conv2d: packed kernel_size must be a positive odd int"):
             L.sal_conv2d(x, packed._replace(kernel_size=k))
+
+
+def test_a_plan_gives_the_bits_of_sal_conv2d_and_refuses_another_input_size():
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((6, 5, 3, 3)).astype(np.float32)
+    packed = L.sal_pack(w, rng.integers(-1, 9, (6, 5)))
+    plan = L.SalPlan(packed, (12, 10))
+    for n in (1, 3):
+        x = rng.standard_normal((n, 5, 12, 10)).astype(np.float32)
+        np.testing.assert_array_equal(plan(x), L.sal_conv2d(x, packed))
+    with pytest.raises(ValueError, match="sal_conv2d: x is 10x12, the plan was made for 12x10"):
+        plan(np.ones((1, 5, 10, 12), np.float32))
+    with pytest.raises(TypeError, match="sal_conv2d: packed must be the SalPacked"):
+        L.SalPlan(tuple(packed), (12, 10))

@@ -13,21 +13,25 @@ Stored (``tinycomp.export_sparse``), BatchNorm folded, pairs in (o, c) row-major
     bias float32 (O); "nnz" the kept pairs.
 
 At load the layer becomes ``sal_pack``'s CSR over [M_0 | ... | M_{k²-1}] for
-``tinycomp_kernels.sal.sal_conv2d`` (register tiles of 8x8 output pixels of one channel, a kept pair
-per step), which runs every stride-1 layer with padding k // 2 at every batch size. Against the
-other paths on ResNet-20's SAL layers (one tap per pair, quiet Zen 3, 2 threads, 2026-12-01,
-``benchmarks/bench_sal.py`` layers timed side by side): at batch 64 it took 0.55-0.6x the dense
-conv's time on 16 channels at 32x32, 0.4-0.5x on 32 at 16x16 and 0.37-0.38x on 64 at 8x8, and
-0.6-0.7x and 0.5-0.6x the sparse conv's (implicit) time on the last two; only the sparse direct
-path was faster, by 5-12 %, on the 16-channel layers at batch 64, which one path per geometry gives
-up for a simpler rule. At 1-4 images it took 0.45-0.6x the dense conv's time, so SAL layers keep no
-small-batch rule. A layer of another geometry (ResNet's stride-2 convs) runs the dense conv of the
-one-hot weight (faster than ``sparse_conv2d``'s im2col path, as for pruned layers).
+``tinycomp_kernels.sal.sal_conv2d`` (through a ``SalPlan`` per input size: register tiles of 8x8
+output pixels of one channel, a kept pair per step) and the CSR of the one-hot weight over
+(O, C·k·k) for ``sparse_conv2d``. Path rule (deterministic, from the shapes): a stride-1 layer with
+padding k // 2 runs ``sparse_conv2d``'s direct path where ``sparse_direct.direct_pays`` says so and
+the batch has more than ``sparse.SMALL_BATCH`` images, else ``sal_conv2d``; a layer of another
+geometry (ResNet's stride-2 convs) runs the dense conv of the one-hot weight (faster than
+``sparse_conv2d``'s im2col path, as for pruned layers). ``benchmarks/results/sal.md`` (quiet Zen 3, 2
+threads, 2026-12-01, one tap per pair, and half the pairs pruned): ``sal_conv2d`` took 0.3-0.65x the
+dense conv's time on every layer and batch; the direct path took 0.6-0.77x of ``sal_conv2d``'s on
+16 channels at 32x32 at batch 64 (the only layer where direct_pays holds), 1.5-1.6x at batch 1, and
+the implicit path 1.03-2.4x everywhere else.
 """
 import numpy as np
-from tinycomp_kernels.sal import sal_conv2d, sal_pack
+from tinycomp_kernels.csr import csr_from_dense
+from tinycomp_kernels.sal import SalPlan, sal_pack
+from tinycomp_kernels.sparse_conv import sparse_conv2d
+from tinycomp_kernels.sparse_direct import direct_fits, direct_pays
 
-from .sparse import KeptWeights
+from .sparse import SMALL_BATCH, KeptWeights
 
 SAL_KINDS = ("sal", "sal_binary_weight")
 INDEX_FORMS = ("codes", "mask", "shared")
@@ -57,16 +61,36 @@ class SalConv(KeptWeights):
         dense = np.zeros(self.shape, np.float32)  # (O, C, k, k), the one-hot weight
         dense[rows, chans, taps // k, taps % k] = self._values(reader, entry, rows, where)
         self.packed = sal_pack(dense, self.tap_index)
+        self._sal_plans = {}  # input (H, W) -> SalPlan
+        onehot = np.arange(k * k) == self.tap_index[:, :, None]  # (O, C, k²): tap s at (s // k, s % k)
+        self.csr = csr_from_dense(dense.reshape(O, C * k * k), mask=onehot.reshape(O, C * k * k))
+        self.same = direct_fits(self.shape, self.stride[0], self.padding[0], 1)
         self._keep_dense(dense)  # stride 2: the dense conv of the one-hot weight
 
-    small_batch = 0  # sal_conv2d beats the dense conv at every batch size (module docstring)
+    small_batch = 0  # no dense conv for small batches: sal_conv2d is faster there (module docstring)
+
+    def direct(self, hw, batch):
+        """True where ``sparse_conv2d``'s direct path runs a batch of ``batch`` images of ``hw``."""
+        return self.same and batch > SMALL_BATCH and direct_pays(self.nnz, self.shape[0], hw[0] * hw[1])
 
     @property
     def path(self):
-        return "conv2d_forward[dense]" if self.always_dense else "sal_conv2d"
+        if self.always_dense:
+            return "conv2d_forward[dense]"
+        if self.input_hw is not None and self.direct(self.input_hw, SMALL_BATCH + 1):
+            return f"sparse_conv2d[direct] (sal_conv2d up to {SMALL_BATCH} images)"
+        return "sal_conv2d"
 
     def __call__(self, x, residual=None, relu=False):
-        return self._output(x, lambda v: sal_conv2d(v, self.packed), residual, relu)
+        return self._output(x, self._sparse, residual, relu)
+
+    def _sparse(self, x):
+        if self.direct(x.shape[2:], x.shape[0]):
+            return sparse_conv2d(x, *self.csr, self.shape, self.stride[0], self.padding[0])
+        hw = x.shape[2:]
+        if hw not in self._sal_plans:  # checked and offset once per input size, as Conv's plans
+            self._sal_plans[hw] = SalPlan(self.packed, hw)
+        return self._sal_plans[hw](x)
 
 
 def _taps(reader, entry, shape, where):
