@@ -17,13 +17,10 @@ Packed form (``sal_pack``)
     ``tap_index`` (O, C) int: the kept tap, -1 = pruned.
 
 The kernel (``sal_conv2d``)
-    x is zero-padded once (in parallel) by p = k // 2, and up to whole 8x8 blocks of output; a shift
-    is then an index offset koff = (c*Hq + s // k)*Wq + s % k into an image's padded planes. Each
-    8x8 block of an output plane is one register tile (``fma_tile_1_8x8``: eight rows of 8 columns
-    in eight vector accumulators): per kept pair of its output channel, a broadcast weight times
-    eight row segments of the shifted input plane, H*W multiply-adds per pair in all, the output
-    written once. Parallel over (image, 8-row band, output channel), channels innermost so that a
-    band's input rows stay in L1. Per output pixel the pairs are summed in CSR order.
+    The packed layer is a sparse convolution whose kept entries are the kept pairs, each at its tap:
+    ``sparse_tiles`` runs it, one register tile per 8x8 block of an output plane (per kept pair a
+    broadcast weight times eight shifted row segments of the zero-padded input, H*W multiply-adds
+    per pair in all, the output written once). Per output pixel the pairs are summed in CSR order.
 
 Speed
     The former kernel (one shifted-plane axpy per pair, the output plane read and written once per
@@ -37,12 +34,9 @@ Reference
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange
 
 from .checks import is_int, non_decreasing
-from .conv_tiles import phase_split_jit
-from .fma_tile import fma_tile_1_8x8
-
+from .sparse_tiles import SparseTilesPlan
 
 
 class SalPacked(NamedTuple):
@@ -105,32 +99,6 @@ def sal_conv2d_ref(x, weight, tap_index):
     return y.astype(np.float32)
 
 
-def _sal_conv2d_loops(out, xq, indptr, koff, values):
-    """out (N, O, Hr, Wr), Hr and Wr multiples of 8, from xq (N, C, Hr + 2p, Wr + 2p), the input
-    zero-padded by p = k // 2 (and up to Hr, Wr); pair q (CSR order) of output channel o reads its
-    input channel at tap offset koff[q] = (c*Hq + s // k)*Wq + s % k. One register tile per 8x8 block
-    of an output plane: 8 rows of 8 columns in 8 vector accumulators, K = the channel's kept pairs."""
-    n_img, n_out, hr, wr = out.shape
-    plane = xq.shape[1] * xq.shape[2] * xq.shape[3]
-    wq = xq.shape[3]
-    of = out.reshape(-1)  # flat views: the tiles address both by offsets
-    xf = xq.reshape(-1)
-    bands = hr // 8
-    for t in prange(n_img * n_out * bands):
-        n = t // (n_out * bands)  # channels innermost: a band's input rows stay in L1 across them
-        h0 = t // n_out % bands * 8
-        o = t % n_out
-        q0, q1 = indptr[o], indptr[o + 1]
-        weights = values[q0:q1].reshape((1, q1 - q0))  # the tile's (rows, K) weights: one row
-        taps = koff[q0:q1]
-        for j0 in range(0, wr, 8):
-            fma_tile_1_8x8(of, ((n * n_out + o) * hr + h0) * wr + j0, 0, weights, 0, xf, n * plane + h0 * wq + j0,
-                           taps, wq, wr)
-
-
-sal_conv2d_jit = njit(parallel=True, cache=True)(_sal_conv2d_loops)
-
-
 def sal_conv2d(x, packed):
     """SAL layer in inference form: x (N, C, H, W) float32 C-contiguous -> y (N, O, H, W) float32,
     equal to conv2d(x, sal_dense_weight(weight, tap_index), stride 1, padding k // 2)."""
@@ -146,15 +114,11 @@ class SalPlan:
 
     def __init__(self, packed, input_hw):
         _check_packed(packed)
-        self.packed = packed
         indptr, indices, values, k, c = packed
-        self.k, self.c = int(k), int(c)
-        self.h, self.w = (int(v) for v in input_hw)
-        p = self.k // 2
-        self.hr, self.wr = -(-self.h // 8) * 8, -(-self.w // 8) * 8  # whole 8x8 blocks; the rest cut off
-        self.padded = (self.c, self.hr + 2 * p, self.wr + 2 * p)
+        self.c = int(c)
         taps = indices.astype(np.int64) // self.c
-        self.koff = ((indices % self.c) * self.padded[1] + taps // self.k) * self.padded[2] + taps % self.k
+        self.tiles = SparseTilesPlan(indptr, indices % self.c, taps // k, taps % k, values, self.c, (int(k), int(k)),
+                                     input_hw, 1, int(k) // 2)
 
     def __call__(self, x):
         if not isinstance(x, np.ndarray) or x.ndim != 4:
@@ -165,17 +129,10 @@ class SalPlan:
             raise ValueError("sal_conv2d: x must be C-contiguous (use np.ascontiguousarray)")
         if x.shape[1] != self.c:
             raise ValueError(f"sal_conv2d: x has {x.shape[1]} channels, the packed layer expects {self.c}")
-        if x.shape[2:] != (self.h, self.w):
-            raise ValueError(f"sal_conv2d: x is {x.shape[2]}x{x.shape[3]}, the plan was made for {self.h}x{self.w}")
-        n = x.shape[0]
-        p = self.k // 2
-        xq = np.empty((n,) + self.padded, dtype=np.float32)
-        phase_split_jit(xq, x, p, p, 1, 1)  # parallel zero padding (stride 1: a single phase)
-        out = np.empty((n, len(self.packed.indptr) - 1, self.hr, self.wr), dtype=np.float32)
-        sal_conv2d_jit(out, xq, self.packed.indptr, self.koff, self.packed.values)
-        if (self.hr, self.wr) == (self.h, self.w):
-            return out
-        return np.ascontiguousarray(out[:, :, :self.h, :self.w])  # (N, O, H, W)
+        if x.shape[2:] != (self.tiles.h, self.tiles.w):
+            raise ValueError(f"sal_conv2d: x is {x.shape[2]}x{x.shape[3]}, the plan was made for "
+                             f"{self.tiles.h}x{self.tiles.w}")
+        return self.tiles(x)
 
 
 def _check_packed(packed):

@@ -94,54 +94,49 @@ def test_a_layer_equals_the_dense_conv_of_its_effective_weight(tmp_path_factory,
     conv.eval(), bn.eval()
     layer, s, t = _layer(tmp_path_factory.mktemp("l"), conv, bn)
     w = conv.rounded_weight() if sal else conv.masked_weight().data
-    x = rng.standard_normal((SMALL_BATCH + 2, c, hw, hw)).astype(np.float32)  # the sparse kernels
+    x = rng.standard_normal((SMALL_BATCH + 2, c, hw, hw)).astype(np.float32)  # the direct path where it pays
     ref = conv2d_ref(x.astype(np.float64), w * s[:, None, None, None], stride, padding)
     ref += (t if conv.bias is None else s * conv.bias.data + t)[:, None, None]
     layer.input_hw = (hw, hw)
     np.testing.assert_allclose(layer(x), ref, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(ref).max()))
-    small = layer(np.ascontiguousarray(x[:SMALL_BATCH]))  # pruned layers: the dense conv of the same weight
+    small = layer(np.ascontiguousarray(x[:SMALL_BATCH]))  # never the direct path: the tiles (or dense at 1x1)
     np.testing.assert_allclose(small, ref[:SMALL_BATCH], rtol=1e-4, atol=1e-4 * max(1.0, np.abs(ref).max()))
-    dense = not direct_fits(conv.weight.shape, stride, padding, 1)  # where the sparse path would be im2col
-    assert layer.path == "conv2d_forward[dense]" if dense else layer.path.startswith(("sal_conv2d", "sparse_conv2d["))
+    assert layer.route((hw, hw), SMALL_BATCH) == ("dense" if k == 1 else "tiles")
+    route = layer.route((hw, hw), SMALL_BATCH + 2)
+    assert route in ("dense", "direct", "tiles") and (route == "direct") <= direct_fits(conv.weight.shape, stride,
+                                                                                        padding, 1)
+    assert layer.path == {"dense": "conv2d_forward[dense]", "tiles": "sparse_tiles"}.get(route, layer.path)
 
 
-def test_the_sal_path_rule(tmp_path, monkeypatch):
-    """Stride 1 and 'same' padding: sparse_conv2d's direct path where sparse_direct.direct_pays holds
-    and the batch is larger than SMALL_BATCH, else sal_conv2d (at every batch size); the dense conv of
-    the kept weights for the stride-2 layers (where sparse_conv2d would form the whole patch matrix)."""
-    from tinycomp.runtime import sal as runtime_sal
-
-    _, rt = _exported(tmp_path, "sal", width=1.0)
-    paths = {name: path for name, _, path in rt.layers()}
-    assert paths["layer1.0.conv1"] == f"sparse_conv2d[direct] (sal_conv2d up to {SMALL_BATCH} images)"  # 16 @ 32x32
-    assert paths["layer2.1.conv1"] == paths["layer3.2.conv2"] == "sal_conv2d"  # 32 at 16x16, 64 at 8x8
-    assert paths["layer2.0.conv1"] == paths["layer3.0.conv1"] == "conv2d_forward[dense]"  # stride 2
-    assert paths["layer2.0.shortcut.0"] == "conv2d_forward" and paths["conv1"] == "conv2d_forward"
-    calls = []
-    real = runtime_sal.SalPlan.__call__
-    monkeypatch.setattr(runtime_sal.SalPlan, "__call__", lambda plan, x: calls.append(x.shape[0]) or real(plan, x))
-    rt(images(1))
-    assert calls == [1] * 16  # 18 SAL layers, two of them strided: one image runs the SAL kernel everywhere else
-    calls.clear()
-    rt(images(SMALL_BATCH + 1))
-    assert calls == [SMALL_BATCH + 1] * 10  # the six 16-channel layers run the direct path
-    _, rt = _exported(tmp_path, "prune", width=1.0, sparsity=0.95)
-    paths = {name: path for name, _, path in rt.layers()}
-    assert paths["layer1.0.conv1"] == "sparse_conv2d[direct]" and paths["layer2.0.conv1"] == "conv2d_forward[dense]"
-    assert paths["layer2.0.shortcut.0"] == "conv2d_forward[dense]"  # the pruned 1x1 stride-2 projection
-
-
-def test_small_batches_and_strided_layers_run_the_dense_conv(tmp_path, monkeypatch):
-    """At most SMALL_BATCH images: every pruned layer runs the dense conv of its kept weights; more:
-    the stride-1 layers run sparse_conv2d, the strided ones stay dense (their sparse path is im2col)."""
+def test_the_path_rule_of_sal_and_pruned_layers(tmp_path, monkeypatch):
+    """1x1 kernels: the dense conv of the kept weights; stride 1 and 'same' padding with more than
+    SMALL_BATCH images where sparse_direct.direct_pays holds (ResNet-20's 16-channel layers):
+    sparse_conv2d's direct path; everything else, strided layers too: the kept-weight tiles."""
     from tinycomp.runtime import sparse as runtime_sparse
 
-    _, rt = _exported(tmp_path, "prune", width=0.25, sparsity=0.9)
     calls = []
     real = runtime_sparse.sparse_conv2d
-    monkeypatch.setattr(runtime_sparse, "sparse_conv2d", lambda x, *a, **k: calls.append(x.shape[1:]) or real(x, *a, **k))
-    small, large = images(SMALL_BATCH), images(SMALL_BATCH + 1)
-    np.testing.assert_allclose(rt(small), rt(large)[:SMALL_BATCH], rtol=1e-4, atol=1e-4)
-    strided = [name for name, _, path in rt.layers() if path == "conv2d_forward[dense]"]
-    sparse = [name for name, _, path in rt.layers() if path.startswith("sparse_conv2d")]
-    assert strided and len(calls) == len(sparse) > 0  # only the large batch, only the stride-1 layers
+    monkeypatch.setattr(runtime_sparse, "sparse_conv2d", lambda x, *a, **k: calls.append(x.shape[0]) or real(x, *a, **k))
+    direct = f"sparse_conv2d[direct] (sparse_tiles up to {SMALL_BATCH} images)"
+    for method, options in (("sal", {}), ("prune", {"sparsity": 0.95})):
+        _, rt = _exported(tmp_path, method, width=1.0, **options)
+        paths = {name: path for name, _, path in rt.layers()}
+        assert paths["layer1.0.conv1"] == direct, method  # 16 channels at 32x32
+        assert paths["layer2.1.conv1"] == paths["layer3.2.conv2"] == "sparse_tiles", method  # 32 @ 16x16, 64 @ 8x8
+        assert paths["layer2.0.conv1"] == paths["layer3.0.conv1"] == "sparse_tiles", method  # stride 2
+        assert paths["conv1"] == "conv2d_forward", method
+        assert paths["layer2.0.shortcut.0"] == ("conv2d_forward" if method == "sal" else "conv2d_forward[dense]")
+        calls.clear()
+        rt(images(SMALL_BATCH))
+        assert calls == [], method  # small batches: never the direct path
+        rt(images(SMALL_BATCH + 1))
+        assert calls == [SMALL_BATCH + 1] * 6, method  # the six 16-channel layers
+        assert "sparse_tiles" in rt.describe() and direct in rt.describe()
+
+
+def test_small_and_large_batches_agree(tmp_path):
+    """The direct path (large batches) and the tiles (small ones) give the same predictions."""
+    for method, options in (("prune", {"sparsity": 0.9}), ("sal", {})):
+        _, rt = _exported(tmp_path, method, width=0.25, **options)
+        small, large = images(SMALL_BATCH), images(SMALL_BATCH + 1)
+        np.testing.assert_allclose(rt(small), rt(large)[:SMALL_BATCH], rtol=1e-4, atol=1e-4)

@@ -82,21 +82,6 @@ def test_all_pruned_gives_zeros_and_packing_order():
                                                   w[1, 2, 1, 1]])
 
 
-def test_loops_run_in_plain_python():
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((1, 2, 3, 4)).astype(np.float32)
-    w = rng.standard_normal((5, 2, 3, 3)).astype(np.float32)
-    tap = np.array([[0, 1], [2, 3], [4, -1], [5, 6], [7, 8]])
-    packed = L.sal_pack(w, tap)
-    xq = np.zeros((1, 2, 8 + 2, 8 + 2), np.float32)  # zero-padded by 1 and up to the 8x8 tile
-    xq[:, :, 1:4, 1:5] = x
-    taps = packed.indices // 2
-    koff = ((packed.indices % 2) * 10 + taps // 3) * 10 + taps % 3
-    out = np.empty((1, 5, 8, 8), np.float32)
-    L._sal_conv2d_loops(out, xq, packed.indptr, koff.astype(np.int64), packed.values)
-    np.testing.assert_allclose(out[:, :, :3, :4], _dense_conv_same(x, _rounded_weight(w, tap)), **TOL)
-
-
 def test_bad_input():
     w = np.ones((2, 3, 3, 3), np.float32)
     tap = np.zeros((2, 3), int)

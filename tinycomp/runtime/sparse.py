@@ -13,26 +13,36 @@ checked here before any kernel sees it: indptr from 0, non-decreasing, ending at
 (``sparse_conv2d_algorithm``: "direct" or "implicit" for stride 1 and "same" padding, "im2col"
 otherwise); ``path`` names it for the input size of the model's shape walk (``input_hw``).
 
-Where that algorithm would be "im2col" (strided or not "same"-padded layers: ResNet's stride-2 convs
-and 1×1 projection shortcuts) the layer runs the dense conv of the same weight, expanded at load
-(``Conv2dPlan``, path "conv2d_forward[dense]"): it was faster at every sparsity timed, 1.4-3.3x at
-batch 64 and 3-5x at batch 1 for 90 % and 95 % (Zen 3, 2026-12-01, ``benchmarks/README.md``), since
-the im2col path forms the whole patch matrix whatever the sparsity. Every layer also runs the dense
-conv for batches of at most SMALL_BATCH images: at 1-4 images the sparse direct and implicit paths
-took 1.1-4x the dense conv's time at 90 and 95 %, from 8 images on they win (up to 1.8x at 16-32);
-per call, from the input's shape, so the choice stays deterministic. The file stays sparse; the
-dense weights are expanded at load (ResNet-20: about 1 MB).
+Path rule (deterministic, from the shapes and the batch size; ``KeptWeights.route``), the same for
+pruned and SAL layers:
+- a 1×1 kernel (the projection shortcuts) runs the dense conv of the kept weights, expanded at load
+  (``Conv2dPlan``, path "conv2d_forward[dense]"): as fast as the sparse paths or faster at 90-95 %;
+- a stride-1 "same" layer on planes of at least DIRECT_MIN_PLANE pixels where
+  ``sparse_direct.direct_pays`` holds, with more than SMALL_BATCH images, runs ``sparse_conv2d``'s
+  direct path ("sparse_conv2d[direct]");
+- every other layer, any stride, runs ``tinycomp_kernels.sparse_tiles`` ("sparse_tiles": a register
+  tile per 8x8 output block, a kept weight per step).
+Timed per layer on ResNet-20's shapes at 90 and 95 % (quiet Zen 3, 2 threads, 2026-12-01, side by
+side in one script): the tiles took 0.24-0.44x the dense conv's time on the 3x3 stride-1 layers of
+32 and 64 channels at batch 64 and 0.5-0.56x on the stride-2 ones (where the im2col sparse path
+took 1.7-1.8x the dense conv's), 0.36-0.72x at batch 1; the implicit path 1.8-2.0x the tiles'
+time; the direct path 0.46-0.72x the tiles' on 16 channels at 32x32 at batch 64 but 2.5-2.9x at
+batch 1, and 1.2x on 32 channels at 16x16 at 95 % (where direct_pays holds too). On the 1×1 stride-2 shortcuts the tiles took 1.0-1.7x the dense conv's time. The dense
+weights of the 1×1 layers are expanded at load; the file stays sparse.
 """
 import numpy as np
 from tinycomp_kernels.checks import non_decreasing
 from tinycomp_kernels.epilogue import epilogue
-from tinycomp_kernels.sparse_conv import sparse_conv2d, sparse_conv2d_algorithm
-from tinycomp_kernels.sparse_direct import direct_fits
+from tinycomp_kernels.sparse_conv import sparse_conv2d
+from tinycomp_kernels.sparse_direct import direct_fits, direct_pays
+from tinycomp_kernels.sparse_tiles import SparseTilesPlan
 
 from .layers import Conv
 
 SPARSE_KINDS = ("sparse", "sparse_binary_weight")
-SMALL_BATCH = 4  # images; at most this many run the dense conv (module docstring; not SAL's: runtime/sal.py)
+SMALL_BATCH = 4  # images; at most this many never take the direct path (module docstring)
+DIRECT_MIN_PLANE = 32 * 32  # pixels; on smaller planes the tiles beat the direct path (module docstring)
+ROUTES = ("dense", "direct", "tiles")
 
 
 class KeptWeights(Conv):
@@ -41,7 +51,6 @@ class KeptWeights(Conv):
 
     kinds = ()
     input_hw = None
-    small_batch = SMALL_BATCH  # batches of at most this many images run the dense conv
 
     def _geometry(self, reader, entry, where):
         self.name = reader.field(entry, "name", str, where)
@@ -72,25 +81,55 @@ class KeptWeights(Conv):
         signs = reader.sign_tensor(reader.field(entry, "values", dict, where), (self.nnz,), f"{where}.values")
         return signs * self.scale[rows]  # ±1 · scale[o], float32
 
-    def _keep_dense(self, dense):
-        """The dense weight (O, C, KH, KW) ``dense`` for the dense conv, which runs where the sparse path
-        would be im2col, and for small batches (module docstring)."""
-        self._plans = {}
-        self.weight = dense
-        self.always_dense = not direct_fits(self.shape, self.stride[0], self.padding[0], 1)
+    def _keep(self, dense, rows, chans, taps, values):
+        """The layer's kernel forms: the kept entries (output channel ``rows``, input channel ``chans``,
+        flat tap ``taps`` = kh·KW + kw, ``values``; in CSR order) for the tiles and the direct path,
+        and the dense weight (O, C, KH, KW) ``dense`` where the rule runs the dense conv."""
+        O, C, KH, KW = self.shape
+        self.indptr = np.zeros(O + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=O), out=self.indptr[1:])
+        self.chans, self.taps, self.values = chans.astype(np.int64), taps.astype(np.int64), values
+        self.csr_indices = (self.chans * (KH * KW) + self.taps).astype(np.int32)
+        self.pointwise = KH * KW == 1
+        self.same = direct_fits(self.shape, self.stride[0], self.padding[0], 1)
+        self.weight = dense if self.pointwise else None
+        self._plans = {}  # input (H, W) -> Conv2dPlan (1x1 layers) or SparseTilesPlan
 
-    def _output(self, x, sparse, residual, relu):
-        """The layer's output: the dense conv (``_keep_dense``) or ``sparse(x)``; then the bias,
-        ``residual`` and ReLU in one epilogue pass, as ``Conv``'s."""
-        y = self.plan(x)(x) if self.always_dense or x.shape[0] <= self.small_batch else sparse(x)
+    def route(self, hw, batch):
+        """"dense", "direct" or "tiles" for ``batch`` images of ``hw`` (the module docstring's rule)."""
+        if self.pointwise:
+            return "dense"
+        plane = hw[0] * hw[1]
+        if self.same and batch > SMALL_BATCH and plane >= DIRECT_MIN_PLANE and direct_pays(self.nnz, self.shape[0],
+                                                                                          plane):
+            return "direct"
+        return "tiles"
+
+    @property
+    def path(self):
+        if self.pointwise:
+            return "conv2d_forward[dense]"
+        if self.input_hw is not None and self.route(self.input_hw, SMALL_BATCH + 1) == "direct":
+            return f"sparse_conv2d[direct] (sparse_tiles up to {SMALL_BATCH} images)"
+        return "sparse_tiles"
+
+    def __call__(self, x, residual=None, relu=False):
+        """The layer's output on its route; then the bias, ``residual`` and ReLU in one epilogue pass,
+        as ``Conv``'s."""
+        route = self.route(x.shape[2:], x.shape[0])
+        if route == "direct":
+            y = sparse_conv2d(x, self.indptr, self.csr_indices, self.values, self.shape, self.stride[0],
+                              self.padding[0])
+        else:
+            y = self.plan(x)(x)
         return epilogue(np.ascontiguousarray(y), bias=self.bias, residual=residual, relu=relu)
 
-    def _sparse_algorithm(self):
-        """``sparse_conv2d``'s algorithm for an input of ``input_hw`` (None before the model's walk)."""
-        if self.input_hw is None:
-            return None
-        x_shape = (1, self.shape[1]) + tuple(self.input_hw)
-        return sparse_conv2d_algorithm(x_shape, self.shape, self.nnz, self.stride[0], self.padding[0])
+    def _make_plan(self, hw):
+        if self.pointwise:
+            return super()._make_plan(hw)
+        O, C, KH, KW = self.shape
+        return SparseTilesPlan(self.indptr, self.chans, self.taps // KW, self.taps % KW, self.values, C, (KH, KW), hw,
+                               self.stride, self.padding)
 
 
 class SparseConv(KeptWeights):
@@ -104,22 +143,9 @@ class SparseConv(KeptWeights):
         indptr = reader.int32_tensor(reader.field(entry, "indptr", dict, where), (O + 1,), f"{where}.indptr")
         indices = reader.int32_tensor(reader.field(entry, "indices", dict, where), (self.nnz,), f"{where}.indices")
         check_csr_entry(reader, indptr, indices, self.nnz, C * KH * KW, where)
-        self.indptr = indptr.astype(np.int64)  # the kernels' index type
-        self.indices = indices
-        rows = np.repeat(np.arange(O), np.diff(self.indptr))  # (nnz,) output channel of each kept weight
-        self.values = np.ascontiguousarray(self._values(reader, entry, rows, where))
-        self._keep_dense(_dense(self.shape, rows, indices, self.values))
-
-    @property
-    def path(self):
-        if self.always_dense:
-            return "conv2d_forward[dense]"
-        algorithm = self._sparse_algorithm()
-        return "sparse_conv2d" if algorithm is None else f"sparse_conv2d[{algorithm}]"
-
-    def __call__(self, x, residual=None, relu=False):
-        return self._output(x, lambda v: sparse_conv2d(v, self.indptr, self.indices, self.values, self.shape,
-                                                       self.stride[0], self.padding[0]), residual, relu)
+        rows = np.repeat(np.arange(O), np.diff(indptr.astype(np.int64)))  # (nnz,) output channel of each
+        values = np.ascontiguousarray(self._values(reader, entry, rows, where))
+        self._keep(_dense(self.shape, rows, indices, values), rows, indices // (KH * KW), indices % (KH * KW), values)
 
 
 def _dense(shape, rows, cols, values):
