@@ -1,9 +1,12 @@
 """ResNet-20 training step: batch 128, 3×32×32 float32; forward, cross-entropy, backward, SGD step
 (Nesterov momentum 0.9, weight decay 5e-4). Reports images/s, the time split by op, peak memory, and
 — when PyTorch is installed — PyTorch's full step for the same network and weights, in a separate
-process with the same thread count, and the throughput ratio.
+process with the same thread count, and the throughput ratio. ``--model resnet18`` (CIFAR ResNet-18)
+and ``--batch`` change the case (results/<model>_step[_b<batch>]). Peak memory on both sides: the
+peak resident set above the process's size just before the first step (``step_memory``).
 
     python benchmarks/bench_resnet20_step.py [--threads 2] [--repeats 10] [--quick] [--no-torch]
+        [--model resnet18] [--batch 64]
 
 Validation first: tinycomp's eval-mode logits must match PyTorch's for the same weights (when
 PyTorch is there), and a step must reduce nothing to NaN.
@@ -27,6 +30,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import time_call, write_report  # noqa: E402
+from step_memory import StepMemory  # noqa: E402
 
 import tinycomp  # noqa: E402
 from tinycomp import Tensor, functional as F, models, optim  # noqa: E402
@@ -59,7 +63,7 @@ def torch_available():
         return False
 
 
-def run_torch(model, x, y, threads, repeats):
+def run_torch(model, x, y, threads, repeats, name="resnet20"):
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(os.path.join(tmp, "w.npz"), **model.state_dict())
         np.savez(os.path.join(tmp, "x.npz"), x=x, y=y)
@@ -67,7 +71,8 @@ def run_torch(model, x, y, threads, repeats):
         # PyTorch in its default configuration: without tinycomp's wait-policy settings
         env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
         env["OMP_NUM_THREADS"] = str(threads)
-        out = subprocess.run([sys.executable, script, "--threads", str(threads), "--batch", str(len(y)),
+        out = subprocess.run([sys.executable, script, "--threads", str(threads), "--model", name,
+                              "--batch", str(len(y)),
                               "--repeats", str(repeats), "--weights", os.path.join(tmp, "w.npz"),
                               "--input", os.path.join(tmp, "x.npz")],
                              capture_output=True, text=True, env=env, check=True)
@@ -78,6 +83,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--model", default="resnet20", choices=("resnet20", "resnet18"))
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="3 repeats, for a smoke run")
     ap.add_argument("--no-torch", action="store_true")
@@ -88,13 +94,13 @@ def main():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, args.batch).astype(np.int64)
-    model = models.get("resnet20")
+    model = models.get(args.model)
     use_torch = torch_available() and not args.no_torch
 
     # 1. validate (before anything is timed)
     torch_result = None
     if use_torch:
-        torch_result = run_torch(model, x, y, args.threads, repeats)
+        torch_result = run_torch(model, x, y, args.threads, repeats, args.model)
         model.eval()
         with tinycomp.no_grad():
             ours = model(Tensor(x)).data
@@ -105,8 +111,10 @@ def main():
         print(f"validated: eval-mode logits match PyTorch's within {diff:.2e}")
     step = make_step(model, x, y)
 
-    # 2. time the full step
+    # 2. time the full step (and the peak resident set above the size before it, as PyTorch's side does)
+    memory = StepMemory().start()
     t = time_call(step, repeats=repeats, warmup=1)
+    rss_above = memory.peak_above_start()
     if not np.isfinite(step().item()):
         raise SystemExit("validation failed: the loss is not finite")
 
@@ -128,19 +136,23 @@ def main():
 
     ips = args.batch / t["median_s"]
     rows = [{"side": "tinycomp", "median_s": t["median_s"], "min_s": t["min_s"], "first_s": t["first_s"],
-             "images_per_s": ips, "ratio_vs_torch": None}]
+             "images_per_s": ips, "ratio_vs_torch": None, "peak_rss_above_start_mib": rss_above / 2**20}]
     if torch_result:
         tips = args.batch / torch_result["median_s"]
         rows[0]["ratio_vs_torch"] = ips / tips
         rows.append({"side": f"PyTorch {torch_result['torch']}", "median_s": torch_result["median_s"],
                      "min_s": torch_result["min_s"], "first_s": torch_result["first_s"], "images_per_s": tips,
-                     "ratio_vs_torch": 1.0})
+                     "ratio_vs_torch": 1.0,
+                     "peak_rss_above_start_mib": torch_result["peak_rss_above_start_bytes"] / 2**20})
     columns = [("side", "side", None), ("median_s", "median s/step", "{:.4f}"), ("min_s", "min s/step", "{:.4f}"),
                ("first_s", "first step s (compile)", "{:.2f}"), ("images_per_s", "images/s", "{:.0f}"),
-               ("ratio_vs_torch", "throughput vs PyTorch", "{:.2f}")]
-    extra = {"batch": args.batch, "threads": args.threads, "repeats": repeats,
+               ("ratio_vs_torch", "throughput vs PyTorch", "{:.2f}"),
+               ("peak_rss_above_start_mib", "peak RSS above start, MiB", "{:.0f}")]
+    extra = {"model": args.model, "batch": args.batch, "threads": args.threads, "repeats": repeats,
              "time_split_s": split, "peak_numpy_bytes": peak, "peak_rss_bytes": rss_peak}
-    write_report("resnet20_step" + ("_quick" if args.quick else ""), rows, columns, extra=extra, title="ResNet-20 training step (batch 128)")
+    name = f"{args.model}_step" + ("" if (args.model, args.batch) == ("resnet20", 128) else f"_b{args.batch}")
+    title = f"{'ResNet-20' if args.model == 'resnet20' else 'ResNet-18 (CIFAR)'} training step (batch {args.batch})"
+    write_report(name + ("_quick" if args.quick else ""), rows, columns, extra=extra, title=title)
     print("\ntime split per step (s), profiled:")
     for k, v in sorted(split.items(), key=lambda kv: -kv[1]):
         print(f"  {k:<40} {v:.4f}  ({100 * v / profiled:.0f} %)")

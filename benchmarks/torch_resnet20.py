@@ -2,7 +2,7 @@
 dependency of tinycomp). The same ResNet-20 (1×1 projection shortcuts) with the same layer names, so
 tinycomp's state dict loads by name; prints one JSON line.
 
-    python benchmarks/torch_resnet20.py --threads 2 --batch 128 --repeats 10 --weights w.npz --input x.npz
+    python benchmarks/torch_resnet20.py --threads 2 [--model resnet18] --batch 128 --repeats 10 --weights w.npz --input x.npz
 """
 import argparse
 import json
@@ -12,19 +12,21 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as TF
+from step_memory import StepMemory
 from torch_models import resnet
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--model", default="resnet20", help="resnet20 or resnet18 (torch_models.resnet)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--weights", required=True, help=".npz state dict written by tinycomp")
     ap.add_argument("--input", required=True, help=".npz with x (N, 3, 32, 32) and y (N,)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = resnet("resnet20")
+    model = resnet(args.model)
     with np.load(args.weights, allow_pickle=False) as w:
         model.load_state_dict({k: torch.from_numpy(w[k]) for k in w.files})
     with np.load(args.input, allow_pickle=False) as d:
@@ -41,6 +43,7 @@ def main():
         loss.backward()
         opt.step()
 
+    memory = StepMemory().start()
     t0 = time.perf_counter()
     step()
     first = time.perf_counter() - t0
@@ -52,6 +55,7 @@ def main():
         times.append(time.perf_counter() - t0)
     print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "first_s": first,
                       "median_s": statistics.median(times), "min_s": min(times), "times_s": times,
+                      "peak_rss_above_start_bytes": memory.peak_above_start(),
                       "eval_logits": eval_logits.tolist()}))
 
 
