@@ -175,7 +175,22 @@ def _conv2d_tiles_backward_weight_loops(parts, dout, xq, koff, rows_per_chunk, w
                     dw_tile_4x3_8x1(part, o0, k0, df, xf, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
 
 
+def _phase_merge_loops(dx, out, a, b, sh, sw):
+    """dx[n, c, i*sh + a, j*sw + b] = out[n, c, i, j]: one stride phase of the input gradient into dx
+    (NumPy's strided assignment does this on one core)."""
+    N, C, Ha, Wi = out.shape
+    for t in prange(N * C):
+        n = t // C
+        c = t % C
+        for i in range(Ha):
+            src = out[n, c, i]
+            dst = dx[n, c, i * sh + a]
+            for j in range(Wi):
+                dst[j * sw + b] = src[j]
+
+
 conv2d_tiles_backward_weight_jit = njit(parallel=True, cache=True)(_conv2d_tiles_backward_weight_loops)
+phase_merge_jit = njit(parallel=True, cache=True)(_phase_merge_loops)
 phase_split_jit = njit(parallel=True, cache=True)(_phase_split_loops)
 conv2d_tiles_jit = njit(parallel=True, cache=True)(_conv2d_tiles_loops)
 
@@ -253,7 +268,7 @@ def conv2d_tiles_backward_input(dout, w, x_shape, s, p, d):
             out = _tiles_conv(dpad, wm, koff, N, Ha, Wi)                  # (N, C, Ha, Wi)
             if dx is None:
                 return out
-            dx[:, :, a::sh, b::sw] = out
+            phase_merge_jit(dx, out, a, b, sh, sw)  # dx[:, :, a::sh, b::sw] = out, in parallel
     return dx
 
 

@@ -197,3 +197,15 @@ def test_tiles_loops_run_as_plain_python(wide, O):
                                         xq, kpad, 32, wide)
     dw_ref = conv2d_backward_weight(dout.astype(np.float64), x.astype(np.float64), w.shape, 2, 1, algorithm="im2col")
     np.testing.assert_allclose(parts[0, :O, :8].reshape(w.shape), dw_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_phase_merge_loops_run_as_plain_python():
+    from tinycomp_kernels.conv_tiles import _phase_merge_loops, phase_merge_jit
+
+    rng = np.random.default_rng(7)
+    out = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    for merge in (_phase_merge_loops, phase_merge_jit):
+        dx = np.full((2, 3, 8, 15), np.nan, np.float32)
+        merge(dx, out, 1, 2, 2, 3)
+        np.testing.assert_array_equal(dx[:, :, 1::2, 2::3], out)
+        assert np.isnan(dx[:, :, 0::2]).all() and np.isnan(dx[:, :, :, 0::3]).all()
