@@ -265,6 +265,8 @@ def conv2d_tiles_backward_input(dout, w, x_shape, s, p, d):
             wm = np.ascontiguousarray(w[:, :, kh, kw].transpose(1, 0, 2)).reshape(C, O * len(taps))  # (C, O*T)
             o = np.arange(O)[:, None]
             koff = ((o * Hd + top + th[None, :]) * Wd + left + tw[None, :]).reshape(-1).astype(np.int64)  # (O*T,)
+            order = np.argsort(koff, kind="stable")  # ascending reads: the flipped kernel's descending
+            koff, wm = koff[order], np.ascontiguousarray(wm[:, order])  # ones ran 1.2-1.5x slower (Zen 3)
             out = _tiles_conv(dpad, wm, koff, N, Ha, Wi)                  # (N, C, Ha, Wi)
             if dx is None:
                 return out
