@@ -32,7 +32,8 @@ def _relu_backward_loops(dx, dout, y, zero):
     n = y.size
     for blk in prange((n + _BLOCK - 1) // _BLOCK):
         for i in range(blk * _BLOCK, min(n, (blk + 1) * _BLOCK)):
-            dx[i] = dout[i] if y[i] > 0 else zero
+            g = dout[i]  # loaded before the select: a load inside it kept the loop scalar (4.5x slower)
+            dx[i] = g if y[i] > zero else zero
 
 
 def _add_relu_loops(z, a, b, zero):
