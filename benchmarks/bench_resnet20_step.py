@@ -5,7 +5,7 @@ process with the same thread count, and the throughput ratio. ``--model resnet18
 and ``--batch`` change the case (results/<model>_step[_b<batch>]). Peak memory on both sides: the
 peak resident set above the process's size just before the first step (``step_memory``).
 
-    python benchmarks/bench_resnet20_step.py [--threads 2] [--repeats 10] [--quick] [--no-torch]
+    python benchmarks/bench_resnet20_step.py [--threads 2] [--repeats 10] [--rounds 3] [--quick] [--no-torch]
         [--model resnet18] [--batch 64]
 
 Validation first: tinycomp's eval-mode logits must match PyTorch's for the same weights (when
@@ -54,6 +54,12 @@ def make_step(model, x, y, lr=0.1, after_step=None):
     return step
 
 
+def _pooled(results):
+    """Median and minimum over the step times of several ``time_call``-like results."""
+    times = [v for r in results for v in r["times_s"]]
+    return {"median_s": float(np.median(times)), "min_s": float(min(times)), "times_s": times}
+
+
 def torch_available():
     try:
         import importlib.util
@@ -85,10 +91,12 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--model", default="resnet20", choices=("resnet20", "resnet18"))
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3, help="alternations of the two sides (--quick: 1)")
     ap.add_argument("--quick", action="store_true", help="3 repeats, for a smoke run")
     ap.add_argument("--no-torch", action="store_true")
     args = ap.parse_args()
     repeats = 3 if args.quick else args.repeats
+    rounds = 1 if args.quick else max(1, args.rounds)
     tinycomp.set_num_threads(args.threads)
     tinycomp.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -111,10 +119,19 @@ def main():
         print(f"validated: eval-mode logits match PyTorch's within {diff:.2e}")
     step = make_step(model, x, y)
 
-    # 2. time the full step (and the peak resident set above the size before it, as PyTorch's side does)
+    # 2. time the full step (and the peak resident set above the size before it, as PyTorch's side does),
+    # in rounds that alternate the two sides: the machine's speed drifts by up to 10-20 % within minutes,
+    # so the ratio is the median of the rounds' ratios (round 1's PyTorch side is the validation run)
     memory = StepMemory().start()
     t = time_call(step, repeats=repeats, warmup=1)
     rss_above = memory.peak_above_start()
+    tc_rounds, torch_rounds = [t], [torch_result] if torch_result else []
+    for _ in range(1, rounds):
+        tc_rounds.append(time_call(step, repeats=repeats, warmup=0))
+        if use_torch:
+            torch_rounds.append(run_torch(model, x, y, args.threads, repeats, args.model))
+    round_ratios = [r_t["median_s"] / r_c["median_s"] for r_c, r_t in zip(tc_rounds, torch_rounds)]
+    t = {"first_s": t["first_s"], **_pooled(tc_rounds)}
     if not np.isfinite(step().item()):
         raise SystemExit("validation failed: the loss is not finite")
 
@@ -138,17 +155,19 @@ def main():
     rows = [{"side": "tinycomp", "median_s": t["median_s"], "min_s": t["min_s"], "first_s": t["first_s"],
              "images_per_s": ips, "ratio_vs_torch": None, "peak_rss_above_start_mib": rss_above / 2**20}]
     if torch_result:
-        tips = args.batch / torch_result["median_s"]
-        rows[0]["ratio_vs_torch"] = ips / tips
-        rows.append({"side": f"PyTorch {torch_result['torch']}", "median_s": torch_result["median_s"],
-                     "min_s": torch_result["min_s"], "first_s": torch_result["first_s"], "images_per_s": tips,
+        pooled = _pooled(torch_rounds)
+        tips = args.batch / pooled["median_s"]
+        rows[0]["ratio_vs_torch"] = float(np.median(round_ratios))
+        rows.append({"side": f"PyTorch {torch_result['torch']}", "median_s": pooled["median_s"],
+                     "min_s": pooled["min_s"], "first_s": torch_result["first_s"], "images_per_s": tips,
                      "ratio_vs_torch": 1.0,
                      "peak_rss_above_start_mib": torch_result["peak_rss_above_start_bytes"] / 2**20})
     columns = [("side", "side", None), ("median_s", "median s/step", "{:.4f}"), ("min_s", "min s/step", "{:.4f}"),
                ("first_s", "first step s (compile)", "{:.2f}"), ("images_per_s", "images/s", "{:.0f}"),
-               ("ratio_vs_torch", "throughput vs PyTorch", "{:.2f}"),
+               ("ratio_vs_torch", "throughput vs PyTorch (median of rounds)", "{:.2f}"),
                ("peak_rss_above_start_mib", "peak RSS above start, MiB", "{:.0f}")]
-    extra = {"model": args.model, "batch": args.batch, "threads": args.threads, "repeats": repeats,
+    extra = {"model": args.model, "batch": args.batch, "threads": args.threads, "repeats": repeats, "rounds": rounds,
+             "round_ratios": round_ratios,
              "time_split_s": split, "peak_numpy_bytes": peak, "peak_rss_bytes": rss_peak}
     name = f"{args.model}_step" + ("" if (args.model, args.batch) == ("resnet20", 128) else f"_b{args.batch}")
     title = f"{'ResNet-20' if args.model == 'resnet20' else 'ResNet-18 (CIFAR)'} training step (batch {args.batch})"
@@ -156,6 +175,8 @@ def main():
     print("\ntime split per step (s), profiled:")
     for k, v in sorted(split.items(), key=lambda kv: -kv[1]):
         print(f"  {k:<40} {v:.4f}  ({100 * v / profiled:.0f} %)")
+    if round_ratios:
+        print("throughput ratio per round: " + ", ".join(f"{r:.2f}" for r in round_ratios))
     print(f"peak NumPy memory in one step: {peak / 2**20:.0f} MiB; process peak RSS: {rss_peak / 2**20:.0f} MiB")
 
 
