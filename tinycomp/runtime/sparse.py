@@ -1,17 +1,15 @@
-"""The runtime's pruned convolutions: the kept weights of an exported ``PrunedConv2d`` as CSR, on
-``tinycomp_kernels.sparse_conv.sparse_conv2d``.
+"""The runtime's pruned convolutions: the kept weights of an exported ``PrunedConv2d``, on the
+kept-weight tiles (``tinycomp_kernels.sparse_tiles``) or ``sparse_conv2d``'s direct path.
 
 Stored (``tinycomp.export_sparse``): the weight W' (BatchNorm folded) as CSR over (O, C·KH·KW), the
 summary's index format: indptr int32 (O + 1) and indices int32 (nnz) in the int32 entry, and
 
-    sparse                values float32 (nnz)                         y = sparse_conv2d(x, W') + b'
+    sparse                values float32 (nnz)                         y = conv2d(x, W') + b'
     sparse_binary_weight  values as sign bits (nnz), scale float32 (O)  W'[o, k] = scale[o]·sign, then the same
 
-The signs are expanded to float values at load (``sparse_conv2d`` multiplies float32). A CSR is
-checked here before any kernel sees it: indptr from 0, non-decreasing, ending at nnz; indices in
-[0, C·KH·KW). ``sparse_conv2d`` picks its own algorithm from the shapes
-(``sparse_conv2d_algorithm``: "direct" or "implicit" for stride 1 and "same" padding, "im2col"
-otherwise); ``path`` names it for the input size of the model's shape walk (``input_hw``).
+The signs are expanded to float values at load (the kernels multiply float32). A CSR is checked
+here before any kernel sees it: indptr from 0, non-decreasing, ending at nnz; indices in
+[0, C·KH·KW). ``path`` names the route for the input size of the model's shape walk (``input_hw``).
 
 Path rule (deterministic, from the shapes and the batch size; ``KeptWeights.route``), the same for
 pruned and SAL layers:
@@ -27,8 +25,9 @@ side in one script): the tiles took 0.24-0.44x the dense conv's time on the 3x3 
 32 and 64 channels at batch 64 and 0.5-0.56x on the stride-2 ones (where the im2col sparse path
 took 1.7-1.8x the dense conv's), 0.36-0.72x at batch 1; the implicit path 1.8-2.0x the tiles'
 time; the direct path 0.46-0.72x the tiles' on 16 channels at 32x32 at batch 64 but 2.5-2.9x at
-batch 1, and 1.2x on 32 channels at 16x16 at 95 % (where direct_pays holds too). On the 1×1 stride-2 shortcuts the tiles took 1.0-1.7x the dense conv's time. The dense
-weights of the 1×1 layers are expanded at load; the file stays sparse.
+batch 1, and 1.2x on 32 channels at 16x16 at 95 % (where direct_pays holds too). On the 1×1
+stride-2 shortcuts the tiles took 1.0-1.7x the dense conv's time. The dense weights of the 1×1
+layers are expanded at load; the file stays sparse.
 """
 import numpy as np
 from tinycomp_kernels.checks import non_decreasing
@@ -42,7 +41,6 @@ from .layers import Conv
 SPARSE_KINDS = ("sparse", "sparse_binary_weight")
 SMALL_BATCH = 4  # images; at most this many never take the direct path (module docstring)
 DIRECT_MIN_PLANE = 32 * 32  # pixels; on smaller planes the tiles beat the direct path (module docstring)
-ROUTES = ("dense", "direct", "tiles")
 
 
 class KeptWeights(Conv):
@@ -88,7 +86,8 @@ class KeptWeights(Conv):
         O, C, KH, KW = self.shape
         self.indptr = np.zeros(O + 1, np.int64)
         np.cumsum(np.bincount(rows, minlength=O), out=self.indptr[1:])
-        self.chans, self.taps, self.values = chans.astype(np.int64), taps.astype(np.int64), values
+        self.chans, self.taps = chans.astype(np.int64), taps.astype(np.int64)
+        self.values = np.ascontiguousarray(values, dtype=np.float32)
         self.csr_indices = (self.chans * (KH * KW) + self.taps).astype(np.int32)
         self.pointwise = KH * KW == 1
         self.same = direct_fits(self.shape, self.stride[0], self.padding[0], 1)
@@ -144,8 +143,9 @@ class SparseConv(KeptWeights):
         indices = reader.int32_tensor(reader.field(entry, "indices", dict, where), (self.nnz,), f"{where}.indices")
         check_csr_entry(reader, indptr, indices, self.nnz, C * KH * KW, where)
         rows = np.repeat(np.arange(O), np.diff(indptr.astype(np.int64)))  # (nnz,) output channel of each
-        values = np.ascontiguousarray(self._values(reader, entry, rows, where))
-        self._keep(_dense(self.shape, rows, indices, values), rows, indices // (KH * KW), indices % (KH * KW), values)
+        values = self._values(reader, entry, rows, where)
+        dense = _dense(self.shape, rows, indices, values) if KH * KW == 1 else None  # the 1x1 route's weight
+        self._keep(dense, rows, indices // (KH * KW), indices % (KH * KW), values)
 
 
 def _dense(shape, rows, cols, values):
