@@ -55,8 +55,9 @@ WIDE_VECTORS = "+avx512f" in COMPILE_FEATURES   # True: the 16-lane tiles; False
 def _phase_split_loops(xq, x, ph, pw, sh, sw):
     """xq[n, (c*sh + a)*sw + b, i, j] = x[n, c, i*sh + a - ph, j*sw + b - pw], 0 outside x. Each row
     is its zero border and the columns j_lo <= j < j_hi that land inside x, copied with unsigned flat
-    indices: no wraparound test per element, so the copy vectorises (1.5-2.6x faster than a bounds
-    test per element on ResNet-20's planes, quiet Zen 3)."""
+    indices: no wraparound test per element, so the copy vectorises (than a bounds test per element:
+    2.9x faster on 16 channels at 32x32, 1.2x on 32 at 16x16, 1.0x on 64 at 8x8, 1.3x at stride 2;
+    batch 128, quiet Zen 3)."""
     N, C, H, W = x.shape
     Cq, Hq, Wq = xq.shape[1], xq.shape[2], xq.shape[3]
     xf = x.reshape(-1)

@@ -148,7 +148,7 @@ fma_tile_8_8x1 = _make_tile(8, 8, 1)     # 8 columns
 fma_tile_8_8x2 = _make_tile(8, 8, 2)     # two output rows of 8 columns (OW = 8)
 fma_tile_16_16x1 = _make_tile(16, 16, 1)  # 16 rows x 16 columns: 16 accumulators when OW = 16
 fma_tile_4_8x2 = _make_tile(4, 8, 2)     # AVX2: 4 rows x 16 columns (or two rows of 8), 8 ymm accumulators
-fma_tile_1_8x8 = _make_tile(1, 8, 8)     # SAL: an 8x8 block of one output plane (8 rows of 8 columns, xvs a row)
+fma_tile_1_8x8 = _make_tile(1, 8, 8)     # sparse_tiles: an 8x8 block of one output plane (xvs a row)
 
 
 # --- weight-gradient tile: a R x T block of dout-rows x patch-rows dot products ------------------
