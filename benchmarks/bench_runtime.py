@@ -14,7 +14,7 @@ runtime model, tinycomp float and the float runtime (the float model exported) r
 (``harness.paired_ratio``); PyTorch's medians come from its process, run right after, per model.
 
     flock /tmp/tinycomp-bench.lock python benchmarks/bench_runtime.py [--quick] [--repeats 20] [--no-torch]
-        [--only sal,prune]   (only the cases whose names contain one of the words; results/runtime_only.*)
+        [--only sal,prune]   (only the cases whose names contain one of the words; results/runtime_only_sal_prune.*)
 """
 import os
 import sys
@@ -100,7 +100,7 @@ def main():
     no_torch = "--no-torch" in sys.argv
     if no_torch:
         sys.argv.remove("--no-torch")
-    only = None  # --only sal,prune: the cases whose names contain one of these (results/runtime_only.*)
+    only = None  # --only sal,prune: the cases whose names contain one of these (results/runtime_only_sal_prune.*)
     if "--only" in sys.argv:
         at = sys.argv.index("--only")
         only = sys.argv[at + 1].split(",") if at + 1 < len(sys.argv) else []
@@ -161,7 +161,8 @@ def main():
                ("float_runtime_ms", "float runtime ms", "{:.2f}"), ("torch_ms", "PyTorch float ms", "{:.2f}"),
                ("vs_float", "x tinycomp float", "{:.2f}x"), ("vs_float_runtime", "x float runtime", "{:.2f}x"),
                ("vs_torch", "x PyTorch", "{:.2f}x")]
-    write_report("runtime" + ("_quick" if args.quick else "") + ("_only" if only else ""), rows, columns,
+    name = "runtime" + ("_quick" if args.quick else "") + ("_only_" + "_".join(only) if only else "")
+    write_report(name, rows, columns,
                  extra={"threads": threads, "rounds": repeats,
                         "torch": {k: {"version": v["torch"], "threads": v["threads"], "times": v["times"]}
                                   for k, v in torch_side.items()}},
