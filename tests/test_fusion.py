@@ -96,7 +96,7 @@ def _step_results(model, x, y, steps=2):
     return model.state_dict(), grads, logits
 
 
-@pytest.mark.parametrize("name, width, blocks", [("resnet20", 0.25, 9), ("resnet18", 0.125, 8)])
+@pytest.mark.parametrize("name, width, blocks", [("resnet20", 0.25, 9), ("resnet18", 0.125, 8), ("shiftresnet20", 0.25, 9)])
 def test_models_fused_and_op_by_op_give_the_same_bits(name, width, blocks):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((4, 3, 16, 16)).astype(np.float32)

@@ -18,7 +18,7 @@ paper: 0.10 M for ε=3 and 0.28 M for ε=9; ResNet-20: 272,474). MACs per image 
 (the paper: 16.6 M FLOPs; ResNet-20 40.8 M here, 41.0 M there).
 Layer names: conv1, bn1, layer1.0.conv1, layer1.0.shift, ..., layer2.0.shortcut.0, linear.
 """
-from .. import nn
+from .. import functional as F, nn
 from ..nn.shift import Shift
 from ._width import scaled
 from .resnet_cifar import CifarResNet, build_cifar_resnet
@@ -42,9 +42,13 @@ class ShiftBlock(nn.Module):
                                           nn.BatchNorm2d(planes))
 
     def forward(self, x):
-        out = self.bn1(self.conv1(x)).relu()
+        if not nn.fusable(self.bn1, self.bn2):  # a replaced or watched BatchNorm: op by op (see nn.fused)
+            out = self.bn1(self.conv1(x)).relu()
+            out = self.bn2(self.conv2(self.shift(out)))
+            return (out + self.shortcut(x)).relu()
+        out = self.bn1(self.conv1(x), relu=True)  # BN + ReLU in one pass, as BasicBlock (equal bits)
         out = self.bn2(self.conv2(self.shift(out)))
-        return (out + self.shortcut(x)).relu()
+        return F.add_relu(out, self.shortcut(x))
 
 
 class ShiftResNet(nn.Module):
