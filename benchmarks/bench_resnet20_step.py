@@ -6,7 +6,7 @@ and ``--batch`` change the case (results/<model>_step[_b<batch>]). Peak memory o
 peak resident set above the process's size just before the first step (``step_memory``).
 
     python benchmarks/bench_resnet20_step.py [--threads 2] [--repeats 10] [--rounds 3] [--quick] [--no-torch]
-        [--model resnet18] [--batch 64]
+        [--model resnet18] [--batch 64] [--method bwn]
 
 Validation first: tinycomp's eval-mode logits must match PyTorch's for the same weights (when
 PyTorch is there), and a step must reduce nothing to NaN.
@@ -33,7 +33,7 @@ from harness import time_call, write_report  # noqa: E402
 from step_memory import StepMemory  # noqa: E402
 
 import tinycomp  # noqa: E402
-from tinycomp import Tensor, functional as F, models, optim  # noqa: E402
+from tinycomp import Tensor, compress, functional as F, models, optim  # noqa: E402
 from tinycomp.autograd import profile  # noqa: E402
 
 
@@ -69,7 +69,7 @@ def torch_available():
         return False
 
 
-def run_torch(model, x, y, threads, repeats, name="resnet20"):
+def run_torch(model, x, y, threads, repeats, name="resnet20", method="none"):
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(os.path.join(tmp, "w.npz"), **model.state_dict())
         np.savez(os.path.join(tmp, "x.npz"), x=x, y=y)
@@ -77,7 +77,7 @@ def run_torch(model, x, y, threads, repeats, name="resnet20"):
         # PyTorch in its default configuration: without tinycomp's wait-policy settings
         env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
         env["OMP_NUM_THREADS"] = str(threads)
-        out = subprocess.run([sys.executable, script, "--threads", str(threads), "--model", name,
+        out = subprocess.run([sys.executable, script, "--threads", str(threads), "--model", name, "--method", method,
                               "--batch", str(len(y)),
                               "--repeats", str(repeats), "--weights", os.path.join(tmp, "w.npz"),
                               "--input", os.path.join(tmp, "x.npz")],
@@ -90,6 +90,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--model", default="resnet20", choices=("resnet20", "resnet18"))
+    ap.add_argument("--method", default="none", choices=("none", "bwn"),
+                    help="bwn: both sides binary-weight (tinycomp.compress.convert; PyTorch fake-quantized)")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3, help="alternations of the two sides (--quick: 1)")
     ap.add_argument("--quick", action="store_true", help="3 repeats, for a smoke run")
@@ -103,12 +105,14 @@ def main():
     x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, args.batch).astype(np.int64)
     model = models.get(args.model)
+    if args.method != "none":
+        compress.convert(model, args.method)
     use_torch = torch_available() and not args.no_torch
 
     # 1. validate (before anything is timed)
     torch_result = None
     if use_torch:
-        torch_result = run_torch(model, x, y, args.threads, repeats, args.model)
+        torch_result = run_torch(model, x, y, args.threads, repeats, args.model, args.method)
         model.eval()
         with tinycomp.no_grad():
             ours = model(Tensor(x)).data
@@ -129,7 +133,7 @@ def main():
     for _ in range(1, rounds):
         tc_rounds.append(time_call(step, repeats=repeats, warmup=0))
         if use_torch:
-            torch_rounds.append(run_torch(model, x, y, args.threads, repeats, args.model))
+            torch_rounds.append(run_torch(model, x, y, args.threads, repeats, args.model, args.method))
     round_ratios = [r_t["median_s"] / r_c["median_s"] for r_c, r_t in zip(tc_rounds, torch_rounds)]
     t = {"first_s": t["first_s"], **_pooled(tc_rounds)}
     if not np.isfinite(step().item()):
@@ -166,11 +170,14 @@ def main():
                ("first_s", "first step s (compile)", "{:.2f}"), ("images_per_s", "images/s", "{:.0f}"),
                ("ratio_vs_torch", "throughput vs PyTorch (median of rounds)", "{:.2f}"),
                ("peak_rss_above_start_mib", "peak RSS above start, MiB", "{:.0f}")]
-    extra = {"model": args.model, "batch": args.batch, "threads": args.threads, "repeats": repeats, "rounds": rounds,
+    extra = {"model": args.model, "method": args.method, "batch": args.batch, "threads": args.threads,
+             "repeats": repeats, "rounds": rounds,
              "round_ratios": round_ratios,
              "time_split_s": split, "peak_numpy_bytes": peak, "peak_rss_bytes": rss_peak}
     name = f"{args.model}_step" + ("" if (args.model, args.batch) == ("resnet20", 128) else f"_b{args.batch}")
-    title = f"{'ResNet-20' if args.model == 'resnet20' else 'ResNet-18 (CIFAR)'} training step (batch {args.batch})"
+    name += "" if args.method == "none" else f"_{args.method}"
+    title = (f"{'ResNet-20' if args.model == 'resnet20' else 'ResNet-18 (CIFAR)'} training step (batch {args.batch})"
+             + ("" if args.method == "none" else f", {args.method} on both sides"))
     write_report(name + ("_quick" if args.quick else ""), rows, columns, extra=extra, title=title)
     print("\ntime split per step (s), profiled:")
     for k, v in sorted(split.items(), key=lambda kv: -kv[1]):

@@ -2,7 +2,13 @@
 dependency of tinycomp). The same ResNet-20 (1×1 projection shortcuts) with the same layer names, so
 tinycomp's state dict loads by name; prints one JSON line.
 
-    python benchmarks/torch_resnet20.py --threads 2 [--model resnet18] --batch 128 --repeats 10 --weights w.npz --input x.npz
+    python benchmarks/torch_resnet20.py --threads 2 [--model resnet18] [--method bwn] --batch 128 --repeats 10 \
+        --weights w.npz --input x.npz
+
+``--method bwn``: every conv but the first fake-quantized as tinycomp's ``bwn`` computes it, α·sign(W)
+with α the mean |W| per output filter and sign(0) = +1, the gradient through α as well (autograd of
+that expression with a straight-through sign: BWN's exact gradient, docs/methods.md); the classifier
+stays float. What a PyTorch user training a binary-weight network writes.
 """
 import argparse
 import json
@@ -16,10 +22,32 @@ from step_memory import StepMemory
 from torch_models import resnet
 
 
+class BinaryWeightConv(torch.nn.Conv2d):
+    """Conv2d whose weight is α·sign(W) in the forward pass (straight-through sign, α per filter)."""
+
+    def forward(self, x):
+        w = self.weight
+        alpha = w.abs().mean(dim=(1, 2, 3), keepdim=True)
+        sign = torch.where(w >= 0, 1.0, -1.0)
+        wb = alpha * (w + (sign - w).detach())  # forward α·sign(w); backward d/dw of α·w and of α
+        return TF.conv2d(x, wb, None, self.stride, self.padding, self.dilation, self.groups)
+
+
+def binarize_weights(model):
+    """Every Conv2d but the stem's (``conv1``) becomes a BinaryWeightConv sharing its parameters."""
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if type(child) is torch.nn.Conv2d and full != "conv1":
+                child.__class__ = BinaryWeightConv
+    return model
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--model", default="resnet20", help="resnet20 or resnet18 (torch_models.resnet)")
+    ap.add_argument("--method", default="none", choices=("none", "bwn"))
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--weights", required=True, help=".npz state dict written by tinycomp")
@@ -29,6 +57,8 @@ def main():
     model = resnet(args.model)
     with np.load(args.weights, allow_pickle=False) as w:
         model.load_state_dict({k: torch.from_numpy(w[k]) for k in w.files})
+    if args.method == "bwn":
+        binarize_weights(model)
     with np.load(args.input, allow_pickle=False) as d:
         x, y = torch.from_numpy(d["x"]), torch.from_numpy(d["y"]).long()
     model.eval()
