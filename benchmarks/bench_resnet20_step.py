@@ -6,7 +6,7 @@ and ``--batch`` change the case (results/<model>_step[_b<batch>]). Peak memory o
 peak resident set above the process's size just before the first step (``step_memory``).
 
     python benchmarks/bench_resnet20_step.py [--threads 2] [--repeats 10] [--rounds 3] [--quick] [--no-torch]
-        [--model resnet18] [--batch 64] [--method bwn]
+        [--model resnet18] [--batch 64] [--method bwn | --method prune --sparsity 0.9]
 
 Validation first: tinycomp's eval-mode logits must match PyTorch's for the same weights (when
 PyTorch is there), and a step must reduce nothing to NaN.
@@ -35,6 +35,7 @@ from step_memory import StepMemory  # noqa: E402
 import tinycomp  # noqa: E402
 from tinycomp import Tensor, compress, functional as F, models, optim  # noqa: E402
 from tinycomp.autograd import profile  # noqa: E402
+from tinycomp.compress.run_config import summary_model  # noqa: E402
 
 
 def make_step(model, x, y, lr=0.1, after_step=None):
@@ -90,8 +91,11 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--model", default="resnet20", choices=("resnet20", "resnet18"))
-    ap.add_argument("--method", default="none", choices=("none", "bwn"),
-                    help="bwn: both sides binary-weight (tinycomp.compress.convert; PyTorch fake-quantized)")
+    ap.add_argument("--method", default="none", choices=("none", "bwn", "prune"),
+                    help="bwn: both sides binary-weight (tinycomp.compress.convert; PyTorch fake-quantized); "
+                         "prune: every conv but the first at --sparsity, masks fixed (tinycomp's sparse "
+                         "training kernels where they pay; PyTorch's dense W * mask)")
+    ap.add_argument("--sparsity", type=float, default=0.9)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3, help="alternations of the two sides (--quick: 1)")
     ap.add_argument("--quick", action="store_true", help="3 repeats, for a smoke run")
@@ -104,8 +108,11 @@ def main():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, args.batch).astype(np.int64)
-    model = models.get(args.model)
-    if args.method != "none":
+    if args.method == "prune":
+        model = summary_model({"model": args.model, "width": 1.0, "method": "prune", "sparsity": args.sparsity}, 10)
+    else:
+        model = models.get(args.model)
+    if args.method == "bwn":
         compress.convert(model, args.method)
     use_torch = torch_available() and not args.no_torch
 
@@ -121,7 +128,7 @@ def main():
         if diff > 1e-3:
             raise SystemExit(f"validation failed: eval logits differ from PyTorch's by {diff}")
         print(f"validated: eval-mode logits match PyTorch's within {diff:.2e}")
-    step = make_step(model, x, y)
+    step = make_step(model, x, y, after_step=compress.after_step)  # pruning: the masks re-applied
 
     # 2. time the full step (and the peak resident set above the size before it, as PyTorch's side does),
     # in rounds that alternate the two sides: the machine's speed drifts by up to 10-20 % within minutes,
@@ -175,7 +182,7 @@ def main():
              "round_ratios": round_ratios,
              "time_split_s": split, "peak_numpy_bytes": peak, "peak_rss_bytes": rss_peak}
     name = f"{args.model}_step" + ("" if (args.model, args.batch) == ("resnet20", 128) else f"_b{args.batch}")
-    name += "" if args.method == "none" else f"_{args.method}"
+    name += {"none": "", "bwn": "_bwn", "prune": f"_prune{round(100 * args.sparsity)}"}[args.method]
     title = (f"{'ResNet-20' if args.model == 'resnet20' else 'ResNet-18 (CIFAR)'} training step (batch {args.batch})"
              + ("" if args.method == "none" else f", {args.method} on both sides"))
     write_report(name + ("_quick" if args.quick else ""), rows, columns, extra=extra, title=title)

@@ -2,13 +2,15 @@
 dependency of tinycomp). The same ResNet-20 (1×1 projection shortcuts) with the same layer names, so
 tinycomp's state dict loads by name; prints one JSON line.
 
-    python benchmarks/torch_resnet20.py --threads 2 [--model resnet18] [--method bwn] --batch 128 --repeats 10 \
+    python benchmarks/torch_resnet20.py --threads 2 [--model resnet18] [--method bwn|prune] --batch 128 --repeats 10 \
         --weights w.npz --input x.npz
 
 ``--method bwn``: every conv but the first fake-quantized as tinycomp's ``bwn`` computes it, α·sign(W)
 with α the mean |W| per output filter and sign(0) = +1, the gradient through α as well (autograd of
 that expression with a straight-through sign: BWN's exact gradient, docs/methods.md); the classifier
-stays float. What a PyTorch user training a binary-weight network writes.
+stays float. What a PyTorch user training a binary-weight network writes. ``--method prune``: the
+convs with a ``weight_mask`` in the weights file run on W ⊙ mask (dense), the weights re-masked after
+each step.
 """
 import argparse
 import json
@@ -43,11 +45,32 @@ def binarize_weights(model):
     return model
 
 
+class MaskedConv(torch.nn.Conv2d):
+    """Conv2d on W ⊙ mask, the dense masked convolution a PyTorch user prunes with (torch.nn.utils.prune)."""
+
+    def forward(self, x):
+        return TF.conv2d(x, self.weight * self.weight_mask, None, self.stride, self.padding, self.dilation,
+                         self.groups)
+
+
+def apply_masks(model, masks):
+    """The convs named in ``masks`` (state-dict name -> uint8 mask) become MaskedConvs; returns the
+    (weight, mask) pairs to re-mask after each step, as tinycomp's after_step does."""
+    pairs = []
+    for name, module in model.named_modules():
+        key = f"{name}.weight_mask"
+        if key in masks:
+            module.__class__ = MaskedConv
+            module.register_buffer("weight_mask", torch.from_numpy(masks[key].astype(np.float32)))
+            pairs.append((module.weight, module.weight_mask))
+    return pairs
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--model", default="resnet20", help="resnet20 or resnet18 (torch_models.resnet)")
-    ap.add_argument("--method", default="none", choices=("none", "bwn"))
+    ap.add_argument("--method", default="none", choices=("none", "bwn", "prune"))
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--weights", required=True, help=".npz state dict written by tinycomp")
@@ -56,7 +79,9 @@ def main():
     torch.set_num_threads(args.threads)
     model = resnet(args.model)
     with np.load(args.weights, allow_pickle=False) as w:
-        model.load_state_dict({k: torch.from_numpy(w[k]) for k in w.files})
+        masks = {k: w[k] for k in w.files if k.endswith(".weight_mask")}
+        model.load_state_dict({k: torch.from_numpy(w[k]) for k in w.files if k not in masks})
+    remask = apply_masks(model, masks) if args.method == "prune" else []
     if args.method == "bwn":
         binarize_weights(model)
     with np.load(args.input, allow_pickle=False) as d:
@@ -72,6 +97,9 @@ def main():
         loss = TF.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
+        with torch.no_grad():
+            for weight, mask in remask:
+                weight.mul_(mask)
 
     memory = StepMemory().start()
     t0 = time.perf_counter()
