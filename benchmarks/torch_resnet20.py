@@ -8,9 +8,9 @@ tinycomp's state dict loads by name; prints one JSON line.
 ``--method bwn``: every conv but the first fake-quantized as tinycomp's ``bwn`` computes it, α·sign(W)
 with α the mean |W| per output filter and sign(0) = +1, the gradient through α as well (autograd of
 that expression with an unclipped straight-through sign; tinycomp's pseudo-gradient, docs/methods.md,
-costs the same elementwise passes); the classifier stays float. What a PyTorch user training a binary-weight network writes. ``--method prune``: the
-convs with a ``weight_mask`` in the weights file run on W ⊙ mask (dense), the weights re-masked after
-each step.
+costs the same elementwise passes); the classifier stays float. What a PyTorch user training a
+binary-weight network writes. ``--method prune``: the convs with a ``weight_mask`` in the weights file
+run on W ⊙ mask (dense), the weights re-masked after each step.
 """
 import argparse
 import json
