@@ -45,7 +45,10 @@ def test_piped_progress_is_plain_lines_with_one_compile_note(tmp_path):
     # images/s leaves out the first batch (compilation): shown from batch 2 on, and of the steady pace
     assert "images/s" not in lines[0]
     rates = [float(re.search(r"(\d+) images/s", line).group(1)) for line in lines[1:]]
-    assert max(rates) < 3 * min(rates), lines
+    # the first rate shown (just after compilation) is of the steady pace: a rate counting the
+    # compilation would sit several times under the later ones. Loose, as the later ones vary up to
+    # 4x on a loaded 2-core machine (947 to 224 images/s in one run beside two training runs).
+    assert rates[0] > max(rates) / 5, lines
     assert [line.split(":")[0] for line in r.stdout.splitlines()] == ["epoch 1/2", "epoch 2/2", "tinycomp train"]
 
 
