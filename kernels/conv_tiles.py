@@ -43,7 +43,8 @@ from .fma_tile import (dw_tile_4x3_8x1, dw_tile_4x3_8x2, dw_tile_4x3_8x4, dw_til
 from .im2col import conv_output_size
 
 __all__ = ["conv2d_tiles", "TilesPlan", "conv2d_tiles_backward_input", "conv2d_tiles_backward_weight", "tiles_fit",
-           "tiles_backward_input_fit", "tiles_backward_weight_fit", "phase_split_offsets", "WIDE_VECTORS"]
+           "tiles_backward_input_fit", "tiles_backward_weight_fit", "phase_split_offsets", "tap_offsets",
+           "WIDE_VECTORS"]
 
 # the features Numba compiles for: NUMBA_CPU_FEATURES if set, else the host's (as numba.core.codegen does)
 COMPILE_FEATURES = frozenset((config.CPU_FEATURES if config.CPU_FEATURES is not None
@@ -280,12 +281,19 @@ def _split_shape(H, W, s, p):
     return -(-(H + 2 * p[0]) // s[0]), -(-(W + 2 * p[1]) // s[1])
 
 
-def _tap_offsets(C, KH, KW, s, d, Hq, Wq):
-    """koff (C*KH*KW,) int64: where each tap's first input lies in a phase-split image."""
+def tap_offsets(chans, kh, kw, s, d, Hq, Wq):
+    """int64 offsets where taps (chans, kh, kw) (arrays of one shape) first read a phase-split image
+    of Hq x Wq phase planes: the module docstring's koff, for any list of taps (``sparse_tiles``'s
+    kept weights too)."""
     (sh, sw), (dh, dw) = s, d
+    c, kh, kw = (np.asarray(v, dtype=np.int64) for v in (chans, kh, kw))
+    return (((c * sh + kh * dh % sh) * sw + kw * dw % sw) * Hq + kh * dh // sh) * Wq + kw * dw // sw
+
+
+def _tap_offsets(C, KH, KW, s, d, Hq, Wq):
+    """koff (C*KH*KW,) int64 of every tap, in (c, kh, kw) order."""
     c, kh, kw = np.meshgrid(np.arange(C), np.arange(KH), np.arange(KW), indexing="ij")
-    koff = ((((c * sh + kh * dh % sh) * sw + kw * dw % sw) * Hq + kh * dh // sh) * Wq + kw * dw // sw)
-    return koff.reshape(-1).astype(np.int64)
+    return tap_offsets(c, kh, kw, s, d, Hq, Wq).reshape(-1)
 
 
 def _phase_split(x, s, p):

@@ -12,8 +12,8 @@ What
 
         koff = (((c*sh + kh*dh % sh)*sw + kw*dw % sw)*Hq + kh*dh // sh)*Wq + kw*dw // sw
 
-    from the block's corner (``conv_tiles`` forward's tap offsets, one per kept entry instead of one
-    per patch row). One ``fma_tile_1_8x8`` per block: eight output rows of 8 columns in eight vector
+    from the block's corner (``conv_tiles.tap_offsets``, one per kept entry instead of one per patch
+    row). One ``fma_tile_1_8x8`` per block: eight output rows of 8 columns in eight vector
     accumulators; per kept entry of the block's output channel, a broadcast weight times eight row
     segments, the output written once. Parallel over (image, 8-row band, output channel), channels
     innermost so that a band's input rows stay in L1 across them. Per output pixel the kept entries
@@ -34,11 +34,11 @@ Reference
 import numpy as np
 from numba import njit, prange
 
-from .conv_tiles import phase_split_jit
+from .conv_tiles import phase_split_jit, tap_offsets
 from .fma_tile import fma_tile_1_8x8
 from .im2col import as_pair, conv_output_size
 
-__all__ = ["SparseTilesPlan", "kept_tap_offsets"]
+__all__ = ["SparseTilesPlan"]
 
 BLOCK = 8  # output rows and columns of a tile
 
@@ -68,19 +68,12 @@ def _sparse_tiles_loops(out, xq, indptr, koff, values):
 sparse_tiles_jit = njit(parallel=True, cache=True)(_sparse_tiles_loops)
 
 
-def kept_tap_offsets(chans, kh, kw, stride, dilation, hq, wq):
-    """koff (nnz,) int64 for kept entries of input channels ``chans`` at taps (kh, kw), on phase planes
-    of hq x wq (the module docstring's formula)."""
-    (sh, sw), (dh, dw) = stride, dilation
-    chans, kh, kw = (np.asarray(v, dtype=np.int64) for v in (chans, kh, kw))
-    return (((chans * sh + kh * dh % sh) * sw + kw * dw % sw) * hq + kh * dh // sh) * wq + kw * dw // sw
-
-
 class SparseTilesPlan:
     """The kept-weight tiles for one layer and input size (H, W): kept entry q of the CSR (``indptr``
     int64 (O + 1,), ``values`` float32 (nnz,)) reads input channel chans[q] at tap (kh[q], kw[q]) of a
     (C, KH, KW) kernel. The caller has checked the CSR (indptr from 0, non-decreasing, to nnz) and
-    the entries' ranges; a call checks x and runs the phase split and the tiles."""
+    the entries' ranges; a call checks x (``run`` does not: for callers that checked it) and runs the
+    phase split and the tiles."""
 
     def __init__(self, indptr, chans, kh, kw, values, in_channels, kernel_size, input_hw, stride=1, padding=0,
                  dilation=1):
@@ -96,7 +89,7 @@ class SparseTilesPlan:
         hq = self.ohr + (KH - 1) * d[0] // s[0]  # rows a block band reads: its own and the taps' reach
         wq = self.owr + (KW - 1) * d[1] // s[1]
         self.padded = (self.c * s[0] * s[1], hq, wq)
-        self.koff = kept_tap_offsets(chans, kh, kw, s, d, hq, wq)
+        self.koff = tap_offsets(chans, kh, kw, s, d, hq, wq)
 
     def __call__(self, x):
         if not isinstance(x, np.ndarray) or x.ndim != 4 or x.dtype != np.float32 or not x.flags.c_contiguous:
@@ -104,6 +97,10 @@ class SparseTilesPlan:
                              f"{getattr(x, 'dtype', type(x))} {getattr(x, 'shape', '')}")
         if x.shape[1:] != (self.c, self.h, self.w):
             raise ValueError(f"sparse tiles: x is {x.shape[1:]}, the plan was made for {(self.c, self.h, self.w)}")
+        return self.run(x)
+
+    def run(self, x):
+        """The layer on x, which the caller has checked: C-contiguous float32 (N, C, H, W) of the plan."""
         n = x.shape[0]
         xq = np.empty((n,) + self.padded, dtype=np.float32)
         phase_split_jit(xq, x, self.p[0], self.p[1], self.s[0], self.s[1])  # in parallel; zeros past x

@@ -46,11 +46,11 @@ class SalConv(KeptWeights):
         O, C, k, kw = self.shape
         if k != kw or k % 2 == 0 or k < 3:
             raise reader.error(f"{where}.shape", f"{list(self.shape)}: a SAL kernel is square and odd, at least 3x3")
-        self.tap_index = _taps(reader, entry, self.shape, where)  # (O, C), -1 = pruned
-        rows, chans = np.nonzero(self.tap_index >= 0)  # (o, c) row-major, the stored order
+        tap_index = _taps(reader, entry, self.shape, where)  # (O, C), -1 = pruned
+        rows, chans = np.nonzero(tap_index >= 0)  # (o, c) row-major, the stored order
         if rows.size != self.nnz:
             raise reader.error(f"{where}.taps", f"keeps {rows.size} pairs, but nnz is {self.nnz}")
-        taps = self.tap_index[rows, chans]
+        taps = tap_index[rows, chans]
         values = self._values(reader, entry, rows, where)
         self._keep(None, rows, chans, taps, values)  # never pointwise: k >= 3
 
