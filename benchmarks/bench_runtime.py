@@ -161,7 +161,7 @@ def main():
                ("float_runtime_ms", "float runtime ms", "{:.2f}"), ("torch_ms", "PyTorch float ms", "{:.2f}"),
                ("vs_float", "x tinycomp float", "{:.2f}x"), ("vs_float_runtime", "x float runtime", "{:.2f}x"),
                ("vs_torch", "x PyTorch", "{:.2f}x")]
-    name = "runtime" + ("_quick" if args.quick else "") + ("_only_" + "_".join(only) if only else "")
+    name = "runtime" + ("_quick" if args.quick else "") + ("_only_" + "_".join(only).replace(" ", "-") if only else "")
     write_report(name, rows, columns,
                  extra={"threads": threads, "rounds": repeats,
                         "torch": {k: {"version": v["torch"], "threads": v["threads"], "times": v["times"]}

@@ -2,12 +2,14 @@
 
 What:
 - ``popcount64(x)``: the number of set bits of a 64-bit integer, as an int64.
-- ``xor_popcount_tile_4x32(out, a, b_t, i0, j0, n_bits)`` and ``xor_popcount_tile_4x8(...)``: the
-  micro-kernel of the XNOR GEMM. For r < 4 and c < 32 (or 8) they store into ``out[i0 + r, j0 + c]``
+- ``xor_popcount_tile_4x32(out, a, b_t, i0, j0, n_bits, oi0, oj0)`` and ``xor_popcount_tile_4x8(...)``:
+  the micro-kernel of the XNOR GEMM. For r < 4 and c < 32 (or 8) they store into ``out[oi0 + r, oj0 + c]``
   (int32) the XNOR dot product
       n_bits - 2 * sum over w < words of popcount(a[i0 + r, w] XOR b_t[w, j0 + c])
-  with ``a`` (M, words) and ``b_t`` (words, N) C-contiguous uint64 arrays. No bounds are checked: the
-  caller guarantees i0 + 4 <= M and j0 + 32 (or 8) <= N.
+  with ``a`` (M, words) and ``b_t`` (words, N) C-contiguous uint64 arrays. The output offsets are
+  separate so that a caller can collect a block of counts in a small buffer of its own (the binary
+  convolution does: its epilogue reads them from cache). No bounds are checked: the caller
+  guarantees i0 + 4 <= M, j0 + 32 (or 8) <= N and that the block fits ``out``.
 
 Why it is built this way: Numba has no popcount function. Inside jitted code ``popcount64`` resolves
 (``numba.extending.overload``) to an ``@intrinsic`` emitting LLVM's ``llvm.ctpop.i64``: POPCNT, or
@@ -87,13 +89,15 @@ def _tile_codegen(rows, vecs):
     vty = ir.VectorType(_I64, _LANES)
 
     def codegen(context, builder, signature, args):
-        out_t, a_t, b_t, i0_t, j0_t, n_t = signature.args
+        out_t, a_t, b_t, i0_t, j0_t, n_t, oi0_t, oj0_t = signature.args
         out = context.make_array(out_t)(context, builder, args[0])
         a = context.make_array(a_t)(context, builder, args[1])
         b = context.make_array(b_t)(context, builder, args[2])
         i0 = context.cast(builder, args[3], i0_t, types.intp)
         j0 = context.cast(builder, args[4], j0_t, types.intp)
         n_bits = context.cast(builder, args[5], n_t, types.int64)
+        oi0 = context.cast(builder, args[6], oi0_t, types.intp)
+        oj0 = context.cast(builder, args[7], oj0_t, types.intp)
         words = cgutils.unpack_tuple(builder, a.shape, 2)[1]
         a_stride = cgutils.unpack_tuple(builder, a.strides, 2)[0]  # bytes
         b_stride = cgutils.unpack_tuple(builder, b.strides, 2)[0]
@@ -120,11 +124,11 @@ def _tile_codegen(rows, vecs):
 
         zeros = [ir.Constant(vty, [0] * _LANES)] * (rows * vecs)
         accs = accumulate_loop(builder, words, zeros, step, "tile")
-        out_col0 = builder.gep(out.data, [j0], source_etype=_I32)
+        out_col0 = builder.gep(out.data, [oj0], source_etype=_I32)
         vty32 = ir.VectorType(_I32, _LANES)
         n_vec = builder.shuffle_vector(builder.insert_element(undef, n_bits, _I32(0)), undef, splat_mask)
         for r in range(rows):
-            out_row = builder.gep(out_col0, [builder.mul(builder.add(i0, _I64(r)), out_stride)], source_etype=_I8)
+            out_row = builder.gep(out_col0, [builder.mul(builder.add(oi0, _I64(r)), out_stride)], source_etype=_I8)
             for v in range(vecs):
                 dst = builder.bitcast(builder.gep(out_row, [_I64(_LANES * v)], source_etype=_I32), vty32.as_pointer())
                 dot = builder.sub(n_vec, builder.shl(accs[r * vecs + v], ir.Constant(vty, [1] * _LANES)))
@@ -138,32 +142,33 @@ def _make_tile(vecs):
     """Build the Python function and its Numba intrinsic for a 4 x (8 * vecs) tile."""
     cols = _LANES * vecs
 
-    def tile(out, a, b_t, i0, j0, n_bits):
+    def tile(out, a, b_t, i0, j0, n_bits, oi0, oj0):
         words = a.shape[1]
         for r in range(TILE_ROWS):
             for c in range(cols):
                 s = 0
                 for w in range(words):
                     s += popcount64(a[i0 + r, w] ^ b_t[w, j0 + c])
-                out[i0 + r, j0 + c] = n_bits - 2 * s
+                out[oi0 + r, oj0 + c] = n_bits - 2 * s
 
     codegen = _tile_codegen(TILE_ROWS, vecs)
 
-    def typer(typingctx, out, a, b_t, i0, j0, n_bits):
+    def typer(typingctx, out, a, b_t, i0, j0, n_bits, oi0, oj0):
         if not (_is_matrix(out, types.int32) and _is_matrix(a, types.uint64) and _is_matrix(b_t, types.uint64)
-                and all(isinstance(v, types.Integer) for v in (i0, j0, n_bits))):
+                and all(isinstance(v, types.Integer) for v in (i0, j0, n_bits, oi0, oj0))):
             return None
-        return types.void(out, a, b_t, i0, j0, n_bits), codegen
+        return types.void(out, a, b_t, i0, j0, n_bits, oi0, oj0), codegen
 
     typer.__name__ = f"_xor_popcount_tile_4x{cols}_ir"
     tile_ir = intrinsic(typer)
 
     @overload(tile, inline="always")
-    def _tile_numba(out, a, b_t, i0, j0, n_bits):
-        return lambda out, a, b_t, i0, j0, n_bits: tile_ir(out, a, b_t, i0, j0, n_bits)
+    def _tile_numba(out, a, b_t, i0, j0, n_bits, oi0, oj0):
+        return lambda out, a, b_t, i0, j0, n_bits, oi0, oj0: tile_ir(out, a, b_t, i0, j0, n_bits, oi0, oj0)
 
     tile.__name__ = tile.__qualname__ = f"xor_popcount_tile_4x{cols}"
-    tile.__doc__ = f"out[i0:i0+4, j0:j0+{cols}] = n_bits - 2 * popcount(a-rows XOR b_t-columns) (module doc)."
+    tile.__doc__ = (f"out[oi0:oi0+4, oj0:oj0+{cols}] = n_bits - 2 * popcount(a[i0:i0+4] XOR b_t[:, j0:j0+{cols}]) "
+                    f"(module doc).")
     return tile
 
 

@@ -48,28 +48,30 @@ def xnor_gemm_ref(a_sign, b_sign):
 
 # --- loops --------------------------------------------------------------------------------------
 @njit(cache=True)
-def xnor_dot_block(out, a, b_t, n_bits, r0, r1, c0, c1):
-    """out[i, j] = n_bits - 2 * sum_w popcount(a[i, w] ^ b_t[w, j]) for r0 <= i < r1, c0 <= j < c1."""
+def xnor_dot_block(out, a, b_t, n_bits, r0, r1, c0, c1, or0, oc0):
+    """out[i - r0 + or0, j - c0 + oc0] = n_bits - 2 * sum_w popcount(a[i, w] ^ b_t[w, j]) for r0 <= i < r1,
+    c0 <= j < c1: in place (or0, oc0 = r0, c0) or into a block buffer of the caller (0, 0)."""
     words = a.shape[1]
     r_tiles = r0 + (r1 - r0) // TILE_ROWS * TILE_ROWS
     c_strips = c0 + (c1 - c0) // STRIP * STRIP
     c_eights = c_strips + (c1 - c_strips) // 8 * 8
+    di, dj = or0 - r0, oc0 - c0
     for j in range(c0, c_strips, STRIP):  # the strip of b_t stays in L1 across the row tiles
         for i in range(r0, r_tiles, TILE_ROWS):
             if WIDE_VECTORS:
-                xor_popcount_tile_4x32(out, a, b_t, i, j, n_bits)
+                xor_popcount_tile_4x32(out, a, b_t, i, j, n_bits, i + di, j + dj)
             else:  # AVX2: four 4 x 8 tiles, whose 4 accumulators fit the 16 ymm registers (module docstring)
                 for jj in range(j, j + STRIP, 8):
-                    xor_popcount_tile_4x8(out, a, b_t, i, jj, n_bits)
+                    xor_popcount_tile_4x8(out, a, b_t, i, jj, n_bits, i + di, jj + dj)
     for j in range(c_strips, c_eights, 8):
         for i in range(r0, r_tiles, TILE_ROWS):
-            xor_popcount_tile_4x8(out, a, b_t, i, j, n_bits)
+            xor_popcount_tile_4x8(out, a, b_t, i, j, n_bits, i + di, j + dj)
     for i in range(r0, r1):
         for j in range(c_eights if i < r_tiles else c0, c1):
             s = 0
             for w in range(words):
                 s += popcount64(a[i, w] ^ b_t[w, j])
-            out[i, j] = n_bits - 2 * s
+            out[i + di, j + dj] = n_bits - 2 * s
 
 
 def _xnor_gemm_loops(out, a_bits, b_bits_t, n_bits, col_group):
@@ -83,7 +85,7 @@ def _xnor_gemm_loops(out, a_bits, b_bits_t, n_bits, col_group):
         c0 = (item % n_cols) * col_group
         r1 = min(r0 + ROW_CHUNK, M)
         c1 = min(c0 + col_group, N)
-        xnor_dot_block(out, a_bits, b_bits_t, n_bits, r0, r1, c0, c1)
+        xnor_dot_block(out, a_bits, b_bits_t, n_bits, r0, r1, c0, c1, r0, c0)
 
 
 xnor_gemm_jit = njit(parallel=True, cache=True)(_xnor_gemm_loops)

@@ -6,7 +6,8 @@ from hypothesis import given, strategies as st
 from strategies import sign_arrays
 from tinycomp_kernels import xnor_conv as xnor
 from tinycomp_kernels.bits import pack_signs
-from tinycomp_kernels.xnor_conv import binary_conv2d, binary_conv2d_ref, pack_activations, pack_weights_per_tap
+from tinycomp_kernels.xnor_conv import (BinaryConv2dPlan, binary_conv2d, binary_conv2d_ref, pack_activations,
+                                        pack_weights_per_tap)
 
 
 def signs(x):
@@ -36,13 +37,13 @@ def test_loops_in_plain_python(monkeypatch):
     adjust_t = np.empty((2, OH * OW), dtype=np.int32)
     xnor._padding_adjust_loops(adjust_t, np.ascontiguousarray(tap_pop), 3, 4, 3, 3, 3, 2, 2, 1, 1, OW)
     y = np.empty(2 * OH * OW, dtype=np.float32)
-    xnor._binary_conv2d_loops(y, np.empty((2, OH * OW), np.int32), w_bits.reshape(2, 9), patches_t, adjust_t,
+    xnor._binary_conv2d_loops(y, w_bits.reshape(2, 9), patches_t, adjust_t,
                               np.ones(2, np.float32), np.zeros(2, np.float32), 27, True, 32, np.zeros(1, np.float32),
                               False)
     np.testing.assert_array_equal(y.reshape(1, 2, OH, OW), binary_conv2d_ref(signs(x), signs(w), 2, 1))
     res = np.arange(2 * OH * OW, dtype=np.float32)  # the fused residual, NCHW then NHWC
     for nchw in (True, False):
-        xnor._binary_conv2d_loops(y, np.empty((2, OH * OW), np.int32), w_bits.reshape(2, 9), patches_t, adjust_t,
+        xnor._binary_conv2d_loops(y, w_bits.reshape(2, 9), patches_t, adjust_t,
                                   np.ones(2, np.float32), np.zeros(2, np.float32), 27, nchw, 32, res, True)
         ref = binary_conv2d_ref(signs(x), signs(w), 2, 1)
         ref = ref.reshape(-1) if nchw else ref.transpose(0, 2, 3, 1).reshape(-1)
@@ -86,6 +87,22 @@ def test_bit_tight_patches_for_channels_dividing_64(C, stride, pad_mode):
     w = rng.standard_normal((20, C, 3, 3)).astype(np.float32)
     y = binary_conv2d(pack_activations(x), pack_weights_per_tap(w), C, stride=stride, padding=1, pad_mode=pad_mode)
     np.testing.assert_array_equal(y, binary_conv2d_ref(signs(x), signs(w), stride, 1, pad_mode))
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_many_work_items_with_blocks_across_images(layout):
+    """O = 70 (two row chunks, a 6-row tail) and 3 images of 12 x 12 positions (work items of 128 columns
+    start mid-image): every block's counts, its epilogue and the fused residual land where they belong."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 70, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((70, 70, 3, 3)).astype(np.float32)
+    res = rng.standard_normal((3, 70, 12, 12)).astype(np.float32)
+    ref = binary_conv2d_ref(signs(x), signs(w), 1, 1).astype(np.float32)
+    if layout == "NHWC":
+        res, ref = (np.ascontiguousarray(v.transpose(0, 2, 3, 1)) for v in (res, ref))
+    plan = BinaryConv2dPlan(pack_weights_per_tap(w), 70, (12, 12), padding=1, layout=layout)
+    np.testing.assert_array_equal(plan(pack_activations(x)), ref)
+    np.testing.assert_array_equal(plan(pack_activations(x), res), ref + res)
 
 
 def test_zero_padding_differs_from_plus_one_padding():

@@ -74,11 +74,44 @@ def test_loops_in_plain_python(monkeypatch):
     G._xnor_gemm_loops(out, a_bits, np.ascontiguousarray(b_bits.T), 70, 32)
     np.testing.assert_array_equal(out, expect)
     tile = np.zeros((4, 32), dtype=np.int32)
-    xor_popcount_tile_4x32(tile, a_bits, np.ascontiguousarray(b_bits.T), 0, 0, 70)
+    xor_popcount_tile_4x32(tile, a_bits, np.ascontiguousarray(b_bits.T), 0, 0, 70, 0, 0)
     np.testing.assert_array_equal(tile, expect[:4, :32])
     tile = np.zeros((6, 41), dtype=np.int32)
-    xor_popcount_tile_4x8(tile, a_bits, np.ascontiguousarray(b_bits.T), 2, 33, 70)
+    xor_popcount_tile_4x8(tile, a_bits, np.ascontiguousarray(b_bits.T), 2, 33, 70, 2, 33)
     np.testing.assert_array_equal(tile[2:6, 33:41], expect[2:6, 33:41])
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_tiles_and_block_write_at_their_output_offsets(jit):
+    """The counts of a[i0:i0+4] x b_t[:, j0:j0+w] land at out[oi0:oi0+4, oj0:oj0+w], nothing else written:
+    the binary convolution collects a work item's block in a small buffer of its own this way."""
+    rng = np.random.default_rng(5)
+    a_bits = pack_signs(rng.standard_normal((13, 130)))
+    b_bits = pack_signs(rng.standard_normal((75, 130)))
+    b_t = np.ascontiguousarray(b_bits.T)
+    expect = xnor_gemm_ref(unpack_signs(a_bits, 130), unpack_signs(b_bits, 130))
+    run = (lambda f: f) if jit else (lambda f: getattr(f, "py_func", f))
+    for tile, width in ((xor_popcount_tile_4x32, 32), (xor_popcount_tile_4x8, 8)):
+        out = np.full((6, 40), -7, dtype=np.int32)
+        if jit:
+            _call_tile_jitted(tile, out, a_bits, b_t, 5, 41, 130, 1, 3)
+        else:
+            tile(out, a_bits, b_t, 5, 41, 130, 1, 3)
+        np.testing.assert_array_equal(out[1:5, 3:3 + width], expect[5:9, 41:41 + width])
+        out[1:5, 3:3 + width] = -7
+        assert (out == -7).all()
+    block = np.full((9, 70), -7, dtype=np.int32)  # rows 3..12, columns 4..74 of the product: tiles and scalar tails
+    run(G.xnor_dot_block)(block, a_bits, b_t, 130, 3, 12, 4, 74, 0, 0)
+    np.testing.assert_array_equal(block, expect[3:12, 4:74])
+
+
+def _call_tile_jitted(tile, *args):
+    from numba import njit
+
+    @njit
+    def call(out, a, b_t, i0, j0, n_bits, oi0, oj0):
+        tile(out, a, b_t, i0, j0, n_bits, oi0, oj0)
+    call(*args)
 
 
 # --- bad input ----------------------------------------------------------------------------------
