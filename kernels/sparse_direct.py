@@ -57,6 +57,19 @@ def direct_pays(nnz, n_out, plane):
     return n_out > 0 and nnz / n_out * (1 + OVERHEAD / max(plane, 1)) <= DIRECT_MAX_WORK
 
 
+SMALL_BATCH = 4  # images; at most this many never take the direct path over the kept-weight tiles
+DIRECT_MIN_PLANE = 32 * 32  # pixels; on smaller planes the tiles beat the direct path
+
+
+def direct_beats_tiles(nnz, n_out, batch, plane):
+    """True when a stride-1 "same" layer should run this direct path rather than the kept-weight tiles
+    (``sparse_tiles``): more than SMALL_BATCH images, planes of at least DIRECT_MIN_PLANE pixels and
+    ``direct_pays``. Timed on ResNet-20's layers at 90-95 % (Zen 3, 2 threads; tinycomp/runtime/sparse.py
+    has the figures): the direct path took 0.46-0.72x the tiles' time on 16 channels at 32x32 at
+    batch 64 but 2.5-2.9x at batch 1, and 1.2x on 32 channels at 16x16 where direct_pays holds too."""
+    return batch > SMALL_BATCH and plane >= DIRECT_MIN_PLANE and direct_pays(nnz, n_out, plane)
+
+
 def _sparse_conv2d_direct_loops(y, x, indptr, chan, shift, tap_col, values, col_ok, planes, acc):
     """y (N, O, H, W) from x (N, C, H, W); entry q of the CSR has input channel chan[q], flat shift
     shift[q] and kernel column tap_col[q]; planes (workers, C, P + 2G) zero-guarded, acc (workers, P).

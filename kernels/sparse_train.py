@@ -15,8 +15,10 @@ Three algorithms, picked from the geometry alone (``sparse_train_algorithm``):
   transposed weight  W'[c, o, a, b] = W[o, c, KH-1-a, KW-1-b]  (C, O, KH, KW), as a sum over taps of
   shifted planes shows (a tap at offset s becomes one at -s). ``flip_transpose_csr`` builds W' as CSR
   over (C, O*KH*KW) by the counting sort of ``csr.csr_transpose`` (O(nnz + K), the rows of W.T of
-  channel c are contiguous: they are row c of W'), and ``sparse_conv.sparse_conv2d`` runs it on dout by its
-  direct or implicit path (chosen from the shapes as at inference).
+  channel c are contiguous: they are row c of W'), and ``same_conv2d`` runs it on dout.
+  forward and dx: ``same_conv2d``, by the inference runtime's rule: ``sparse_conv.sparse_conv2d``'s
+  direct path where ``sparse_direct.direct_beats_tiles`` holds, else the kept-weight tiles
+  (``sparse_tiles``; the implicit path took 1.8-2.0x their time).
   dw: ``sparse_weight_grad``: one dot product of dout[n, o] with a shifted plane of x[n, c] per kept
   entry and image, cost nnz*N*H*W.
 - "phases" (stride s >= 2 with H = s*OH, W = s*OW: the stride-2 3x3 pad-1 convs on even planes): the
@@ -38,9 +40,10 @@ from .checks import check_float32
 from .csr import check_csr, csr_transpose
 from .im2col import col2im, im2col
 from .sparse_conv import check_conv, sparse_conv2d, sparse_conv2d_backward_ref
-from .sparse_direct import direct_fits
+from .sparse_direct import direct_beats_tiles, direct_fits
 from .sparse_matmul import csr_matmul_into, csr_sddmm_jit
 from .sparse_phases import phase_csr, phase_fits, phase_merge, phase_split
+from .sparse_tiles import SparseTilesPlan
 from .sparse_weight_grad import sparse_conv2d_dw_direct_into
 
 TRAIN_ALGORITHMS = ("same", "phases", "im2col")
@@ -52,6 +55,21 @@ def sparse_train_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=
     if direct_fits(tuple(weight_shape), stride, padding, dilation):
         return "same"
     return "phases" if phase_fits(tuple(x_shape), tuple(weight_shape), stride, padding, dilation) else "im2col"
+
+
+def same_conv2d(x, indptr, indices, values, weight_shape, padding):
+    """The stride-1 "same" sparse convolution that the forward and dx of every training algorithm run
+    (x: the input, dout or phase planes): ``sparse_conv2d``'s direct path where
+    ``sparse_direct.direct_beats_tiles`` holds (16 channels at 32x32 at 90 %), the kept-weight tiles
+    (``sparse_tiles``) otherwise, the inference runtime's rule. CSR over (O, C*KH*KW)."""
+    o, c, kh, kw = weight_shape
+    if direct_beats_tiles(len(indices), o, x.shape[0], x.shape[2] * x.shape[3]):
+        return sparse_conv2d(x, indptr, indices, values, weight_shape, 1, padding)
+    taps = kh * kw
+    entry = np.asarray(indices, dtype=np.int64)
+    tap = entry % taps
+    plan = SparseTilesPlan(indptr, entry // taps, tap // kw, tap % kw, values, c, (kh, kw), x.shape[2:], 1, padding)
+    return plan.run(np.ascontiguousarray(x, dtype=np.float32))
 
 
 def flip_transpose_csr(indptr, indices, values, weight_shape):
@@ -108,11 +126,11 @@ def sparse_conv2d_train(x, indptr, indices, values, weight_shape, stride=1, padd
     o, c, kh, kw, _, _ = check_conv("sparse_conv2d_train", x.shape, weight_shape, stride, padding, dilation)
     algorithm = _pick("sparse_conv2d_train", algorithm, x.shape, (o, c, kh, kw), stride, padding, dilation)
     if algorithm == "same":
-        return sparse_conv2d(x, indptr, indices, values, (o, c, kh, kw), 1, padding), x
+        return same_conv2d(x, indptr, indices, values, (o, c, kh, kw), padding), x
     if algorithm == "phases":
         xq = phase_split(x, stride)  # (N, s*s*C, OH, OW)
         indices_q, shape_q, pad_q = _phase_geometry(np.asarray(indices), (o, c, kh, kw), stride, padding)
-        return sparse_conv2d(xq, indptr, indices_q, values, shape_q, 1, pad_q), xq
+        return same_conv2d(xq, indptr, indices_q, values, shape_q, pad_q), xq
     return sparse_conv2d(x, indptr, indices, values, (o, c, kh, kw), stride, padding, dilation, return_cols=True)
 
 
@@ -147,9 +165,9 @@ def sparse_conv2d_input_grad(dout, indptr, indices, values, x_shape, weight_shap
         xq_shape = (x_shape[0], shape_q[1], oh, ow)
         return phase_merge(sparse_conv2d_input_grad(dout, indptr, indices_q, values, xq_shape, shape_q, 1, pad_q,
                                                     algorithm="same"), stride)
-    if algorithm == "same":  # the "same" conv of dout with W' (C, O, KH, KW): direct or implicit path
+    if algorithm == "same":  # the "same" conv of dout with W' (C, O, KH, KW): direct path or tiles
         indptr_f, indices_f, values_f, _ = flip_transpose_csr(indptr, indices, values, (o, c, kh, kw))
-        return sparse_conv2d(dout, indptr_f, indices_f, values_f, (c, o, kh, kw), 1, padding)
+        return same_conv2d(dout, indptr_f, indices_f, values_f, (c, o, kh, kw), padding)
     indptr_t, indices_t, values_t, _ = csr_transpose(indptr, indices, values, c * kh * kw)
     dcols = np.empty((c * kh * kw, x_shape[0] * oh * ow), dtype=np.float32)  # (K, N*P) = W.T @ dout_mat
     csr_matmul_into(dcols, indptr_t, indices_t, values_t, _dout_mat(dout))

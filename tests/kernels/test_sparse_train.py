@@ -146,6 +146,26 @@ def test_resnet20_shapes_and_kept_zeros():
         np.testing.assert_allclose(dv, dw_ref.reshape(c, -1)[mask.reshape(c, -1)], rtol=1e-4, atol=5e-4)
 
 
+@pytest.mark.parametrize("n, c, h, direct", [(5, 16, 32, True), (4, 16, 32, False), (5, 32, 16, False)])
+def test_same_conv_takes_the_direct_path_only_where_it_beats_the_tiles(monkeypatch, n, c, h, direct):
+    """The forward and dx of a "same" layer at 90 %: the direct path for more than 4 images on 32x32
+    planes (sparse_direct.direct_beats_tiles), the kept-weight tiles otherwise; equal either way."""
+    rng = np.random.default_rng(n * c)
+    mask = rng.random((c, c, 3, 3)) < 0.1
+    weight = (rng.standard_normal(mask.shape) * mask).astype(np.float32)
+    indptr, indices, values = C.csr_from_dense(weight.reshape(c, -1), mask.reshape(c, -1))
+    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    calls = []
+    direct_conv = T.sparse_conv2d
+    monkeypatch.setattr(T, "sparse_conv2d", lambda *a: calls.append(a[0].shape) or direct_conv(*a))
+    y, _ = T.sparse_conv2d_train(x, indptr, indices, values, weight.shape, 1, 1)
+    dx = T.sparse_conv2d_input_grad(dout, indptr, indices, values, x.shape, weight.shape, 1, 1)
+    assert calls == ([x.shape, dout.shape] if direct else [])
+    np.testing.assert_allclose(y, S.sparse_conv2d_ref(x, weight, 1, 1), rtol=1e-4, atol=2e-4)
+    np.testing.assert_allclose(dx, S.sparse_conv2d_backward_ref(dout, x, weight, 1, 1)[0], rtol=1e-4, atol=2e-4)
+
+
 @settings(max_examples=30)
 @given(st.integers(1, 5), st.integers(1, 5), st.sampled_from([(1, 1), (3, 3), (1, 3), (5, 3), (2, 4)]),
        st.sampled_from([0.0, 0.3, 1.0]), st.integers(0, 2**32 - 1))

@@ -17,7 +17,8 @@ pruned and SAL layers:
   (``Conv2dPlan``, path "conv2d_forward[dense]"): as fast as the sparse paths or faster at 90-95 %;
 - a stride-1 "same" layer on planes of at least DIRECT_MIN_PLANE pixels where
   ``sparse_direct.direct_pays`` holds, with more than SMALL_BATCH images, runs ``sparse_conv2d``'s
-  direct path ("sparse_conv2d[direct]");
+  direct path ("sparse_conv2d[direct]"; ``sparse_direct.direct_beats_tiles``, which the training
+  kernels' "same" convolutions follow too);
 - every other layer, any stride, runs ``tinycomp_kernels.sparse_tiles`` ("sparse_tiles": a register
   tile per 8x8 output block, a kept weight per step).
 Timed per layer on ResNet-20's shapes at 90 and 95 % (quiet Zen 3, 2 threads, 2026-12-01, side by
@@ -33,14 +34,12 @@ import numpy as np
 from tinycomp_kernels.checks import non_decreasing
 from tinycomp_kernels.epilogue import epilogue
 from tinycomp_kernels.sparse_conv import sparse_conv2d
-from tinycomp_kernels.sparse_direct import direct_fits, direct_pays
+from tinycomp_kernels.sparse_direct import DIRECT_MIN_PLANE, SMALL_BATCH, direct_beats_tiles, direct_fits
 from tinycomp_kernels.sparse_tiles import SparseTilesPlan
 
 from .layers import Conv
 
 SPARSE_KINDS = ("sparse", "sparse_binary_weight")
-SMALL_BATCH = 4  # images; at most this many never take the direct path (module docstring)
-DIRECT_MIN_PLANE = 32 * 32  # pixels; on smaller planes the tiles beat the direct path (module docstring)
 
 
 class KeptWeights(Conv):
@@ -98,9 +97,7 @@ class KeptWeights(Conv):
         """"dense", "direct" or "tiles" for ``batch`` images of ``hw`` (the module docstring's rule)."""
         if self.pointwise:
             return "dense"
-        plane = hw[0] * hw[1]
-        if self.same and batch > SMALL_BATCH and plane >= DIRECT_MIN_PLANE and direct_pays(self.nnz, self.shape[0],
-                                                                                          plane):
+        if self.same and direct_beats_tiles(self.nnz, self.shape[0], batch, hw[0] * hw[1]):
             return "direct"
         return "tiles"
 
