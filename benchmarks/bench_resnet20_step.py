@@ -6,7 +6,7 @@ and ``--batch`` change the case (results/<model>_step[_b<batch>]). Peak memory o
 peak resident set above the process's size just before the first step (``step_memory``).
 
     python benchmarks/bench_resnet20_step.py [--threads 2] [--repeats 10] [--rounds 3] [--quick] [--no-torch]
-        [--model resnet18] [--batch 64] [--method bwn | --method prune --sparsity 0.9]
+        [--model resnet18] [--batch 64] [--method bwn | --method xnor | --method prune --sparsity 0.9]
 
 Validation first: tinycomp's eval-mode logits must match PyTorch's for the same weights (when
 PyTorch is there), and a step must reduce nothing to NaN.
@@ -33,7 +33,7 @@ from harness import time_call, write_report  # noqa: E402
 from step_memory import StepMemory  # noqa: E402
 
 import tinycomp  # noqa: E402
-from tinycomp import Tensor, compress, functional as F, models, optim  # noqa: E402
+from tinycomp import Tensor, compress, functional as F, models, nn, optim  # noqa: E402
 from tinycomp.autograd import profile  # noqa: E402
 from tinycomp.compress.run_config import summary_model  # noqa: E402
 
@@ -86,13 +86,28 @@ def run_torch(model, x, y, threads, repeats, name="resnet20", method="none"):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def random_batchnorm(model, rng):
+    """Random BatchNorm affine parameters and running statistics, for the validation only (the step's
+    speed does not depend on them). With the defaults (0, 1, 1, 0) a Bi-Real block's sum of two
+    BatchNorm outputs of integer-valued binary convs is often exactly 0, where the two libraries'
+    last-bit differences flip sign(0) and every logit after it."""
+    for m in model.modules():
+        if type(m) is nn.BatchNorm2d:
+            c = m.weight.shape[0]
+            m.weight.data[:] = rng.uniform(0.5, 1.5, c)
+            m.bias.data[:] = rng.normal(0.0, 0.5, c)
+            m.running_mean[:] = rng.normal(0.0, 0.2, c)
+            m.running_var[:] = rng.uniform(0.5, 1.5, c)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--model", default="resnet20", choices=("resnet20", "resnet18"))
-    ap.add_argument("--method", default="none", choices=("none", "bwn", "prune"),
+    ap.add_argument("--method", default="none", choices=("none", "bwn", "xnor", "prune"),
                     help="bwn: both sides binary-weight (tinycomp.compress.convert; PyTorch fake-quantized); "
+                         "xnor: both sides Bi-Real blocks on sign(x) with BWN weights (PyTorch fake-quantized); "
                          "prune: every conv but the first at --sparsity, masks fixed (tinycomp's sparse "
                          "training kernels where they pay; PyTorch's dense W * mask)")
     ap.add_argument("--sparsity", type=float, default=0.9)
@@ -112,8 +127,10 @@ def main():
         model = summary_model({"model": args.model, "width": 1.0, "method": "prune", "sparsity": args.sparsity}, 10)
     else:
         model = models.get(args.model)
-    if args.method == "bwn":
+    if args.method in ("bwn", "xnor"):
         compress.convert(model, args.method)
+    if args.method == "xnor":
+        random_batchnorm(model, rng)
     use_torch = torch_available() and not args.no_torch
 
     # 1. validate (before anything is timed)
@@ -124,10 +141,18 @@ def main():
         with tinycomp.no_grad():
             ours = model(Tensor(x)).data
         model.train()
-        diff = float(np.abs(ours - np.array(torch_result["eval_logits"], np.float32)).max())
-        if diff > 1e-3:
+        per_image = np.abs(ours - np.array(torch_result["eval_logits"], np.float32)).max(axis=1)
+        diff = float(per_image.max())
+        if args.method == "xnor":  # a sign of a value within rounding of 0 may flip: most images, not all
+            agree = float(np.mean(per_image <= 1e-3))
+            if agree < 0.9:
+                raise SystemExit(f"validation failed: eval logits match PyTorch's within 1e-3 on {agree:.0%} of "
+                                 f"the images (largest difference {diff})")
+            print(f"validated: eval-mode logits match PyTorch's within 1e-3 on {agree:.1%} of the images")
+        elif diff > 1e-3:
             raise SystemExit(f"validation failed: eval logits differ from PyTorch's by {diff}")
-        print(f"validated: eval-mode logits match PyTorch's within {diff:.2e}")
+        else:
+            print(f"validated: eval-mode logits match PyTorch's within {diff:.2e}")
     step = make_step(model, x, y, after_step=compress.after_step)  # pruning: the masks re-applied
 
     # 2. time the full step (and the peak resident set above the size before it, as PyTorch's side does),
@@ -182,7 +207,7 @@ def main():
              "round_ratios": round_ratios,
              "time_split_s": split, "peak_numpy_bytes": peak, "peak_rss_bytes": rss_peak}
     name = f"{args.model}_step" + ("" if (args.model, args.batch) == ("resnet20", 128) else f"_b{args.batch}")
-    name += {"none": "", "bwn": "_bwn", "prune": f"_prune{round(100 * args.sparsity)}"}[args.method]
+    name += {"none": "", "bwn": "_bwn", "xnor": "_xnor", "prune": f"_prune{round(100 * args.sparsity)}"}[args.method]
     title = (f"{'ResNet-20' if args.model == 'resnet20' else 'ResNet-18 (CIFAR)'} training step (batch {args.batch})"
              + ("" if args.method == "none" else f", {args.method} on both sides"))
     write_report(name + ("_quick" if args.quick else ""), rows, columns, extra=extra, title=title)

@@ -2,14 +2,17 @@
 dependency of tinycomp). The same ResNet-20 (1×1 projection shortcuts) with the same layer names, so
 tinycomp's state dict loads by name; prints one JSON line.
 
-    python benchmarks/torch_resnet20.py --threads 2 [--model resnet18] [--method bwn|prune] --batch 128 --repeats 10 \
+    python benchmarks/torch_resnet20.py --threads 2 [--model resnet18] [--method bwn|xnor|prune] --batch 128 --repeats 10 \
         --weights w.npz --input x.npz
 
 ``--method bwn``: every conv but the first fake-quantized as tinycomp's ``bwn`` computes it, α·sign(W)
 with α the mean |W| per output filter and sign(0) = +1, the gradient through α as well (autograd of
 that expression with an unclipped straight-through sign; tinycomp's pseudo-gradient, docs/methods.md,
 costs the same elementwise passes); the classifier stays float. What a PyTorch user training a
-binary-weight network writes. ``--method prune``: the convs with a ``weight_mask`` in the weights file
+binary-weight network writes. ``--method xnor``: tinycomp's ``xnor`` (Bi-Real blocks: no ReLU, h =
+bn1(conv1(x)) + shortcut(x), out = bn2(conv2(h)) + h, no stem ReLU), every conv but the stem's on
+sign(x) with a straight-through gradient clipped to |x| <= 1 and BWN weights as above, the projection
+shortcuts too. ``--method prune``: the convs with a ``weight_mask`` in the weights file
 run on W ⊙ mask (dense), the weights re-masked after each step.
 """
 import argparse
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as TF
 from step_memory import StepMemory
-from torch_models import resnet
+from torch_models import Block, CifarResNet, resnet
 
 
 class BinaryWeightConv(torch.nn.Conv2d):
@@ -35,13 +38,45 @@ class BinaryWeightConv(torch.nn.Conv2d):
         return TF.conv2d(x, wb, None, self.stride, self.padding, self.dilation, self.groups)
 
 
-def binarize_weights(model):
-    """Every Conv2d but the stem's (``conv1``) becomes a BinaryWeightConv sharing its parameters."""
+class XnorConv(BinaryWeightConv):
+    """BinaryWeightConv on sign(x): forward sign(x) (sign(0) = +1), backward 1{|x| <= 1} (clipped STE)."""
+
+    def forward(self, x):
+        clipped = x.clamp(-1.0, 1.0)
+        return super().forward(clipped + (torch.where(x >= 0, 1.0, -1.0) - clipped).detach())
+
+
+class BiRealBlock(Block):
+    def forward(self, x):
+        h = self.bn1(self.conv1(x)) + self.shortcut(x)
+        return self.bn2(self.conv2(h)) + h
+
+
+class BinaryActivationResNet(CifarResNet):
+    def forward(self, x):
+        out = self.bn1(self.conv1(x))  # no stem ReLU: its output feeds the first sign
+        for i in range(self.stages):
+            out = getattr(self, f"layer{i + 1}")(out)
+        return self.linear(TF.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def binarize_weights(model, conv_class=BinaryWeightConv):
+    """Every Conv2d but the stem's (``conv1``) becomes a ``conv_class`` sharing its parameters."""
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
             if type(child) is torch.nn.Conv2d and full != "conv1":
-                child.__class__ = BinaryWeightConv
+                child.__class__ = conv_class
+    return model
+
+
+def xnor(model):
+    """tinycomp's ``xnor`` network from the float one, in place (module docstring)."""
+    binarize_weights(model, XnorConv)
+    for module in model.modules():
+        if type(module) is Block:
+            module.__class__ = BiRealBlock
+    model.__class__ = BinaryActivationResNet
     return model
 
 
@@ -70,7 +105,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--model", default="resnet20", help="resnet20 or resnet18 (torch_models.resnet)")
-    ap.add_argument("--method", default="none", choices=("none", "bwn", "prune"))
+    ap.add_argument("--method", default="none", choices=("none", "bwn", "xnor", "prune"))
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--weights", required=True, help=".npz state dict written by tinycomp")
@@ -84,6 +119,8 @@ def main():
     remask = apply_masks(model, masks) if args.method == "prune" else []
     if args.method == "bwn":
         binarize_weights(model)
+    if args.method == "xnor":
+        xnor(model)
     with np.load(args.input, allow_pickle=False) as d:
         x, y = torch.from_numpy(d["x"]), torch.from_numpy(d["y"]).long()
     model.eval()
