@@ -154,7 +154,7 @@ def _binary_conv2d_loops(out, w_bits, patches_t, adjust_t, mult, add, n_bits, nc
     The GEMM runs with the weights as the row operand: w_bits (O, KH*KW*CW) against patches_t
     (KH*KW*CW, N*OH*OW); each work item collects its block of dots (int32, a row per output channel
     along positions) in a buffer of its own, which the epilogue reads back from cache (an (O, N*OH*OW)
-    array of dots instead cost its size twice in memory traffic: 5-12 % of the layer), and writes
+    array of dots instead cost its size twice in memory traffic: 2-11 % of the layer), and writes
     NCHW in contiguous runs (one per image). adjust_t
     (O, OH*OW) from ``_padding_adjust_loops`` (zeros for +1 padding); mult, add (O,) float32; out flat
     float32 in NCHW order, or NHWC (then written at a stride of O).

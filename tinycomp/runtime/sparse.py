@@ -15,7 +15,7 @@ Path rule (deterministic, from the shapes and the batch size; ``KeptWeights.rout
 pruned and SAL layers:
 - a 1×1 kernel (the projection shortcuts) runs the dense conv of the kept weights, expanded at load
   (``Conv2dPlan``, path "conv2d_forward[dense]"): as fast as the sparse paths or faster at 90-95 %;
-- a stride-1 "same" layer on planes of at least DIRECT_MIN_PLANE pixels where
+- a stride-1 "same" layer on planes of at least ``sparse_direct.DIRECT_MIN_PLANE`` pixels where
   ``sparse_direct.direct_pays`` holds, with more than SMALL_BATCH images, runs ``sparse_conv2d``'s
   direct path ("sparse_conv2d[direct]"; ``sparse_direct.direct_beats_tiles``, which the training
   kernels' "same" convolutions follow too);
@@ -34,7 +34,7 @@ import numpy as np
 from tinycomp_kernels.checks import non_decreasing
 from tinycomp_kernels.epilogue import epilogue
 from tinycomp_kernels.sparse_conv import sparse_conv2d
-from tinycomp_kernels.sparse_direct import DIRECT_MIN_PLANE, SMALL_BATCH, direct_beats_tiles, direct_fits
+from tinycomp_kernels.sparse_direct import SMALL_BATCH, direct_beats_tiles, direct_fits
 from tinycomp_kernels.sparse_tiles import SparseTilesPlan
 
 from .layers import Conv
