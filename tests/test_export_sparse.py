@@ -162,8 +162,26 @@ def test_combinations_that_do_not_compose_here_are_refused_naming_what_does(tmp_
     assert not (tmp_path / "m.npz").exists()
 
 
-def test_custom_shift_offsets_are_refused(tmp_path):
-    m = structured_model("none", "shiftresnet20")
+def test_a_thinned_shift_stores_its_kept_channels_of_shiftnets_assignment(tmp_path):
+    m, path = _exported(tmp_path, "filter-prune", "shiftresnet20", ratio=0.5)
+    header, arrays = read_export(path)
+    block = header["ops"][4]  # layer2.0: 48 expansion channels at width 0.25, half of them kept
+    kept = m.channel_counts["layers"]["layer2.0.shift"]["kept_out"]
+    assert block["shift"] == {"kernel_size": 3, "dilation": 1, "assignment": 48, "kept": kept}
+    assert len(kept) == block["conv1"]["shape"][0] == block["conv2"]["shape"][1] == 24
+    assert "int32" not in arrays  # the offsets follow from the header
+    assert header["thinned"]["layers"]["layer2.0.shift"] == [24, 24]
+    rt = runtime.load(path)
+    shift = rt.ops[4][4]
+    np.testing.assert_array_equal(shift.shift_y, m.layer2[0].shift.shift_y)
+    np.testing.assert_array_equal(shift.shift_x, m.layer2[0].shift.shift_x)
+    net = bench.float_model(rt)  # the float side of tinycomp bench: the same shapes
+    assert net.layer2[0].shift.channels == net.layer2[0].conv1.out_channels == 24
+
+
+@pytest.mark.parametrize("method", ["none", "filter-prune"])
+def test_custom_shift_offsets_are_refused(tmp_path, method):
+    m = structured_model(method, "shiftresnet20")
     m.layer1[0].shift.shift_x = m.layer1[0].shift.shift_x[::-1].copy()
     with pytest.raises(ExportError, match="layer1.0.shift has offsets other than ShiftNet"):
         export(m, tmp_path / "m.npz", meta("shiftresnet20"))

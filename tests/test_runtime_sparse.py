@@ -4,19 +4,20 @@ strides and paddings), the per-layer path rule, and the refusal of bad CSR / tap
 import json
 
 import numpy as np
-from export_helpers import images, logits, rows_close
+from export_helpers import NORMALIZE, images, logits, rows_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from structured_helpers import exported_structured
+from structured_helpers import exported_structured, structured_model
 from tinycomp_kernels.conv import conv2d_ref
 from tinycomp_kernels.sparse_direct import direct_fits
 
+from tinycomp import checkpoint, nn, runtime
 from tinycomp import export as export_module
-from tinycomp import nn, runtime
 from tinycomp.compress.pruning import PrunedConv2d
 from tinycomp.compress.recipes import BinaryWeight, SignWeight
 from tinycomp.compress.sal import SALConv2d
-from tinycomp.export import ExportError
+from tinycomp.evaluate import model_of_checkpoint
+from tinycomp.export import ExportError, export_checkpoint
 from tinycomp.export_sparse import structured_entry
 from tinycomp.runtime.format import FORMAT, Reader
 from tinycomp.runtime.sal import SalConv
@@ -53,6 +54,31 @@ def test_shiftresnets_agree_dense_binary_and_pruned(tmp_path):
         assert (out.argmax(axis=1) == ref.argmax(axis=1)).mean() >= 0.999
         assert rows_close(out, ref).all(), method
         assert [n for n in rt.op_names if n.startswith("layer1")] == ["layer1.0", "layer1.1", "layer1.2"]
+
+
+def test_a_thinned_shiftresnet_survives_its_checkpoint_and_runs_exported(tmp_path):
+    """Thinned expansion channels (and so thinned shifts) rebuilt from the checkpoint's record, as
+    eval, summary and export rebuild them, then exported and run."""
+    m = structured_model("filter-prune", "shiftresnet20", ratio=0.5)
+    shifts = {n: s for n, s in m.named_modules() if isinstance(s, nn.Shift)}
+    assert len(shifts) == 9 and all(s.channels < s.assignment for s in shifts.values())
+    cfg = {"model": "shiftresnet20", "width": 0.25, "dataset": "cifar10", "method": "filter-prune", "ratio": 0.5}
+    ckpt = tmp_path / "last.npz"
+    checkpoint.save(ckpt, m.state_dict(), None, {"config": cfg, "num_classes": 10, "normalize": NORMALIZE,
+                                                 "channel_counts": m.channel_counts})
+    rebuilt, _ = model_of_checkpoint(ckpt)
+    for name, shift in shifts.items():
+        again = rebuilt.get_submodule(name)
+        assert (again.channels, again.assignment) == (shift.channels, shift.assignment), name
+        np.testing.assert_array_equal(again.shift_y, shift.shift_y)
+        np.testing.assert_array_equal(again.shift_x, shift.shift_x)
+    x = images(200, seed=5)
+    ref = logits(m, x)
+    np.testing.assert_array_equal(logits(rebuilt.eval(), x), ref)
+    export_checkpoint(ckpt, tmp_path / "thinned.npz")
+    out = runtime.load(tmp_path / "thinned.npz")(x)
+    assert rows_close(out, ref).all(), np.abs(out - ref).max()
+    assert (out.argmax(axis=1) == ref.argmax(axis=1)).mean() >= 0.999
 
 
 # --- single layers: any kernel size, stride, padding ------------------------------------------------

@@ -1,6 +1,7 @@
 """Bad pruned, SAL and shift entries are refused at load, naming the file and the entry, never reaching a
 kernel: CSR row pointers that decrease or do not end at nnz, indices out of range, an int32 entry of
-another dtype or missing, tap codes out of range or of the wrong width, a kept count that disagrees."""
+another dtype or missing, tap codes out of range or of the wrong width, a kept count that disagrees, a
+thinned shift's kept channels that are not increasing indices into its assignment, one per channel."""
 import json
 
 import numpy as np
@@ -92,6 +93,23 @@ def _bad_files(tmp_path):
     h = json.loads(json.dumps(header))
     h["ops"][4]["conv2"]["stride"] = [1, 1]  # the shortcut still halves the image
     bad["shift_graph"] = (_write(tmp_path / "shift_graph.npz", h, arrays), "ops[4]")
+
+    header, arrays = _good(tmp_path, "filter-prune", "shiftresnet20", ratio=0.5)
+    assert len(header["ops"][1]["shift"]["kept"]) > 2
+    for name, change, words in (
+            ("kept_order", lambda e: e["kept"].reverse(), "ops[1].shift.kept: not 12 increasing channel indices"),
+            ("kept_count", lambda e: e["kept"].pop(), "ops[1].shift.kept: not 12"),
+            ("kept_range", lambda e: e["kept"].__setitem__(-1, 24), "ops[1].shift.kept: not 12 increasing channel "
+                                                                    "indices in 0..23"),
+            ("kept_bool", lambda e: e["kept"].__setitem__(0, False), "ops[1].shift.kept"),
+            ("assignment", lambda e: e.__setitem__("assignment", 11), "ops[1].shift.assignment: 11 is not an int in "
+                                                                      "12.."),
+            ("huge_assignment", lambda e: e.__setitem__("assignment", 1 << 40), "ops[1].shift.assignment"),
+            ("no_assignment", lambda e: e.pop("assignment"), "ops[1].shift.assignment: missing"),
+            ("no_kept", lambda e: e.pop("kept"), "ops[1].shift.kept: missing")):
+        h = json.loads(json.dumps(header))
+        change(h["ops"][1]["shift"])
+        bad[name] = (_write(tmp_path / f"{name}.npz", h, arrays), words)
     return bad
 
 

@@ -1,5 +1,5 @@
 """functional.shift2d (forward against np.roll with zeroing, gradcheck, the adjoint) and the Shift layer
-(ShiftNet's offsets, no parameters, no MACs)."""
+(ShiftNet's offsets, no parameters, no MACs; a thinned Shift's kept channels' offsets)."""
 import numpy as np
 import pytest
 
@@ -107,3 +107,26 @@ def test_layer_refusals():
                          ({"channels": 4, "dilation": 0}, "dilation")):
         with pytest.raises(ValueError, match=f"Shift: {name} must be a positive int"):
             Shift(**kwargs)
+
+
+def test_keeping_holds_the_kept_channels_with_their_offsets_in_the_full_assignment():
+    full = Shift(20, kernel_size=3, dilation=2)
+    kept = [0, 3, 4, 9, 18, 19]  # 18, 19: past the 18 channels that cycle, they stay in place
+    layer = Shift.keeping(20, kept, kernel_size=3, dilation=2)
+    assert (layer.channels, layer.assignment, layer.kept.tolist()) == (6, 20, kept)
+    np.testing.assert_array_equal(layer.shift_y, full.shift_y[kept])
+    np.testing.assert_array_equal(layer.shift_x, full.shift_x[kept])
+    assert layer.shift_x.tolist() == [-2, -2, 0, -2, 0, 0] and layer.shift_y.tolist() == [-2, 0, 0, -2, 0, 0]
+    x = rng.standard_normal((2, 20, 6, 7)).astype(np.float32)
+    np.testing.assert_array_equal(layer(Tensor(x[:, kept])).data, full(Tensor(x)).data[:, kept])
+    assert repr(layer) == "Shift(6 of 20, kernel_size=3, dilation=2)"
+    assert repr(full) == "Shift(20, kernel_size=3, dilation=2)"
+    assert list(layer.parameters()) == [] and layer.state_dict() == {}
+    with pytest.raises(ValueError, match=r"Shift: expected input \(N, 6, H, W\)"):
+        layer(Tensor(x))
+
+
+@pytest.mark.parametrize("kept", [[], [2, 1], [1, 1], [-1, 2], [0, 9], [0.0, 1.0], [[0, 1]], [True]])
+def test_keeping_refuses_indices_that_are_not_increasing_channels(kept):
+    with pytest.raises(ValueError, match=r"Shift.keeping: kept must be increasing channel indices in 0..8"):
+        Shift.keeping(9, kept)

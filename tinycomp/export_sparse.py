@@ -11,7 +11,9 @@ with the BatchNorm after it folded in (s, t per output channel, as ``tinycomp.ex
   index form that takes fewer bits ("codes": a code per pair, k² marking a pruned one; "mask": a bit
   per pair and a code per kept pair; "shared" attention: a code per input channel), and the kept
   weights as above (values, or signs and scale).
-- shift: {"kernel_size", "dilation"}, from which the runtime derives ShiftNet's offsets.
+- shift: {"kernel_size", "dilation"}, from which the runtime derives ShiftNet's offsets; a thinned
+  shift adds {"assignment": the original channel count, "kept": its kept channels' indices into it},
+  the offsets being ShiftNet's assignment for "assignment" channels at those indices.
 - thinned model (filter-prune): the layers are plain smaller ones, exported as any; the header's
   "thinned" records each thinned layer's channel counts [in, out], so that a reader of the header
   (``tinycomp bench``'s float side, ``channel_record``) does not take model and width for the shapes.
@@ -28,10 +30,11 @@ from tinycomp_kernels.shift import shiftnet_offsets
 
 from . import nn
 from .autograd import no_grad
+from .compress.dependency import LAYER_TYPES
 from .compress.pruning import PrunedConv2d
 from .compress.recipes import BinaryWeight, SignWeight
 from .compress.sal import SALConv2d
-from .compress.thinning import FORMAT as CHANNELS_FORMAT
+from .compress.thinning import FORMAT as CHANNELS_FORMAT, in_out_channels
 from .runtime.sal import tap_bits
 
 STRUCTURES = {"prune": ("none", "bc", "bwn"), "sal": ("none", "bc", "bwn"), "filter-prune": None}  # None: any
@@ -132,13 +135,17 @@ def _signs(pools, flags):
 
 
 def shift_entry(name, shift, channels, error):
-    """The header entry of ShiftNet's shift ``shift`` (an nn.Shift) after a conv of ``channels`` outputs."""
+    """The header entry of ShiftNet's shift ``shift`` (an nn.Shift, thinned or not) after a conv of
+    ``channels`` outputs."""
     if type(shift) is not nn.Shift or shift.channels != channels:
         raise error(f"export: {name} is a {type(shift).__name__}, expected the Shift of {channels} channels")
-    y, x = shiftnet_offsets(channels, shift.kernel_size, shift.dilation)
-    if not (np.array_equal(shift.shift_y, y) and np.array_equal(shift.shift_x, x)):
+    y, x = shiftnet_offsets(shift.assignment, shift.kernel_size, shift.dilation)
+    if not (np.array_equal(shift.shift_y, y[shift.kept]) and np.array_equal(shift.shift_x, x[shift.kept])):
         raise error(f"export: {name} has offsets other than ShiftNet's assignment; only that one is exported")
-    return {"kernel_size": shift.kernel_size, "dilation": shift.dilation}
+    entry = {"kernel_size": shift.kernel_size, "dilation": shift.dilation}
+    if shift.channels < shift.assignment:
+        entry.update(assignment=shift.assignment, kept=shift.kept.tolist())
+    return entry
 
 
 def thinned_record(model):
@@ -156,12 +163,7 @@ def channel_record(net, thinned):
     layers = {}
     for name, (n_in, n_out) in thinned["layers"].items():
         m = modules.get(name)
-        if isinstance(m, nn.Conv2d):
-            original = m.in_channels, m.out_channels
-        elif isinstance(m, nn.Linear):
-            original = m.in_features, m.out_features
-        else:
-            original = (getattr(m, "num_features", None),) * 2
+        original = in_out_channels(m) if type(m) in LAYER_TYPES else (None, None)  # else thin_to_shapes names it
         layers[name] = {"type": type(m).__name__, "in": n_in, "out": n_out, "original_in": original[0],
                         "original_out": original[1], "kept_in": list(range(n_in)), "kept_out": list(range(n_out))}
     return {"format": CHANNELS_FORMAT, "input_shape": [3, 32, 32], "layers": layers, "history": []}

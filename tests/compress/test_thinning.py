@@ -1,6 +1,6 @@
 """Structured pruning with thinning: the thinned model equals the original with the removed channels
 cut out (filters and BatchNorm entries zeroed), on every zoo shape of dependency (residual adds with
-projection and zero-padding shortcuts, concatenations, depthwise convs, flatten into a Linear);
+projection and zero-padding shortcuts, concatenations, depthwise convs, shifts, flatten into a Linear);
 ratios, target MACs, ranking, the channel_counts record and thin_to_shapes, refusals."""
 import json
 import math
@@ -16,8 +16,8 @@ from tinycomp.optim import SGD
 from tinycomp.summary import summarize
 
 ZOO = [("resnet20", {}), ("resnet20", {"shortcut": "A"}), ("resnet18", {}), ("mobilenetv2", {}),
-       ("densenet_cifar", {}), ("vgg_small", {})]
-IDS = ["resnet20-B", "resnet20-A", "resnet18", "mobilenetv2", "densenet_cifar", "vgg_small"]
+       ("densenet_cifar", {}), ("vgg_small", {}), ("shiftresnet20", {"expansion": 3})]
+IDS = ["resnet20-B", "resnet20-A", "resnet18", "mobilenetv2", "densenet_cifar", "vgg_small", "shiftresnet20"]
 
 
 def build(name, kw, seed=0):
@@ -48,9 +48,12 @@ def run(model, x):
 def cut_out(model, record):
     """The reference: ``model`` with every channel the record removed zeroed at its source (the filter
     rows and bias of a Conv2d / Linear, gamma and beta of a BatchNorm, so its running statistics add
-    nothing). The layers reading those channels keep their full width."""
+    nothing). The layers reading those channels keep their full width, and a Shift its full offsets
+    (it moves the zeroed channels as zeros)."""
     for name, e in record["layers"].items():
         m = model.get_submodule(name)
+        if isinstance(m, nn.Shift):
+            continue
         gone = sorted(set(range(e["original_out"])) - set(e["kept_out"]))
         for p in (m.weight, m.bias):
             if p is not None:
@@ -76,7 +79,7 @@ def test_thinned_model_equals_cut_out_model_and_trains(name, kw):
     assert after["params"] < 0.5 * before["params"] and after["macs"] < 0.5 * before["macs"]
     assert after["macs"] == record["history"][-1]["macs_after"]
     assert before["macs"] == record["history"][-1]["macs_before"]
-    assert all(type(m) in (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)
+    assert all(type(m) in (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.Shift)
                for n in record["layers"] for m in [model.get_submodule(n)])
 
     model.train()  # one training step on the thinned model
@@ -126,7 +129,8 @@ def test_record_survives_a_checkpoint_and_pruning_twice_composes(tmp_path):
 
 
 @pytest.mark.parametrize("name, kw, ratio", [("resnet20", {}, 0.3), ("resnet20", {"shortcut": "A"}, 0.6),
-                                             ("mobilenetv2", {}, 0.3), ("densenet_cifar", {}, 0.4)])
+                                             ("mobilenetv2", {}, 0.3), ("densenet_cifar", {}, 0.4),
+                                             ("shiftresnet20", {"expansion": 3}, 0.4)])
 def test_ratio_reached_in_every_group(name, kw, ratio):
     model = build(name, kw)
     groups = [(g.layers, g.n_prunable, len(g.classes)) for g in trace_channels(model).groups]
@@ -161,7 +165,8 @@ def test_residual_stage_scores_sum_over_its_filters():
     np.testing.assert_allclose(channel_scores(graph, "l1")[stage.classes], expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize("name, target", [("resnet20", 0.5), ("mobilenetv2", 0.3), ("vgg_small", 0.7)])
+@pytest.mark.parametrize("name, target", [("resnet20", 0.5), ("mobilenetv2", 0.3), ("vgg_small", 0.7),
+                                          ("shiftresnet20", 0.3)])
 def test_target_macs_reached_with_the_least_ratio(name, target):
     model = build(name, {})
     total = summarize(model)["total"]["macs"]
@@ -171,6 +176,43 @@ def test_target_macs_reached_with_the_least_ratio(name, target):
     entry = model.channel_counts["history"][-1]
     assert summarize(model)["total"]["macs"] <= target * total
     assert graph.macs(filters_to_remove(graph, scores, entry["ratio"] - 1e-6)) > target * total
+
+
+def test_the_channels_a_shift_moves_are_prunable_with_their_expansion():
+    model = build("shiftresnet20", {"expansion": 3})
+    graph = trace_channels(model)
+    conv1, bn1, shift, conv2 = (graph.layers[f"layer2.1.{n}"] for n in ("conv1", "bn1", "shift", "conv2"))
+    assert shift.kind == "shift" and shift.calls == []  # channelwise, no MACs of its own
+    for classes in (shift.in_classes, bn1.out_classes, conv2.in_classes):
+        np.testing.assert_array_equal(classes, conv1.out_classes)  # one class per expansion channel
+    assert graph.prunable()[shift.out_classes].all()
+    group = next(g for g in graph.groups if "layer2.1.conv1" in g.layers)
+    assert group.layers == ["layer2.1.conv1"] and group.n_prunable == len(group.classes) == 24  # 3 x 8
+    thin(model, {"layer2.1.shift": [0, 5]})  # named by the shift: its expansion channels go with it
+    assert (model.layer2[1].conv1.out_channels, model.layer2[1].conv2.in_channels) == (22, 22)
+    np.testing.assert_array_equal(model.layer2[1].shift.kept, np.delete(np.arange(24), [0, 5]))
+
+
+def test_a_thinned_shift_keeps_the_offsets_of_its_kept_channels():
+    model = build("shiftresnet20", {"expansion": 3})
+    full = model.layer3[0].shift
+    assert full.channels == 48
+    filter_prune(model, ratio=0.5)
+    shift = model.layer3[0].shift
+    kept = model.channel_counts["layers"]["layer3.0.shift"]["kept_out"]
+    assert len(kept) == shift.channels == 24 and shift.assignment == 48
+    np.testing.assert_array_equal(shift.shift_y, full.shift_y[kept])
+    np.testing.assert_array_equal(shift.shift_x, full.shift_x[kept])
+    assert not np.array_equal(shift.shift_x, nn.Shift(24).shift_x)  # ShiftNet's assignment for 24 differs
+    filter_prune(model, ratio=0.5)  # again: the record and the offsets still index the original
+    twice = model.layer3[0].shift
+    kept = model.channel_counts["layers"]["layer3.0.shift"]["kept_out"]
+    np.testing.assert_array_equal(twice.kept, kept)
+    np.testing.assert_array_equal(twice.shift_x, full.shift_x[kept])
+    fresh = thin_to_shapes(models.get("shiftresnet20", num_classes=10, width=0.25, expansion=3),
+                           json.loads(json.dumps(model.channel_counts)))
+    np.testing.assert_array_equal(fresh.layer3[0].shift.shift_y, twice.shift_y)
+    np.testing.assert_array_equal(fresh.layer3[0].shift.shift_x, twice.shift_x)
 
 
 def test_target_macs_one_keeps_everything_and_an_unreachable_target_is_refused():

@@ -9,7 +9,8 @@ layers       QuantConv2d, QuantLinear: float layers with a weight and an input q
 methods      the method names of --method and the recipes they use
 convert      convert(model, method, ...) in place; the training loop's before_step / after_step hooks
 pruning, agp magnitude pruning with AGP: prune(model, sparsity, ...), PrunedConv2d
-thinning, dependency   structured pruning: filter_prune, thin, thin_to_shapes (channel groups traced)
+thinning, dependency   structured pruning: filter_prune, thin, thin_to_shapes (channel groups traced:
+             channel_walk's rules per op, channel_graph's classes and groups)
 sal          the Shift Attention Layer: SALConv2d, sal(model, ...)
 run_config   the model of a run configuration (build_model), --init of a float checkpoint
 Definitions and papers: docs/methods.md.

@@ -19,12 +19,14 @@ needs at most ``target_macs`` times the model's MACs (the summary's count), foun
 the ratios k / n where some group's count changes (the MACs do not increase with r).
 
 Thinning replaces each affected layer by a smaller one of the same type (Conv2d, Linear,
-BatchNorm1d/2d) holding the kept rows and columns (weights, biases, running statistics, in the
-original order); a depthwise conv keeps groups = channels. The result computes exactly what the
-original computes with the removed channels cut out: every filter, its BatchNorm entries (bias and
-running statistics included) and the matching input channels of every layer reading it. A thinned
-model is a plain model: its state dict, summary and training work as for any other; parameters are
-new objects, so build the optimizer after pruning.
+BatchNorm1d/2d, Shift) holding the kept rows and columns (weights, biases, running statistics, in the
+original order); a depthwise conv keeps groups = channels, and a Shift the offsets its kept channels
+had (``nn.Shift.keeping``: ShiftNet's assignment for the original channel count at the kept indices,
+so the record alone rebuilds it). The result computes exactly what the original computes with the
+removed channels cut out: every filter, its BatchNorm entries (bias and running statistics
+included) and the matching input channels of every layer reading it. A thinned model is a plain
+model: its state dict, summary and training work as for any other; parameters are new objects, so
+build the optimizer after pruning.
 
 ``model.channel_counts`` (JSON-serialisable) records, per changed layer, its type, its channel
 counts before the first pruning and now, and the kept input / output channels as indices into the
@@ -84,7 +86,8 @@ def thin(model, channels, input_shape=(3, 32, 32)):
     removed, prunable = np.zeros(graph.n_classes, bool), graph.prunable()
     for name, indices in channels.items():
         if name not in graph.layers:
-            raise ValueError(f"thin: {name!r} is not a Conv2d, Linear or BatchNorm layer reached by the forward pass")
+            raise ValueError(f"thin: {name!r} is not a Conv2d, Linear, BatchNorm or Shift layer reached by the "
+                             f"forward pass")
         out_classes = graph.layers[name].out_classes
         for j in np.atleast_1d(np.asarray(indices)).tolist():
             if not is_int(j) or not 0 <= j < len(out_classes):
@@ -194,11 +197,14 @@ def _thin(model, graph, removed, entry):
     return model
 
 
-def _counts(module):
+def in_out_channels(module):
+    """(input channels, output channels) of a Conv2d, Linear, BatchNorm or Shift."""
     if isinstance(module, nn.Conv2d):
         return module.in_channels, module.out_channels
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features
+    if isinstance(module, nn.Shift):
+        return module.channels, module.channels
     return module.num_features, module.num_features
 
 
@@ -209,7 +215,7 @@ def _compose(model, plan, entry, input_shape):
     for name, (kept_in, kept_out) in plan.items():
         module = model.get_submodule(name)
         prev = layers.get(name)
-        n_in, n_out = _counts(module)
+        n_in, n_out = in_out_channels(module)
         base_in = prev["kept_in"] if prev else list(range(n_in))
         base_out = prev["kept_out"] if prev else list(range(n_out))
         layers[name] = {"type": type(module).__name__, "in": len(kept_in), "out": len(kept_out),
@@ -260,6 +266,10 @@ def _check_forward(model, input_shape):
 def _thinned(module, kept_in, kept_out):
     """A new layer like ``module`` with only the input channels ``kept_in`` and outputs ``kept_out``."""
     kept_in, kept_out = np.asarray(kept_in, np.int64), np.asarray(kept_out, np.int64)
+    if isinstance(module, nn.Shift):  # no weights: the kept channels' offsets, read off the original assignment
+        new = nn.Shift.keeping(module.assignment, module.kept[kept_out], module.kernel_size, module.dilation)
+        new.train(module.training)
+        return new
     w = module.weight
     dtype = (w if w is not None else module.running_mean).dtype
     if isinstance(module, nn.Conv2d):
@@ -311,8 +321,9 @@ def _check_record(model, record):
         if type(module) not in LAYER_TYPES or type(module).__name__ != e["type"]:
             problems.append(f"{name}: a {type(module).__name__} in the model, a {e['type']} in the record")
             continue
-        if _counts(module) != (e["original_in"], e["original_out"]):
-            problems.append(f"{name}: {_counts(module)} channels (in, out) in the model, the record was pruned from "
+        counts = in_out_channels(module)
+        if counts != (e["original_in"], e["original_out"]):
+            problems.append(f"{name}: {counts} channels (in, out) in the model, the record was pruned from "
                             f"{(e['original_in'], e['original_out'])}")
             continue
         bad = [side for side, kept, n, count in (("in", e["kept_in"], e["original_in"], e["in"]),
@@ -322,7 +333,7 @@ def _check_record(model, record):
         if groups > 1 and not groups == module.in_channels == module.out_channels:
             problems.append(f"{name}: a grouped convolution (groups={groups}) has no prunable channels")
             continue
-        same = isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) or groups > 1  # one channel axis
+        same = isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.Shift)) or groups > 1  # one channel axis
         if bad or (same and e["kept_in"] != e["kept_out"]):
             problems.append(f"{name}: kept_{'/'.join(bad) or 'in differs from kept_out'} not valid")
             continue

@@ -8,7 +8,7 @@ before k-bit inputs, applied by the layer itself):
     bireal_block     {"conv1", "conv2", "shortcut"}     h = conv1(x) + sc(x); conv2(h) + h
                      (Bi-Real Net: each XNOR conv signs its own input; compress/binary_blocks.py)
     shift_block      {"conv1", "shift", "conv2", "shortcut"}   relu(conv2(shift(relu(conv1(x)))) + sc(x))
-                     (ShiftResNet: 1x1 convs, ShiftNet's offsets; ``shift.py``)
+                     (ShiftResNet: 1x1 convs, ShiftNet's offsets, a thinned block's kept ones; ``shift.py``)
     global_avg_pool  {}                                 (N, C, H, W) -> (N, C), the mean over H, W
     linear           {"layer"}                          (N, in) -> (N, num_classes) logits
 
