@@ -91,6 +91,16 @@ class SparseTilesPlan:
         self.padded = (self.c * s[0] * s[1], hq, wq)
         self.koff = tap_offsets(chans, kh, kw, s, d, hq, wq)
 
+    @classmethod
+    def from_csr(cls, indptr, indices, values, weight_shape, input_hw, stride=1, padding=0, dilation=1):
+        """The plan of a weight (O, C, KH, KW) stored as CSR over (O, C*KH*KW): column c*KH*KW + kh*KW + kw
+        is input channel c at tap (kh, kw)."""
+        _, c, kh, kw = weight_shape
+        column = np.asarray(indices, dtype=np.int64)
+        tap = column % (kh * kw)
+        return cls(indptr, column // (kh * kw), tap // kw, tap % kw, values, c, (kh, kw), input_hw, stride, padding,
+                   dilation)
+
     def __call__(self, x):
         if not isinstance(x, np.ndarray) or x.ndim != 4 or x.dtype != np.float32 or not x.flags.c_contiguous:
             raise ValueError(f"sparse tiles: x must be a C-contiguous 4-D float32 array, got "

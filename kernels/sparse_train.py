@@ -62,13 +62,9 @@ def same_conv2d(x, indptr, indices, values, weight_shape, padding):
     (x: the input, dout or phase planes): ``sparse_conv2d``'s direct path where
     ``sparse_direct.direct_beats_tiles`` holds (16 channels at 32x32 at 90 %), the kept-weight tiles
     (``sparse_tiles``) otherwise, the inference runtime's rule. CSR over (O, C*KH*KW)."""
-    o, c, kh, kw = weight_shape
-    if direct_beats_tiles(len(indices), o, x.shape[0], x.shape[2] * x.shape[3]):
+    if direct_beats_tiles(len(indices), weight_shape[0], x.shape[0], x.shape[2] * x.shape[3]):
         return sparse_conv2d(x, indptr, indices, values, weight_shape, 1, padding)
-    taps = kh * kw
-    entry = np.asarray(indices, dtype=np.int64)
-    tap = entry % taps
-    plan = SparseTilesPlan(indptr, entry // taps, tap // kw, tap % kw, values, c, (kh, kw), x.shape[2:], 1, padding)
+    plan = SparseTilesPlan.from_csr(indptr, indices, values, weight_shape, x.shape[2:], 1, padding)
     return plan.run(np.ascontiguousarray(x, dtype=np.float32))
 
 

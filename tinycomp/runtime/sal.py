@@ -52,7 +52,7 @@ class SalConv(KeptWeights):
             raise reader.error(f"{where}.taps", f"keeps {rows.size} pairs, but nnz is {self.nnz}")
         taps = tap_index[rows, chans]
         values = self._values(reader, entry, rows, where)
-        self._keep(None, rows, chans, taps, values)  # never pointwise: k >= 3
+        self._keep(None, rows, chans * (k * k) + taps, values)  # never pointwise: k >= 3
 
 
 def _taps(reader, entry, shape, where):

@@ -78,16 +78,15 @@ class KeptWeights(Conv):
         signs = reader.sign_tensor(reader.field(entry, "values", dict, where), (self.nnz,), f"{where}.values")
         return signs * self.scale[rows]  # ±1 · scale[o], float32
 
-    def _keep(self, dense, rows, chans, taps, values):
-        """The layer's kernel forms: the kept entries (output channel ``rows``, input channel ``chans``,
-        flat tap ``taps`` = kh·KW + kw, ``values``; in CSR order) for the tiles and the direct path,
-        and the dense weight (O, C, KH, KW) ``dense`` where the rule runs the dense conv."""
+    def _keep(self, dense, rows, columns, values):
+        """The layer's kernel forms: the kept entries (output channel ``rows``, CSR column ``columns`` =
+        c·KH·KW + kh·KW + kw, ``values``; in CSR order) for the tiles and the direct path, and the dense
+        weight (O, C, KH, KW) ``dense`` where the rule runs the dense conv."""
         O, C, KH, KW = self.shape
         self.indptr = np.zeros(O + 1, np.int64)
         np.cumsum(np.bincount(rows, minlength=O), out=self.indptr[1:])
-        self.chans, self.taps = chans.astype(np.int64), taps.astype(np.int64)
         self.values = np.ascontiguousarray(values, dtype=np.float32)
-        self.csr_indices = (self.chans * (KH * KW) + self.taps).astype(np.int32)
+        self.csr_indices = np.asarray(columns).astype(np.int32)
         self.pointwise = KH * KW == 1
         self.same = direct_fits(self.shape, self.stride[0], self.padding[0], 1)
         self.weight = dense if self.pointwise else None
@@ -123,9 +122,8 @@ class KeptWeights(Conv):
     def _make_plan(self, hw):
         if self.pointwise:
             return super()._make_plan(hw)
-        O, C, KH, KW = self.shape
-        return SparseTilesPlan(self.indptr, self.chans, self.taps // KW, self.taps % KW, self.values, C, (KH, KW), hw,
-                               self.stride, self.padding)
+        return SparseTilesPlan.from_csr(self.indptr, self.csr_indices, self.values, self.shape, hw, self.stride,
+                                        self.padding)
 
 
 class SparseConv(KeptWeights):
@@ -142,7 +140,7 @@ class SparseConv(KeptWeights):
         rows = np.repeat(np.arange(O), np.diff(indptr.astype(np.int64)))  # (nnz,) output channel of each
         values = self._values(reader, entry, rows, where)
         dense = _dense(self.shape, rows, indices, values) if KH * KW == 1 else None  # the 1x1 route's weight
-        self._keep(dense, rows, indices // (KH * KW), indices % (KH * KW), values)
+        self._keep(dense, rows, indices, values)
 
 
 def _dense(shape, rows, cols, values):
