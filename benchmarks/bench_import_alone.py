@@ -9,7 +9,7 @@ Numba kernel follows a BLAS call and the reverse):
   matmul, batch 256; bench_sparse.py's smallest shape) vs the dense float32 W @ b.
 
 Each import order runs in fresh processes (``--processes`` of each, round-robin), from an environment
-without OMP_WAIT_POLICY and OPENBLAS_THREAD_TIMEOUT:
+without OMP_WAIT_POLICY, GOMP_SPINCOUNT and OPENBLAS_THREAD_TIMEOUT:
 
 - "kernels first": ``import tinycomp_kernels`` before numpy (the package sets both variables);
 - "tinycomp": ``import tinycomp`` (the reference: the speed tinycomp users get);
@@ -29,7 +29,7 @@ import os
 import subprocess
 import sys
 
-VARS = {"OMP_WAIT_POLICY": "passive", "OPENBLAS_THREAD_TIMEOUT": "4"}
+VARS = {"OMP_WAIT_POLICY": "passive", "GOMP_SPINCOUNT": "3000", "OPENBLAS_THREAD_TIMEOUT": "4"}
 ORDERS = {  # name -> (modules imported first, in order; variables added to the environment)
     "kernels first": (("tinycomp_kernels", "numpy"), {}),
     "tinycomp": (("tinycomp", "numpy"), {}),
@@ -158,8 +158,8 @@ def main():
               "shapes": {"xnor_gemm": {"M": m, "N": n, "K": k},
                          "csr_matmul": {"M": cm, "K": ck, "N": cn, "sparsity": CSR_SPARSITY}},
               "note": "speedup = float time / kernel time, median of the per-pair ratios in a process; each "
-                      "order in fresh processes from an environment without OMP_WAIT_POLICY and "
-                      "OPENBLAS_THREAD_TIMEOUT (but for 'variables set')"},
+                      "order in fresh processes from an environment without OMP_WAIT_POLICY, "
+                      "GOMP_SPINCOUNT and OPENBLAS_THREAD_TIMEOUT (but for 'variables set')"},
                  title=f"Kernels imported alone: xnor_gemm {m}x{n}x{k} and csr_matmul {cm}x{ck} @ {ck}x{cn} at "
                        f"{CSR_SPARSITY:.0%} vs float np.matmul, by import order")
 

@@ -36,6 +36,7 @@ import tinycomp  # noqa: E402
 from tinycomp import Tensor, compress, functional as F, models, nn, optim  # noqa: E402
 from tinycomp.autograd import profile  # noqa: E402
 from tinycomp.compress.run_config import summary_model  # noqa: E402
+from tinycomp_kernels import thread_pools  # noqa: E402
 
 
 def make_step(model, x, y, lr=0.1, after_step=None):
@@ -76,7 +77,7 @@ def run_torch(model, x, y, threads, repeats, name="resnet20", method="none"):
         np.savez(os.path.join(tmp, "x.npz"), x=x, y=y)
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_resnet20.py")
         # PyTorch in its default configuration: without tinycomp's wait-policy settings
-        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
+        env = {k: v for k, v in os.environ.items() if k not in thread_pools.SETTINGS}
         env["OMP_NUM_THREADS"] = str(threads)
         out = subprocess.run([sys.executable, script, "--threads", str(threads), "--model", name, "--method", method,
                               "--batch", str(len(y)),

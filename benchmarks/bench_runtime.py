@@ -35,6 +35,7 @@ import tinycomp  # noqa: E402
 from tinycomp import Tensor, models, nn, no_grad, runtime  # noqa: E402
 from tinycomp.compress.run_config import summary_model  # noqa: E402
 from tinycomp.export import export  # noqa: E402
+from tinycomp_kernels import thread_pools  # noqa: E402
 
 NORMALIZE = {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}
 CASES = (("resnet20", "none", {}), ("resnet20", "bc", {}), ("resnet20", "bwn", {}), ("resnet20", "xnor", {}),
@@ -82,7 +83,7 @@ def run_torch(name, float_model, x, batch_sizes, threads, repeats, tmp):
     xi = os.path.join(tmp, f"torch-{name}-x.npz")
     np.savez(w, **{k: v for k, v in float_model.state_dict().items()})
     np.savez(xi, x=x)
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
+    env = {k: v for k, v in os.environ.items() if k not in thread_pools.SETTINGS}
     env["OMP_NUM_THREADS"] = str(threads)
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_infer.py")
     out = subprocess.run([sys.executable, script, "--model", name, "--threads", str(threads), "--weights", w,

@@ -125,7 +125,8 @@ def machine_info():
         "python": sys.version.split()[0], "numpy": np.__version__, "numba": numba.__version__,
         "numba_threads": numba.get_num_threads(), "blas": blas,
         "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
-                                           "OPENBLAS_CORETYPE", "OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")
+                                           "OPENBLAS_CORETYPE", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                                           "NUMBA_THREADING_LAYER")
                 if k in os.environ},
         "numba_threading_layer": _threading_layer(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -41,6 +41,7 @@ def main():
     args = ap.parse_args()
     names = [] if args.gather else args.only or list(BENCHMARKS)
     env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "passive"),
+               GOMP_SPINCOUNT=os.environ.get("GOMP_SPINCOUNT", "3000"),
                OPENBLAS_THREAD_TIMEOUT=os.environ.get("OPENBLAS_THREAD_TIMEOUT", "4"))
     failed = []
     for name in names:

@@ -7,7 +7,7 @@ Every kernel comes as reference (NumPy oracle) -> loops (plain Python) -> JIT (n
 Fast-math flags: one policy for every JIT, stated in ``tinycomp_kernels.fastmath`` (default none; a
 kernel that uses some names its set, e.g. ``fastmath=SUM_REASSOC``, with the reason beside it).
 
-Thread pools: importing this package lets idle OpenMP and OpenBLAS workers sleep instead of spinning
+Thread pools: importing this package lets idle OpenMP and OpenBLAS workers sleep after a short spin
 (``tinycomp_kernels.thread_pools``), and warns once where numpy came first and that is too late.
 
 Memory: on glibc, importing it lets malloc keep freed arrays of up to 32 MiB for reuse instead of

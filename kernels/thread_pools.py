@@ -12,9 +12,19 @@ What
 
         OMP_WAIT_POLICY=passive      read by the OpenMP runtime (libgomp, Numba's "omp" threading layer)
                                      when it is loaded: when Numba starts its pool (the first parallel kernel)
+        GOMP_SPINCOUNT=3000          read by libgomp then too: a worker spins 3000 pause instructions
+                                     (0.1-0.2 ms) before it sleeps, even under the passive policy
         OPENBLAS_THREAD_TIMEOUT=4    read by OpenBLAS when it is loaded: when numpy is first imported
 
     before the package imports numpy or numba. A value already in the environment wins.
+
+Why a short spin
+    Waking a sleeping worker on a virtual machine whose cores are idle costs of the order of 0.1 ms
+    (measured on an Intel Xeon VM, 2026-12-02: float ResNet-20 at batch 1 on the runtime took 6.5 ms
+    passive against 1.3 ms spinning, over a few dozen parallel kernels), more than a small layer takes. 3000 spins bridge the gaps between the kernels
+    of one forward pass (1000 did not: 3.7 ms) while releasing the core before a following BLAS call
+    needs it: np.matmul alternated with xnor_gemm took 1.2 ms at 3000 spins, 1.3 passive, 1.7 at 10000
+    and up to 2.6 at 100000 (benchmarks/README.md, "Thread pools").
 
 Too late
     A library loaded before tinycomp_kernels (importing numpy first loads OpenBLAS; a Numba parallel
@@ -29,7 +39,7 @@ import os
 import sys
 import warnings
 
-SETTINGS = {"OMP_WAIT_POLICY": "passive", "OPENBLAS_THREAD_TIMEOUT": "4"}
+SETTINGS = {"OMP_WAIT_POLICY": "passive", "GOMP_SPINCOUNT": "3000", "OPENBLAS_THREAD_TIMEOUT": "4"}
 LATE = ()  # the variables of SETTINGS that came after the library reading them had started
 
 
@@ -64,8 +74,10 @@ def _late(preset):
             missed = timeout == 0 if timeout is not None else "OPENBLAS_THREAD_TIMEOUT" not in preset
             if missed:
                 late.setdefault("OPENBLAS_THREAD_TIMEOUT", []).append(lib["filepath"])
-        elif lib.get("user_api") == "openmp" and "OMP_WAIT_POLICY" not in preset:
-            late.setdefault("OMP_WAIT_POLICY", []).append(lib["filepath"])
+        elif lib.get("user_api") == "openmp":
+            for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):  # both read when the runtime loads
+                if name not in preset:
+                    late.setdefault(name, []).append(lib["filepath"])
     return late
 
 

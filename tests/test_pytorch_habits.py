@@ -10,6 +10,7 @@ import pytest
 
 from tinycomp import Tensor, functional as F, nn
 from tinycomp.testing import gradcheck
+from tinycomp_kernels import thread_pools
 
 
 def x64(*shape, seed=0):
@@ -154,7 +155,7 @@ def test_grad_is_a_numpy_array_not_a_tensor():
 
 def test_import_sets_thread_wait_defaults_that_the_environment_overrides():
     code = "import os, tinycomp; print(os.environ['OMP_WAIT_POLICY'], os.environ['OPENBLAS_THREAD_TIMEOUT'])"
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
+    env = {k: v for k, v in os.environ.items() if k not in thread_pools.SETTINGS}
     run = lambda extra: subprocess.run([sys.executable, "-c", code], env={**env, **extra}, check=True,  # noqa: E731
                                        capture_output=True, text=True, timeout=120).stdout.split()
     assert run({}) == ["passive", "4"]

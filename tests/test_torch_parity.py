@@ -10,6 +10,7 @@ import pytest
 
 from tinycomp import Tensor, functional as F, optim
 from tinycomp.nn import Parameter
+from tinycomp_kernels import thread_pools
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch is not installed")
 
@@ -30,7 +31,7 @@ def both(tmp_path_factory):
     np.savez(folder / "in.npz", **d)
     script = os.path.join(os.path.dirname(__file__), "torch_side", "parity.py")
     subprocess.run([sys.executable, script, str(folder / "in.npz"), str(folder / "out.npz")], check=True,
-                   env={k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}, timeout=300)
+                   env={k: v for k, v in os.environ.items() if k not in thread_pools.SETTINGS}, timeout=300)
     return d, dict(np.load(folder / "out.npz"))
 
 

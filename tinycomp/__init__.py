@@ -1,6 +1,6 @@
 """tinycomp: a deep-learning compression engine in NumPy + Numba."""
-# first, before numpy: importing the kernels lets idle OpenMP and OpenBLAS workers sleep instead of
-# spinning (tinycomp_kernels.thread_pools), and warns if numpy came first and it is too late
+# first, before numpy: importing the kernels lets idle OpenMP and OpenBLAS workers sleep after a short
+# spin (tinycomp_kernels.thread_pools), and warns if numpy came first and it is too late
 import tinycomp_kernels  # noqa: F401
 
 from .autograd import Function, no_grad, is_grad_enabled

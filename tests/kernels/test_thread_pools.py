@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-VARS = ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")
+VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT")
 
 REPORT = """
 import json, os, warnings
@@ -38,15 +38,16 @@ def run(first, env=None):
 
 def test_importing_the_kernels_alone_sets_both_before_numpy_loads_openblas():
     got = run("import tinycomp_kernels.xnor_gemm")
-    assert got["env"] == ["passive", "4"] and got["late"] == [] and got["warnings"] == []
+    assert got["env"] == ["passive", "3000", "4"] and got["late"] == [] and got["warnings"] == []
     if not got["timeouts"] or None in got["timeouts"]:
         pytest.skip("this OpenBLAS does not export openblas_thread_timeout")
     assert set(got["timeouts"]) == {4}  # OpenBLAS itself read the setting
 
 
 def test_a_value_in_the_environment_wins():
-    got = run("import tinycomp_kernels", {"OMP_WAIT_POLICY": "active", "OPENBLAS_THREAD_TIMEOUT": "6"})
-    assert got["env"] == ["active", "6"] and got["warnings"] == []
+    got = run("import tinycomp_kernels", {"OMP_WAIT_POLICY": "active", "GOMP_SPINCOUNT": "0",
+                                          "OPENBLAS_THREAD_TIMEOUT": "6"})
+    assert got["env"] == ["active", "0", "6"] and got["warnings"] == []
 
 
 def test_numpy_first_warns_once_naming_what_to_set():
@@ -59,7 +60,7 @@ def test_numpy_first_warns_once_naming_what_to_set():
         message = got["warnings"][0]
         assert "OPENBLAS_THREAD_TIMEOUT=4" in message and "before numpy" in message
         assert "OMP_WAIT_POLICY" not in message  # Numba's pool had not started: still in time
-        assert got["env"] == ["passive", "4"]  # still set, for child processes
+        assert got["env"] == ["passive", "3000", "4"]  # still set, for child processes
         if got["timeouts"] and None not in got["timeouts"]:
             assert 0 in got["timeouts"]  # what the warning is about: OpenBLAS started without it
 
@@ -80,5 +81,6 @@ import tinycomp_kernels"""
     got = run(first)
     if got["layer"] != "omp":
         pytest.skip(f"Numba's threading layer is {got['layer']}, not OpenMP")
-    assert sorted(got["late"]) == ["OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT"]
+    assert sorted(got["late"]) == ["GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT"]
     assert len(got["warnings"]) == 1 and "OMP_WAIT_POLICY=passive" in got["warnings"][0]
+    assert "GOMP_SPINCOUNT=3000" in got["warnings"][0]
