@@ -35,6 +35,7 @@ Reference: ``tinycomp_kernels.conv.conv2d_ref``; the tests compare with it and w
 import numpy as np
 from numba import njit, prange
 from numba.core import config
+from llvmlite.binding import get_host_cpu_name
 from numba.core.codegen import get_host_cpu_features
 
 from .fma_tile import (dw_tile_4x3_8x1, dw_tile_4x3_8x2, dw_tile_4x3_8x4, dw_tile_4x4_8x1, dw_tile_4x4_16x1,
@@ -50,6 +51,7 @@ __all__ = ["conv2d_tiles", "TilesPlan", "conv2d_tiles_backward_input", "conv2d_t
 COMPILE_FEATURES = frozenset((config.CPU_FEATURES if config.CPU_FEATURES is not None
                               else get_host_cpu_features()).split(","))   # e.g. "+avx512f", "-avx512vpopcntdq"
 WIDE_VECTORS = "+avx512f" in COMPILE_FEATURES   # True: the 16-lane tiles; False: the AVX2 ones
+COMPILE_CPU = config.CPU_NAME or get_host_cpu_name()  # LLVM's name of it, e.g. "znver4", "rocketlake"
 
 
 # --- loops ----------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from tinycomp.tensor import Tensor
 
 @contextlib.contextmanager
 def path_rules(cpu):
-    """The runtime's path table of ``cpu`` ("avx512" or "avx2", ``runtime.paths.RULES``) in force
+    """The runtime's path table ``cpu`` ("kernels" or "float", ``runtime.paths.RULES``) in force
     instead of the host's, so that a test covers the same kernels on every CPU."""
     from tinycomp.runtime import paths
 

@@ -20,10 +20,10 @@ from tinycomp.tensor import Tensor
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _avx512_path_table():
-    """Every layer on its bit-serial / binary-weight kernel where the AVX-512 table puts it, whatever
-    CPU runs the tests (the AVX2 table is tested in test_runtime_kbit.py)."""
-    with path_rules("avx512"):
+def _kernel_path_table():
+    """Every layer on its bit-serial / binary-weight kernel where the kernels' table puts it, whatever
+    CPU runs the tests (the float table is tested in test_runtime_kbit.py)."""
+    with path_rules("kernels"):
         yield
 
 

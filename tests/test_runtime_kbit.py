@@ -22,10 +22,10 @@ from tinycomp.tensor import Tensor
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _avx512_path_table():
-    """Every layer on its bit-serial / binary-weight kernel where the AVX-512 table puts it, whatever
-    CPU runs the tests (the AVX2 table sends them all to the float conv; tested below)."""
-    with path_rules("avx512"):
+def _kernel_path_table():
+    """Every layer on its bit-serial / binary-weight kernel where the kernels' table puts it, whatever
+    CPU runs the tests (the float table sends them all to the float conv; tested below)."""
+    with path_rules("kernels"):
         yield
 
 
@@ -49,7 +49,7 @@ def test_logits_agree_with_the_training_graph(tmp_path, method, options):
     assert kinds == {"float", "kbit_weight" if method.endswith("a32") or method == "ternary" else "kbit"}
 
 
-@pytest.mark.parametrize("cpu", ["avx512", "avx2"])  # bit-serial kernels, or the float conv of the codes
+@pytest.mark.parametrize("cpu", ["kernels", "float"])  # bit-serial kernels, or the float conv of the codes
 @pytest.mark.parametrize("method, options", [("w4a4", {}), ("w2a2", {"quantizer": "pact"}), ("w3a4", {"quantizer": "lsq"}),
                                              ("w2a2", {"keep_float": ("first",)})])
 def test_every_kbit_layer_meets_the_training_graphs_input_bit_for_bit(tmp_path, monkeypatch, cpu, method, options):
@@ -192,12 +192,22 @@ def test_the_binary_weight_rule_follows_the_measured_shapes():
     assert paths.binary_weight_path((8, 127, 3, 3)) == "conv2d_forward"
 
 
-def test_the_avx2_table_sends_binary_weight_and_kbit_layers_to_the_float_conv():
-    with path_rules("avx2"):  # measured slower there on every ResNet shape (runtime/paths.py)
+def test_the_float_table_sends_binary_weight_and_kbit_layers_to_the_float_conv():
+    with path_rules("float"):  # measured slower on every ResNet shape but on Zen 4 (runtime/paths.py)
         for shape in ((512, 512, 3, 3), (16, 16, 3, 3), (256, 128, 1, 1)):
             assert paths.binary_weight_path(shape) == "conv2d_forward"
             assert paths.kbit_path(shape, 2, False, 2) == "conv2d_forward"
-    assert paths.binary_weight_path((512, 512, 3, 3)) == "binary_weight_conv2d"  # the pinned AVX-512 table again
+    assert paths.binary_weight_path((512, 512, 3, 3)) == "binary_weight_conv2d"  # the pinned kernels' table again
+
+
+def test_the_host_table_follows_the_cpus_measured():
+    kernels, floating = paths.RULES["kernels"], paths.RULES["float"]
+    zen4 = paths.host_table("znver4", {"+avx512f", "+avx512vpopcntdq"})
+    assert zen4["binary_weight_min_reduction"] == kernels["binary_weight_min_reduction"]
+    assert zen4["bitserial_min_reduction"] is None  # bit-serial has won on no CPU yet
+    for cpu, features in (("znver4", {"-avx512f"}), ("znver3", {"+avx2"}), ("rocketlake", {"+avx512f", "+avx512vpopcntdq"}),
+                          ("icelake-server", {"+avx512f"}), ("generic", set())):
+        assert paths.host_table(cpu, features) == floating, cpu
 
 
 def test_binary_weight_layers_take_both_paths_and_agree(tmp_path):
