@@ -8,6 +8,12 @@ v < V and j < L,
 (xvs = ovs = L: V*L contiguous columns; xvs = one input row, ovs = one output row: V output rows of L
 columns each, which keeps enough accumulators busy when an output row is only 8 wide.)
 
+The "half-row" tiles ``fma_tile_R_LhxV`` fill each L-lane vector from two input rows of L/2 columns,
+the first half at base + 2v*xvs and the second at base + (2v+1)*xvs, and store it whole at
+out_off + r*out_rs + v*ovs: with ovs = 2*OW = L that is two consecutive output rows, which are
+adjacent in an NCHW output. On AVX-512 this keeps 16-lane vectors busy on 8-wide planes (8-lane
+vectors halve the FMA throughput there).
+
 with ``a`` (M, K) C-contiguous float32 (the weights, one row per output channel), ``x`` a flat
 float32 array and ``koff`` (K,) int64 the offset of "row" k of the virtual patch matrix. With
 ``x`` = a zero-padded NCHW input and ``koff[(c*KH + kh)*KW + kw] = (c*Hp + kh*dh)*Wp + kw*dw`` this is an
@@ -42,10 +48,15 @@ from .ir_loop import accumulate_loop
 _I8, _I32, _I64, _F32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
 
 
-def fma_tile_ref(out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs, rows, lanes, vecs):
+def fma_tile_ref(out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs, rows, lanes, vecs, halves=False):
     """NumPy oracle: gather each vector's K x lanes patch block, multiply by the rows x K weights."""
     for v in range(vecs):
-        patch = x[base + v * xvs + koff[:, None] + np.arange(lanes)[None, :]]   # (K, lanes)
+        if halves:  # lanes j < L/2 from input row 2v, the others from row 2v + 1
+            j = np.arange(lanes)
+            cols = (2 * v + j // (lanes // 2)) * xvs + j % (lanes // 2)
+        else:
+            cols = v * xvs + np.arange(lanes)
+        patch = x[base + koff[:, None] + cols[None, :]]                          # (K, lanes)
         block = a[r0:r0 + rows].astype(np.float64) @ patch.astype(np.float64)   # (rows, lanes)
         for r in range(rows):
             start = out_off + r * out_rs + v * ovs
@@ -56,8 +67,9 @@ def _is(t, ndim, dtype):
     return isinstance(t, types.Array) and t.ndim == ndim and t.dtype == dtype and t.layout == "C"
 
 
-def _tile_codegen(rows, lanes, vecs):
+def _tile_codegen(rows, lanes, vecs, halves=False):
     vty = ir.VectorType(_F32, lanes)
+    hty = ir.VectorType(_F32, lanes // 2)
 
     def codegen(context, builder, signature, args):
         out_t, oo_t, ors_t, a_t, r0_t, x_t, base_t, koff_t, xvs_t, ovs_t = signature.args
@@ -83,8 +95,15 @@ def _tile_codegen(rows, lanes, vecs):
         def step(k, accs):
             off = builder.load(builder.gep(koff.data, [k], source_etype=_I64), typ=_I64, align=8)
             x_row = builder.gep(x_base, [off], source_etype=_F32)
-            xv = [builder.load(builder.bitcast(builder.gep(x_row, [builder.mul(xvs, _I64(v))], source_etype=_F32),
-                                               vty.as_pointer()), typ=vty, align=4) for v in range(vecs)]
+            if halves:  # two half-vector loads from consecutive input rows, joined (one shuffle)
+                half = [builder.load(builder.bitcast(builder.gep(x_row, [builder.mul(xvs, _I64(h))], source_etype=_F32),
+                                                     hty.as_pointer()), typ=hty, align=4) for h in range(2 * vecs)]
+                xv = [builder.shuffle_vector(half[2 * v], half[2 * v + 1], ir.Constant(ir.VectorType(_I32, lanes),
+                                                                                        list(range(lanes))))
+                      for v in range(vecs)]
+            else:
+                xv = [builder.load(builder.bitcast(builder.gep(x_row, [builder.mul(xvs, _I64(v))], source_etype=_F32),
+                                                   vty.as_pointer()), typ=vty, align=4) for v in range(vecs)]
             updated = []
             for r in range(rows):
                 s = builder.load(builder.gep(a_rows[r], [k], source_etype=_F32), typ=_F32, align=4)
@@ -107,20 +126,22 @@ def _tile_codegen(rows, lanes, vecs):
     return codegen
 
 
-def _make_tile(rows, lanes, vecs):
+def _make_tile(rows, lanes, vecs, halves=False):
     cols = lanes * vecs
+    half = lanes // 2
 
     def tile(out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs):
         K = a.shape[1]
         for r in range(rows):
             for v in range(vecs):
                 for j in range(lanes):
+                    col = (2 * v + j // half) * xvs + j % half if halves else v * xvs + j
                     s = np.float32(0.0)
                     for k in range(K):
-                        s += a[r0 + r, k] * x[base + v * xvs + koff[k] + j]
+                        s += a[r0 + r, k] * x[base + col + koff[k]]
                     out[out_off + r * out_rs + v * ovs + j] = s
 
-    codegen = _tile_codegen(rows, lanes, vecs)
+    codegen = _tile_codegen(rows, lanes, vecs, halves)
 
     def typer(typingctx, out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs):
         if not (_is(out, 1, types.float32) and _is(a, 2, types.float32) and _is(x, 1, types.float32)
@@ -129,7 +150,8 @@ def _make_tile(rows, lanes, vecs):
             return None
         return types.void(out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs), codegen
 
-    typer.__name__ = f"_fma_tile_{rows}_{lanes}x{vecs}_ir"
+    name = f"fma_tile_{rows}_{lanes}{'h' if halves else ''}x{vecs}"
+    typer.__name__ = f"_{name}_ir"
     tile_ir = intrinsic(typer)
 
     @overload(tile, inline="always")
@@ -137,7 +159,7 @@ def _make_tile(rows, lanes, vecs):
         return lambda out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs: tile_ir(
             out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs)
 
-    tile.__name__ = tile.__qualname__ = f"fma_tile_{rows}_{lanes}x{vecs}"
+    tile.__name__ = tile.__qualname__ = name
     tile.__doc__ = f"{rows} x {cols} float32 tile: out[...] = a-rows @ x-gathered-rows (module doc)."
     return tile
 
@@ -147,6 +169,7 @@ fma_tile_8_16x1 = _make_tile(8, 16, 1)   # 16 columns
 fma_tile_8_8x1 = _make_tile(8, 8, 1)     # 8 columns
 fma_tile_8_8x2 = _make_tile(8, 8, 2)     # two output rows of 8 columns (OW = 8)
 fma_tile_16_16x1 = _make_tile(16, 16, 1)  # 16 rows x 16 columns: 16 accumulators when OW = 16
+fma_tile_8_16hx2 = _make_tile(8, 16, 2, halves=True)  # four output rows of 8 columns in two 16-lane vectors
 fma_tile_4_8x2 = _make_tile(4, 8, 2)     # AVX2: 4 rows x 16 columns (or two rows of 8), 8 ymm accumulators
 fma_tile_1_8x8 = _make_tile(1, 8, 8)     # sparse_tiles: an 8x8 block of one output plane (xvs a row)
 

@@ -6,7 +6,8 @@ from numba import njit
 from tinycomp_kernels import fma_tile as ft
 
 FWD = [(ft.fma_tile_8_16x2, 8, 16, 2), (ft.fma_tile_8_16x1, 8, 16, 1), (ft.fma_tile_8_8x1, 8, 8, 1),
-       (ft.fma_tile_8_8x2, 8, 8, 2), (ft.fma_tile_16_16x1, 16, 16, 1), (ft.fma_tile_4_8x2, 4, 8, 2)]
+       (ft.fma_tile_8_8x2, 8, 8, 2), (ft.fma_tile_16_16x1, 16, 16, 1), (ft.fma_tile_4_8x2, 4, 8, 2),
+       (ft.fma_tile_8_16hx2, 8, 16, 2)]
 DW = [(ft.dw_tile_4x4_16x2, 4, 16, 2), (ft.dw_tile_4x4_16x1, 4, 16, 1), (ft.dw_tile_4x4_8x1, 4, 8, 1),
       (ft.dw_tile_4x3_8x4, 3, 8, 4), (ft.dw_tile_4x3_8x2, 3, 8, 2), (ft.dw_tile_4x3_8x1, 3, 8, 1)]
 
@@ -34,9 +35,25 @@ def test_forward_tile(tile, rows, lanes, vecs, jit):
     base, xvs, ovs, out_off, out_rs = 7, 41, 3 * lanes, 5, 2 * vecs * lanes + 9
     expected = np.full(out_off + rows * out_rs + 4 * vecs * lanes, -7.0, np.float32)
     got = expected.copy()
-    ft.fma_tile_ref(expected, out_off, out_rs, a, r0, x, base, koff, xvs, ovs, rows, lanes, vecs)
+    ft.fma_tile_ref(expected, out_off, out_rs, a, r0, x, base, koff, xvs, ovs, rows, lanes, vecs,
+                    halves="h" in tile.__name__)
     (_jitted(tile) if jit else tile)(got, out_off, out_rs, a, r0, x, base, koff, xvs, ovs)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)   # untouched entries stay -7 too
+
+
+def test_a_half_row_tile_is_two_input_rows_per_vector():
+    """fma_tile_8_16hx2 on a 4 x 8 output block of a padded 10-wide input equals the plain 8-lane tile
+    run on each pair of rows (the same sums in the same order: equal bits)."""
+    rng = np.random.default_rng(5)
+    K, Wq = 9, 10
+    a = rng.standard_normal((8, K)).astype(np.float32)
+    x = rng.standard_normal(6 * Wq + 8).astype(np.float32)
+    koff = np.array([kh * Wq + kw for kh in range(3) for kw in range(3)], np.int64)
+    got, want = np.zeros(8 * 32, np.float32), np.zeros(8 * 32, np.float32)
+    _jitted(ft.fma_tile_8_16hx2)(got, 0, 32, a, 0, x, 0, koff, Wq, 16)
+    for pair in range(2):
+        _jitted(ft.fma_tile_8_8x2)(want, 16 * pair, 32, a, 0, x, 2 * pair * Wq, koff, Wq, 8)
+    np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("tile,taps,lanes,vecs", DW, ids=lambda v: getattr(v, "__name__", str(v)))
