@@ -24,7 +24,8 @@ Four algorithms, chosen *deterministically from the shapes and dtype* by ``conv2
 
 The two gradients of a "tiles" or "im2col" conv each take the tiles path whenever it fits on its own
 (input gradient: float32, groups 1, W a multiple of the stride and W/stride of 8; weight gradient:
-float32, groups 1, OW in 8, 16, 32; any channel counts) and im2col + GEMM otherwise.
+float32, groups 1, OW in 8 (not with the AVX-512 tiles), 16, 32; any channel counts) and im2col + GEMM
+otherwise.
 
 Everything runs in the dtype of the input (float32 or float64; both operands must agree).
 Reference: ``conv2d_ref`` below is an independent NumPy formulation (a sum of shifted slices times

@@ -19,7 +19,8 @@ number of channels:
   each reading dout at the fixed row shift (a + ph - kh*dh) / sh. So each phase is a stride-1 tiles
   conv of zero-padded dout with the (C, O*taps) block of those taps (stride 1: one phase, the
   flipped transposed kernel), C playing the forward's O; the phases are interleaved into dx.
-- weight gradient (OW in 8, 16, 32, any O): ``dw_tile`` accumulates 4 dout rows x 4 (or 3) patch
+- weight gradient (OW in 8, 16, 32, any O; OW = 8 only with the AVX2 set, see
+  ``tiles_backward_weight_fit``): ``dw_tile`` accumulates 4 dout rows x 4 (or 3) patch
   rows over fixed chunks of 128 output rows (into one partial per chunk, summed in a fixed order:
   the result does not depend on the thread count). When 4 does not divide O, dout gets zero channels
   up to a multiple of 4 (one copy of dout, small beside the products) whose rows of dw are dropped.
@@ -224,6 +225,11 @@ def tiles_backward_input_fit(x_shape, stride, groups, dtype):
 
 
 def tiles_backward_weight_fit(OW, groups, dtype):
+    """Whether the weight gradient runs on the tiles. Not at OW = 8 with the AVX-512 set: its 8-wide
+    rows fill half a vector there, and im2col + GEMM measured 1.3-2.0x faster (Intel Xeon, 2026-12-02:
+    ResNet-20's 64-channel 8x8 layers 6.4 -> 5.0 ms, ResNet-18's 256-channel ones 44 -> 25 ms)."""
+    if WIDE_VECTORS and OW == 8:
+        return False
     return np.dtype(dtype) == np.float32 and groups == 1 and OW in (8, 16, 32)
 
 
