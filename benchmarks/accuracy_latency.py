@@ -14,6 +14,14 @@ tinycomp-engine[plots]``) the script draws ``benchmarks/results/accuracy_latency
 
 A figure is the speed of this machine, with the path each layer took on it (``tinycomp.runtime.paths``:
 on AVX2 the k-bit and binary-weight layers run the float conv).
+
+A run whose checkpoint is not on this machine can still be placed: give its results prefix instead
+(``docs/results/resnet20_bc_cifar10`` for ``..._config.json`` and ``..._log.jsonl``, the files the
+README's runs keep) or a run folder without ``last.npz``. Its accuracy comes from the log, and its time
+from the same configuration with random weights (BatchNorm statistics of one random batch), exported
+and run the same way: for methods whose layers have the same shapes and paths whatever the weights
+(none, bc, bwn, xnor, ternary, w<k>a<m>). Pruned, filter-pruned and SAL runs need their checkpoint
+(their kept weights decide the cost). The table says which rows were timed which way.
 """
 import argparse
 import json
@@ -26,12 +34,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # idle workers sleep (see b
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import re  # noqa: E402
+
 import numpy as np  # noqa: E402
 from harness import RESULTS, interleaved, pyplot, write_report  # noqa: E402
 
-from tinycomp import runtime  # noqa: E402
+import tinycomp  # noqa: E402
+from tinycomp import nn, runtime  # noqa: E402
 from tinycomp.autograd import no_grad  # noqa: E402
-from tinycomp.data import Normalize, load_cifar  # noqa: E402
+from tinycomp.compress.run_config import summary_model  # noqa: E402
+from tinycomp.export import export  # noqa: E402
+from tinycomp.data import Normalize, channel_stats, load_cifar  # noqa: E402
 from tinycomp.evaluate import model_of_checkpoint  # noqa: E402
 from tinycomp.export import export_checkpoint  # noqa: E402
 from tinycomp.tensor import Tensor  # noqa: E402
@@ -40,30 +53,67 @@ BATCHES = (1, 64)
 CHECK_IMAGES = 500
 
 
-def run_record(folder):
-    """{"run", "method", "epochs", "test_acc", "checkpoint"} of a run folder, from its files."""
-    folder = Path(folder)
-    cfg = json.loads((folder / "config.json").read_text())
-    lines = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
+def run_files(path):
+    """(config.json, log.jsonl, last.npz or None, name) of a run folder or a results prefix."""
+    path = Path(path)
+    if path.is_dir():
+        checkpoint = path / "last.npz"
+        return path / "config.json", path / "log.jsonl", checkpoint if checkpoint.exists() else None, path.name
+    config, log = Path(f"{path}_config.json"), Path(f"{path}_log.jsonl")
+    if not (config.exists() and log.exists()):
+        raise SystemExit(f"{path}: neither a run folder nor a results prefix ({config.name} and {log.name} "
+                         f"next to each other)")
+    return config, log, None, path.name
+
+
+def weight_independent(method):
+    """Whether a model of this method has the same layer shapes and paths whatever its weights."""
+    return method in ("none", "bc", "bwn", "xnor", "ternary") or re.fullmatch(r"w\d+a\d+", method) is not None
+
+
+def run_record(path):
+    """{"run", "method", "epochs", "test_acc", "checkpoint", "config", "timed_on"} of a run, from its files."""
+    config, log, checkpoint, name = run_files(path)
+    cfg = json.loads(config.read_text())
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     epochs = [r for r in lines if "test_acc" in r and r.get("test_acc") is not None]
     if not epochs:
-        raise SystemExit(f"{folder}/log.jsonl has no epoch with a test accuracy")
+        raise SystemExit(f"{log} has no epoch with a test accuracy")
     last = epochs[-1]
     if last["epoch"] != cfg["epochs"]:
-        print(f"note: {folder} stopped at epoch {last['epoch']} of {cfg['epochs']}")
+        print(f"note: {path} stopped at epoch {last['epoch']} of {cfg['epochs']}")
     method = cfg.get("method", "none")
-    return {"run": folder.name, "method": method, "label": f"{method} ({last['epoch']} ep)", "epochs": last["epoch"],
-            "test_acc": last["test_acc"], "checkpoint": str(folder / "last.npz")}
+    if checkpoint is None and not weight_independent(method):
+        raise SystemExit(f"{path}: a {method} run is timed from its checkpoint (its kept weights decide the cost), "
+                         f"and there is no last.npz here")
+    return {"run": name, "method": method, "label": f"{method} ({last['epoch']} ep)", "epochs": last["epoch"],
+            "test_acc": last["test_acc"], "checkpoint": None if checkpoint is None else str(checkpoint),
+            "config": cfg, "timed_on": "checkpoint" if checkpoint else "config, random weights"}
 
 
 @no_grad()
-def validate(record, exported, images):
-    """The exported model's predictions against its checkpoint's on ``images`` (normalised)."""
-    model, _ = model_of_checkpoint(record["checkpoint"])
+def config_model(cfg, images):
+    """The run's network with random weights, BatchNorm statistics from one training-mode pass."""
+    tinycomp.manual_seed(0)
+    m = summary_model(cfg, 10)
+    for b in m.modules():
+        if type(b) is nn.BatchNorm2d:
+            b.momentum = 1.0
+    m.train()
+    m(Tensor(images))
+    m.eval()
+    return m
+
+
+@no_grad()
+def validate(record, exported, images, model=None):
+    """The exported model's predictions against its checkpoint's (or ``model``'s) on ``images``."""
+    if model is None:
+        model, _ = model_of_checkpoint(record["checkpoint"])
     model.eval()
     ref, out = model(Tensor(images)).data, exported(images)
     agree = float((ref.argmax(axis=1) == out.argmax(axis=1)).mean())
-    if agree < 0.999:
+    if agree < (0.999 if model is None or record["checkpoint"] else 0.99):  # random weights: near ties
         raise SystemExit(f"validation failed: {record['run']}: the exported model agrees with its checkpoint on "
                          f"{agree:.1%} of {len(images)} test images")
     return agree
@@ -91,7 +141,8 @@ def plot(rows, path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="*", help="run folders of tinycomp train (config.json, log.jsonl, last.npz)")
+    ap.add_argument("runs", nargs="*", help="run folders of tinycomp train (config.json, log.jsonl, last.npz), or "
+                                            "results prefixes such as docs/results/resnet20_bc_cifar10")
     ap.add_argument("--plot-only", action="store_true", help="redraw the plot from results/accuracy_latency.json")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
@@ -113,11 +164,19 @@ def main():
     models = {}
     for r in records:
         path = tmp / f"{r['run']}.npz"
-        export_checkpoint(r["checkpoint"], path)
+        reference = None
+        if r["checkpoint"]:
+            export_checkpoint(r["checkpoint"], path)
+        else:  # the training set's statistics, as tinycomp train normalises
+            cfg = r["config"]
+            mean, std = channel_stats(data.train_images)
+            reference = config_model(cfg, Normalize(mean, std)(data.test_images[:CHECK_IMAGES]))
+            export(reference, path, {"model": cfg["model"], "width": cfg.get("width", 1.0), "num_classes": 10,
+                                     "normalize": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}})
         models[r["run"]] = runtime.load(path)
         norm = Normalize(models[r["run"]].normalize["mean"], models[r["run"]].normalize["std"])
         images = norm(data.test_images[:CHECK_IMAGES])
-        r["agreement_500"] = validate(r, models[r["run"]], images)
+        r["agreement_500"] = validate(r, models[r["run"]], images, reference)
         r["file_bytes"] = path.stat().st_size
     rng = np.random.default_rng(0)
     inputs = {n: rng.standard_normal((n, 3, 32, 32)).astype(np.float32) for n in BATCHES}
@@ -130,7 +189,10 @@ def main():
         r["b64_ms_per_image"] = r["b64_ms"] / 64
     columns = [("label", "method (epochs)", None), ("test_acc", "test acc", "{:.2%}"), ("b1_ms", "batch 1, ms", "{:.2f}"),
                ("b64_ms", "batch 64, ms", "{:.1f}"), ("b64_ms_per_image", "ms / image at 64", "{:.3f}"),
-               ("file_bytes", "file bytes", "{:,}"), ("agreement_500", "agreement (500 images)", "{:.1%}")]
+               ("file_bytes", "file bytes", "{:,}"), ("agreement_500", "agreement (500 images)", "{:.1%}"),
+               ("timed_on", "timed on", None)]
+    for r in records:
+        r.pop("config")
     write_report("accuracy_latency", records, columns, extra={"threads": args.threads, "repeats": args.repeats},
                  title="Accuracy against latency, exported ResNet-20 runs on tinycomp.runtime")
     plot(records, RESULTS / "accuracy_latency.png")
