@@ -172,6 +172,7 @@ fma_tile_16_16x1 = _make_tile(16, 16, 1)  # 16 rows x 16 columns: 16 accumulator
 fma_tile_8_16hx2 = _make_tile(8, 16, 2, halves=True)  # four output rows of 8 columns in two 16-lane vectors
 fma_tile_4_8x2 = _make_tile(4, 8, 2)     # AVX2: 4 rows x 16 columns (or two rows of 8), 8 ymm accumulators
 fma_tile_1_8x8 = _make_tile(1, 8, 8)     # sparse_tiles: an 8x8 block of one output plane (xvs a row)
+fma_tile_1_16x8 = _make_tile(1, 16, 8)   # sparse_tiles on AVX-512: 8 rows x 16 columns of one plane
 
 
 # --- weight-gradient tile: a R x T block of dout-rows x patch-rows dot products ------------------

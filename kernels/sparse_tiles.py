@@ -15,7 +15,9 @@ What
     from the block's corner (``conv_tiles.tap_offsets``, one per kept entry instead of one per patch
     row). One ``fma_tile_1_8x8`` per block: eight output rows of 8 columns in eight vector
     accumulators; per kept entry of the block's output channel, a broadcast weight times eight row
-    segments, the output written once. Parallel over (image, 8-row band, output channel), channels
+    segments, the output written once. With the AVX-512 tile set (``conv_tiles.WIDE_VECTORS``) and a
+    padded output width that 16 divides, blocks are 8 rows x 16 columns (``fma_tile_1_16x8``): the same
+    loads fill whole 16-lane vectors, and each output's sum keeps its order (equal bits). Parallel over (image, 8-row band, output channel), channels
     innermost so that a band's input rows stay in L1 across them. Per output pixel the kept entries
     are summed in CSR order; blocks past the output's edge are computed on the zero padding and cut.
 
@@ -34,8 +36,9 @@ Reference
 import numpy as np
 from numba import njit, prange
 
+from . import conv_tiles
 from .conv_tiles import phase_split_jit, tap_offsets
-from .fma_tile import fma_tile_1_8x8
+from .fma_tile import fma_tile_1_8x8, fma_tile_1_16x8
 from .im2col import as_pair, conv_output_size
 
 __all__ = ["SparseTilesPlan"]
@@ -43,10 +46,10 @@ __all__ = ["SparseTilesPlan"]
 BLOCK = 8  # output rows and columns of a tile
 
 
-def _sparse_tiles_loops(out, xq, indptr, koff, values):
+def _sparse_tiles_loops(out, xq, indptr, koff, values, wide):
     """out (N, O, OHr, OWr), OHr and OWr multiples of 8, from the phase-split padded input xq
     (N, C*sh*sw, Hq, Wq); kept entry q (CSR order) of output channel o reads at koff[q] from a block's
-    corner n*plane + oh0*Wq + ow0."""
+    corner n*plane + oh0*Wq + ow0. ``wide`` (AVX-512) and OWr a multiple of 16: 8 x 16 blocks."""
     n_img, n_out, hr, wr = out.shape
     plane = xq.shape[1] * xq.shape[2] * xq.shape[3]
     wq = xq.shape[3]
@@ -60,9 +63,13 @@ def _sparse_tiles_loops(out, xq, indptr, koff, values):
         q0, q1 = indptr[o], indptr[o + 1]
         weights = values[q0:q1].reshape((1, q1 - q0))  # the tile's (rows, K) weights: one row
         taps = koff[q0:q1]
-        for j0 in range(0, wr, 8):
-            fma_tile_1_8x8(of, ((n * n_out + o) * hr + h0) * wr + j0, 0, weights, 0, xf, n * plane + h0 * wq + j0,
-                           taps, wq, wr)
+        row0 = ((n * n_out + o) * hr + h0) * wr
+        if wide and wr % 16 == 0:
+            for j0 in range(0, wr, 16):
+                fma_tile_1_16x8(of, row0 + j0, 0, weights, 0, xf, n * plane + h0 * wq + j0, taps, wq, wr)
+        else:
+            for j0 in range(0, wr, 8):
+                fma_tile_1_8x8(of, row0 + j0, 0, weights, 0, xf, n * plane + h0 * wq + j0, taps, wq, wr)
 
 
 sparse_tiles_jit = njit(parallel=True, cache=True)(_sparse_tiles_loops)
@@ -115,7 +122,7 @@ class SparseTilesPlan:
         xq = np.empty((n,) + self.padded, dtype=np.float32)
         phase_split_jit(xq, x, self.p[0], self.p[1], self.s[0], self.s[1])  # in parallel; zeros past x
         out = np.empty((n, len(self.indptr) - 1, self.ohr, self.owr), dtype=np.float32)
-        sparse_tiles_jit(out, xq, self.indptr, self.koff, self.values)
+        sparse_tiles_jit(out, xq, self.indptr, self.koff, self.values, conv_tiles.WIDE_VECTORS)
         if (self.ohr, self.owr) == (self.oh, self.ow):
             return out
         return np.ascontiguousarray(out[:, :, :self.oh, :self.ow])  # (N, O, OH, OW)

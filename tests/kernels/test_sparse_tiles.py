@@ -1,14 +1,27 @@
 """tinycomp_kernels.sparse_tiles: the kept-weight register tiles equal the dense conv of the pruned
 weight at any stride, padding, dilation and plane size (8x8 blocks cut at the edges), and the loops
 run in plain Python."""
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from tinycomp_kernels import csr as C, sparse_tiles as T
+from tinycomp_kernels import conv_tiles, csr as C, sparse_tiles as T
 from tinycomp_kernels.sparse_conv import sparse_conv2d_ref
 
 TOL = dict(rtol=1e-4, atol=1e-4)
+
+
+@contextlib.contextmanager
+def tile_set(wide):
+    """The AVX-512 (wide) or AVX2 tile set in force, whatever this CPU is."""
+    saved = conv_tiles.WIDE_VECTORS
+    conv_tiles.WIDE_VECTORS = wide
+    try:
+        yield
+    finally:
+        conv_tiles.WIDE_VECTORS = saved
 
 cases = st.fixed_dictionaries(dict(
     N=st.integers(1, 3), C=st.integers(1, 6), O=st.integers(1, 7), H=st.integers(1, 19), W=st.integers(1, 19),
@@ -25,8 +38,9 @@ def _plan(w, mask, hw, stride, padding, dilation):
                              stride, padding, dilation)
 
 
+@pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
 @given(cases)
-def test_tiles_equal_the_dense_conv_of_the_kept_weights(cfg):
+def test_tiles_equal_the_dense_conv_of_the_kept_weights(wide, cfg):
     rng = np.random.default_rng(cfg["seed"])
     k, d, p = cfg["K"], cfg["dilation"], cfg["padding"]
     H, W = max(cfg["H"], d * (k - 1) + 1 - 2 * p), max(cfg["W"], d * (k - 1) + 1 - 2 * p)  # a valid output
@@ -36,7 +50,8 @@ def test_tiles_equal_the_dense_conv_of_the_kept_weights(cfg):
     mask[0] = False  # an output channel with no kept weight: an empty CSR row, zeros out
     w = np.where(mask, w, 0).astype(np.float32)
     plan = _plan(w, mask, (H, W), cfg["stride"], p, d)
-    y = plan(x)
+    with tile_set(wide):
+        y = plan(x)
     ref = sparse_conv2d_ref(x, w, cfg["stride"], p, d)
     assert y.shape == ref.shape and y.flags.c_contiguous
     np.testing.assert_allclose(y, ref, **TOL)
@@ -53,8 +68,25 @@ def test_loops_run_in_plain_python():
     xq = np.zeros((1,) + plan.padded, np.float32)
     xq[:, :, 1:4, 1:6] = x  # padded by 1: one phase at stride 1
     out = np.empty((1, 3, 8, 8), np.float32)
-    T._sparse_tiles_loops(out, xq, plan.indptr, plan.koff, plan.values)
-    np.testing.assert_allclose(out[:, :, :3, :5], sparse_conv2d_ref(x, w, 1, 1), **TOL)
+    for wide in (True, False):
+        T._sparse_tiles_loops(out, xq, plan.indptr, plan.koff, plan.values, wide)
+        np.testing.assert_allclose(out[:, :, :3, :5], sparse_conv2d_ref(x, w, 1, 1), **TOL)
+
+
+@pytest.mark.parametrize("W", [16, 32, 24])
+def test_both_block_widths_give_equal_bits(W):
+    """8 x 16 blocks (AVX-512, padded width a multiple of 16; 24 stays on 8 x 8) sum each output's kept
+    entries in the same CSR order as 8 x 8 blocks."""
+    rng = np.random.default_rng(W)
+    x = rng.standard_normal((2, 5, 12, W)).astype(np.float32)
+    w = rng.standard_normal((6, 5, 3, 3)).astype(np.float32)
+    mask = rng.random(w.shape) < 0.2
+    plan = _plan(np.where(mask, w, 0).astype(np.float32), mask, (12, W), 1, 1, 1)
+    with tile_set(True):
+        wide = plan(x)
+    with tile_set(False):
+        narrow = plan(x)
+    np.testing.assert_array_equal(wide, narrow)
 
 
 def test_a_plan_refuses_another_input():
