@@ -43,7 +43,7 @@ from .im2col import as_pair, conv_output_size
 
 __all__ = ["SparseTilesPlan"]
 
-BLOCK = 8  # output rows and columns of a tile
+BLOCK = 8  # output rows of a tile, and its columns (16 with the AVX-512 set where the padded width allows)
 
 
 def _sparse_tiles_loops(out, xq, indptr, koff, values, wide):

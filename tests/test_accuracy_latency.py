@@ -59,3 +59,20 @@ def test_weight_independent_methods(al):
 def test_a_path_that_is_neither_is_refused_by_name(al, tmp_path):
     with pytest.raises(SystemExit, match="neither a run folder nor a results prefix"):
         al.run_record(tmp_path / "missing")
+
+
+def test_a_configuration_is_exported_and_checked_on_random_weights(al, tmp_path):
+    """What main does for a run without its checkpoint: the model of its configuration, calibrated on
+    the check images, exported, loaded by the runtime and validated against that model."""
+    import numpy as np
+
+    from tinycomp import runtime
+
+    write_run(tmp_path / "r", "bwn")
+    record = al.run_record(tmp_path / "r")
+    images = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    model = al.config_model(record["config"], images)
+    path = tmp_path / "r.npz"
+    al.export(model, path, {"model": "resnet20", "width": 0.25, "num_classes": 10,
+                            "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3}})
+    assert al.validate(record, runtime.load(path), images, model) >= 0.99

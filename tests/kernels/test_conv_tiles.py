@@ -88,7 +88,8 @@ def test_forward_and_gradients_match_reference(wide, cfg):
 def test_odd_channels_equal_the_zero_padded_conv_bitwise(wide, C, O, H, stride):
     """Each output of a channel count the tiles do not divide is the sum the conv padded with zero
     channels up to a multiple of 8 computes: forward and input gradient channel for channel, the
-    weight gradient too (its sums run over rows, never across channels)."""
+    weight gradient too (its sums run over rows, never across channels; at OW = 8 on the AVX-512 set
+    it is OpenBLAS's GEMM, whose sums for a row of dw do not depend on the other rows either)."""
     rng = np.random.default_rng(C * O)
     C8, O8 = -(-C // 8) * 8, -(-O // 8) * 8
     x = np.zeros((2, C8, H, H), np.float32)
@@ -201,6 +202,14 @@ def test_tiles_loops_run_as_plain_python(wide, O):
                                         xq, kpad, 32, wide)
     dw_ref = conv2d_backward_weight(dout.astype(np.float64), x.astype(np.float64), w.shape, 2, 1, algorithm="im2col")
     np.testing.assert_allclose(parts[0, :O, :8].reshape(w.shape), dw_ref, rtol=1e-4, atol=1e-4)
+    if wide:  # four output rows of 8 (fma_tile_8_16hx2) in plain Python: a 3x3 "same" conv of 4 x 8
+        x4 = rng.standard_normal((1, 2, 4, 8)).astype(np.float32)
+        w4 = rng.standard_normal((O, 2, 3, 3)).astype(np.float32)
+        xq4, koff4 = phase_split_offsets(x4, 3, 3, (1, 1), (1, 1), (1, 1))
+        out4 = np.full((1, O, 4, 8), np.nan, np.float32)
+        _conv2d_tiles_loops(out4, xq4, w4.reshape(O, -1), koff4, wide)
+        ref4 = conv2d_ref(x4.astype(np.float64), w4.astype(np.float64), 1, 1)
+        np.testing.assert_allclose(out4, ref4, rtol=1e-5, atol=1e-5)
 
 
 def test_phase_merge_loops_run_as_plain_python():

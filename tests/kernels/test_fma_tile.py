@@ -7,7 +7,7 @@ from tinycomp_kernels import fma_tile as ft
 
 FWD = [(ft.fma_tile_8_16x2, 8, 16, 2), (ft.fma_tile_8_16x1, 8, 16, 1), (ft.fma_tile_8_8x1, 8, 8, 1),
        (ft.fma_tile_8_8x2, 8, 8, 2), (ft.fma_tile_16_16x1, 16, 16, 1), (ft.fma_tile_4_8x2, 4, 8, 2),
-       (ft.fma_tile_8_16hx2, 8, 16, 2)]
+       (ft.fma_tile_8_16hx2, 8, 16, 2), (ft.fma_tile_1_16x8, 1, 16, 8), (ft.fma_tile_1_8x8, 1, 8, 8)]
 DW = [(ft.dw_tile_4x4_16x2, 4, 16, 2), (ft.dw_tile_4x4_16x1, 4, 16, 1), (ft.dw_tile_4x4_8x1, 4, 8, 1),
       (ft.dw_tile_4x3_8x4, 3, 8, 4), (ft.dw_tile_4x3_8x2, 3, 8, 2), (ft.dw_tile_4x3_8x1, 3, 8, 1)]
 

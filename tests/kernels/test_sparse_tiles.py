@@ -68,9 +68,15 @@ def test_loops_run_in_plain_python():
     xq = np.zeros((1,) + plan.padded, np.float32)
     xq[:, :, 1:4, 1:6] = x  # padded by 1: one phase at stride 1
     out = np.empty((1, 3, 8, 8), np.float32)
-    for wide in (True, False):
-        T._sparse_tiles_loops(out, xq, plan.indptr, plan.koff, plan.values, wide)
-        np.testing.assert_allclose(out[:, :, :3, :5], sparse_conv2d_ref(x, w, 1, 1), **TOL)
+    T._sparse_tiles_loops(out, xq, plan.indptr, plan.koff, plan.values, False)
+    np.testing.assert_allclose(out[:, :, :3, :5], sparse_conv2d_ref(x, w, 1, 1), **TOL)
+    x16 = rng.standard_normal((1, 2, 3, 16)).astype(np.float32)  # padded width 16: the 8 x 16 blocks
+    plan16 = _plan(w, mask, (3, 16), 1, 1, 1)
+    xq16 = np.zeros((1,) + plan16.padded, np.float32)
+    xq16[:, :, 1:4, 1:17] = x16
+    out16 = np.empty((1, 3, 8, 16), np.float32)
+    T._sparse_tiles_loops(out16, xq16, plan16.indptr, plan16.koff, plan16.values, True)
+    np.testing.assert_allclose(out16[:, :, :3], sparse_conv2d_ref(x16, w, 1, 1), **TOL)
 
 
 @pytest.mark.parametrize("W", [16, 32, 24])

@@ -49,7 +49,7 @@ RULES = {
     "kernels": {"binary_weight_min_reduction": 1152, "max_plane_pairs": 64, "bitserial_min_reduction": 1},
     "float": {"binary_weight_min_reduction": None, "max_plane_pairs": 64, "bitserial_min_reduction": None},
 }
-BINARY_WEIGHT_CPUS = ("znver4", "znver5")  # LLVM names of the CPUs where the binary-weight kernel won
+BINARY_WEIGHT_CPUS = ("znver4", "znver5")  # LLVM names: measured on Zen 4; Zen 5 (same AVX-512 units) assumed
 
 
 def host_table(cpu_name, features):
