@@ -1,22 +1,37 @@
 """The issue-4 CIFAR-10 recipe trained with PyTorch, for comparison with ``tinycomp train``: the same
-ResNet-20 (``torch_resnet20.ResNet20``), the same data stream (tinycomp's loader: same shuffling,
-crops, flips and normalisation for a seed), SGD + Nesterov 0.9, weight decay 5e-4 on all parameters,
-OneCycleLR(max_lr=0.2, pct_start=0.25) stepped per batch, batch 128 with the last partial batch
-dropped. Writes one JSON line per epoch (losses, test accuracy, wall time) like tinycomp's log.jsonl.
-PyTorch is optional and never a dependency of tinycomp; run this only on a machine that has it.
+ResNet-20 (``torch_models.resnet("resnet20")``, tinycomp's layer names), the same data stream
+(tinycomp's loader: same shuffling, crops, flips and normalisation for a seed), SGD + Nesterov 0.9,
+weight decay 5e-4 on all parameters, OneCycleLR(max_lr=--lr, pct_start=0.25) stepped per batch, batch
+128 with the last partial batch dropped. Writes one JSON line per epoch (losses, test accuracy, wall
+time) like tinycomp's log.jsonl. PyTorch is optional and never a dependency of tinycomp; run this only
+on a machine that has it.
 
-    python benchmarks/torch_train_recipe.py --data-dir ../shared/data --epochs 30 --threads 2 --log run.jsonl
+``--method bwn``: every conv but the stem's fake-quantized as ``torch_resnet20.binarize_weights`` does
+(α·sign(W), α per filter, the gradient through α; tinycomp's ``bwn``). ``--tinycomp-init``: the
+initial weights are tinycomp's ResNet-20 at the seed (``tinycomp.manual_seed(seed)``, its Kaiming
+fan-out init), so that both libraries start from the same network and only the implementation
+differs; without it PyTorch's default init.
+
+    python benchmarks/torch_train_recipe.py --data-dir ../shared/data --epochs 30 --threads 2 --log run.jsonl \
+        [--method bwn] [--tinycomp-init] [--lr 0.2]
 """
 import argparse
 import json
 import time
+import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as TF
 
-from torch_resnet20 import ResNet20
-from tinycomp.data import BatchLoader, Normalize, load_cifar, train_val_split
+from torch_models import resnet
+from torch_resnet20 import binarize_weights
+
+# PyTorch's side keeps its own thread settings: tinycomp is imported here for its data loader only
+warnings.filterwarnings("ignore", message="tinycomp_kernels was imported after")
+import tinycomp  # noqa: E402
+from tinycomp import models  # noqa: E402
+from tinycomp.data import BatchLoader, Normalize, load_cifar, train_val_split  # noqa: E402
 
 
 def evaluate(model, loader):
@@ -39,6 +54,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log", required=True, help="JSON-lines output, one line per epoch")
+    ap.add_argument("--method", choices=("none", "bwn"), default="none")
+    ap.add_argument("--lr", type=float, default=0.2, help="one-cycle peak (default 0.2)")
+    ap.add_argument("--tinycomp-init", action="store_true", help="start from tinycomp's initial ResNet-20 weights")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -48,9 +66,18 @@ def main():
     train = BatchLoader(data.train_images, data.train_labels, 128, indices=train_idx, shuffle=True,
                         seed=args.seed, drop_last=True, augment=True, normalize=norm)
     test = BatchLoader(data.test_images, data.test_labels, 500, normalize=norm)
-    model = ResNet20()
-    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=args.epochs * len(train),
+    model = resnet("resnet20")
+    if args.tinycomp_init:
+        tinycomp.manual_seed(args.seed)
+        state = models.get("resnet20", num_classes=10).state_dict()
+        missing, unexpected = model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()},
+                                                    strict=False)
+        if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
+            raise SystemExit(f"tinycomp's ResNet-20 does not load by name: missing {missing}, unexpected {unexpected}")
+    if args.method == "bwn":
+        binarize_weights(model)
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * len(train),
                                                 pct_start=0.25)
     start = time.perf_counter()
     with open(args.log, "w") as log:
