@@ -87,7 +87,9 @@ def run_record(path):
     if checkpoint is None and not weight_independent(method):
         raise SystemExit(f"{path}: a {method} run is timed from its checkpoint (its kept weights decide the cost), "
                          f"and there is no last.npz here")
-    return {"run": name, "method": method, "label": f"{method} ({last['epoch']} ep)", "epochs": last["epoch"],
+    model = cfg.get("model", "resnet20")
+    label = f"{method} ({last['epoch']} ep)" if model == "resnet20" else f"{model} {method} ({last['epoch']} ep)"
+    return {"run": name, "method": method, "label": label, "epochs": last["epoch"],
             "test_acc": last["test_acc"], "checkpoint": None if checkpoint is None else str(checkpoint),
             "config": cfg, "timed_on": "checkpoint" if checkpoint else "config, random weights"}
 
@@ -133,9 +135,10 @@ def plot(rows, path):
             ax.annotate(r["label"], (r[key], 100 * r["test_acc"]), textcoords="offset points",
                         xytext=(4, 4 if i % 2 else -11), fontsize=8)  # neighbours above and below: no overlap
         ax.set_xlabel(title)
+        ax.margins(x=0.3)  # room for the rightmost point's label
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("CIFAR-10 test accuracy, %")
-    fig.suptitle("ResNet-20 on tinycomp.runtime: accuracy against measured time")
+    fig.suptitle("CIFAR-10 runs on tinycomp.runtime: accuracy against measured time")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"wrote {path}")
@@ -196,7 +199,7 @@ def main():
     for r in records:
         r.pop("config")
     write_report("accuracy_latency", records, columns, extra={"threads": args.threads, "repeats": args.repeats},
-                 title="Accuracy against latency, exported ResNet-20 runs on tinycomp.runtime")
+                 title="Accuracy against latency, exported CIFAR-10 runs on tinycomp.runtime")
     plot(records, RESULTS / "accuracy_latency.png")
 
 
