@@ -38,10 +38,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import re  # noqa: E402
 
 import numpy as np  # noqa: E402
+from bench_runtime import calibrated  # noqa: E402
 from harness import RESULTS, interleaved, pyplot, write_report  # noqa: E402
 
 import tinycomp  # noqa: E402
-from tinycomp import nn, runtime  # noqa: E402
+from tinycomp import runtime  # noqa: E402
 from tinycomp.autograd import no_grad  # noqa: E402
 from tinycomp.compress.run_config import summary_model  # noqa: E402
 from tinycomp.export import export  # noqa: E402
@@ -94,18 +95,11 @@ def run_record(path):
             "config": cfg, "timed_on": "checkpoint" if checkpoint else "config, random weights"}
 
 
-@no_grad()
 def config_model(cfg, images):
-    """The run's network with random weights, BatchNorm statistics from one training-mode pass."""
+    """The run's network with random weights, BatchNorm statistics from one training-mode pass
+    (``bench_runtime.calibrated``, as the runtime benchmark builds its models)."""
     tinycomp.manual_seed(0)
-    m = summary_model(cfg, 10)
-    for b in m.modules():
-        if type(b) is nn.BatchNorm2d:
-            b.momentum = 1.0
-    m.train()
-    m(Tensor(images))
-    m.eval()
-    return m
+    return calibrated(summary_model(cfg, 10), images)
 
 
 @no_grad()

@@ -17,8 +17,9 @@ What
     accumulators; per kept entry of the block's output channel, a broadcast weight times eight row
     segments, the output written once. With the AVX-512 tile set (``conv_tiles.WIDE_VECTORS``) and a
     padded output width that 16 divides, blocks are 8 rows x 16 columns (``fma_tile_1_16x8``): the same
-    loads fill whole 16-lane vectors, and each output's sum keeps its order (equal bits). Parallel over (image, 8-row band, output channel), channels
-    innermost so that a band's input rows stay in L1 across them. Per output pixel the kept entries
+    loads fill whole 16-lane vectors, and each output's sum keeps its order (equal bits). Parallel over
+    (image, 8-row band, output channel), channels innermost so that a band's input rows stay in L1
+    across them. Per output pixel the kept entries
     are summed in CSR order; blocks past the output's edge are computed on the zero padding and cut.
 
 Why

@@ -21,9 +21,9 @@ What
 Why a short spin
     Waking a sleeping worker on a virtual machine whose cores are idle costs of the order of 0.1 ms
     (measured on an Intel Xeon VM, 2026-12-02: float ResNet-20 at batch 1 on the runtime took 6.5 ms
-    passive against 1.3 ms spinning, over a few dozen parallel kernels), more than a small layer takes. 3000 spins bridge the gaps between the kernels
-    of one forward pass (1000 did not: 3.7 ms) while releasing the core before a following BLAS call
-    needs it: np.matmul alternated with xnor_gemm took 1.2 ms at 3000 spins, 1.3 passive, 1.7 at 10000
+    passive against 1.3 ms spinning, over a few dozen parallel kernels), more than a small layer takes.
+    3000 spins bridge the gaps between the kernels of one forward pass (1000 did not: 3.7 ms) while
+    releasing the core before a following BLAS call needs it: np.matmul alternated with xnor_gemm took 1.2 ms at 3000 spins, 1.3 passive, 1.7 at 10000
     and up to 2.6 at 100000 (benchmarks/README.md, "Thread pools").
 
 Too late
