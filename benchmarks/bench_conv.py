@@ -18,8 +18,7 @@ import sys
 # Numba's OpenMP workers and OpenBLAS's workers both spin-wait after a parallel region by default;
 # on 2 cores the alternation im2col (Numba) -> GEMM (BLAS) -> swap (Numba) then leaves three spinning
 # threads on two cores and a conv took 10-20x longer. Both must be set before the libraries start.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import tinycomp_kernels  # noqa: E402,F401  first: it sets every thread-pool variable before numpy starts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402

@@ -11,8 +11,7 @@ of the per-round ratios (harness.paired_ratio). Then the time split by op over 3
 import os
 
 # sleeping thread pools, as tinycomp sets them, before numpy and numba start (see tinycomp/__init__.py)
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import tinycomp_kernels  # noqa: E402,F401  first: it sets every thread-pool variable before numpy starts
 
 import argparse  # noqa: E402
 import sys  # noqa: E402

@@ -14,7 +14,7 @@ per-round ratios (harness.paired_ratio).
 import os
 import sys
 
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # idle workers sleep (see bench_conv.py)
+import tinycomp_kernels  # noqa: E402,F401  first: it sets every thread-pool variable before numpy starts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402

@@ -14,8 +14,7 @@ Validation first: every method's loss is finite and its first-step gradients rea
 import os
 
 # sleeping thread pools, as tinycomp sets them, before numpy and numba start (see tinycomp/__init__.py)
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import tinycomp_kernels  # noqa: E402,F401  first: it sets every thread-pool variable before numpy starts
 
 import sys  # noqa: E402
 

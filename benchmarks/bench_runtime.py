@@ -19,8 +19,7 @@ runtime model, tinycomp float and the float runtime (the float model exported) r
 import os
 import sys
 
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # idle workers sleep (see bench_conv.py)
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import tinycomp_kernels  # noqa: E402,F401  first: it sets every thread-pool variable before numpy starts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import json  # noqa: E402

@@ -17,8 +17,7 @@ for Numba and BLAS.
 import os
 import sys
 
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # see bench_conv.py: no spinning workers on 2 cores
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import tinycomp_kernels  # noqa: E402,F401  first: it sets every thread-pool variable before numpy starts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402

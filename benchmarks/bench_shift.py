@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # as tinycomp sets it: idle workers sleep
+import tinycomp_kernels  # noqa: E402,F401  first: it sets every thread-pool variable before numpy starts
 import numpy as np  # noqa: E402
 from numba import njit, prange, get_num_threads  # noqa: E402
 

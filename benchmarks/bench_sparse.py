@@ -28,8 +28,7 @@ import sys
 
 # Numba's and OpenBLAS's workers spin after a parallel region by default; alternating them on two
 # cores then starves whichever runs next (see bench_conv.py). Set before the libraries start.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import tinycomp_kernels  # noqa: E402,F401  first: it sets every thread-pool variable before numpy starts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402

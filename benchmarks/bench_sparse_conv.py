@@ -22,8 +22,7 @@ kernel for unstructured sparse convolution, so its dense conv is what a PyTorch 
 import os
 import sys
 
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # idle workers sleep (see bench_conv.py)
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import tinycomp_kernels  # noqa: E402,F401  first: it sets every thread-pool variable before numpy starts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402

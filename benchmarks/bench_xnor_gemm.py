@@ -17,8 +17,7 @@ import sys
 
 # Let idle OpenMP / OpenBLAS workers sleep instead of spinning (see bench_conv.py): on 2 cores the
 # spinning workers of one library slow the other down. Must be set before the libraries start.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import tinycomp_kernels  # noqa: E402,F401  first: it sets every thread-pool variable before numpy starts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402

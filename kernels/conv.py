@@ -24,8 +24,9 @@ Four algorithms, chosen *deterministically from the shapes and dtype* by ``conv2
 
 The two gradients of a "tiles" or "im2col" conv each take the tiles path whenever it fits on its own
 (input gradient: float32, groups 1, W a multiple of the stride and W/stride of 8; weight gradient:
-float32, groups 1, OW in 8 (not with the AVX-512 tiles), 16, 32; any channel counts) and im2col + GEMM
-otherwise.
+with the AVX-512 tiles and at least 16 input and 8 output channels the channels-last tiles of
+``tinycomp_kernels.conv_dw_nhwc`` (any OW), else float32, groups 1, OW in 8 (not with the AVX-512
+tiles), 16, 32; any channel counts) and im2col + GEMM otherwise.
 
 Everything runs in the dtype of the input (float32 or float64; both operands must agree).
 Reference: ``conv2d_ref`` below is an independent NumPy formulation (a sum of shifted slices times
@@ -35,6 +36,7 @@ import numpy as np
 from numba import njit, prange
 
 from .checks import is_int
+from .conv_dw_nhwc import conv2d_nhwc_backward_weight, nhwc_backward_weight_fit
 from .conv_tiles import (TilesPlan, conv2d_tiles, conv2d_tiles_backward_input, conv2d_tiles_backward_weight,
                          tiles_backward_input_fit, tiles_backward_weight_fit, tiles_fit)
 from .fastmath import SUM_REASSOC
@@ -320,6 +322,9 @@ def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, need_
     if need_input and tiles_ok and tiles_backward_input_fit(x.shape, s, groups, x.dtype):
         dx = conv2d_tiles_backward_input(dout, w, x.shape, s, p, d)
         need_input = False
+    if need_weight and tiles_ok and nhwc_backward_weight_fit(x.shape, w.shape, groups, x.dtype):
+        dw = conv2d_nhwc_backward_weight(dout, x, w.shape, s, p, d)
+        need_weight = False
     if need_weight and tiles_ok and tiles_backward_weight_fit(OW, groups, x.dtype):
         dw = conv2d_tiles_backward_weight(dout, x, w.shape, s, p, d)
         need_weight = False

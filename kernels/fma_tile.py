@@ -8,6 +8,8 @@ v < V and j < L,
 (xvs = ovs = L: V*L contiguous columns; xvs = one input row, ovs = one output row: V output rows of L
 columns each, which keeps enough accumulators busy when an output row is only 8 wide.)
 
+The ``_acc`` tiles add to out instead: out[...] += the same sum (a reduction split across calls).
+
 The "half-row" tiles ``fma_tile_R_LhxV`` fill each L-lane vector from two input rows of L/2 columns,
 the first half at base + 2v*xvs and the second at base + (2v+1)*xvs, and store it whole at
 out_off + r*out_rs + v*ovs: with ovs = 2*OW = L that is two consecutive output rows, which are
@@ -48,8 +50,10 @@ from .ir_loop import accumulate_loop
 _I8, _I32, _I64, _F32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
 
 
-def fma_tile_ref(out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs, rows, lanes, vecs, halves=False):
-    """NumPy oracle: gather each vector's K x lanes patch block, multiply by the rows x K weights."""
+def fma_tile_ref(out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs, rows, lanes, vecs, halves=False,
+                 accumulate=False):
+    """NumPy oracle: gather each vector's K x lanes patch block, multiply by the rows x K weights
+    (``accumulate``: add the products to what out holds, as the ``_acc`` tiles do)."""
     for v in range(vecs):
         if halves:  # lanes j < L/2 from input row 2v, the others from row 2v + 1
             j = np.arange(lanes)
@@ -60,14 +64,14 @@ def fma_tile_ref(out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs, rows, lan
         block = a[r0:r0 + rows].astype(np.float64) @ patch.astype(np.float64)   # (rows, lanes)
         for r in range(rows):
             start = out_off + r * out_rs + v * ovs
-            out[start:start + lanes] = block[r]
+            out[start:start + lanes] = block[r] + (out[start:start + lanes] if accumulate else 0)
 
 
 def _is(t, ndim, dtype):
     return isinstance(t, types.Array) and t.ndim == ndim and t.dtype == dtype and t.layout == "C"
 
 
-def _tile_codegen(rows, lanes, vecs, halves=False):
+def _tile_codegen(rows, lanes, vecs, halves=False, accumulate=False):
     vty = ir.VectorType(_F32, lanes)
     hty = ir.VectorType(_F32, lanes // 2)
 
@@ -112,21 +116,23 @@ def _tile_codegen(rows, lanes, vecs, halves=False):
                     updated.append(builder.call(fma, [sv, xv[v], accs[r * vecs + v]]))
             return updated
 
-        zeros = [ir.Constant(vty, [0.0] * lanes)] * (rows * vecs)
-        accs = accumulate_loop(builder, K, zeros, step, "ftile")
         out0 = builder.gep(out.data, [out_off], source_etype=_F32)
-        for r in range(rows):
-            row = builder.gep(out0, [builder.mul(out_rs, _I64(r))], source_etype=_F32)
-            for v in range(vecs):
-                dst = builder.bitcast(builder.gep(row, [builder.mul(ovs, _I64(v))], source_etype=_F32),
-                                      vty.as_pointer())
-                builder.store(accs[r * vecs + v], dst, align=4)
+        dsts = [builder.bitcast(builder.gep(builder.gep(out0, [builder.mul(out_rs, _I64(r))], source_etype=_F32),
+                                            [builder.mul(ovs, _I64(v))], source_etype=_F32), vty.as_pointer())
+                for r in range(rows) for v in range(vecs)]
+        if accumulate:  # start from what out holds: the tile adds its sums to it
+            inits = [builder.load(dst, typ=vty, align=4) for dst in dsts]
+        else:
+            inits = [ir.Constant(vty, [0.0] * lanes)] * (rows * vecs)
+        accs = accumulate_loop(builder, K, inits, step, "ftile")
+        for acc, dst in zip(accs, dsts):
+            builder.store(acc, dst, align=4)
         return context.get_dummy_value()
 
     return codegen
 
 
-def _make_tile(rows, lanes, vecs, halves=False):
+def _make_tile(rows, lanes, vecs, halves=False, accumulate=False):
     cols = lanes * vecs
     half = lanes // 2
 
@@ -136,12 +142,12 @@ def _make_tile(rows, lanes, vecs, halves=False):
             for v in range(vecs):
                 for j in range(lanes):
                     col = (2 * v + j // half) * xvs + j % half if halves else v * xvs + j
-                    s = np.float32(0.0)
+                    s = out[out_off + r * out_rs + v * ovs + j] if accumulate else np.float32(0.0)
                     for k in range(K):
                         s += a[r0 + r, k] * x[base + col + koff[k]]
                     out[out_off + r * out_rs + v * ovs + j] = s
 
-    codegen = _tile_codegen(rows, lanes, vecs, halves)
+    codegen = _tile_codegen(rows, lanes, vecs, halves, accumulate)
 
     def typer(typingctx, out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs):
         if not (_is(out, 1, types.float32) and _is(a, 2, types.float32) and _is(x, 1, types.float32)
@@ -150,7 +156,7 @@ def _make_tile(rows, lanes, vecs, halves=False):
             return None
         return types.void(out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs), codegen
 
-    name = f"fma_tile_{rows}_{lanes}{'h' if halves else ''}x{vecs}"
+    name = f"fma_tile_{rows}_{lanes}{'h' if halves else ''}x{vecs}{'_acc' if accumulate else ''}"
     typer.__name__ = f"_{name}_ir"
     tile_ir = intrinsic(typer)
 
@@ -173,6 +179,9 @@ fma_tile_8_16hx2 = _make_tile(8, 16, 2, halves=True)  # four output rows of 8 co
 fma_tile_4_8x2 = _make_tile(4, 8, 2)     # AVX2: 4 rows x 16 columns (or two rows of 8), 8 ymm accumulators
 fma_tile_1_8x8 = _make_tile(1, 8, 8)     # sparse_tiles: an 8x8 block of one output plane (xvs a row)
 fma_tile_1_16x8 = _make_tile(1, 16, 8)   # sparse_tiles on AVX-512: 8 rows x 16 columns of one plane
+fma_tile_8_16x3_acc = _make_tile(8, 16, 3, accumulate=True)    # conv_dw_nhwc: out += (48 columns)
+fma_tile_8_16x2_acc = _make_tile(8, 16, 2, accumulate=True)    # conv_dw_nhwc: 32 columns
+fma_tile_16_16x1_acc = _make_tile(16, 16, 1, accumulate=True)  # conv_dw_nhwc: 16 columns
 
 
 # --- weight-gradient tile: a R x T block of dout-rows x patch-rows dot products ------------------

@@ -7,7 +7,8 @@ from tinycomp_kernels import fma_tile as ft
 
 FWD = [(ft.fma_tile_8_16x2, 8, 16, 2), (ft.fma_tile_8_16x1, 8, 16, 1), (ft.fma_tile_8_8x1, 8, 8, 1),
        (ft.fma_tile_8_8x2, 8, 8, 2), (ft.fma_tile_16_16x1, 16, 16, 1), (ft.fma_tile_4_8x2, 4, 8, 2),
-       (ft.fma_tile_8_16hx2, 8, 16, 2), (ft.fma_tile_1_16x8, 1, 16, 8), (ft.fma_tile_1_8x8, 1, 8, 8)]
+       (ft.fma_tile_8_16hx2, 8, 16, 2), (ft.fma_tile_1_16x8, 1, 16, 8), (ft.fma_tile_1_8x8, 1, 8, 8),
+       (ft.fma_tile_8_16x3_acc, 8, 16, 3), (ft.fma_tile_8_16x2_acc, 8, 16, 2), (ft.fma_tile_16_16x1_acc, 16, 16, 1)]
 DW = [(ft.dw_tile_4x4_16x2, 4, 16, 2), (ft.dw_tile_4x4_16x1, 4, 16, 1), (ft.dw_tile_4x4_8x1, 4, 8, 1),
       (ft.dw_tile_4x3_8x4, 3, 8, 4), (ft.dw_tile_4x3_8x2, 3, 8, 2), (ft.dw_tile_4x3_8x1, 3, 8, 1)]
 
@@ -32,13 +33,16 @@ def test_forward_tile(tile, rows, lanes, vecs, jit):
     a = rng.standard_normal((r0 + rows + 2, K)).astype(np.float32)
     x = rng.standard_normal(600).astype(np.float32)
     koff = rng.integers(0, 300, K).astype(np.int64)
-    base, xvs, ovs, out_off, out_rs = 7, 41, 3 * lanes, 5, 2 * vecs * lanes + 9
+    base, xvs, ovs, out_off = 7, 41, 3 * lanes, 5
+    out_rs = max(2 * vecs * lanes, (vecs - 1) * ovs + lanes) + 9   # rows apart: the _acc tiles read what they add to
     expected = np.full(out_off + rows * out_rs + 4 * vecs * lanes, -7.0, np.float32)
     got = expected.copy()
     ft.fma_tile_ref(expected, out_off, out_rs, a, r0, x, base, koff, xvs, ovs, rows, lanes, vecs,
-                    halves="h" in tile.__name__)
+                    halves="h" in tile.__name__, accumulate=tile.__name__.endswith("_acc"))
     (_jitted(tile) if jit else tile)(got, out_off, out_rs, a, r0, x, base, koff, xvs, ovs)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)   # untouched entries stay -7 too
+    if tile.__name__.endswith("_acc"):   # the tile added its sums to the -7 it found
+        assert not np.allclose(got[out_off:out_off + lanes], -7.0)
 
 
 def test_a_half_row_tile_is_two_input_rows_per_vector():
