@@ -14,6 +14,7 @@ from tinycomp_kernels import fastmath as F
 EXPECTED = {
     "_augment_loops": F.ALL_FLAGS, "_bwconv_loops": F.ALL_FLAGS,
     "_clip_backward_loops": F.SUM_REASSOC_NO_FMA, "_lsq_backward_loops": F.SUM_REASSOC_NO_FMA,
+    "_batch_norm_train_loops": F.SUM_REASSOC_NO_FMA, "_batch_norm_backward_loops": F.SUM_REASSOC_NO_FMA,
     "_conv2d_direct_loops": F.SUM_REASSOC, "_conv2d_direct_backward_input_loops": F.SUM_REASSOC,
     "_conv2d_direct_backward_weight_loops": F.SUM_REASSOC, "_csr_sddmm_loops": F.SUM_REASSOC,
     "_sparse_conv2d_dw_direct_loops": F.SUM_REASSOC,
