@@ -21,8 +21,8 @@ Memory traffic: the training forward reads x twice (sums; then writes y) and the
 an extra array the size of the activation. Sums are accumulated in float64 around a per-channel shift
 (the channel's first value), so sum-of-squares does not cancel when |mean| >> std; they are split
 over vector lanes (``SUM_REASSOC_NO_FMA``), so their last bits depend on the vector width, not on
-the thread count. Parallel over
-channels (each thread owns whole channels: no atomics, deterministic sums).
+the thread count. Parallel over channels (each thread owns whole channels: no atomics,
+deterministic sums).
 Reference: Ioffe & Szegedy, 2015; ``*_ref`` below are NumPy formulations of the same formulas.
 """
 import math

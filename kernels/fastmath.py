@@ -18,7 +18,8 @@ A kernel departs from the default only with one of the named flag sets below, pa
                                                  serial chain otherwise runs ~4x slower. The result differs
                                                  from the serial sum by rounding; NaN and Inf still behave.
     SUM_REASSOC_NO_FMA  {"reassoc"}              sums re-associated, no FMA: a float64 sum of values whose
-                                                 products are rounded as written (quantizers' gradients).
+                                                 products are rounded as written (quantizers' gradients,
+                                                 BatchNorm's per-channel sums).
     ALL_FLAGS           True                     every flag, incl. no-NaN/no-Inf assumptions and
                                                  reciprocals: only where the inputs are finite by the
                                                  kernel's contract (uint8 pixels; the binary-weight conv,
