@@ -88,7 +88,9 @@ def run_record(path):
         raise SystemExit(f"{path}: a {method} run is timed from its checkpoint (its kept weights decide the cost), "
                          f"and there is no last.npz here")
     model = cfg.get("model", "resnet20")
-    label = f"{method} ({last['epoch']} ep)" if model == "resnet20" else f"{model} {method} ({last['epoch']} ep)"
+    start = ", from float" if cfg.get("init") else ""   # a fine-tune of a float checkpoint (--init)
+    label = (f"{method} ({last['epoch']} ep{start})" if model == "resnet20"
+             else f"{model} {method} ({last['epoch']} ep{start})")
     return {"run": name, "method": method, "label": label, "epochs": last["epoch"],
             "test_acc": last["test_acc"], "checkpoint": None if checkpoint is None else str(checkpoint),
             "config": cfg, "timed_on": "checkpoint" if checkpoint else "config, random weights"}
@@ -120,19 +122,21 @@ def plot(rows, path):
     plt = pyplot()
     if plt is None:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    markers = "osD^vP*Xh<>p"
+    ranked = sorted(rows, key=lambda r: -r["test_acc"])   # legend from the most accurate down
     for ax, key, title in ((axes[0], "b1_ms", "latency, batch 1 (ms)"), (axes[1], "b64_ms_per_image",
                                                                            "batch 64, ms per image")):
-        for i, r in enumerate(sorted(rows, key=lambda r: r["test_acc"])):
-            ax.scatter(r[key], 100 * r["test_acc"])
-            ax.annotate(r["label"], (r[key], 100 * r["test_acc"]), textcoords="offset points",
-                        xytext=(4, 4 if i % 2 else -11), fontsize=8)  # neighbours above and below: no overlap
+        for i, r in enumerate(ranked):   # a legend, not labels beside points: close points' labels overlap
+            ax.scatter(r[key], 100 * r["test_acc"], marker=markers[i % len(markers)], s=40,
+                       label=f"{r['label']}: {100 * r['test_acc']:.2f} %")
         ax.set_xlabel(title)
-        ax.margins(x=0.3)  # room for the rightmost point's label
+        ax.margins(x=0.15)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("CIFAR-10 test accuracy, %")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", fontsize=8, frameon=False)
     fig.suptitle("CIFAR-10 runs on tinycomp.runtime: accuracy against measured time")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.74, 1))   # the right quarter for the legend
     fig.savefig(path, dpi=110)
     print(f"wrote {path}")
 
