@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 
+import tinycomp_kernels  # noqa: F401  first: it sets every thread-pool variable before numpy starts
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 
+import tinycomp_kernels  # noqa: F401  first: it sets every thread-pool variable before numpy starts
 import numpy as np
 import numba
 

@@ -24,8 +24,8 @@ Four algorithms, chosen *deterministically from the shapes and dtype* by ``conv2
 
 The two gradients of a "tiles" or "im2col" conv each take the tiles path whenever it fits on its own
 (input gradient: float32, groups 1, W a multiple of the stride and W/stride of 8; weight gradient:
-with the AVX-512 tiles, more than 8 input and at least 8 output channels the channels-last tiles of
-``tinycomp_kernels.conv_dw_nhwc`` (any OW), else float32, groups 1, OW in 8 (not with the AVX-512
+with the AVX-512 tiles, more than 8 input and at least 8 output channels and a dw of at most 4 MiB
+the channels-last tiles of ``tinycomp_kernels.conv_dw_nhwc`` (any OW), else float32, groups 1, OW in 8 (not with the AVX-512
 tiles), 16, 32; any channel counts) and im2col + GEMM otherwise.
 
 Everything runs in the dtype of the input (float32 or float64; both operands must agree).

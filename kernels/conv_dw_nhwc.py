@@ -15,8 +15,8 @@ exactly the product ``fma_tile`` computes (rows o of a C-contiguous matrix broad
 (oh, ow) of one image, soff[k] = (oh*sh*Wp + ow*sw)*Cp and rowoff[kh] = kh*dh*Wp*Cp, so strides are
 only offsets. At dilation dw > 1 the taps of a row are not adjacent: each tap is then a
 "row" of Cp columns (rowoff over (kh, kw)). The tiles keep 8 output channels x 48 columns (or 32, or
-16 x 16 where the span allows no more) in registers: 11 loads per 24 products, all but the offset
-aligned to the channel vectors, and no horizontal sums (the reduction runs across calls, not
+16 x 16 where the span allows no more) in registers: 12 loads per 24 products, all but the
+offset aligned to the channel vectors, and no horizontal sums (the reduction runs across calls, not
 across vector lanes, unlike ``conv_tiles``'s ``dw_tile``, whose unaligned patch-row loads bound it).
 
 Rows of the broadcast matrix are dout rows: dout (N, O, OH*OW) already is (O, P) per image (zero
@@ -105,7 +105,7 @@ conv2d_dw_nhwc_jit = njit(parallel=True, cache=True)(_conv2d_dw_nhwc_loops)
 # --- wrapper: arguments as conv2d_backward checked them (pairs s, p, d) ---------------------------
 def nhwc_backward_weight_fit(x_shape, w_shape, groups, dtype):
     """Whether the weight gradient runs here: the AVX-512 tile set, float32, groups 1, more than 8
-    input channels (8 or fewer would be half zero channels or more), 8 output channels, dw within
+    input channels (8 or fewer would be half zero channels or more), at least 8 output channels, dw within
     MAX_PARTIAL. A count padded with zero channels to a multiple of 8 (9-15 -> 16) takes this path as
     it does, so both give the same bits for the channels they share."""
     O, _, KH, KW = w_shape
@@ -119,6 +119,11 @@ def conv2d_nhwc_backward_weight(dout, x, w_shape, s, p, d):
     O, C, KH, KW = w_shape
     N, _, H, W = x.shape
     OH, OW = dout.shape[2:]
+    if dout.shape != (N, O, (H + 2 * p[0] - d[0] * (KH - 1) - 1) // s[0] + 1, (W + 2 * p[1] - d[1] * (KW - 1) - 1) // s[1] + 1):
+        raise ValueError(f"conv2d_nhwc_backward_weight: dout has shape {dout.shape}, which input {x.shape} and "
+                         f"weight {tuple(w_shape)} (stride {s}, padding {p}, dilation {d}) do not give")
+    if N == 0:
+        return np.zeros(w_shape, np.float32)
     P = OH * OW
     Cp = -(-C // LANES) * LANES
     Hp, Wp = H + 2 * p[0], W + 2 * p[1]
@@ -136,8 +141,9 @@ def conv2d_nhwc_backward_weight(dout, x, w_shape, s, p, d):
         dout = np.concatenate([dout, np.zeros((N, Opad - O, P), np.float32)], axis=1)  # rows dropped below
     oh, ow = np.meshgrid(np.arange(OH), np.arange(OW), indexing="ij")
     soff = (((oh * s[0]) * Wp + ow * s[1]) * Cp).reshape(-1).astype(np.int64)    # (P,)
-    # partials no larger than the input, within [2, MAX_CHUNKS]
-    nchunks = min(N, max(2, min(MAX_CHUNKS, x.size // (Opad * KH * KW * Cp))))
+    # partials no larger than the (channel-padded) input, within [2, MAX_CHUNKS]: from Cp, not C, so a
+    # count padded with zero channels splits the images as its padded layer does
+    nchunks = max(1, min(N, max(2, min(MAX_CHUNKS, N * Cp * H * W // (Opad * KH * KW * Cp)))))
     per_chunk = -(-N // nchunks)
     parts = np.zeros((-(-N // per_chunk), Opad, KH * KW * Cp), dtype=np.float32)
     conv2d_dw_nhwc_jit(parts, dout, xh, soff, rowoff, span, rows, vecs, per_chunk)

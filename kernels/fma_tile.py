@@ -166,7 +166,8 @@ def _make_tile(rows, lanes, vecs, halves=False, accumulate=False):
             out, out_off, out_rs, a, r0, x, base, koff, xvs, ovs)
 
     tile.__name__ = tile.__qualname__ = name
-    tile.__doc__ = f"{rows} x {cols} float32 tile: out[...] = a-rows @ x-gathered-rows (module doc)."
+    tile.__doc__ = (f"{rows} x {cols} float32 tile: out[...] {'+' if accumulate else ''}= a-rows @ x-gathered-rows "
+                    "(module doc).")
     return tile
 
 

@@ -37,10 +37,12 @@ def test_train_forward_and_backward(shape, seed, offset):
     np.testing.assert_allclose(dbeta, db_ref, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-8), (np.float32, 1e-4)])
-def test_fused_relu_equals_bn_then_relu(dtype, tol):
+@pytest.mark.parametrize("dtype,tol,shape", [(np.float64, 1e-8, (3, 4, 5, 6)), (np.float32, 1e-4, (3, 4, 5, 6)),
+                                             (np.float32, 1e-4, (8, 4, 32, 32))],   # planes the sums vectorise over
+                         ids=["float64", "float32", "float32-32x32"])
+def test_fused_relu_equals_bn_then_relu(dtype, tol, shape):
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((3, 4, 5, 6)).astype(dtype)
+    x = rng.standard_normal(shape).astype(dtype)
     g, b = rng.standard_normal(4), rng.standard_normal(4)
     y, mean, var, inv_std = batch_norm_train_forward(x, g, b)
     z, mean2, _, _ = batch_norm_train_forward(x, g, b, relu=True)
@@ -48,7 +50,7 @@ def test_fused_relu_equals_bn_then_relu(dtype, tol):
     assert z.dtype == dtype and (z == 0).mean() > 0.2   # the clamp really happened
     dout = rng.standard_normal(x.shape).astype(dtype)
     dx, dg, db = batch_norm_backward(dout, x, g, mean, inv_std, b, relu=True)
-    x3, d3 = x.reshape(3, 4, -1).astype(np.float64), (dout * (y > 0)).reshape(3, 4, -1).astype(np.float64)
+    x3, d3 = x.reshape(shape[0], 4, -1).astype(np.float64), (dout * (y > 0)).reshape(shape[0], 4, -1).astype(np.float64)
     for got, ref in zip((dx.reshape(x3.shape), dg, db), batch_norm_backward_ref(d3, x3, g, mean, inv_std)):
         np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
     ze = batch_norm_eval_forward(x, mean, var, g, b, relu=True)

@@ -58,17 +58,37 @@ def test_the_oracle_is_the_definition():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_the_bits_do_not_depend_on_the_thread_count():
-    dout, x, w_shape = _case(9, 32, 8, 8, 24, 3, 3, (1, 1), (1, 1), (1, 1), seed=1)
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one thread: nothing to compare")
+@pytest.mark.parametrize("N", [9, 40])   # 2 chunks, and 16 (MAX_CHUNKS) of 2-3 images
+def test_the_bits_do_not_depend_on_the_thread_count(N):
+    dout, x, w_shape = _case(N, 16, 8, 8, 16, 3, 3, (1, 1), (1, 1), (1, 1), seed=1)
     saved = numba.get_num_threads()
     try:
         runs = []
-        for threads in (1, saved):
+        for threads in (1, 2):
             numba.set_num_threads(threads)
             runs.append(M.conv2d_nhwc_backward_weight(dout, x, w_shape, (1, 1), (1, 1), (1, 1)))
     finally:
         numba.set_num_threads(saved)
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_a_zero_padded_channel_count_gives_the_same_bits():
+    """9 channels and the same layer padded with zero channels to 16 split the images alike (from the
+    padded count) and sum each column in the same order: equal bits on the 9 they share."""
+    dout, x16, _ = _case(64, 16, 8, 8, 64, 3, 3, (1, 1), (1, 1), (1, 1), seed=5)
+    x16[:, 9:] = 0
+    dw16 = M.conv2d_nhwc_backward_weight(dout, x16, (64, 16, 3, 3), (1, 1), (1, 1), (1, 1))
+    dw9 = M.conv2d_nhwc_backward_weight(dout, np.ascontiguousarray(x16[:, :9]), (64, 9, 3, 3), (1, 1), (1, 1), (1, 1))
+    np.testing.assert_array_equal(dw9, dw16[:, :9])
+
+
+def test_an_empty_batch_and_a_wrong_dout():
+    dout, x, w_shape = _case(2, 16, 6, 6, 8, 3, 3, (1, 1), (1, 1), (1, 1))
+    empty = M.conv2d_nhwc_backward_weight(dout[:0], x[:0], w_shape, (1, 1), (1, 1), (1, 1))
+    assert empty.shape == w_shape and not empty.any()
+    with pytest.raises(ValueError, match="dout has shape"):
+        M.conv2d_nhwc_backward_weight(np.zeros((2, 8, 7, 6), np.float32), x, w_shape, (1, 1), (1, 1), (1, 1))
 
 
 @pytest.mark.parametrize("C,KW,d", [(32, 3, 1), (16, 2, 1), (16, 1, 1), (24, 3, 2)],
