@@ -63,13 +63,32 @@ def tile_shape(span):
 
 # --- loops ----------------------------------------------------------------------------------------
 def _pad_channels_last_loops(xh, x, ph, pw):
-    """xh[n, h + ph, w + pw, c] = x[n, c, h, w]; xh is zero elsewhere (the caller zeroes it)."""
+    """xh (N, Hp, Wp, Cp): xh[n, h + ph, w + pw, c] = x[n, c, h, w], zero everywhere else (the padding
+    and channels C..Cp). Every value is written, so xh may come uninitialised: one pass, not a zeroing
+    pass then a copy; parallel over output rows, each read along x's contiguous w."""
     N, C, H, W = x.shape
-    for n in prange(N):
-        for h in range(H):
+    Hp, Wp, Cp = xh.shape[1], xh.shape[2], xh.shape[3]
+    for t in prange(N * Hp):
+        n = t // Hp
+        hp = t % Hp
+        h = hp - ph
+        if h < 0 or h >= H:                       # a padding row
+            for w in range(Wp):
+                for c in range(Cp):
+                    xh[n, hp, w, c] = 0
+            continue
+        for w in range(Wp):
+            for c in range(C, Cp):                # the zero channels up to the vector width
+                xh[n, hp, w, c] = 0
+        for w in range(pw):                       # the padding columns, left and right
+            for c in range(C):
+                xh[n, hp, w, c] = 0
+        for w in range(pw + W, Wp):
+            for c in range(C):
+                xh[n, hp, w, c] = 0
+        for c in range(C):
             for w in range(W):
-                for c in range(C):
-                    xh[n, h + ph, w + pw, c] = x[n, c, h, w]
+                xh[n, hp, w + pw, c] = x[n, c, h, w]
 
 
 def _conv2d_dw_nhwc_loops(parts, dout, xh, soff, rowoff, span, rows, vecs, per_chunk):
@@ -134,7 +153,7 @@ def conv2d_nhwc_backward_weight(dout, x, w_shape, s, p, d):
         span, rowoff = Cp, ((kh * d[0] * Wp + kw * d[1]) * Cp).reshape(-1).astype(np.int64)
     rows, vecs = tile_shape(span)
     Opad = -(-O // rows) * rows
-    xh = np.zeros((N, Hp, Wp, Cp), dtype=np.float32)
+    xh = np.empty((N, Hp, Wp, Cp), dtype=np.float32)                # every value written below
     pad_channels_last_jit(xh, np.ascontiguousarray(x), p[0], p[1])
     dout = np.ascontiguousarray(dout).reshape(N, O, P)            # (N, O, P): an image's rows are contiguous
     if Opad != O:

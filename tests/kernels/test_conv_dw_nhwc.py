@@ -96,12 +96,13 @@ def test_an_empty_batch_and_a_wrong_dout():
 def test_loops_run_as_plain_python(C, KW, d):
     """The loops and the padding copy as plain Python (the tiles' Python fallbacks) equal the JIT."""
     dout, x, w_shape = _case(2, C, 4, 5, 16, 2, KW, (1, 1), (1, 1), (1, d), seed=2)
-    xh_py, xh_jit = (np.zeros((2, 6, 7, -(-C // 16) * 16), np.float32) for _ in range(2))
+    xh_py, xh_jit = (np.full((2, 6, 7, -(-C // 16) * 16), np.nan, np.float32) for _ in range(2))  # all written
     M._pad_channels_last_loops(xh_py, x, 1, 1)
     M.pad_channels_last_jit(xh_jit, x, 1, 1)
     np.testing.assert_array_equal(xh_py, xh_jit)
     np.testing.assert_array_equal(xh_py[:, 1:5, 1:6, :C], x.transpose(0, 2, 3, 1))
-    assert not xh_py[:, 0].any() and not xh_py[..., C:].any()   # the padding and the extra channels are 0
+    for border in (xh_py[:, 0], xh_py[:, -1], xh_py[:, :, 0], xh_py[:, :, -1], xh_py[..., C:]):
+        assert not border.any()   # the padding rows and columns and the extra channels are 0
 
     calls = []
     real_jit = M.conv2d_dw_nhwc_jit
