@@ -34,6 +34,7 @@ from numba import njit, prange
 
 from . import conv_tiles
 from .fma_tile import fma_tile_8_16x2_acc, fma_tile_8_16x3_acc, fma_tile_16_16x1_acc
+from .im2col import conv_output_size
 
 __all__ = ["conv2d_dw_nhwc_ref", "conv2d_nhwc_backward_weight", "nhwc_backward_weight_fit"]
 
@@ -54,6 +55,11 @@ def conv2d_dw_nhwc_ref(dout, x, w_shape, s, p, d):
             tap = xp[:, :, r0:r0 + s[0] * (OH - 1) + 1:s[0], c0:c0 + s[1] * (OW - 1) + 1:s[1]]  # (N, C, OH, OW)
             dw[:, :, kh, kw] = np.einsum("nohw,nchw->oc", dout.astype(np.float64), tap)
     return dw.astype(np.float32)
+
+
+def padded_channels(C):
+    """Cp: C rounded up to the vector width (the channels-last copy's zero channels)."""
+    return -(-C // LANES) * LANES
 
 
 def tile_shape(span):
@@ -128,7 +134,7 @@ def nhwc_backward_weight_fit(x_shape, w_shape, groups, dtype):
     MAX_PARTIAL. A count padded with zero channels to a multiple of 8 (9-15 -> 16) takes this path as
     it does, so both give the same bits for the channels they share."""
     O, _, KH, KW = w_shape
-    Cp = -(-x_shape[1] // LANES) * LANES
+    Cp = padded_channels(x_shape[1])
     return (conv_tiles.WIDE_VECTORS and np.dtype(dtype) == np.float32 and groups == 1 and x_shape[1] > 8 and O >= 8
             and (O + 15) * KH * KW * Cp <= MAX_PARTIAL)   # O + 15: rows padded to the tile height
 
@@ -138,13 +144,13 @@ def conv2d_nhwc_backward_weight(dout, x, w_shape, s, p, d):
     O, C, KH, KW = w_shape
     N, _, H, W = x.shape
     OH, OW = dout.shape[2:]
-    if dout.shape != (N, O, (H + 2 * p[0] - d[0] * (KH - 1) - 1) // s[0] + 1, (W + 2 * p[1] - d[1] * (KW - 1) - 1) // s[1] + 1):
+    if dout.shape != (N, O, *conv_output_size(H, W, KH, KW, s, p, d)):
         raise ValueError(f"conv2d_nhwc_backward_weight: dout has shape {dout.shape}, which input {x.shape} and "
                          f"weight {tuple(w_shape)} (stride {s}, padding {p}, dilation {d}) do not give")
     if N == 0:
         return np.zeros(w_shape, np.float32)
     P = OH * OW
-    Cp = -(-C // LANES) * LANES
+    Cp = padded_channels(C)
     Hp, Wp = H + 2 * p[0], W + 2 * p[1]
     if d[1] == 1:   # a kernel row's taps are adjacent pixels: one span of KW*Cp columns per kh
         span, rowoff = KW * Cp, np.arange(KH, dtype=np.int64) * (d[0] * Wp * Cp)
@@ -160,9 +166,9 @@ def conv2d_nhwc_backward_weight(dout, x, w_shape, s, p, d):
         dout = np.concatenate([dout, np.zeros((N, Opad - O, P), np.float32)], axis=1)  # rows dropped below
     oh, ow = np.meshgrid(np.arange(OH), np.arange(OW), indexing="ij")
     soff = (((oh * s[0]) * Wp + ow * s[1]) * Cp).reshape(-1).astype(np.int64)    # (P,)
-    # partials no larger than the (channel-padded) input, within [2, MAX_CHUNKS]: from Cp, not C, so a
-    # count padded with zero channels splits the images as its padded layer does
-    nchunks = max(1, min(N, max(2, min(MAX_CHUNKS, N * Cp * H * W // (Opad * KH * KW * Cp)))))
+    # partials no larger than the channel-padded input (N*Cp*H*W / (Opad*KH*KW*Cp) of them), within [2,
+    # MAX_CHUNKS]: C does not enter, so a count padded with zero channels splits as its padded layer does
+    nchunks = min(N, max(2, min(MAX_CHUNKS, N * H * W // (Opad * KH * KW))))
     per_chunk = -(-N // nchunks)
     parts = np.zeros((-(-N // per_chunk), Opad, KH * KW * Cp), dtype=np.float32)
     conv2d_dw_nhwc_jit(parts, dout, xh, soff, rowoff, span, rows, vecs, per_chunk)
