@@ -14,7 +14,9 @@ backward (training; the standard fused formula, x_hat recomputed from x, mean, i
 Fused ReLU (``relu=True``): z = max(y, 0) in the same write pass; the backward recomputes y's sign
 from x (y = a*x + b per channel, the forward's rounding) and uses dy = dout * [y > 0] in both of its
 passes, so BN + ReLU costs what BN alone costs and stores nothing extra. The clamp is NumPy's (NaN
-stays NaN and passes no gradient, max(-0, 0) = +0): fused equals BN then np.maximum bit for bit.
+stays NaN and passes no gradient, max(-0, 0) = +0): fused equals BN then np.maximum bit for bit in the
+forward; in the backward up to the rounding of the lane-split sums (LLVM may vectorise the masked sum
+in another order: seen in float64 on AMD Zen 3, AVX2).
 
 Memory traffic: the training forward reads x twice (sums; then writes y) and the backward reads
 (x, dout) twice (sums; then writes dx). x_hat is never stored: recomputing it costs one FMA, storing it

@@ -118,6 +118,8 @@ def summarize(model, input_shape=(3, 32, 32)):
                          "weight_bits": wb, "input_bits": ib, "mac_kind": kind,
                          "param_bits": int(_param_bits(module)), "macs": int(_layer_macs(module, out.shape)),
                          "activation_bytes": int(np.prod(out.shape[1:])) * 4})
+            if hasattr(module, "kept_pairs"):  # SAL: the (o, c) pairs that keep a tap after rounding
+                rows[-1].update(kept_pairs=module.kept_pairs(), pairs=module.out_channels * module.in_channels)
             return out
 
         module.__dict__["forward"] = traced  # an instance attribute shadows the class's forward
@@ -140,6 +142,8 @@ def summarize(model, input_shape=(3, 32, 32)):
     totals = {"params": total_params, "param_bits": bits, "param_megabits": bits / 1e6, "param_bytes": -(-bits // 8),
               "macs": int(sum(macs.values())), "float_macs": macs["float"], "binary_macs": macs["binary"],
               "kbit_macs": macs["kbit"], "activation_bytes": int(sum(r["activation_bytes"] for r in rows))}
+    if any("pairs" in r for r in rows):
+        totals.update(kept_pairs=sum(r.get("kept_pairs", 0) for r in rows), pairs=sum(r.get("pairs", 0) for r in rows))
     compression = getattr(model, "compression", None) or {"method": "none", "float_layers": []}
     return {"method": compression["method"], "compression": compression, "layers": rows, "total": totals}
 
@@ -161,4 +165,7 @@ def format_summary(summary, title=""):
                  f"(float {t['float_macs'] / 1e6:.2f} M, binary {t['binary_macs'] / 1e6:.2f} M, "
                  f"k-bit {t['kbit_macs'] / 1e6:.2f} M), "
                  f"{t['activation_bytes'] / 2**20:.2f} MiB of float32 activations per image")
+    if "pairs" in t:
+        lines.append(f"SAL pairs kept after rounding: {t['kept_pairs']:,} of {t['pairs']:,} "
+                     f"({100 * t['kept_pairs'] / max(t['pairs'], 1):.1f} %)")
     return "\n".join(lines)

@@ -10,9 +10,9 @@ from tinycomp_kernels.sal import sal_conv2d, sal_pack
 
 from tinycomp import Tensor, checkpoint, compress, functional as F, models, nn, optim, random
 from tinycomp.compress.recipes import BinaryWeight, SignWeight
-from tinycomp.compress.sal import (SALConv2d, kept_fraction, round_attention, sal, sal_attention, sal_parameters,
-                                   sal_temperature, sal_weight)
-from tinycomp.summary import summarize
+from tinycomp.compress.sal import (FLUSH_BELOW, SALConv2d, kept_fraction, round_attention, sal, sal_attention,
+                                   sal_parameters, sal_temperature, sal_weight)
+from tinycomp.summary import format_summary, summarize
 from tinycomp.testing import gradcheck
 
 rng = np.random.default_rng(0)
@@ -83,6 +83,30 @@ def test_attention_is_softmax_of_temperature_times_std_normalised(T):
     # the std normalisation: scaling a row changes nothing; a shift of the row changes nothing either
     np.testing.assert_allclose(sal_attention(Tensor(3.7 * A), T).data, a, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(sal_attention(Tensor(A + 2.0), T).data, a, rtol=1e-10, atol=1e-14)
+
+
+def test_attention_below_two_to_the_minus_64_is_flushed_to_exactly_zero():
+    # taps 16 std apart at T = 70: softmax values far below 2^-64, most of them float32-subnormal
+    A = np.zeros((40, 9), np.float32)
+    A[:, 0] = 1.0
+    A[:, 1:] = rng.random((40, 8)).astype(np.float32) * 0.9
+    ref = softmax_ref(A.astype(np.float64), 70.0)
+    assert np.any((ref > 0) & (ref < np.finfo(np.float32).tiny)) and np.any(ref >= FLUSH_BELOW)
+    A_t = Tensor(A, requires_grad=True)
+    a = sal_attention(A_t, 70.0)
+    np.testing.assert_array_equal(a.data == 0, ref < FLUSH_BELOW * (1 + 1e-6))  # flushed exactly those taps
+    # rtol: float32 logits of size T·Â ≈ 200 carry an absolute error ≈ 200·2^-24 into exp
+    np.testing.assert_allclose(a.data, np.where(ref < FLUSH_BELOW, 0, ref), rtol=1e-4, atol=0)
+    assert not np.any((a.data != 0) & (np.abs(a.data) < FLUSH_BELOW))
+    # a flushed tap is a constant: its logit gets no gradient through its own value
+    g = np.zeros(a.shape, np.float32)
+    g[a.data == 0] = 1.0
+    a.backward(g)
+    np.testing.assert_array_equal(A_t.grad, 0)
+    # W_eff of a float32 layer at the end of the schedule holds no subnormal value
+    w = rng.standard_normal((40, 1, 3, 3)).astype(np.float32)
+    w_eff = sal_weight(Tensor(w), sal_attention(Tensor(A[:, None, :]), 70.0)).data
+    assert not np.any((w_eff != 0) & (np.abs(w_eff) < np.finfo(np.float32).tiny))
 
 
 def test_temperature_sharpens_without_moving_the_argmax():
@@ -416,3 +440,9 @@ def test_summary_counts_kept_pairs(binarize, weight_bits):
         assert row["macs"] == kept * oh * ow and row["mac_kind"] == "float"
         assert row["weight_bits"] == weight_bits and row["input_bits"] == 32
     assert rows["conv1"]["param_bits"] == 32 * model.conv1.weight.data.size  # kept float
+    total = summarize(model)["total"]
+    layers = [m for m in model.modules() if isinstance(m, SALConv2d)]
+    assert total["kept_pairs"] == sum(m.kept_pairs() for m in layers)
+    assert total["pairs"] == sum(m.out_channels * m.in_channels for m in layers)
+    assert total["kept_pairs"] / total["pairs"] == pytest.approx(kept_fraction(model))
+    assert "SAL pairs kept after rounding" in format_summary(summarize(model))

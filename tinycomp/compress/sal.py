@@ -7,7 +7,7 @@ filters (one learned shift per input channel). Buffer: the temperature T. Traini
 the k² taps s = k·row + column of each pair:
 
     Â = A / std(A)            std over the taps, unbiased (ddof = 1), as the authors' code
-    a = softmax(T · Â)        over the taps: a[o, c, :] sums to 1
+    a = softmax(T · Â)        over the taps: a[o, c, :] sums to 1 (a < 2^-64 flushed to 0, see FLUSH_BELOW)
     W_eff = W ⊙ a             (a reshaped to k×k per pair)
     y = conv2d(x, W_eff)      with the convolution's stride and padding (and its bias)
 
@@ -57,6 +57,12 @@ from .layers import _Quantized
 from .recipes import BinaryWeight, SignWeight
 
 BINARIZE = {None: None, "bc": SignWeight, "bwn": BinaryWeight}
+# Attention values below 2^-64 become exactly 0. Such a tap adds less than 2^-64 of its weight to a sum
+# that float32 rounds at 2^-24 anyway, but left in, W ⊙ a and its products with gradients are subnormal
+# floats, which Intel cores compute through a slow microcode assist: mid-run (T ≈ 37) up to 16 % of a
+# ResNet-20's W_eff was subnormal and SAL epochs took 35-60 min instead of 4 (docs/methods.md, SAL).
+FLUSH_BELOW = 2.0 ** -64
+LOG_FLUSH_BELOW = -64 * math.log(2.0)
 KEEP_FLOAT = ("first", "last", "shortcuts")
 
 
@@ -71,14 +77,17 @@ def sal_temperature(step, total_steps, t0=20.0, tf=70.0):
 
 
 def sal_attention(attention, temperature):
-    """a = softmax over the last axis (the k² taps) of T·A / std(A), std unbiased (ddof 1).
+    """a = softmax over the last axis (the k² taps) of T·A / std(A), std unbiased (ddof 1), with every
+    a < FLUSH_BELOW set to exactly 0 (constant there: no gradient flows through a flushed tap).
 
     ``attention`` a Tensor (..., k²) with k² >= 2; ``temperature`` a positive number. Differentiable
     in ``attention``."""
     taps = attention.shape[-1]
     centred = attention - attention.mean(axis=-1, keepdims=True)
     std = ((centred * centred).sum(axis=-1, keepdims=True) / (taps - 1)) ** 0.5  # (..., 1)
-    return F.log_softmax(attention / std * float(temperature), axis=-1).exp()
+    log_a = F.log_softmax(attention / std * float(temperature), axis=-1)
+    kept = Tensor((log_a.data >= LOG_FLUSH_BELOW).astype(log_a.dtype))
+    return log_a.exp() * kept
 
 
 def round_attention(a):

@@ -1,6 +1,7 @@
 """Fusion: a model runs BatchNorm2d → ReLU and a residual add → ReLU as one op each
-(``BatchNorm2d(x, relu=True)``, i.e. F.batch_norm_relu, and F.add_relu): the same values and gradients,
-bit for bit, as the op-by-op path, with one pass over memory fewer each way and no intermediate tensor.
+(``BatchNorm2d(x, relu=True)``, i.e. F.batch_norm_relu, and F.add_relu): the same values and gradients as
+the op-by-op path, with one pass over memory fewer each way and no intermediate tensor. Bit for bit, except
+BatchNorm's training gradients, whose lane-split sums may round differently (kernels/batchnorm.py).
 
 The model chooses, per block, with ``fusable(*modules)``: fusion is on and every module the fused path
 would bypass is exactly a float BatchNorm2d or ReLU whose forward nobody wraps. So where a compression
