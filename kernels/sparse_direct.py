@@ -59,15 +59,22 @@ def direct_pays(nnz, n_out, plane):
 
 SMALL_BATCH = 4  # images; at most this many never take the direct path over the kept-weight tiles
 DIRECT_MIN_PLANE = 32 * 32  # pixels; on smaller planes the tiles beat the direct path
+TILES_MAX_WORK = 8  # direct_beats_tiles: the work measure of direct_pays at most this (16 ch 32x32: >= 96.5 %)
 
 
 def direct_beats_tiles(nnz, n_out, batch, plane):
     """True when a stride-1 "same" layer should run this direct path rather than the kept-weight tiles
     (``sparse_tiles``): more than SMALL_BATCH images, planes of at least DIRECT_MIN_PLANE pixels and
-    ``direct_pays``. Timed on ResNet-20's layers at 90-95 % (Zen 3, 2 threads; tinycomp/runtime/sparse.py
-    has the figures): the direct path took 0.46-0.72x the tiles' time on 16 channels at 32x32 at
-    batch 64 but 2.5-2.9x at batch 1, and 1.2x on 32 channels at 16x16 where direct_pays holds too."""
-    return batch > SMALL_BATCH and plane >= DIRECT_MIN_PLANE and direct_pays(nnz, n_out, plane)
+    kept weights per output channel x (1 + OVERHEAD / plane) at most TILES_MAX_WORK. Both are
+    memory-bound there; the tiles read a padded copy of x, the direct path x itself. Timed side by
+    side on 2026-12-03 (AMD Zen 3, AVX2, 2 threads, a plan built per call as training does), direct /
+    tiles time on 16 channels at 32x32: batch 128 1.56x at 80 %, 1.35x at 90 %, 0.96-0.98x at 95 %,
+    0.85x at 97 %, 0.65-0.71x at 98-99 %; batch 64 1.97x at 80 %, 1.31x at 95 %, 1.05x at 98 %, 0.90-0.99x
+    at 99 %; 64 channels at 32x32 batch 32 1.09-1.55x at 90-98 %, 0.83x at 99 %; batch 16 1.4-2.1x.
+    (On 2026-12-01, before the tiles' phase split vectorised, direct took 0.46-0.72x the tiles' time
+    at 90-95 %, batch 64, and the rule was direct_pays.) Not re-timed on AVX-512."""
+    return (batch > SMALL_BATCH and plane >= DIRECT_MIN_PLANE and n_out > 0
+            and nnz / n_out * (1 + OVERHEAD / plane) <= TILES_MAX_WORK)
 
 
 def _sparse_conv2d_direct_loops(y, x, indptr, chan, shift, tap_col, values, col_ok, planes, acc):

@@ -15,10 +15,10 @@ Path rule (deterministic, from the shapes and the batch size; ``KeptWeights.rout
 pruned and SAL layers:
 - a 1×1 kernel (the projection shortcuts) runs the dense conv of the kept weights, expanded at load
   (``Conv2dPlan``, path "conv2d_forward[dense]"): as fast as the sparse paths or faster at 90-95 %;
-- a stride-1 "same" layer on planes of at least ``sparse_direct.DIRECT_MIN_PLANE`` pixels where
-  ``sparse_direct.direct_pays`` holds, with more than SMALL_BATCH images, runs ``sparse_conv2d``'s
-  direct path ("sparse_conv2d[direct]"; ``sparse_direct.direct_beats_tiles``, which the training
-  kernels' "same" convolutions follow too);
+- a stride-1 "same" layer on planes of at least ``sparse_direct.DIRECT_MIN_PLANE`` pixels with very
+  few kept weights per output channel (16 channels at 32x32 from about 96.5 %), with more than
+  SMALL_BATCH images, runs ``sparse_conv2d``'s direct path ("sparse_conv2d[direct]";
+  ``sparse_direct.direct_beats_tiles``, which the training kernels' "same" convolutions follow too);
 - every other layer, any stride, runs ``tinycomp_kernels.sparse_tiles`` ("sparse_tiles": a register
   tile per 8x8 output block, a kept weight per step).
 Timed per layer on ResNet-20's shapes at 90 and 95 % (quiet Zen 3, 2 threads, 2026-12-01, side by
@@ -26,7 +26,8 @@ side in one script): the tiles took 0.24-0.44x the dense conv's time on the 3x3 
 32 and 64 channels at batch 64 and 0.5-0.56x on the stride-2 ones (where the im2col sparse path
 took 1.7-1.8x the dense conv's), 0.36-0.72x at batch 1; the implicit path 1.8-2.0x the tiles'
 time; the direct path 0.46-0.72x the tiles' on 16 channels at 32x32 at batch 64 but 2.5-2.9x at
-batch 1, and 1.2x on 32 channels at 16x16 at 95 % (where direct_pays holds too). On the 1×1
+batch 1, and 1.2x on 32 channels at 16x16 at 95 % (where direct_pays holds too). Re-timed on
+2026-12-03 (Zen 3), the tiles had overtaken it below 96 % (``direct_beats_tiles``). On the 1×1
 stride-2 shortcuts the tiles took 1.0-1.7x the dense conv's time. The dense weights of the 1×1
 layers are expanded at load; the file stays sparse.
 """
