@@ -54,7 +54,12 @@ def direct_pays(nnz, n_out, plane):
     64 at 8x8 at 99 %; in the boundary runs (module doc) and eight benchmark runs the path it
     picked was at most 6 % slower than the other, but for 64 channels 8x8 at batch 256 and 99 % (direct
     0.78-1.02x as fast)."""
-    return n_out > 0 and nnz / n_out * (1 + OVERHEAD / max(plane, 1)) <= DIRECT_MAX_WORK
+    return n_out > 0 and _work(nnz, n_out, plane) <= DIRECT_MAX_WORK
+
+
+def _work(nnz, n_out, plane):
+    """The direct path's cost measure: kept weights per output channel x (1 + OVERHEAD / plane)."""
+    return nnz / n_out * (1 + OVERHEAD / max(plane, 1))
 
 
 SMALL_BATCH = 4  # images; at most this many never take the direct path over the kept-weight tiles
@@ -73,8 +78,7 @@ def direct_beats_tiles(nnz, n_out, batch, plane):
     at 99 %; 64 channels at 32x32 batch 32 1.09-1.55x at 90-98 %, 0.83x at 99 %; batch 16 1.4-2.1x.
     (On 2026-12-01, before the tiles' phase split vectorised, direct took 0.46-0.72x the tiles' time
     at 90-95 %, batch 64, and the rule was direct_pays.) Not re-timed on AVX-512."""
-    return (batch > SMALL_BATCH and plane >= DIRECT_MIN_PLANE and n_out > 0
-            and nnz / n_out * (1 + OVERHEAD / plane) <= TILES_MAX_WORK)
+    return batch > SMALL_BATCH and plane >= DIRECT_MIN_PLANE and n_out > 0 and _work(nnz, n_out, plane) <= TILES_MAX_WORK
 
 
 def _sparse_conv2d_direct_loops(y, x, indptr, chan, shift, tap_col, values, col_ok, planes, acc):

@@ -8,6 +8,7 @@ from hypothesis import assume, given, settings, strategies as st
 from strategies import pruned_conv_layer
 from tinycomp_kernels import csr as C, sparse_conv as S
 from tinycomp_kernels.im2col import same_padding_taps
+from tinycomp_kernels.sparse_direct import direct_beats_tiles
 from tinycomp_kernels import sparse_phases as P
 from tinycomp_kernels import sparse_train as T
 from tinycomp_kernels import sparse_weight_grad as G
@@ -148,10 +149,9 @@ def test_resnet20_shapes_and_kept_zeros():
 
 @pytest.mark.parametrize("n, c, h, direct", [(5, 16, 32, True), (4, 16, 32, False), (5, 32, 16, False)])
 def test_same_conv_takes_the_direct_path_only_where_it_beats_the_tiles(monkeypatch, n, c, h, direct):
-    from tinycomp_kernels.sparse_direct import direct_beats_tiles
-    assert not direct_beats_tiles(int(0.1 * 144) * 16, 16, 128, 32 * 32)  # 90 %: the tiles, at any batch
     """The forward and dx of a "same" layer at 98 %: the direct path for more than 4 images on 32x32
     planes (sparse_direct.direct_beats_tiles), the kept-weight tiles otherwise; equal either way."""
+    assert not direct_beats_tiles(int(0.1 * 144) * 16, 16, 128, 32 * 32)  # 90 %: the tiles, at any batch
     rng = np.random.default_rng(n * c)
     mask = rng.random((c, c, 3, 3)) < 0.02
     weight = (rng.standard_normal(mask.shape) * mask).astype(np.float32)

@@ -62,7 +62,7 @@ BINARIZE = {None: None, "bc": SignWeight, "bwn": BinaryWeight}
 # floats, which Intel cores compute through a slow microcode assist: mid-run (T ≈ 37) up to 16 % of a
 # ResNet-20's W_eff was subnormal and SAL epochs took 35-60 min instead of 4 (docs/methods.md, SAL).
 FLUSH_BELOW = 2.0 ** -64
-LOG_FLUSH_BELOW = -64 * math.log(2.0)
+LOG_FLUSH_BELOW = math.log(FLUSH_BELOW)
 KEEP_FLOAT = ("first", "last", "shortcuts")
 
 
