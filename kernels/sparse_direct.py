@@ -31,6 +31,8 @@ Why
 Reference
     ``sparse_conv.sparse_conv2d_ref`` (dense weight, sliding windows + einsum); tests compare all three paths.
 """
+import math
+
 import numpy as np
 from numba import get_num_threads, njit, prange
 
@@ -54,12 +56,13 @@ def direct_pays(nnz, n_out, plane):
     64 at 8x8 at 99 %; in the boundary runs (module doc) and eight benchmark runs the path it
     picked was at most 6 % slower than the other, but for 64 channels 8x8 at batch 256 and 99 % (direct
     0.78-1.02x as fast)."""
-    return n_out > 0 and _work(nnz, n_out, plane) <= DIRECT_MAX_WORK
+    return _work(nnz, n_out, plane) <= DIRECT_MAX_WORK
 
 
 def _work(nnz, n_out, plane):
-    """The direct path's cost measure: kept weights per output channel x (1 + OVERHEAD / plane)."""
-    return nnz / n_out * (1 + OVERHEAD / max(plane, 1))
+    """The direct path's cost measure: kept weights per output channel x (1 + OVERHEAD / plane);
+    infinite for a layer without outputs, which neither rule sends down the direct path."""
+    return nnz / n_out * (1 + OVERHEAD / max(plane, 1)) if n_out > 0 else math.inf
 
 
 SMALL_BATCH = 4  # images; at most this many never take the direct path over the kept-weight tiles
@@ -70,7 +73,7 @@ TILES_MAX_WORK = 8  # direct_beats_tiles: the work measure of direct_pays at mos
 def direct_beats_tiles(nnz, n_out, batch, plane):
     """True when a stride-1 "same" layer should run this direct path rather than the kept-weight tiles
     (``sparse_tiles``): more than SMALL_BATCH images, planes of at least DIRECT_MIN_PLANE pixels and
-    kept weights per output channel x (1 + OVERHEAD / plane) at most TILES_MAX_WORK. Both are
+    ``_work`` (direct_pays's measure) at most TILES_MAX_WORK. Both are
     memory-bound there; the tiles read a padded copy of x, the direct path x itself. Timed side by
     side on 2026-12-03 (AMD Zen 3, AVX2, 2 threads, a plan built per call as training does), direct /
     tiles time on 16 channels at 32x32: batch 128 1.56x at 80 %, 1.35x at 90 %, 0.96-0.98x at 95 %,
@@ -78,7 +81,7 @@ def direct_beats_tiles(nnz, n_out, batch, plane):
     at 99 %; 64 channels at 32x32 batch 32 1.09-1.55x at 90-98 %, 0.83x at 99 %; batch 16 1.4-2.1x.
     (On 2026-12-01, before the tiles' phase split vectorised, direct took 0.46-0.72x the tiles' time
     at 90-95 %, batch 64, and the rule was direct_pays.) Not re-timed on AVX-512."""
-    return batch > SMALL_BATCH and plane >= DIRECT_MIN_PLANE and n_out > 0 and _work(nnz, n_out, plane) <= TILES_MAX_WORK
+    return batch > SMALL_BATCH and plane >= DIRECT_MIN_PLANE and _work(nnz, n_out, plane) <= TILES_MAX_WORK
 
 
 def _sparse_conv2d_direct_loops(y, x, indptr, chan, shift, tap_col, values, col_ok, planes, acc):

@@ -145,10 +145,10 @@ def test_the_path_rule_of_sal_and_pruned_layers(tmp_path, monkeypatch):
     real = runtime_sparse.sparse_conv2d
     monkeypatch.setattr(runtime_sparse, "sparse_conv2d", lambda x, *a, **k: calls.append(x.shape[0]) or real(x, *a, **k))
     direct = f"sparse_conv2d[direct] (sparse_tiles up to {SMALL_BATCH} images)"
-    for method, options in (("sal", {}), ("prune", {"sparsity": 0.95}), ("prune", {"sparsity": 0.99})):
+    for method, options, takes_direct in (("sal", {}, False), ("prune", {"sparsity": 0.95}, False),
+                                          ("prune", {"sparsity": 0.99}, True)):
         _, rt = _exported(tmp_path, method, width=1.0, **options)
         paths = {name: path for name, _, path in rt.layers()}
-        takes_direct = options.get("sparsity") == 0.99
         assert paths["layer1.0.conv1"] == (direct if takes_direct else "sparse_tiles"), method  # 16 ch at 32x32
         assert paths["layer2.1.conv1"] == paths["layer3.2.conv2"] == "sparse_tiles", method  # 32 @ 16x16, 64 @ 8x8
         assert paths["layer2.0.conv1"] == paths["layer3.0.conv1"] == "sparse_tiles", method  # stride 2
