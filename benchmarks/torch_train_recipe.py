@@ -12,11 +12,17 @@ initial weights are tinycomp's ResNet-20 at the seed (``tinycomp.manual_seed(see
 fan-out init), so that both libraries start from the same network and only the implementation
 differs; without it PyTorch's default init.
 
+``--state DIR --stop-after K``: stop after epoch K with the run's state in DIR (weights, momentum,
+schedule, data position, training time, as .npz + .json: nothing pickled); the same command again
+continues from it and appends to --log. That lets two runs take turns epoch by epoch on one machine, so
+that the host's drift during the day falls on both alike (``benchmarks/pair_interleaved.sh``).
+
     python benchmarks/torch_train_recipe.py --data-dir ../shared/data --epochs 30 --threads 2 --log run.jsonl \
-        [--method bwn] [--tinycomp-init] [--lr 0.2]
+        [--method bwn] [--tinycomp-init] [--lr 0.2] [--state DIR --stop-after K]
 """
 import argparse
 import json
+import os
 import time
 import warnings
 
@@ -47,6 +53,39 @@ def evaluate(model, loader):
     return loss / loader.num_samples, correct / loader.num_samples
 
 
+def save_state(folder, model, opt, sched, loader, elapsed):
+    """The run's state in ``folder``: state.npz (weights, momentum buffers) and state.json (the rest);
+    each written to a temporary name first, so a run stopped while saving keeps its previous state."""
+    os.makedirs(folder, exist_ok=True)
+    arrays = {f"model/{k}": v.detach().numpy() for k, v in model.state_dict().items()}
+    for i, st in opt.state_dict()["state"].items():
+        arrays[f"momentum/{i}"] = st["momentum_buffer"].numpy()
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.state_dict()["param_groups"]]
+    meta = {"scheduler": sched.state_dict(), "param_groups": groups, "position": loader.state(),
+            "elapsed": elapsed}
+    np.savez(os.path.join(folder, "state.tmp.npz"), **arrays)
+    with open(os.path.join(folder, "state.tmp.json"), "w") as f:
+        json.dump(meta, f)
+    os.replace(os.path.join(folder, "state.tmp.npz"), os.path.join(folder, "state.npz"))
+    os.replace(os.path.join(folder, "state.tmp.json"), os.path.join(folder, "state.json"))
+
+
+def load_state(folder, model, opt, sched, loader):
+    """Restore what ``save_state`` wrote; returns the training time so far (s)."""
+    with np.load(os.path.join(folder, "state.npz"), allow_pickle=False) as z, \
+            open(os.path.join(folder, "state.json")) as f:
+        meta = json.load(f)
+        model.load_state_dict({k[6:]: torch.from_numpy(z[k]) for k in z.files if k.startswith("model/")})
+        params = list(model.parameters())
+        for i, p in enumerate(params):
+            opt.state[p]["momentum_buffer"] = torch.from_numpy(z[f"momentum/{i}"].copy())
+    for group, saved in zip(opt.param_groups, meta["param_groups"]):
+        group.update(saved)
+    sched.load_state_dict(meta["scheduler"])
+    loader.load_state(meta["position"])
+    return meta["elapsed"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir", required=True)
@@ -57,7 +96,11 @@ def main():
     ap.add_argument("--method", choices=("none", "bwn"), default="none")
     ap.add_argument("--lr", type=float, default=0.2, help="one-cycle peak (default 0.2)")
     ap.add_argument("--tinycomp-init", action="store_true", help="start from tinycomp's initial ResNet-20 weights")
+    ap.add_argument("--state", help="folder for the run's state: continue from it if it holds one")
+    ap.add_argument("--stop-after", type=int, help="with --state: save and stop after this epoch")
     args = ap.parse_args()
+    if args.stop_after is not None and not args.state:
+        ap.error("--stop-after needs --state (where the run continues from)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     data = load_cifar("cifar10", root=args.data_dir, download=False, progress=False)
@@ -79,9 +122,14 @@ def main():
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * len(train),
                                                 pct_start=0.25)
-    start = time.perf_counter()
-    with open(args.log, "w") as log:
-        for epoch in range(args.epochs):
+    elapsed = 0.0
+    resuming = bool(args.state) and os.path.isfile(os.path.join(args.state, "state.json"))
+    if resuming:
+        elapsed = load_state(args.state, model, opt, sched, train)
+    last = args.epochs if args.stop_after is None else min(args.epochs, args.stop_after)
+    start = time.perf_counter() - elapsed
+    with open(args.log, "a" if resuming else "w") as log:
+        for epoch in range(train.epoch, last):
             model.train()
             seen = correct = loss_sum = 0
             for x, y in train:
@@ -99,6 +147,8 @@ def main():
             test_loss, test_acc = evaluate(model, test)
             line = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                     "test_loss": test_loss, "test_acc": test_acc, "wall_time_s": time.perf_counter() - start}
+            if args.state:  # before the log line: a run stopped in between then skips the line, not the epoch
+                save_state(args.state, model, opt, sched, train, line["wall_time_s"])
             log.write(json.dumps(line) + "\n")
             log.flush()
             print(json.dumps(line), flush=True)
