@@ -24,9 +24,9 @@ Four algorithms, chosen *deterministically from the shapes and dtype* by ``conv2
 
 The two gradients of a "tiles" or "im2col" conv each take the tiles path whenever it fits on its own
 (input gradient: float32, groups 1, W a multiple of the stride and W/stride of 8; weight gradient:
-with the AVX-512 tiles, more than 8 input and at least 8 output channels and a dw of at most 4 MiB
-the channels-last tiles of ``tinycomp_kernels.conv_dw_nhwc`` (any OW), else float32, groups 1, OW in 8 (not with the AVX-512
-tiles), 16, 32; any channel counts) and im2col + GEMM otherwise.
+with more than 8 input and at least 8 output channels and a dw of at most 4 MiB the channels-last
+tiles of ``tinycomp_kernels.conv_dw_nhwc`` (any OW; with the AVX2 tiles only at OW = 8), else float32, groups 1, OW in 8 (not with the AVX-512 tiles), 16, 32; any channel counts)
+and im2col + GEMM otherwise.
 
 Everything runs in the dtype of the input (float32 or float64; both operands must agree).
 Reference: ``conv2d_ref`` below is an independent NumPy formulation (a sum of shifted slices times
@@ -322,7 +322,7 @@ def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, need_
     if need_input and tiles_ok and tiles_backward_input_fit(x.shape, s, groups, x.dtype):
         dx = conv2d_tiles_backward_input(dout, w, x.shape, s, p, d)
         need_input = False
-    if need_weight and tiles_ok and nhwc_backward_weight_fit(x.shape, w.shape, groups, x.dtype):
+    if need_weight and tiles_ok and nhwc_backward_weight_fit(x.shape, w.shape, OW, groups, x.dtype):
         dw = conv2d_nhwc_backward_weight(dout, x, w.shape, s, p, d)
         need_weight = False
     if need_weight and tiles_ok and tiles_backward_weight_fit(OW, groups, x.dtype):

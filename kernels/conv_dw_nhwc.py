@@ -1,23 +1,25 @@
-"""The float32 weight gradient of a convolution on channels-last register tiles (AVX-512).
+"""The float32 weight gradient of a convolution on channels-last register tiles.
 
 What: for x (N, C, H, W), dout (N, O, OH, OW), stride s, padding p, dilation d (groups 1),
 
     dw[o, c, kh, kw] = sum over n, oh, ow of  dout[n, o, oh, ow] * xpad[n, c, oh*sh + kh*dh, ow*sw + kw*dw]
 
 How: x is copied once, zero-padded, into channels-last order xh (N, Hp, Wp, Cp), Cp = C rounded up to
-16 (zero channels). A pixel's channels are then contiguous, and so, at dilation 1, are the KW*Cp
-values (kw, c) of one kernel row kh. With dw laid out (O, KH, KW*Cp), a span of those columns is
+the vector width L (zero channels; L = 16 with the AVX-512 tile set, 8 with the AVX2 one). A pixel's
+channels are then contiguous, and so, at dilation 1, are the KW*Cp values (kw, c) of one kernel row kh. With dw laid out (O, KH, KW*Cp), a span of those columns is
 
-    dw[o, kh, j0:j0 + 16v] += sum over k of  dout_row_o[k] * xh_flat[base + rowoff[kh] + soff[k] + j0 : ... + 16v]
+    dw[o, kh, j0:j0 + Lv] += sum over k of  dout_row_o[k] * xh_flat[base + rowoff[kh] + soff[k] + j0 : ... + Lv]
 
 exactly the product ``fma_tile`` computes (rows o of a C-contiguous matrix broadcast, v vectors of
-16 columns gathered at offsets ``soff[k]``), in its accumulating form: k runs over the output pixels
+L columns gathered at offsets ``soff[k]``), in its accumulating form: k runs over the output pixels
 (oh, ow) of one image, soff[k] = (oh*sh*Wp + ow*sw)*Cp and rowoff[kh] = kh*dh*Wp*Cp, so strides are
 only offsets. At dilation dw > 1 the taps of a row are not adjacent: each tap is then a
-"row" of Cp columns (rowoff over (kh, kw)). The tiles keep 8 output channels x 48 columns (or 32, or
-16 x 16 where the span allows no more) in registers: 12 loads per 24 products, all but the
-offset aligned to the channel vectors, and no horizontal sums (the reduction runs across calls, not
-across vector lanes, unlike ``conv_tiles``'s ``dw_tile``, whose unaligned patch-row loads bound it).
+"row" of Cp columns (rowoff over (kh, kw)). The AVX-512 tiles keep 8 output channels x 48 columns
+(or 32, or 16 x 16 where the span allows no more) in registers: 12 loads per 24 products; the AVX2
+ones (16 ymm registers) 4 channels x 24 columns (or 16, or 8 x 8): 7 loads per 12 products. All loads
+but the offset are aligned to the channel vectors, and there are no horizontal sums (the reduction
+runs across calls, not across vector lanes, unlike ``conv_tiles``'s ``dw_tile``, whose unaligned
+patch-row loads bound it).
 
 Rows of the broadcast matrix are dout rows: dout (N, O, OH*OW) already is (O, P) per image (zero
 rows are added when the tile height does not divide O). Work is split into a fixed number of chunks
@@ -33,12 +35,12 @@ import numpy as np
 from numba import njit, prange
 
 from . import conv_tiles
-from .fma_tile import fma_tile_8_16x2_acc, fma_tile_8_16x3_acc, fma_tile_16_16x1_acc
+from .fma_tile import (fma_tile_4_8x2_acc, fma_tile_4_8x3_acc, fma_tile_8_8x1_acc, fma_tile_8_16x2_acc,
+                       fma_tile_8_16x3_acc, fma_tile_16_16x1_acc)
 from .im2col import conv_output_size
 
 __all__ = ["conv2d_dw_nhwc_ref", "conv2d_nhwc_backward_weight", "nhwc_backward_weight_fit"]
 
-LANES = 16  # columns per vector of the AVX-512 tiles
 MAX_PARTIAL = 2**20  # floats of one partial dw (4 MiB): each image's pass sweeps it, so it must stay in L2
 MAX_CHUNKS = 16  # partial gradients: enough for load balance on a few cores, few enough to sum cheaply
 
@@ -57,14 +59,22 @@ def conv2d_dw_nhwc_ref(dout, x, w_shape, s, p, d):
     return dw.astype(np.float32)
 
 
-def padded_channels(C):
+def lanes(wide):
+    """Columns per vector: 16 with the AVX-512 tile set (``wide``), 8 with the AVX2 one."""
+    return 16 if wide else 8
+
+
+def padded_channels(C, wide):
     """Cp: C rounded up to the vector width (the channels-last copy's zero channels)."""
-    return -(-C // LANES) * LANES
+    L = lanes(wide)
+    return -(-C // L) * L
 
 
-def tile_shape(span):
-    """(output channels, vectors) of the tile that covers a span of columns (a multiple of 16)."""
-    return (8, 3) if span % (3 * LANES) == 0 else (8, 2) if span % (2 * LANES) == 0 else (16, 1)
+def tile_shape(span, wide):
+    """(output channels, vectors) of the tile that covers a span of columns (a multiple of the lanes):
+    8 x 3, 8 x 2 or 16 x 1 vectors of 16 (AVX-512), 4 x 3, 4 x 2 or 8 x 1 of 8 (AVX2)."""
+    L, (high, low) = lanes(wide), ((8, 16) if wide else (4, 8))
+    return (high, 3) if span % (3 * L) == 0 else (high, 2) if span % (2 * L) == 0 else (low, 1)
 
 
 # --- loops ----------------------------------------------------------------------------------------
@@ -97,16 +107,17 @@ def _pad_channels_last_loops(xh, x, ph, pw):
                 xh[n, hp, w + pw, c] = x[n, c, h, w]
 
 
-def _conv2d_dw_nhwc_loops(parts, dout, xh, soff, rowoff, span, rows, vecs, per_chunk):
+def _conv2d_dw_nhwc_loops(parts, dout, xh, soff, rowoff, span, rows, vecs, per_chunk, wide):
     """parts[ch] (Opad, R*span) += the products of images ch*per_chunk .. (+per_chunk), for the R =
-    rowoff.size rows of ``span`` contiguous columns, on tiles of (rows, vecs) = tile_shape(span):
+    rowoff.size rows of ``span`` contiguous columns, on tiles of (rows, vecs) = tile_shape(span, wide):
     dout (N, Opad, P), xh (N, Hp, Wp, Cp) the channels-last input."""
     nchunks, Opad, KC = parts.shape
     N = dout.shape[0]
     plane = xh.shape[1] * xh.shape[2] * xh.shape[3]   # one image of xh
     pf = parts.reshape(-1)                             # flat views: the tiles address both by offsets
     xf = xh.reshape(-1)
-    cols = vecs * LANES
+    L = 16 if wide else 8
+    cols = vecs * L
     for ch in prange(nchunks):
         for n in range(ch * per_chunk, min(N, (ch + 1) * per_chunk)):
             a = dout[n]                                # (Opad, P)
@@ -115,12 +126,18 @@ def _conv2d_dw_nhwc_loops(parts, dout, xh, soff, rowoff, span, rows, vecs, per_c
                     out_off = (ch * Opad + o0) * KC + r * span
                     base = n * plane + rowoff[r]
                     for j0 in range(0, span, cols):
-                        if vecs == 3:
-                            fma_tile_8_16x3_acc(pf, out_off + j0, KC, a, o0, xf, base + j0, soff, LANES, LANES)
+                        if wide and vecs == 3:
+                            fma_tile_8_16x3_acc(pf, out_off + j0, KC, a, o0, xf, base + j0, soff, L, L)
+                        elif wide and vecs == 2:
+                            fma_tile_8_16x2_acc(pf, out_off + j0, KC, a, o0, xf, base + j0, soff, L, L)
+                        elif wide:
+                            fma_tile_16_16x1_acc(pf, out_off + j0, KC, a, o0, xf, base + j0, soff, L, L)
+                        elif vecs == 3:
+                            fma_tile_4_8x3_acc(pf, out_off + j0, KC, a, o0, xf, base + j0, soff, L, L)
                         elif vecs == 2:
-                            fma_tile_8_16x2_acc(pf, out_off + j0, KC, a, o0, xf, base + j0, soff, LANES, LANES)
+                            fma_tile_4_8x2_acc(pf, out_off + j0, KC, a, o0, xf, base + j0, soff, L, L)
                         else:
-                            fma_tile_16_16x1_acc(pf, out_off + j0, KC, a, o0, xf, base + j0, soff, LANES, LANES)
+                            fma_tile_8_8x1_acc(pf, out_off + j0, KC, a, o0, xf, base + j0, soff, L, L)
 
 
 pad_channels_last_jit = njit(parallel=True, cache=True)(_pad_channels_last_loops)
@@ -128,14 +145,21 @@ conv2d_dw_nhwc_jit = njit(parallel=True, cache=True)(_conv2d_dw_nhwc_loops)
 
 
 # --- wrapper: arguments as conv2d_backward checked them (pairs s, p, d) ---------------------------
-def nhwc_backward_weight_fit(x_shape, w_shape, groups, dtype):
-    """Whether the weight gradient runs here: the AVX-512 tile set, float32, groups 1, more than 8
-    input channels (8 or fewer would be half zero channels or more), at least 8 output channels, dw within
-    MAX_PARTIAL. A count padded with zero channels to a multiple of 8 (9-15 -> 16) takes this path as
-    it does, so both give the same bits for the channels they share."""
+def nhwc_backward_weight_fit(x_shape, w_shape, OW, groups, dtype):
+    """Whether the weight gradient runs here: float32, groups 1, more than 8 input channels (8 or fewer
+    would be half zero channels or more with 16 lanes), at least 8 output channels, dw within
+    MAX_PARTIAL; with the AVX2 tile set only at OW = 8, where each output row fills one vector of
+    ``conv_tiles``'s ``dw_tile``. Zen 3, 2 threads, old / new time per call (median of 9 alternated
+    pairs, 2026-12-03): OW = 8 1.17-1.35x faster (ResNet-20's 64 ch 8x8 and 32 -> 64 /2 at batch 128,
+    ResNet-18's 128 -> 256 /2 and 256 ch 8x8 at 64); wider rows 0.85-1.26x (ResNet-18's 64 -> 128 /2
+    0.85x, ResNet-20's 16 -> 32 /2 1.26x, the stride-1 layers 1.00-1.06x), so they stay on dw_tile.
+    A count padded with zero channels to a multiple of 8 (9-15 -> 16) takes this path as it does, so
+    both give the same bits for the channels they share."""
     O, _, KH, KW = w_shape
-    Cp = padded_channels(x_shape[1])
-    return (conv_tiles.WIDE_VECTORS and np.dtype(dtype) == np.float32 and groups == 1 and x_shape[1] > 8 and O >= 8
+    wide = conv_tiles.WIDE_VECTORS
+    Cp = padded_channels(x_shape[1], wide)
+    return (np.dtype(dtype) == np.float32 and groups == 1 and x_shape[1] > 8 and O >= 8
+            and (wide or OW == 8)
             and (O + 15) * KH * KW * Cp <= MAX_PARTIAL)   # O + 15: rows padded to the tile height
 
 
@@ -150,14 +174,15 @@ def conv2d_nhwc_backward_weight(dout, x, w_shape, s, p, d):
     if N == 0:
         return np.zeros(w_shape, np.float32)
     P = OH * OW
-    Cp = padded_channels(C)
+    wide = conv_tiles.WIDE_VECTORS
+    Cp = padded_channels(C, wide)
     Hp, Wp = H + 2 * p[0], W + 2 * p[1]
     if d[1] == 1:   # a kernel row's taps are adjacent pixels: one span of KW*Cp columns per kh
         span, rowoff = KW * Cp, np.arange(KH, dtype=np.int64) * (d[0] * Wp * Cp)
     else:           # one span of Cp columns per tap
         kh, kw = np.meshgrid(np.arange(KH), np.arange(KW), indexing="ij")
         span, rowoff = Cp, ((kh * d[0] * Wp + kw * d[1]) * Cp).reshape(-1).astype(np.int64)
-    rows, vecs = tile_shape(span)
+    rows, vecs = tile_shape(span, wide)
     Opad = -(-O // rows) * rows
     xh = np.empty((N, Hp, Wp, Cp), dtype=np.float32)                # every value written below
     pad_channels_last_jit(xh, np.ascontiguousarray(x), p[0], p[1])
@@ -171,6 +196,6 @@ def conv2d_nhwc_backward_weight(dout, x, w_shape, s, p, d):
     nchunks = min(N, max(2, min(MAX_CHUNKS, N * H * W // (Opad * KH * KW))))
     per_chunk = -(-N // nchunks)
     parts = np.zeros((-(-N // per_chunk), Opad, KH * KW * Cp), dtype=np.float32)
-    conv2d_dw_nhwc_jit(parts, dout, xh, soff, rowoff, span, rows, vecs, per_chunk)
+    conv2d_dw_nhwc_jit(parts, dout, xh, soff, rowoff, span, rows, vecs, per_chunk, wide)
     dw = parts.sum(axis=0, dtype=np.float64).astype(np.float32).reshape(Opad, KH, KW, Cp)[:O, :, :, :C]
     return np.ascontiguousarray(dw.transpose(0, 3, 1, 2))  # (O, KH, KW, C) -> (O, C, KH, KW)

@@ -183,6 +183,9 @@ fma_tile_1_16x8 = _make_tile(1, 16, 8)   # sparse_tiles on AVX-512: 8 rows x 16 
 fma_tile_8_16x3_acc = _make_tile(8, 16, 3, accumulate=True)    # conv_dw_nhwc: out += (48 columns)
 fma_tile_8_16x2_acc = _make_tile(8, 16, 2, accumulate=True)    # conv_dw_nhwc: 32 columns
 fma_tile_16_16x1_acc = _make_tile(16, 16, 1, accumulate=True)  # conv_dw_nhwc: 16 columns
+fma_tile_4_8x3_acc = _make_tile(4, 8, 3, accumulate=True)      # conv_dw_nhwc on AVX2: 24 columns
+fma_tile_4_8x2_acc = _make_tile(4, 8, 2, accumulate=True)      # 16 columns
+fma_tile_8_8x1_acc = _make_tile(8, 8, 1, accumulate=True)      # 8 columns
 
 
 # --- weight-gradient tile: a R x T block of dout-rows x patch-rows dot products ------------------

@@ -1,5 +1,6 @@
-"""The channels-last weight gradient (AVX-512 tiles): equal to its NumPy oracle and to im2col + GEMM,
-the same bits on any thread count, its plain-Python loops, and when ``conv2d_backward`` takes it."""
+"""The channels-last weight gradient, with either tile set (AVX-512 or AVX2, whatever this CPU is):
+equal to its NumPy oracle and to im2col + GEMM, the same bits on any thread count, its plain-Python
+loops, and when ``conv2d_backward`` takes it."""
 
 import numba
 import numpy as np
@@ -23,7 +24,7 @@ def _case(N, C, H, W, O, KH, KW, s, p, d, seed=0):
 
 @st.composite
 def configs(draw):
-    """Channel counts on and off the 16-lane vectors (spans of 48, 32 or 16 columns: every tile),
+    """Channel counts on and off the 16- and 8-lane vectors (spans of 3, 2 or 1 vectors: every tile),
     output channels the tile heights do not divide, rectangular kernels, strides, dilations."""
     KH, KW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     s = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
@@ -35,11 +36,13 @@ def configs(draw):
                 O=draw(st.sampled_from([8, 11, 16, 24, 40])), KH=KH, KW=KW, s=s, p=p, d=d)
 
 
+@pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
 @settings(max_examples=40, deadline=None)
-@given(configs())
-def test_equals_the_oracle_and_im2col(cfg):
+@given(cfg=configs())
+def test_equals_the_oracle_and_im2col(wide, cfg):
     dout, x, w_shape = _case(**cfg)
-    got = M.conv2d_nhwc_backward_weight(dout, x, w_shape, cfg["s"], cfg["p"], cfg["d"])
+    with tile_set(wide):
+        got = M.conv2d_nhwc_backward_weight(dout, x, w_shape, cfg["s"], cfg["p"], cfg["d"])
     ref = M.conv2d_dw_nhwc_ref(dout, x, w_shape, cfg["s"], cfg["p"], cfg["d"])
     scale = np.abs(ref).max() + 1
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * scale)
@@ -59,27 +62,32 @@ def test_the_oracle_is_the_definition():
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one thread: nothing to compare")
+@pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
 @pytest.mark.parametrize("N", [9, 40])   # 2 chunks, and 16 (MAX_CHUNKS) of 2-3 images
-def test_the_bits_do_not_depend_on_the_thread_count(N):
+def test_the_bits_do_not_depend_on_the_thread_count(N, wide):
     dout, x, w_shape = _case(N, 16, 8, 8, 16, 3, 3, (1, 1), (1, 1), (1, 1), seed=1)
     saved = numba.get_num_threads()
     try:
         runs = []
         for threads in (1, 2):
             numba.set_num_threads(threads)
-            runs.append(M.conv2d_nhwc_backward_weight(dout, x, w_shape, (1, 1), (1, 1), (1, 1)))
+            with tile_set(wide):
+                runs.append(M.conv2d_nhwc_backward_weight(dout, x, w_shape, (1, 1), (1, 1), (1, 1)))
     finally:
         numba.set_num_threads(saved)
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
-def test_a_zero_padded_channel_count_gives_the_same_bits():
+@pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
+def test_a_zero_padded_channel_count_gives_the_same_bits(wide):
     """9 channels and the same layer padded with zero channels to 16 split the images alike (from the
     padded count) and sum each column in the same order: equal bits on the 9 they share."""
     dout, x16, _ = _case(64, 16, 8, 8, 64, 3, 3, (1, 1), (1, 1), (1, 1), seed=5)
     x16[:, 9:] = 0
-    dw16 = M.conv2d_nhwc_backward_weight(dout, x16, (64, 16, 3, 3), (1, 1), (1, 1), (1, 1))
-    dw9 = M.conv2d_nhwc_backward_weight(dout, np.ascontiguousarray(x16[:, :9]), (64, 9, 3, 3), (1, 1), (1, 1), (1, 1))
+    with tile_set(wide):
+        dw16 = M.conv2d_nhwc_backward_weight(dout, x16, (64, 16, 3, 3), (1, 1), (1, 1), (1, 1))
+        dw9 = M.conv2d_nhwc_backward_weight(dout, np.ascontiguousarray(x16[:, :9]), (64, 9, 3, 3), (1, 1), (1, 1),
+                                            (1, 1))
     np.testing.assert_array_equal(dw9, dw16[:, :9])
 
 
@@ -91,12 +99,14 @@ def test_an_empty_batch_and_a_wrong_dout():
         M.conv2d_nhwc_backward_weight(np.zeros((2, 8, 7, 6), np.float32), x, w_shape, (1, 1), (1, 1), (1, 1))
 
 
+@pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
 @pytest.mark.parametrize("C,KW,d", [(32, 3, 1), (16, 2, 1), (16, 1, 1), (24, 3, 2)],
-                         ids=["span48", "span32", "span16", "per-tap"])
-def test_loops_run_as_plain_python(C, KW, d):
+                         ids=["span3x16", "span2x16", "span1x16", "per-tap"])   # 16 lanes; 8: 12, 4, 2, 3 vectors
+def test_loops_run_as_plain_python(C, KW, d, wide):
     """The loops and the padding copy as plain Python (the tiles' Python fallbacks) equal the JIT."""
     dout, x, w_shape = _case(2, C, 4, 5, 16, 2, KW, (1, 1), (1, 1), (1, d), seed=2)
-    xh_py, xh_jit = (np.full((2, 6, 7, -(-C // 16) * 16), np.nan, np.float32) for _ in range(2))  # all written
+    Cp = M.padded_channels(C, wide)
+    xh_py, xh_jit = (np.full((2, 6, 7, Cp), np.nan, np.float32) for _ in range(2))  # all written
     M._pad_channels_last_loops(xh_py, x, 1, 1)
     M.pad_channels_last_jit(xh_jit, x, 1, 1)
     np.testing.assert_array_equal(xh_py, xh_jit)
@@ -108,7 +118,8 @@ def test_loops_run_as_plain_python(C, KW, d):
     real_jit = M.conv2d_dw_nhwc_jit
     M.conv2d_dw_nhwc_jit = lambda *args: (calls.append(args), M._conv2d_dw_nhwc_loops(*args))
     try:
-        got = M.conv2d_nhwc_backward_weight(dout, x, w_shape, (1, 1), (1, 1), (1, d))
+        with tile_set(wide):
+            got = M.conv2d_nhwc_backward_weight(dout, x, w_shape, (1, 1), (1, 1), (1, d))
     finally:
         M.conv2d_dw_nhwc_jit = real_jit
     assert calls   # the plain-Python loops ran
@@ -117,20 +128,29 @@ def test_loops_run_as_plain_python(C, KW, d):
 
 
 def test_when_conv2d_backward_takes_it():
-    fit = M.nhwc_backward_weight_fit
+    def fit(x_shape, w_shape, groups=1, dtype=np.float32, stride=(1, 1)):  # a 3x3 'same' conv's OW
+        return M.nhwc_backward_weight_fit(x_shape, w_shape, x_shape[3] // stride[1], groups, dtype)
+
     with tile_set(True):
-        assert fit((2, 16, 8, 8), (8, 16, 3, 3), 1, np.float32)
-        assert fit((2, 9, 8, 8), (8, 9, 3, 3), 1, np.float32)            # as its zero-padded 16 channels
-        assert not fit((2, 8, 8, 8), (8, 8, 3, 3), 1, np.float32)        # half zero channels or more
-        assert not fit((2, 16, 8, 8), (7, 16, 3, 3), 1, np.float32)      # under one tile of rows
-        assert not fit((2, 16, 8, 8), (8, 16, 3, 3), 2, np.float32)      # groups
-        assert not fit((2, 16, 8, 8), (8, 16, 3, 3), 1, np.float64)
-        assert fit((2, 256, 8, 8), (256, 256, 3, 3), 1, np.float32)      # ResNet-18's 256: dw 2.4 MiB
-        assert not fit((2, 512, 4, 4), (512, 512, 3, 3), 1, np.float32)  # 512: dw 9 MiB, im2col + GEMM
-    with tile_set(False):                                                # the AVX2 set: conv_tiles' dw_tile
-        assert not fit((2, 16, 8, 8), (8, 16, 3, 3), 1, np.float32)
+        assert fit((2, 16, 8, 8), (8, 16, 3, 3))
+        assert fit((2, 16, 32, 32), (16, 16, 3, 3))                     # any OW
+        assert fit((2, 9, 8, 8), (8, 9, 3, 3))                          # as its zero-padded 16 channels
+        assert not fit((2, 8, 8, 8), (8, 8, 3, 3))                      # half zero channels or more
+        assert not fit((2, 16, 8, 8), (7, 16, 3, 3))                    # under one tile of rows
+        assert not fit((2, 16, 8, 8), (8, 16, 3, 3), groups=2)
+        assert not fit((2, 16, 8, 8), (8, 16, 3, 3), dtype=np.float64)
+        assert fit((2, 256, 8, 8), (256, 256, 3, 3))                    # ResNet-18's 256: dw 2.4 MiB
+        assert not fit((2, 512, 4, 4), (512, 512, 3, 3))                # 512: dw 9 MiB, im2col + GEMM
+    with tile_set(False):   # the AVX2 set: at OW = 8; conv_tiles' dw_tile at 16 and 32 wide
+        assert fit((2, 64, 8, 8), (64, 64, 3, 3))
+        assert fit((2, 32, 16, 16), (64, 32, 3, 3), stride=(2, 2))
+        assert not fit((2, 16, 32, 32), (32, 16, 3, 3), stride=(2, 2))
+        assert not fit((2, 16, 32, 32), (16, 16, 3, 3))
+        assert not fit((2, 32, 16, 16), (32, 32, 3, 3))
+        assert not fit((2, 8, 8, 8), (8, 8, 3, 3))
     dout, x, w_shape = _case(3, 32, 8, 8, 16, 3, 3, (1, 1), (1, 1), (1, 1), seed=4)
     w = np.zeros(w_shape, np.float32)
-    with tile_set(True):
-        _, dw = conv2d_backward(dout, x, w, 1, 1, need_input=False)
-    np.testing.assert_array_equal(dw, M.conv2d_nhwc_backward_weight(dout, x, w_shape, (1, 1), (1, 1), (1, 1)))
+    for wide in (True, False):
+        with tile_set(wide):
+            _, dw = conv2d_backward(dout, x, w, 1, 1, need_input=False)
+            np.testing.assert_array_equal(dw, M.conv2d_nhwc_backward_weight(dout, x, w_shape, (1, 1), (1, 1), (1, 1)))
