@@ -3,9 +3,11 @@
 # epoch by epoch on one machine, so that the host's speed drifting during the day falls on both alike.
 # tinycomp is stopped by SIGTERM once its log shows the epoch (it checkpoints and resumes bitwise);
 # PyTorch's side stops itself (torch_train_recipe.py --state --stop-after). Each side's training time is
-# the wall_time_s of its log (process start-up is left out of both; the slice lines give it).
+# the wall_time_s of its log: imports and data loading are left out of both, each process's first step
+# (kernels loaded from Numba's cache, oneDNN's warm-up) counts on both; the slice lines give the
+# process times. Run it again, with the same code, to continue a stopped pair.
 #
-#   benchmarks/pair_interleaved.sh RUN_ROOT DATA_DIR [EPOCHS]     (run again to continue an ended pair)
+#   benchmarks/pair_interleaved.sh RUN_ROOT DATA_DIR [EPOCHS]
 set -u
 root=${1:?usage: pair_interleaved.sh RUN_ROOT DATA_DIR [EPOCHS]}
 data=${2:?usage: pair_interleaved.sh RUN_ROOT DATA_DIR [EPOCHS]}
@@ -15,6 +17,11 @@ mkdir -p "$root"
 tc="$root/tinycomp"
 lines() { [ -f "$1" ] && wc -l < "$1" || echo 0; }
 say() { echo "$(date -u +%FT%TZ) $*" | tee -a "$root/pair.log"; }
+pid=
+# stopped itself (SIGTERM, SIGINT): stop tinycomp too, after its checkpoint, so no run goes on alone
+trap '[ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 for ((k = 1; k <= epochs; k++)); do
     if (( $(lines "$tc/log.jsonl") < k )); then
@@ -26,9 +33,11 @@ for ((k = 1; k <= epochs; k++)); do
         pid=$!
         while kill -0 "$pid" 2>/dev/null && (( $(lines "$tc/log.jsonl") < k )); do sleep 0.5; done
         (( k < epochs )) && kill -TERM "$pid" 2>/dev/null
-        wait "$pid"; rc=$?
+        wait "$pid"; rc=$?; pid=
         say "tinycomp epoch $k rc=$rc process $(echo "$(date +%s.%N) - $t0" | bc) s"
-        (( rc != 0 && rc != 143 )) && { say "tinycomp failed; see $root/tinycomp.out"; exit 1; }
+        if (( rc != 0 && rc != 143 )) || (( $(lines "$tc/log.jsonl") < k )); then
+            say "tinycomp stopped before its epoch $k (rc=$rc); see $root/tinycomp.out"; exit 1
+        fi
     fi
     if (( $(lines "$root/torch.jsonl") < k )); then
         t0=$(date +%s.%N)
@@ -36,7 +45,9 @@ for ((k = 1; k <= epochs; k++)); do
             --log "$root/torch.jsonl" --state "$root/torch-state" --stop-after "$k" >> "$root/torch.out" 2>&1
         rc=$?
         say "torch epoch $k rc=$rc process $(echo "$(date +%s.%N) - $t0" | bc) s"
-        (( rc != 0 )) && { say "torch failed; see $root/torch.out"; exit 1; }
+        if (( rc != 0 )) || (( $(lines "$root/torch.jsonl") < k )); then
+            say "torch stopped before its epoch $k (rc=$rc); see $root/torch.out"; exit 1
+        fi
     fi
 done
 python - "$tc/log.jsonl" "$root/torch.jsonl" <<'PY' | tee -a "$root/pair.log"

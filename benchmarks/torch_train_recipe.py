@@ -12,9 +12,10 @@ initial weights are tinycomp's ResNet-20 at the seed (``tinycomp.manual_seed(see
 fan-out init), so that both libraries start from the same network and only the implementation
 differs; without it PyTorch's default init.
 
-``--state DIR --stop-after K``: stop after epoch K with the run's state in DIR (weights, momentum,
-schedule, data position, training time, as .npz + .json: nothing pickled); the same command again
-continues from it and appends to --log. That lets two runs take turns epoch by epoch on one machine, so
+``--state DIR --stop-after K``: stop after epoch K with the run's state in DIR/state.npz (weights,
+momentum, and as JSON the schedule, data position, training time, the epoch lines so far and the
+run's arguments; nothing pickled, one file replaced atomically). The same command again continues from
+it (refused if the arguments differ) and rewrites --log from the saved lines. That lets two runs take turns epoch by epoch on one machine, so
 that the host's drift during the day falls on both alike (``benchmarks/pair_interleaved.sh``).
 
     python benchmarks/torch_train_recipe.py --data-dir ../shared/data --epochs 30 --threads 2 --log run.jsonl \
@@ -53,37 +54,35 @@ def evaluate(model, loader):
     return loss / loader.num_samples, correct / loader.num_samples
 
 
-def save_state(folder, model, opt, sched, loader, elapsed):
-    """The run's state in ``folder``: state.npz (weights, momentum buffers) and state.json (the rest);
-    each written to a temporary name first, so a run stopped while saving keeps its previous state."""
+def save_state(folder, model, opt, sched, loader, extra):
+    """The run's state in ``folder``/state.npz: weights, momentum buffers, and as one JSON string the
+    schedule, the optimizer's groups, the data position and ``extra`` (a dict: training time, epoch
+    lines, arguments). Written to a temporary name and renamed: a run stopped while saving keeps its
+    previous state whole."""
     os.makedirs(folder, exist_ok=True)
     arrays = {f"model/{k}": v.detach().numpy() for k, v in model.state_dict().items()}
     for i, st in opt.state_dict()["state"].items():
         arrays[f"momentum/{i}"] = st["momentum_buffer"].numpy()
     groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.state_dict()["param_groups"]]
-    meta = {"scheduler": sched.state_dict(), "param_groups": groups, "position": loader.state(),
-            "elapsed": elapsed}
+    meta = {"scheduler": sched.state_dict(), "param_groups": groups, "position": loader.state(), **extra}
+    arrays["meta"] = np.array(json.dumps(meta))
     np.savez(os.path.join(folder, "state.tmp.npz"), **arrays)
-    with open(os.path.join(folder, "state.tmp.json"), "w") as f:
-        json.dump(meta, f)
     os.replace(os.path.join(folder, "state.tmp.npz"), os.path.join(folder, "state.npz"))
-    os.replace(os.path.join(folder, "state.tmp.json"), os.path.join(folder, "state.json"))
 
 
 def load_state(folder, model, opt, sched, loader):
-    """Restore what ``save_state`` wrote; returns the training time so far (s)."""
-    with np.load(os.path.join(folder, "state.npz"), allow_pickle=False) as z, \
-            open(os.path.join(folder, "state.json")) as f:
-        meta = json.load(f)
+    """Restore what ``save_state`` wrote into the four objects; returns its ``extra`` dict."""
+    with np.load(os.path.join(folder, "state.npz"), allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
         model.load_state_dict({k[6:]: torch.from_numpy(z[k]) for k in z.files if k.startswith("model/")})
-        params = list(model.parameters())
-        for i, p in enumerate(params):
-            opt.state[p]["momentum_buffer"] = torch.from_numpy(z[f"momentum/{i}"].copy())
-    for group, saved in zip(opt.param_groups, meta["param_groups"]):
+        for i, p in enumerate(model.parameters()):
+            if f"momentum/{i}" in z.files:   # a parameter no step has reached yet has none
+                opt.state[p]["momentum_buffer"] = torch.from_numpy(z[f"momentum/{i}"].copy())
+    for group, saved in zip(opt.param_groups, meta.pop("param_groups")):
         group.update(saved)
-    sched.load_state_dict(meta["scheduler"])
-    loader.load_state(meta["position"])
-    return meta["elapsed"]
+    sched.load_state_dict(meta.pop("scheduler"))
+    loader.load_state(meta.pop("position"))
+    return meta
 
 
 def main():
@@ -122,13 +121,18 @@ def main():
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * len(train),
                                                 pct_start=0.25)
-    elapsed = 0.0
-    resuming = bool(args.state) and os.path.isfile(os.path.join(args.state, "state.json"))
-    if resuming:
-        elapsed = load_state(args.state, model, opt, sched, train)
+    run = {k: v for k, v in vars(args).items() if k not in ("data_dir", "threads", "log", "state", "stop_after")}
+    elapsed, history = 0.0, []
+    if args.state and os.path.isfile(os.path.join(args.state, "state.npz")):
+        saved = load_state(args.state, model, opt, sched, train)
+        if saved["run"] != run:
+            ap.error(f"--state {args.state} holds another run ({saved['run']}), not this one ({run})")
+        elapsed, history = saved["elapsed"], saved["history"]
     last = args.epochs if args.stop_after is None else min(args.epochs, args.stop_after)
     start = time.perf_counter() - elapsed
-    with open(args.log, "a" if resuming else "w") as log:
+    with open(args.log, "w") as log:
+        log.writelines(json.dumps(h) + "\n" for h in history)   # the saved lines: log and state agree
+        log.flush()
         for epoch in range(train.epoch, last):
             model.train()
             seen = correct = loss_sum = 0
@@ -147,8 +151,10 @@ def main():
             test_loss, test_acc = evaluate(model, test)
             line = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                     "test_loss": test_loss, "test_acc": test_acc, "wall_time_s": time.perf_counter() - start}
-            if args.state:  # before the log line: a run stopped in between then skips the line, not the epoch
-                save_state(args.state, model, opt, sched, train, line["wall_time_s"])
+            history.append(line)
+            if args.state:
+                save_state(args.state, model, opt, sched, train,
+                           {"elapsed": line["wall_time_s"], "history": history, "run": run})
             log.write(json.dumps(line) + "\n")
             log.flush()
             print(json.dumps(line), flush=True)

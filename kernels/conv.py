@@ -25,8 +25,9 @@ Four algorithms, chosen *deterministically from the shapes and dtype* by ``conv2
 The two gradients of a "tiles" or "im2col" conv each take the tiles path whenever it fits on its own
 (input gradient: float32, groups 1, W a multiple of the stride and W/stride of 8; weight gradient:
 with more than 8 input and at least 8 output channels and a dw of at most 4 MiB the channels-last
-tiles of ``tinycomp_kernels.conv_dw_nhwc`` (any OW; with the AVX2 tiles only at OW = 8), else float32, groups 1, OW in 8 (not with the AVX-512 tiles), 16, 32; any channel counts)
-and im2col + GEMM otherwise.
+tiles of ``tinycomp_kernels.conv_dw_nhwc`` (any OW; with the AVX2 tiles only at OW = 8), else
+``conv_tiles``' dw_tile for float32, groups 1, OW in 8 (not with the AVX-512 tiles), 16, 32 and any
+channel counts) and im2col + GEMM otherwise.
 
 Everything runs in the dtype of the input (float32 or float64; both operands must agree).
 Reference: ``conv2d_ref`` below is an independent NumPy formulation (a sum of shifted slices times

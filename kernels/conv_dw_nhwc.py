@@ -150,9 +150,10 @@ def nhwc_backward_weight_fit(x_shape, w_shape, OW, groups, dtype):
     would be half zero channels or more with 16 lanes), at least 8 output channels, dw within
     MAX_PARTIAL; with the AVX2 tile set only at OW = 8, where each output row fills one vector of
     ``conv_tiles``'s ``dw_tile``. Zen 3, 2 threads, old / new time per call (median of 9 alternated
-    pairs, 2026-12-03): OW = 8 1.17-1.35x faster (ResNet-20's 64 ch 8x8 and 32 -> 64 /2 at batch 128,
+    pairs, 2026-12-03): OW = 8 1.09-1.35x faster (ResNet-20's 64 ch 8x8 and 32 -> 64 /2 at batch 128,
     ResNet-18's 128 -> 256 /2 and 256 ch 8x8 at 64); wider rows 0.85-1.26x (ResNet-18's 64 -> 128 /2
-    0.85x, ResNet-20's 16 -> 32 /2 1.26x, the stride-1 layers 1.00-1.06x), so they stay on dw_tile.
+    0.85x and 64 ch 32x32 0.87x, ResNet-20's 16 -> 32 /2 1.26x, its stride-1 layers and ResNet-18's
+    128 ch 16x16 1.00-1.06x), so they stay on dw_tile.
     A count padded with zero channels to a multiple of 8 (9-15 -> 16) takes this path as it does, so
     both give the same bits for the channels they share."""
     O, _, KH, KW = w_shape

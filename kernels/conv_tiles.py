@@ -20,8 +20,9 @@ number of channels:
   conv of zero-padded dout with the (C, O*taps) block of those taps (stride 1: one phase, the
   flipped transposed kernel), C playing the forward's O; the phases are interleaved into dx.
 - weight gradient (OW in 8, 16, 32, any O; OW = 8 only with the AVX2 set, see
-  ``tiles_backward_weight_fit``; with the AVX-512 set, layers of more than 8 input channels take the
-  channels-last tiles of ``conv_dw_nhwc`` instead, up to a 4 MiB dw): ``dw_tile`` accumulates 4 dout rows x 4 (or 3) patch
+  ``tiles_backward_weight_fit``; layers of more than 8 input channels take the channels-last tiles of
+  ``conv_dw_nhwc`` instead, up to a 4 MiB dw: at any OW with the AVX-512 set, at OW = 8 with the AVX2
+  one): ``dw_tile`` accumulates 4 dout rows x 4 (or 3) patch
   rows over fixed chunks of 128 output rows (into one partial per chunk, summed in a fixed order:
   the result does not depend on the thread count). When 4 does not divide O, dout gets zero channels
   up to a multiple of 4 (one copy of dout, small beside the products) whose rows of dw are dropped.

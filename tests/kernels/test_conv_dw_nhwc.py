@@ -100,8 +100,8 @@ def test_an_empty_batch_and_a_wrong_dout():
 
 
 @pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
-@pytest.mark.parametrize("C,KW,d", [(32, 3, 1), (16, 2, 1), (16, 1, 1), (24, 3, 2)],
-                         ids=["span3x16", "span2x16", "span1x16", "per-tap"])   # 16 lanes; 8: 12, 4, 2, 3 vectors
+@pytest.mark.parametrize("C,KW,d", [(32, 3, 1), (16, 2, 1), (16, 1, 1), (24, 3, 2), (40, 1, 1)],
+                         ids=["span96", "span32", "span16", "per-tap24", "span40"])  # every tile of both sets
 def test_loops_run_as_plain_python(C, KW, d, wide):
     """The loops and the padding copy as plain Python (the tiles' Python fallbacks) equal the JIT."""
     dout, x, w_shape = _case(2, C, 4, 5, 16, 2, KW, (1, 1), (1, 1), (1, d), seed=2)
@@ -154,3 +154,20 @@ def test_when_conv2d_backward_takes_it():
         with tile_set(wide):
             _, dw = conv2d_backward(dout, x, w, 1, 1, need_input=False)
             np.testing.assert_array_equal(dw, M.conv2d_nhwc_backward_weight(dout, x, w_shape, (1, 1), (1, 1), (1, 1)))
+
+
+def test_conv2d_backward_takes_it_where_the_rule_says(monkeypatch):
+    """The AVX2 set sends an 8-wide layer here and keeps a 16-wide one on dw_tile; AVX-512 sends both."""
+    from tinycomp_kernels import conv as conv_module
+
+    calls = []
+    real = conv_module.conv2d_nhwc_backward_weight
+    monkeypatch.setattr(conv_module, "conv2d_nhwc_backward_weight", lambda *a: (calls.append(a[0].shape), real(*a))[1])
+    for wide, W, taken in ((False, 8, True), (False, 16, False), (True, 16, True)):
+        dout, x, w_shape = _case(2, 16, W, W, 8, 3, 3, (1, 1), (1, 1), (1, 1), seed=7)
+        calls.clear()
+        with tile_set(wide):
+            _, dw = conv2d_backward(dout, x, np.zeros(w_shape, np.float32), 1, 1, need_input=False)
+        assert bool(calls) == taken, (wide, W)
+        ref = M.conv2d_dw_nhwc_ref(dout, x, w_shape, (1, 1), (1, 1), (1, 1))
+        np.testing.assert_allclose(dw, ref, rtol=1e-5, atol=1e-5 * (np.abs(ref).max() + 1))

@@ -131,7 +131,8 @@ def _lcg(shape, seed):
 # 2026-12-02 (after a day at None for the three with OW = 8, on im2col + GEMM then), when that set moved
 # them to the channels-last tiles (conv_dw_nhwc): another deliberate change of bits. The AVX2 dw of the
 # three keys with OW = 8 and more than 8 input channels likewise on 2026-12-03, when that set moved them
-# there too (they now equal the AVX-512 set's: each column is summed in the same order with either set).
+# there too (they now equal the AVX-512 set's: for these keys both sets pad O alike and sum each column
+# in the same order).
 PINNED = {
     (2, 16, 32, 32, 16, 3, 1, 1, 1): ("622b9c80235059a6", "d2011255c08348ef", "eb45b1a89e68ca47", "6dfe5c9bae2b51ec"),
     (2, 16, 32, 32, 32, 3, 2, 1, 1): ("d43908a08086e021", "d4fff8b15464dcde", "8096a5baf5c8641d", "33732645da406827"),

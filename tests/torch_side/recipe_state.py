@@ -1,7 +1,8 @@
 """PyTorch side of tests/test_torch_recipe_state.py, in its own process: 4 + 4 steps of the recipe's
 ResNet-20 straight through, and 4 steps, ``save_state`` into argv[1], a fresh model, optimizer, schedule
 and loader (another seed), ``load_state``, 4 more steps. Prints the largest difference of the final
-state dicts (0.0 when the resumed run is bitwise the straight one) and the restored elapsed time."""
+state dicts (0.0 when the resumed run is bitwise the straight one) and the restored extra dict."""
+import json
 import os
 import sys
 
@@ -41,9 +42,9 @@ epoch(*straight)
 epoch(*straight)
 first = make(0)
 epoch(*first)
-recipe.save_state(sys.argv[1], *first, 12.5)
+recipe.save_state(sys.argv[1], *first, {"elapsed": 12.5, "history": [{"epoch": 1}], "run": {"lr": 0.2}})
 resumed = make(1)
-elapsed = recipe.load_state(sys.argv[1], *resumed)
+extra = recipe.load_state(sys.argv[1], *resumed)
 epoch(*resumed)
 a, b = straight[0].state_dict(), resumed[0].state_dict()
-print(max((a[k].double() - b[k].double()).abs().max().item() for k in a), elapsed)
+print(max((a[k].double() - b[k].double()).abs().max().item() for k in a), json.dumps(extra))
