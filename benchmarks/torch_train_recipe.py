@@ -15,8 +15,9 @@ differs; without it PyTorch's default init.
 ``--state DIR --stop-after K``: stop after epoch K with the run's state in DIR/state.npz (weights,
 momentum, and as JSON the schedule, data position, training time, the epoch lines so far and the
 run's arguments; nothing pickled, one file replaced atomically). The same command again continues from
-it (refused if the arguments differ) and rewrites --log from the saved lines. That lets two runs take turns epoch by epoch on one machine, so
-that the host's drift during the day falls on both alike (``benchmarks/pair_interleaved.sh``).
+it (refused if the arguments differ) and rewrites --log from the saved lines. That lets two runs
+take turns epoch by epoch on one machine, so that the host's drift during the day falls on both alike
+(``benchmarks/pair_interleaved.sh``).
 
     python benchmarks/torch_train_recipe.py --data-dir ../shared/data --epochs 30 --threads 2 --log run.jsonl \
         [--method bwn] [--tinycomp-init] [--lr 0.2] [--state DIR --stop-after K]

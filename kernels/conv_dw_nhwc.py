@@ -6,7 +6,8 @@ What: for x (N, C, H, W), dout (N, O, OH, OW), stride s, padding p, dilation d (
 
 How: x is copied once, zero-padded, into channels-last order xh (N, Hp, Wp, Cp), Cp = C rounded up to
 the vector width L (zero channels; L = 16 with the AVX-512 tile set, 8 with the AVX2 one). A pixel's
-channels are then contiguous, and so, at dilation 1, are the KW*Cp values (kw, c) of one kernel row kh. With dw laid out (O, KH, KW*Cp), a span of those columns is
+channels are then contiguous, and so, at dilation 1, are the KW*Cp values (kw, c) of one kernel row
+kh. With dw laid out (O, KH, KW*Cp), a span of those columns is
 
     dw[o, kh, j0:j0 + Lv] += sum over k of  dout_row_o[k] * xh_flat[base + rowoff[kh] + soff[k] + j0 : ... + Lv]
 
