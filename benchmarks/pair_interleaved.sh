@@ -17,6 +17,7 @@ mkdir -p "$root"
 tc="$root/tinycomp"
 lines() { [ -f "$1" ] && wc -l < "$1" || echo 0; }
 say() { echo "$(date -u +%FT%TZ) $*" | tee -a "$root/pair.log"; }
+since() { echo "$(date +%s.%N) - $1" | bc; }   # seconds since a $(date +%s.%N) stamp
 pid=
 # stopped itself (SIGTERM, SIGINT): stop tinycomp too, after its checkpoint, so no run goes on alone
 trap '[ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid"' EXIT
@@ -34,7 +35,7 @@ for ((k = 1; k <= epochs; k++)); do
         while kill -0 "$pid" 2>/dev/null && (( $(lines "$tc/log.jsonl") < k )); do sleep 0.5; done
         (( k < epochs )) && kill -TERM "$pid" 2>/dev/null
         wait "$pid"; rc=$?; pid=
-        say "tinycomp epoch $k rc=$rc process $(echo "$(date +%s.%N) - $t0" | bc) s"
+        say "tinycomp epoch $k rc=$rc process $(since "$t0") s"
         if (( rc != 0 && rc != 143 )) || (( $(lines "$tc/log.jsonl") < k )); then
             say "tinycomp stopped before its epoch $k (rc=$rc); see $root/tinycomp.out"; exit 1
         fi
@@ -44,7 +45,7 @@ for ((k = 1; k <= epochs; k++)); do
         python "$here/torch_train_recipe.py" --data-dir "$data" --epochs "$epochs" --threads 2 \
             --log "$root/torch.jsonl" --state "$root/torch-state" --stop-after "$k" >> "$root/torch.out" 2>&1
         rc=$?
-        say "torch epoch $k rc=$rc process $(echo "$(date +%s.%N) - $t0" | bc) s"
+        say "torch epoch $k rc=$rc process $(since "$t0") s"
         if (( rc != 0 )) || (( $(lines "$root/torch.jsonl") < k )); then
             say "torch stopped before its epoch $k (rc=$rc); see $root/torch.out"; exit 1
         fi

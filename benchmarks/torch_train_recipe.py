@@ -55,6 +55,25 @@ def evaluate(model, loader):
     return loss / loader.num_samples, correct / loader.num_samples
 
 
+def train_epoch(model, opt, sched, loader):
+    """The rest of the loader's current epoch, the schedule stepped per batch: (images, correct, loss sum)."""
+    model.train()
+    seen = correct = loss_sum = 0
+    for x, y in loader:
+        x, y = torch.from_numpy(x), torch.from_numpy(y)
+        out = model(x)
+        loss = TF.cross_entropy(out, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if sched.last_epoch < sched.total_steps - 1:
+            sched.step()
+        seen += len(y)
+        loss_sum += loss.item() * len(y)
+        correct += (out.argmax(1) == y).sum().item()
+    return seen, correct, loss_sum
+
+
 def save_state(folder, model, opt, sched, loader, extra):
     """The run's state in ``folder``/state.npz: weights, momentum buffers, and as one JSON string the
     schedule, the optimizer's groups, the data position and ``extra`` (a dict: training time, epoch
@@ -135,20 +154,7 @@ def main():
         log.writelines(json.dumps(h) + "\n" for h in history)   # the saved lines: log and state agree
         log.flush()
         for epoch in range(train.epoch, last):
-            model.train()
-            seen = correct = loss_sum = 0
-            for x, y in train:
-                x, y = torch.from_numpy(x), torch.from_numpy(y)
-                out = model(x)
-                loss = TF.cross_entropy(out, y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                if sched.last_epoch < sched.total_steps - 1:
-                    sched.step()
-                seen += len(y)
-                loss_sum += loss.item() * len(y)
-                correct += (out.argmax(1) == y).sum().item()
+            seen, correct, loss_sum = train_epoch(model, opt, sched, train)
             test_loss, test_acc = evaluate(model, test)
             line = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                     "test_loss": test_loss, "test_acc": test_acc, "wall_time_s": time.perf_counter() - start}

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as TF
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
 import torch_train_recipe as recipe  # noqa: E402
@@ -16,7 +15,7 @@ from tinycomp.data import BatchLoader  # noqa: E402
 from torch_models import resnet  # noqa: E402
 
 rng = np.random.default_rng(0)
-IMAGES, LABELS = rng.integers(0, 255, (512, 3, 32, 32), dtype=np.uint8), np.arange(512) % 10
+IMAGES, LABELS = rng.integers(0, 255, (512, 3, 32, 32), dtype=np.uint8), np.arange(512) % 10   # 4 batches of 128
 
 
 def make(seed):
@@ -28,23 +27,14 @@ def make(seed):
     return model, opt, sched, loader
 
 
-def epoch(model, opt, sched, loader):   # 4 batches of 128 from 512 images
-    for x, y in loader:
-        loss = TF.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y).long())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-
-
 straight = make(0)
-epoch(*straight)
-epoch(*straight)
+recipe.train_epoch(*straight)
+recipe.train_epoch(*straight)
 first = make(0)
-epoch(*first)
+recipe.train_epoch(*first)
 recipe.save_state(sys.argv[1], *first, {"elapsed": 12.5, "history": [{"epoch": 1}], "run": {"lr": 0.2}})
 resumed = make(1)
 extra = recipe.load_state(sys.argv[1], *resumed)
-epoch(*resumed)
+recipe.train_epoch(*resumed)
 a, b = straight[0].state_dict(), resumed[0].state_dict()
 print(max((a[k].double() - b[k].double()).abs().max().item() for k in a), json.dumps(extra))
