@@ -27,6 +27,11 @@ number of channels:
   the result does not depend on the thread count). When 4 does not divide O, dout gets zero channels
   up to a multiple of 4 (one copy of dout, small beside the products) whose rows of dw are dropped.
 
+Where the phase planes are made: for a batch of at least two images per thread (``by_image_fit``)
+the forward and the input gradient run image by image, each thread splitting (or padding) one image
+into a buffer of its own right before that image's tiles read it, so the reads come from L2; smaller
+batches split the whole batch first and run in parallel over output rows. Same sums, same bits.
+
 Two tile sets, chosen once from the CPU Numba compiles for (``WIDE_VECTORS``: AVX-512F or not), never
 by timing: 16-lane tiles of 16 accumulators for 32 zmm registers, and on AVX2 (16 ymm registers) 8-lane
 tiles of 4 channels x 16 columns and 4 x 3 weight-gradient blocks, which keep their accumulators in
@@ -35,9 +40,11 @@ either set; the weight gradient's partial sums differ, so dw is deterministic pe
 
 Reference: ``tinycomp_kernels.conv.conv2d_ref``; the tests compare with it and with im2col + GEMM.
 """
+import numba
 import numpy as np
 from llvmlite.binding import get_host_cpu_name
 from numba import njit, prange
+from numba.extending import register_jitable
 from numba.core import config
 from numba.core.codegen import get_host_cpu_features
 
@@ -58,40 +65,101 @@ COMPILE_CPU = config.CPU_NAME or get_host_cpu_name()  # LLVM's name of it, e.g. 
 
 
 # --- loops ----------------------------------------------------------------------------------------
-def _phase_split_loops(xq, x, ph, pw, sh, sw):
-    """xq[n, (c*sh + a)*sw + b, i, j] = x[n, c, i*sh + a - ph, j*sw + b - pw], 0 outside x. Each row
+def _split_channel(qf, q0, xf, x0, H, W, ph, pw, sh, sw, Hq, Wq):
+    """The sh*sw phase planes of one channel, from qf[q0] on: qf[q0 + ((a*sw + b)*Hq + i)*Wq + j] =
+    xf[x0 + (i*sh + a - ph)*W + j*sw + b - pw], 0 outside the channel's H x W plane at xf[x0]. Each row
     is its zero border and the columns j_lo <= j < j_hi that land inside x, copied with unsigned flat
     indices: no wraparound test per element, so the copy vectorises (than a bounds test per element:
     2.9x faster on 16 channels at 32x32, 1.2x on 32 at 16x16, 1.0x on 64 at 8x8, 1.3x at stride 2;
     batch 128, quiet Zen 3)."""
-    N, C, H, W = x.shape
-    Cq, Hq, Wq = xq.shape[1], xq.shape[2], xq.shape[3]
-    xf = x.reshape(-1)
-    qf = xq.reshape(-1)
     usw = np.uint64(sw)
+    for a in range(sh):
+        for b in range(sw):
+            j_lo = min(Wq, max(0, -((b - pw) // sw)))          # first j with j*sw + b - pw >= 0
+            j_hi = max(j_lo, min(Wq, (W - 1 + pw - b) // sw + 1))  # past the last with it < W
+            for i in range(Hq):
+                row = np.uint64(q0 + ((a * sw + b) * Hq + i) * Wq)
+                ih = i * sh + a - ph
+                if ih < 0 or ih >= H:
+                    for j in range(np.uint64(Wq)):
+                        qf[row + j] = 0
+                    continue
+                for j in range(np.uint64(j_lo)):
+                    qf[row + j] = 0
+                src = np.uint64(x0 + ih * W + j_lo * sw + b - pw)  # wraps only when unread
+                dst = row + np.uint64(j_lo)
+                for j in range(np.uint64(j_hi - j_lo)):
+                    qf[dst + j] = xf[src + j * usw]
+                for j in range(np.uint64(j_hi), np.uint64(Wq)):
+                    qf[row + j] = 0
+
+
+split_channel = register_jitable(_split_channel)
+
+
+def _phase_split_loops(xq, x, ph, pw, sh, sw):
+    """xq[n, (c*sh + a)*sw + b, i, j] = x[n, c, i*sh + a - ph, j*sw + b - pw], 0 outside x: the phase
+    planes of each (n, c) by ``split_channel``, in parallel over them."""
+    N, C, H, W = x.shape
+    Hq, Wq = xq.shape[2], xq.shape[3]
+    qf = xq.reshape(-1)
+    xf = x.reshape(-1)
     for t in prange(N * C):
-        n = t // C
-        c = t % C
-        for a in range(sh):
-            for b in range(sw):
-                q = (c * sh + a) * sw + b
-                j_lo = min(Wq, max(0, -((b - pw) // sw)))          # first j with j*sw + b - pw >= 0
-                j_hi = max(j_lo, min(Wq, (W - 1 + pw - b) // sw + 1))  # past the last with it < W
-                for i in range(Hq):
-                    row = np.uint64(((n * Cq + q) * Hq + i) * Wq)
-                    ih = i * sh + a - ph
-                    if ih < 0 or ih >= H:
-                        for j in range(np.uint64(Wq)):
-                            qf[row + j] = 0
-                        continue
-                    for j in range(np.uint64(j_lo)):
-                        qf[row + j] = 0
-                    src = np.uint64(((n * C + c) * H + ih) * W + j_lo * sw + b - pw)  # wraps only when unread
-                    dst = row + np.uint64(j_lo)
-                    for j in range(np.uint64(j_hi - j_lo)):
-                        qf[dst + j] = xf[src + j * usw]
-                    for j in range(np.uint64(j_hi), np.uint64(Wq)):
-                        qf[row + j] = 0
+        split_channel(qf, t * sh * sw * Hq * Wq, xf, t * H * W, H, W, ph, pw, sh, sw, Hq, Wq)
+
+
+def _row_tiles(OH, OW, wide):
+    """(quads, pairs, step): whether a tile covers four or two output rows, and rows per tile."""
+    quads = wide and OW == 8 and OH % 4 == 0               # four output rows per tile
+    pairs = not quads and (OW == 8 or (wide and OW == 16)) and OH % 2 == 0   # two output rows per tile
+    return quads, pairs, 4 if quads else 2 if pairs else 1
+
+
+def _tile_row(of, ob, P, wm, xf, base, koff, Wq, OW, wide, quads, pairs):
+    """Every output channel of one output row (or ``_row_tiles``' pair or quad of rows): out channel
+    o's row starts at of[ob + o*P], its inputs at xf[base + koff[k]]. Tile shapes: see
+    ``_conv2d_tiles_loops``."""
+    O = wm.shape[0]
+    o0 = 0
+    while o0 < O:
+        if not wide:
+            rows = 4 if pairs or OW % 16 == 0 else 8
+        else:
+            rows = 16 if OW % 32 == 16 and not pairs and O - o0 >= 16 else 8
+        oc = min(o0, O - rows)        # = o0 unless this tile would run past channel O
+        oo = ob + oc * P
+        if not wide:
+            if pairs:
+                fma_tile_4_8x2(of, oo, P, wm, oc, xf, base, koff, Wq, OW)
+            elif OW % 16 == 0:
+                for ow0 in range(0, OW, 16):
+                    fma_tile_4_8x2(of, oo + ow0, P, wm, oc, xf, base + ow0, koff, 8, 8)
+            else:
+                for ow0 in range(0, OW, 8):
+                    fma_tile_8_8x1(of, oo + ow0, P, wm, oc, xf, base + ow0, koff, 8, 8)
+        elif quads:
+            fma_tile_8_16hx2(of, oo, P, wm, oc, xf, base, koff, Wq, 2 * OW)
+        elif pairs and OW == 16:
+            fma_tile_8_16x2(of, oo, P, wm, oc, xf, base, koff, Wq, OW)
+        elif pairs:
+            fma_tile_8_8x2(of, oo, P, wm, oc, xf, base, koff, Wq, OW)
+        elif OW % 32 == 0:
+            for ow0 in range(0, OW, 32):
+                fma_tile_8_16x2(of, oo + ow0, P, wm, oc, xf, base + ow0, koff, 16, 16)
+        elif rows == 16:
+            for ow0 in range(0, OW, 16):
+                fma_tile_16_16x1(of, oo + ow0, P, wm, oc, xf, base + ow0, koff, 16, 16)
+        elif OW % 16 == 0:
+            for ow0 in range(0, OW, 16):
+                fma_tile_8_16x1(of, oo + ow0, P, wm, oc, xf, base + ow0, koff, 16, 16)
+        else:
+            for ow0 in range(0, OW, 8):
+                fma_tile_8_8x1(of, oo + ow0, P, wm, oc, xf, base + ow0, koff, 8, 8)
+        o0 += rows
+
+
+row_tiles = register_jitable(_row_tiles)
+tile_row = register_jitable(_tile_row)
 
 
 def _conv2d_tiles_loops(out, xq, wm, koff, wide):
@@ -111,49 +179,68 @@ def _conv2d_tiles_loops(out, xq, wm, koff, wide):
     P = OH * OW
     of = out.reshape(-1)                  # flat views: the tiles address both by offsets
     xf = xq.reshape(-1)
-    quads = wide and OW == 8 and OH % 4 == 0               # four output rows per tile
-    pairs = not quads and (OW == 8 or (wide and OW == 16)) and OH % 2 == 0   # two output rows per tile
-    step = 4 if quads else 2 if pairs else 1
+    quads, pairs, step = row_tiles(OH, OW, wide)
     for t in prange(N * (OH // step)):
         n = t // (OH // step)
         oh = (t % (OH // step)) * step
-        base = n * plane + oh * Wq
-        o0 = 0
-        while o0 < O:
-            if not wide:
-                rows = 4 if pairs or OW % 16 == 0 else 8
-            else:
-                rows = 16 if OW % 32 == 16 and not pairs and O - o0 >= 16 else 8
-            oc = min(o0, O - rows)        # = o0 unless this tile would run past channel O
-            ob = (n * O + oc) * P + oh * OW
-            if not wide:
-                if pairs:
-                    fma_tile_4_8x2(of, ob, P, wm, oc, xf, base, koff, Wq, OW)
-                elif OW % 16 == 0:
-                    for ow0 in range(0, OW, 16):
-                        fma_tile_4_8x2(of, ob + ow0, P, wm, oc, xf, base + ow0, koff, 8, 8)
-                else:
-                    for ow0 in range(0, OW, 8):
-                        fma_tile_8_8x1(of, ob + ow0, P, wm, oc, xf, base + ow0, koff, 8, 8)
-            elif quads:
-                fma_tile_8_16hx2(of, ob, P, wm, oc, xf, base, koff, Wq, 2 * OW)
-            elif pairs and OW == 16:
-                fma_tile_8_16x2(of, ob, P, wm, oc, xf, base, koff, Wq, OW)
-            elif pairs:
-                fma_tile_8_8x2(of, ob, P, wm, oc, xf, base, koff, Wq, OW)
-            elif OW % 32 == 0:
-                for ow0 in range(0, OW, 32):
-                    fma_tile_8_16x2(of, ob + ow0, P, wm, oc, xf, base + ow0, koff, 16, 16)
-            elif rows == 16:
-                for ow0 in range(0, OW, 16):
-                    fma_tile_16_16x1(of, ob + ow0, P, wm, oc, xf, base + ow0, koff, 16, 16)
-            elif OW % 16 == 0:
-                for ow0 in range(0, OW, 16):
-                    fma_tile_8_16x1(of, ob + ow0, P, wm, oc, xf, base + ow0, koff, 16, 16)
-            else:
-                for ow0 in range(0, OW, 8):
-                    fma_tile_8_8x1(of, ob + ow0, P, wm, oc, xf, base + ow0, koff, 8, 8)
-            o0 += rows
+        tile_row(of, n * O * P + oh * OW, P, wm, xf, n * plane + oh * Wq, koff, Wq, OW, wide, quads, pairs)
+
+
+def _conv2d_tiles_by_image_loops(out, x, wm, koff, ph, pw, sh, sw, Hq, Wq, wide):
+    """The same outputs as ``_conv2d_tiles_loops(out, phase split of x, ...)``, bit for bit (each
+    output is the same tile's same sum), one image at a time: each image's phase planes (C*sh*sw
+    planes of Hq x Wq: 20-150 KiB for CIFAR's layers) are made in a buffer of the thread's own just
+    before its rows' tiles read them, so the tiles read them from L2. The batch's split (2.6-9.5 MiB
+    at batch 128) was written to memory and read back by the tiles from L3 or DRAM, at 2-3 GB/s on
+    Zen 3 (prefetchers do not follow reads that jump between 16-64 planes): there this ran 1.1-2.1x
+    faster (ResNet-20's layers at batch 128, 2026-12-03). Parallel over images only: for batches of
+    at least two images per thread (``by_image_fit``)."""
+    N, O, OH, OW = out.shape
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    image = C * sh * sw * Hq * Wq
+    P = OH * OW
+    of = out.reshape(-1)
+    xf = x.reshape(-1)
+    quads, pairs, step = row_tiles(OH, OW, wide)
+    for n in prange(N):
+        buf = np.empty(image, dtype=np.float32)
+        for c in range(C):
+            split_channel(buf, c * sh * sw * Hq * Wq, xf, (n * C + c) * H * W, H, W, ph, pw, sh, sw, Hq, Wq)
+        for oh in range(0, OH, step):
+            tile_row(of, n * O * P + oh * OW, P, wm, buf, oh * Wq, koff, Wq, OW, wide, quads, pairs)
+
+
+def _conv2d_tiles_backward_input_by_image_loops(dx, dout, wms, koffs, phases, sh, sw, top, left, Hd, Wd, wide):
+    """dx (N, C, H, W) of a strided conv, one image at a time: its dout (N, O, OH, OW) zero-padded by
+    (top, left) to O planes of Hd x Wd in a buffer of the thread's own, then for each stride phase
+    phases[i] = (a, b, Ha, Wi) the stride-1 tiles conv with weights wms[i] (M >= C rows, at least
+    TILE_ROWS; O*T_i columns) and offsets koffs[i] into a second buffer (M planes of Ha x Wi),
+    merged into dx[n, :, a::sh, b::sw]. The same sums as the whole batch's pad, phase convs and
+    merges, bit for bit, with both buffers in L2 (``_conv2d_tiles_by_image_loops`` says why). Every
+    phase of dx is listed, each with at least one tap."""
+    N, C = dx.shape[0], dx.shape[1]
+    O, OH, OW = dout.shape[1], dout.shape[2], dout.shape[3]
+    M = wms[0].shape[0]
+    df = dout.reshape(-1)
+    most = 0
+    for i in range(phases.shape[0]):
+        most = max(most, phases[i, 2] * phases[i, 3])
+    for n in prange(N):
+        pad = np.empty(O * Hd * Wd, dtype=np.float32)
+        loc = np.empty(M * most, dtype=np.float32)
+        for o in range(O):
+            split_channel(pad, o * Hd * Wd, df, (n * O + o) * OH * OW, OH, OW, top, left, 1, 1, Hd, Wd)
+        for i in range(phases.shape[0]):
+            a, b, Ha, Wi = phases[i, 0], phases[i, 1], phases[i, 2], phases[i, 3]
+            quads, pairs, step = row_tiles(Ha, Wi, wide)
+            for ih in range(0, Ha, step):
+                tile_row(loc, ih * Wi, Ha * Wi, wms[i], pad, ih * Wd, koffs[i], Wd, Wi, wide, quads, pairs)
+            for c in range(C):
+                for ih in range(Ha):
+                    src = (c * Ha + ih) * Wi
+                    dst = dx[n, c, ih * sh + a]
+                    for j in range(Wi):
+                        dst[j * sw + b] = loc[src + j]
 
 
 def _conv2d_tiles_backward_weight_loops(parts, dout, xq, koff, rows_per_chunk, wide):
@@ -208,6 +295,8 @@ conv2d_tiles_backward_weight_jit = njit(parallel=True, cache=True)(_conv2d_tiles
 phase_merge_jit = njit(parallel=True, cache=True)(_phase_merge_loops)
 phase_split_jit = njit(parallel=True, cache=True)(_phase_split_loops)
 conv2d_tiles_jit = njit(parallel=True, cache=True)(_conv2d_tiles_loops)
+conv2d_tiles_by_image_jit = njit(parallel=True, cache=True)(_conv2d_tiles_by_image_loops)
+conv2d_tiles_backward_input_by_image_jit = njit(parallel=True, cache=True)(_conv2d_tiles_backward_input_by_image_loops)
 
 
 # --- wrappers: arguments as conv2d_forward / conv2d_backward checked them (pairs s, p, d) ----------
@@ -235,22 +324,62 @@ def tiles_backward_weight_fit(OW, groups, dtype):
     return np.dtype(dtype) == np.float32 and groups == 1 and OW in (8, 16, 32)
 
 
-def _tiles_conv(xq, wm, koff, N, OH, OW):
-    """out (N, M, OH, OW) of conv2d_tiles_jit for weights wm (M, K); fewer than TILE_ROWS rows get
-    zero rows (whose channels are cut off again), since a last tile cannot start before channel 0."""
+def _tile_rows(wm):
+    """wm (M, K) with zero rows up to TILE_ROWS when M is smaller: a last tile cannot start before
+    channel 0 (those channels are cut off again by ``_first_channels``)."""
     M = wm.shape[0]
-    rows = max(M, TILE_ROWS)
-    if rows != M:
-        wm = np.concatenate([wm, np.zeros((rows - M, wm.shape[1]), np.float32)])  # (TILE_ROWS, K)
-    out = np.empty((N, rows, OH, OW), dtype=np.float32)
-    conv2d_tiles_jit(out, xq, wm, koff, WIDE_VECTORS)
-    return out if rows == M else np.ascontiguousarray(out[:, :M])
+    return wm if M >= TILE_ROWS else np.concatenate([wm, np.zeros((TILE_ROWS - M, wm.shape[1]), np.float32)])
+
+
+def _first_channels(out, M):
+    return out if out.shape[1] == M else np.ascontiguousarray(out[:, :M])
+
+
+def _tiles_conv(xq, wm, koff, N, OH, OW):
+    """out (N, M, OH, OW) of conv2d_tiles_jit on the phase-split input xq, weights wm (M, K)."""
+    rows = _tile_rows(wm)
+    out = np.empty((N, rows.shape[0], OH, OW), dtype=np.float32)
+    conv2d_tiles_jit(out, xq, rows, koff, WIDE_VECTORS)
+    return _first_channels(out, wm.shape[0])
+
+
+def by_image_fit(N):
+    """Whether the tiles run image by image (``_conv2d_tiles_by_image_loops``): at least two images
+    per thread, so that every thread has work. The bits are the same either way (each output is the
+    same tile's same sum); only which thread computes it and where its inputs are held differ."""
+    return N >= 2 * numba.get_num_threads()
+
+
+def _tiles_conv_of(x, wm, koff, s, p, split_hw, OH, OW):
+    """out (N, M, OH, OW) of the tiles on x (N, C, H, W) zero-padded by p (top, left) and split into
+    its stride-s phase planes of split_hw = (Hq, Wq): image by image where ``by_image_fit``, else from
+    the whole batch's phase split."""
+    x = np.ascontiguousarray(x)
+    N = x.shape[0]
+    if not by_image_fit(N):
+        return _tiles_conv(_phase_split(x, s, p, split_hw), wm, koff, N, OH, OW)
+    rows = _tile_rows(wm)
+    out = np.empty((N, rows.shape[0], OH, OW), dtype=np.float32)
+    conv2d_tiles_by_image_jit(out, x, rows, koff, p[0], p[1], s[0], s[1], split_hw[0], split_hw[1], WIDE_VECTORS)
+    return _first_channels(out, wm.shape[0])
 
 
 def _phase_taps(a, k, s, p, d):
     """The taps of a kernel axis that reach input positions of phase a (i*s + a), with their shifts:
     position i*s + a reads dout row i + delta, delta = (a + p - kh*d) / s, for each kh listed."""
     return [(kh, (a + p - kh * d) // s) for kh in range(k) if (a + p - kh * d) % s == 0]
+
+
+def _phase_weights(w, rows, cols, top, left, Hd, Wd):
+    """(wm (C, O*T), koff (O*T,)): the weight block and dout offsets of one phase's T taps (rows x
+    cols of ``_phase_taps``) on dout zero-padded by (top, left) to Hd x Wd, in ascending offsets."""
+    O, C = w.shape[:2]
+    kh, th, kw, tw = (np.array(v) for v in zip(*[(kh, th, kw, tw) for kh, th in rows for kw, tw in cols]))
+    wm = np.ascontiguousarray(w[:, :, kh, kw].transpose(1, 0, 2)).reshape(C, O * kh.size)  # (C, O*T)
+    o = np.arange(O)[:, None]
+    koff = ((o * Hd + top + th[None, :]) * Wd + left + tw[None, :]).reshape(-1).astype(np.int64)  # (O*T,)
+    order = np.argsort(koff, kind="stable")  # ascending reads: the flipped kernel's descending
+    return np.ascontiguousarray(wm[:, order]), koff[order]  # ones ran 1.2-1.5x slower (Zen 3)
 
 
 def conv2d_tiles_backward_input(dout, w, x_shape, s, p, d):
@@ -269,27 +398,30 @@ def conv2d_tiles_backward_input(dout, w, x_shape, s, p, d):
     Hi, Wi = -(-H // sh), W // sw
     Hd = top + max(OH, Hi + max(shifts_h))
     Wd = left + max(OW, Wi + max(shifts_w))
+    if (sh, sw) == (1, 1):  # one phase: a tiles conv of dout zero-padded to Hd x Wd
+        wm, koff = _phase_weights(w, rows[0], cols[0], top, left, Hd, Wd)
+        return _tiles_conv_of(dout, wm, koff, (1, 1), (top, left), (Hd, Wd), H, W)
+    phases = [(a, b, -(-(H - a) // sh), Wi) for a in range(sh) for b in range(sw)]  # Ha: rows of dx in phase a
+    if by_image_fit(N) and all(Ha > 0 and rows[a] and cols[b] for a, b, Ha, _ in phases):
+        blocks = [_phase_weights(w, rows[a], cols[b], top, left, Hd, Wd) for a, b, _, _ in phases]
+        dx = np.empty(x_shape, dtype=np.float32)
+        conv2d_tiles_backward_input_by_image_jit(dx, np.ascontiguousarray(dout), tuple(_tile_rows(wm) for wm, _ in blocks),
+                                                 tuple(koff for _, koff in blocks), np.array(phases, np.int64),
+                                                 sh, sw, top, left, Hd, Wd, WIDE_VECTORS)
+        return dx
     dpad = np.empty((N, O, Hd, Wd), dtype=np.float32)                # dout, zero-padded for every shift
     phase_split_jit(dpad, np.ascontiguousarray(dout), top, left, 1, 1)  # (a parallel pad: one phase)
-    dx = np.empty(x_shape, dtype=np.float32) if (sh, sw) != (1, 1) else None
+    dx = np.empty(x_shape, dtype=np.float32)
     for a in range(sh):
         for b in range(sw):
             Ha = -(-(H - a) // sh)                                        # rows of dx in phase a
-            taps = [(kh, th, kw, tw) for kh, th in rows[a] for kw, tw in cols[b]]
             if Ha <= 0:
                 continue
-            if not taps:
+            if not (rows[a] and cols[b]):                                 # no tap reaches this phase
                 dx[:, :, a::sh, b::sw] = 0
                 continue
-            kh, th, kw, tw = (np.array(v) for v in zip(*taps))
-            wm = np.ascontiguousarray(w[:, :, kh, kw].transpose(1, 0, 2)).reshape(C, O * len(taps))  # (C, O*T)
-            o = np.arange(O)[:, None]
-            koff = ((o * Hd + top + th[None, :]) * Wd + left + tw[None, :]).reshape(-1).astype(np.int64)  # (O*T,)
-            order = np.argsort(koff, kind="stable")  # ascending reads: the flipped kernel's descending
-            koff, wm = koff[order], np.ascontiguousarray(wm[:, order])  # ones ran 1.2-1.5x slower (Zen 3)
+            wm, koff = _phase_weights(w, rows[a], cols[b], top, left, Hd, Wd)
             out = _tiles_conv(dpad, wm, koff, N, Ha, Wi)                  # (N, C, Ha, Wi)
-            if dx is None:
-                return out
             phase_merge_jit(dx, out, a, b, sh, sw)  # dx[:, :, a::sh, b::sw] = out, in parallel
     return dx
 
@@ -314,10 +446,11 @@ def _tap_offsets(C, KH, KW, s, d, Hq, Wq):
     return tap_offsets(c, kh, kw, s, d, Hq, Wq).reshape(-1)
 
 
-def _phase_split(x, s, p):
-    """The padded, phase-split input (N, C*sh*sw, Hq, Wq) of x (N, C, H, W)."""
+def _phase_split(x, s, p, split_hw=None):
+    """The padded, phase-split input (N, C*sh*sw, Hq, Wq) of x (N, C, H, W); (Hq, Wq) = ``split_hw``,
+    by default ``_split_shape``'s (p on every side)."""
     N, C, H, W = x.shape
-    Hq, Wq = _split_shape(H, W, s, p)
+    Hq, Wq = split_hw or _split_shape(H, W, s, p)
     xq = np.empty((N, C * s[0] * s[1], Hq, Wq), dtype=np.float32)
     phase_split_jit(xq, np.ascontiguousarray(x), p[0], p[1], s[0], s[1])
     return xq
@@ -332,8 +465,9 @@ def phase_split_offsets(x, KH, KW, s, p, d):
 def conv2d_tiles(x, w, s, p, d, OH, OW):
     """The "tiles" forward (module docstring): phase split, tap offsets, register tiles."""
     O, C, KH, KW = w.shape
-    xq, koff = phase_split_offsets(x, KH, KW, s, p, d)
-    return _tiles_conv(xq, np.ascontiguousarray(w).reshape(O, C * KH * KW), koff, x.shape[0], OH, OW)  # (O, K) rows
+    split_hw = _split_shape(x.shape[2], x.shape[3], s, p)
+    koff = _tap_offsets(C, KH, KW, s, d, *split_hw)
+    return _tiles_conv_of(x, np.ascontiguousarray(w).reshape(O, C * KH * KW), koff, s, p, split_hw, OH, OW)  # (O, K) rows
 
 
 class TilesPlan:
@@ -345,13 +479,13 @@ class TilesPlan:
     def __init__(self, w, input_hw, s, p, d):
         O, C, KH, KW = w.shape
         H, W = input_hw
-        self.s, self.p = s, p
+        self.s, self.p, self.split_hw = s, p, _split_shape(H, W, s, p)
         self.OH, self.OW = conv_output_size(H, W, KH, KW, s, p, d)
         self.wm = np.ascontiguousarray(w, dtype=np.float32).reshape(O, C * KH * KW)  # (O, K) rows
-        self.koff = _tap_offsets(C, KH, KW, s, d, *_split_shape(H, W, s, p))
+        self.koff = _tap_offsets(C, KH, KW, s, d, *self.split_hw)
 
     def __call__(self, x):
-        return _tiles_conv(_phase_split(x, self.s, self.p), self.wm, self.koff, x.shape[0], self.OH, self.OW)
+        return _tiles_conv_of(x, self.wm, self.koff, self.s, self.p, self.split_hw, self.OH, self.OW)
 
 
 def conv2d_tiles_backward_weight(dout, x, w_shape, s, p, d):

@@ -114,6 +114,36 @@ def test_tile_sets_sum_the_forward_in_the_same_order(C, H, O, stride):
     np.testing.assert_array_equal(got[0][1], got[1][1])
 
 
+@pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
+@settings(max_examples=25)
+@given(cfg=tiles_configs(), N=st.integers(1, 5))
+def test_image_by_image_equals_the_batch_split_bitwise(wide, cfg, N):
+    """The tiles run image by image (each image's phase planes made just before its rows) or from the
+    whole batch's phase split: the same sums, bit for bit, forward and input gradient."""
+    from tinycomp_kernels import conv_tiles
+
+    x, w, geo = _data(dict(cfg, N=N))
+    y = conv2d_forward(x, w, *geo)
+    dout = np.random.default_rng(4).standard_normal(y.shape).astype(np.float32)
+    got = []
+    with tile_set(wide):
+        for by_image in (False, True):
+            saved, conv_tiles.by_image_fit = conv_tiles.by_image_fit, lambda n: by_image
+            try:
+                got.append((conv2d_forward(x, w, *geo), conv2d_backward_input(dout, w, x.shape, *geo)))
+            finally:
+                conv_tiles.by_image_fit = saved
+    np.testing.assert_array_equal(got[0][0], got[1][0])
+    np.testing.assert_array_equal(got[0][1], got[1][1])
+
+
+def test_image_by_image_from_two_images_per_thread():
+    from tinycomp_kernels.conv_tiles import by_image_fit
+
+    threads = numba.get_num_threads()
+    assert by_image_fit(2 * threads) and not by_image_fit(2 * threads - 1)
+
+
 def _lcg(shape, seed):
     """Float32 values with 24 significant bits from integer arithmetic alone: the same on every
     machine and NumPy version (a random generator's stream may change), and inexact in sums."""
@@ -203,6 +233,32 @@ def test_tiles_loops_run_as_plain_python(wide, O):
         _conv2d_tiles_loops(out4, xq4, w4.reshape(O, -1), koff4, wide)
         ref4 = conv2d_ref(x4.astype(np.float64), w4.astype(np.float64), 1, 1)
         np.testing.assert_allclose(out4, ref4, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
+def test_image_by_image_loops_run_as_plain_python(wide):
+    from tinycomp_kernels.conv_tiles import (_conv2d_tiles_backward_input_by_image_loops,
+                                             _conv2d_tiles_by_image_loops, _phase_weights, _phase_taps,
+                                             _tap_offsets, _tile_rows)
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 4, 16)).astype(np.float32)   # stride 2, padding 1, 3x3: 2 x 8 outputs
+    w = rng.standard_normal((11, 3, 3, 3)).astype(np.float32)   # 11 channels: the last tile overlaps
+    out = np.full((2, 11, 2, 8), np.nan, np.float32)
+    _conv2d_tiles_by_image_loops(out, x, w.reshape(11, -1), _tap_offsets(3, 3, 3, (2, 2), (1, 1), 3, 9),
+                                 1, 1, 2, 2, 3, 9, wide)
+    np.testing.assert_allclose(out, conv2d_ref(x.astype(np.float64), w.astype(np.float64), 2, 1), rtol=1e-5, atol=1e-5)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    rows = [_phase_taps(a, 3, 2, 1, 1) for a in range(2)]      # as conv2d_tiles_backward_input lays them out
+    cols = [_phase_taps(b, 3, 2, 1, 1) for b in range(2)]
+    top, left, Hd, Wd = 1, 1, 4, 10                              # dout padded for shifts -1..1
+    blocks = [_phase_weights(w, rows[a], cols[b], top, left, Hd, Wd) for a in range(2) for b in range(2)]
+    phases = np.array([(a, b, 2, 8) for a in range(2) for b in range(2)], np.int64)
+    dx = np.full(x.shape, np.nan, np.float32)
+    _conv2d_tiles_backward_input_by_image_loops(dx, dout, tuple(_tile_rows(m) for m, _ in blocks),
+                                                tuple(k for _, k in blocks), phases, 2, 2, top, left, Hd, Wd, wide)
+    dx_ref = conv2d_backward_input(dout.astype(np.float64), w.astype(np.float64), x.shape, 2, 1, algorithm="im2col")
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
 
 
 def test_phase_merge_loops_run_as_plain_python():
