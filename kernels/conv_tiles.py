@@ -30,7 +30,8 @@ number of channels:
 Where the phase planes are made: for a batch of at least two images per thread (``by_image_fit``)
 the forward and the input gradient run image by image, each thread splitting (or padding) one image
 into a buffer of its own right before that image's tiles read it, so the reads come from L2; smaller
-batches split the whole batch first and run in parallel over output rows. Same sums, same bits.
+batches split the whole batch first and run in parallel over output rows. Same sums, same bits. The
+weight gradient's chunks always split their own images.
 
 Two tile sets, chosen once from the CPU Numba compiles for (``WIDE_VECTORS``: AVX-512F or not), never
 by timing: 16-lane tiles of 16 accumulators for 32 zmm registers, and on AVX2 (16 ymm registers) 8-lane
@@ -243,38 +244,50 @@ def _conv2d_tiles_backward_input_by_image_loops(dx, dout, wms, koffs, phases, sh
                         dst[j * sw + b] = loc[src + j]
 
 
-def _conv2d_tiles_backward_weight_loops(parts, dout, xq, koff, rows_per_chunk, wide):
+def _conv2d_tiles_backward_weight_loops(parts, dout, x, koff, rows_per_chunk, ph, pw, sh, sw, Hq, Wq, wide):
     """parts[ch] (O, Kpad) += the weight gradient of output rows ch*rows_per_chunk .. (+rows_per_chunk)
     (rows m = n*OH + oh); the caller sums the chunks in a fixed order, so the result does not depend on
-    the thread count. Tiles of 4 dout rows x 4 patch rows of 16 lanes (``wide``, AVX-512) or x 3 of 8
-    lanes (AVX2: 12 ymm accumulators); koff is padded to Kpad (a multiple of 4 or 3) with valid
-    offsets, those columns are dropped."""
+    the thread count. Each chunk first splits its images of x (N, C, H, W) into their phase planes
+    (C*sh*sw planes of Hq x Wq per image, padded by ph, pw) in a buffer of the thread's own, which its
+    tiles then read from L2 (``_conv2d_tiles_by_image_loops`` says why). Tiles of 4 dout rows x 4 patch
+    rows of 16 lanes (``wide``, AVX-512) or x 3 of 8 lanes (AVX2: 12 ymm accumulators); koff is padded
+    to Kpad (a multiple of 4 or 3) with valid offsets, those columns are dropped."""
     nchunks, O, Kpad = parts.shape
     N, _, OH, OW = dout.shape
-    Wq = xq.shape[3]
-    plane = xq.shape[1] * xq.shape[2] * Wq
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    plane = C * sh * sw * Hq * Wq           # one image's phase planes
     P = OH * OW
-    df = dout.reshape(-1)                 # flat views: the tiles address both by offsets
-    xf = xq.reshape(-1)
+    df = dout.reshape(-1)                   # flat views: the tiles address both by offsets
+    xf = x.reshape(-1)
     taps = 4 if wide else 3
     for ch in prange(nchunks):
         m0 = ch * rows_per_chunk
         m1 = min(N * OH, m0 + rows_per_chunk)
+        n0 = m0 // OH                       # the chunk's images: n0 .. n1 - 1
+        n1 = (m1 - 1) // OH + 1
+        buf = np.empty((n1 - n0) * plane, dtype=np.float32)
+        for n in range(n0, n1):
+            for c in range(C):
+                split_channel(buf, ((n - n0) * C + c) * sh * sw * Hq * Wq, xf, (n * C + c) * H * W, H, W,
+                              ph, pw, sh, sw, Hq, Wq)
+        d = df[n0 * O * P:]                 # both from image n0 on: rows m - n0*OH
+        r0 = m0 - n0 * OH
+        r1 = m1 - n0 * OH
         part = parts[ch]
         for o0 in range(0, O, 4):
             for k0 in range(0, Kpad, taps):
                 if wide and OW == 32:
-                    dw_tile_4x4_16x2(part, o0, k0, df, xf, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
+                    dw_tile_4x4_16x2(part, o0, k0, d, buf, koff, r0, r1, OH, OW, O * P, P, plane, Wq)
                 elif wide and OW == 16:
-                    dw_tile_4x4_16x1(part, o0, k0, df, xf, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
+                    dw_tile_4x4_16x1(part, o0, k0, d, buf, koff, r0, r1, OH, OW, O * P, P, plane, Wq)
                 elif wide:
-                    dw_tile_4x4_8x1(part, o0, k0, df, xf, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
+                    dw_tile_4x4_8x1(part, o0, k0, d, buf, koff, r0, r1, OH, OW, O * P, P, plane, Wq)
                 elif OW == 32:
-                    dw_tile_4x3_8x4(part, o0, k0, df, xf, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
+                    dw_tile_4x3_8x4(part, o0, k0, d, buf, koff, r0, r1, OH, OW, O * P, P, plane, Wq)
                 elif OW == 16:
-                    dw_tile_4x3_8x2(part, o0, k0, df, xf, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
+                    dw_tile_4x3_8x2(part, o0, k0, d, buf, koff, r0, r1, OH, OW, O * P, P, plane, Wq)
                 else:
-                    dw_tile_4x3_8x1(part, o0, k0, df, xf, koff, m0, m1, OH, OW, O * P, P, plane, Wq)
+                    dw_tile_4x3_8x1(part, o0, k0, d, buf, koff, r0, r1, OH, OW, O * P, P, plane, Wq)
 
 
 def _phase_merge_loops(dx, out, a, b, sh, sw):
@@ -492,7 +505,8 @@ def conv2d_tiles_backward_weight(dout, x, w_shape, s, p, d):
     """dw (O, C, KH, KW) = sum over output rows of dout-rows x patch-rows, in fixed row chunks."""
     O, C, KH, KW = w_shape
     N, _, OH, OW = dout.shape
-    xq, koff = phase_split_offsets(x, KH, KW, s, p, d)
+    split_hw = _split_shape(x.shape[2], x.shape[3], s, p)
+    koff = _tap_offsets(C, KH, KW, s, d, *split_hw)
     K = C * KH * KW
     taps = 4 if WIDE_VECTORS else 3                                       # patch rows per tile
     koff = np.concatenate([koff, np.full(-K % taps, koff[0], np.int64)])  # pad K to a multiple of taps
@@ -501,5 +515,6 @@ def conv2d_tiles_backward_weight(dout, x, w_shape, s, p, d):
         dout = np.concatenate([dout, np.zeros((N, -O % 4, OH, OW), np.float32)], axis=1)  # (N, O4, OH, OW)
     rows_per_chunk = 128  # 4 CIFAR images at 32x32: per-chunk horizontal sums stay ~5 % of the work
     parts = np.zeros((-(-N * OH // rows_per_chunk), dout.shape[1], koff.size), dtype=np.float32)
-    conv2d_tiles_backward_weight_jit(parts, dout, xq, koff, rows_per_chunk, WIDE_VECTORS)
+    conv2d_tiles_backward_weight_jit(parts, dout, np.ascontiguousarray(x), koff, rows_per_chunk, p[0], p[1], s[0], s[1],
+                                     split_hw[0], split_hw[1], WIDE_VECTORS)
     return parts.sum(axis=0, dtype=np.float64)[:O, :K].astype(np.float32).reshape(w_shape)  # (O, K) -> OIHW

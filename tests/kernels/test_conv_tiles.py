@@ -137,6 +137,19 @@ def test_image_by_image_equals_the_batch_split_bitwise(wide, cfg, N):
     np.testing.assert_array_equal(got[0][1], got[1][1])
 
 
+@pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
+def test_weight_gradient_chunks_that_start_inside_an_image(wide):
+    """The weight gradient splits each 128-row chunk's images itself: at 48 rows an image, chunk 1
+    starts at row 32 of image 2, whose split both chunks make."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 8, 48, 16)).astype(np.float32)
+    w = rng.standard_normal((13, 8, 3, 3)).astype(np.float32)
+    dout = rng.standard_normal((3, 13, 48, 16)).astype(np.float32)
+    with tile_set(wide):
+        dw = conv2d_backward_weight(dout, x, w.shape, 1, 1)
+    np.testing.assert_allclose(dw, conv2d_grads_ref(dout, x, w, 1, 1, 1)[1], rtol=1e-4, atol=1e-3)
+
+
 def test_image_by_image_from_two_images_per_thread():
     from tinycomp_kernels.conv_tiles import by_image_fit
 
@@ -222,7 +235,7 @@ def test_tiles_loops_run_as_plain_python(wide, O):
     O4 = -(-O // 4) * 4                                         # dout padded with zero channels, as the wrapper does
     parts = np.zeros((1, O4, kpad.size), np.float32)
     _conv2d_tiles_backward_weight_loops(parts, np.concatenate([dout, np.zeros((1, O4 - O, 2, 8), np.float32)], 1),
-                                        xq, kpad, 32, wide)
+                                        x, kpad, 32, 1, 1, 2, 2, 3, 9, wide)  # splits x itself, as xq above
     dw_ref = conv2d_backward_weight(dout.astype(np.float64), x.astype(np.float64), w.shape, 2, 1, algorithm="im2col")
     np.testing.assert_allclose(parts[0, :O, :8].reshape(w.shape), dw_ref, rtol=1e-4, atol=1e-4)
     if wide:  # four output rows of 8 (fma_tile_8_16hx2) in plain Python: a 3x3 "same" conv of 4 x 8
