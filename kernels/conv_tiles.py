@@ -41,13 +41,15 @@ either set; the weight gradient's partial sums differ, so dw is deterministic pe
 
 Reference: ``tinycomp_kernels.conv.conv2d_ref``; the tests compare with it and with im2col + GEMM.
 """
+import functools
+
 import numba
 import numpy as np
 from llvmlite.binding import get_host_cpu_name
 from numba import njit, prange
-from numba.extending import register_jitable
 from numba.core import config
 from numba.core.codegen import get_host_cpu_features
+from numba.extending import register_jitable
 
 from .fma_tile import (dw_tile_4x3_8x1, dw_tile_4x3_8x2, dw_tile_4x3_8x4, dw_tile_4x4_8x1, dw_tile_4x4_16x1,
                        dw_tile_4x4_16x2, fma_tile_4_8x2, fma_tile_8_8x1, fma_tile_8_8x2, fma_tile_8_16x1,
@@ -386,13 +388,25 @@ def _phase_taps(a, k, s, p, d):
 def _phase_weights(w, rows, cols, top, left, Hd, Wd):
     """(wm (C, O*T), koff (O*T,)): the weight block and dout offsets of one phase's T taps (rows x
     cols of ``_phase_taps``) on dout zero-padded by (top, left) to Hd x Wd, in ascending offsets."""
-    O, C = w.shape[:2]
+    gather, koff = _phase_layout(w.shape, tuple(rows), tuple(cols), top, left, Hd, Wd)
+    return np.ascontiguousarray(w).reshape(-1)[gather], koff
+
+
+@functools.lru_cache(maxsize=256)
+def _phase_layout(w_shape, rows, cols, top, left, Hd, Wd):
+    """(gather (C, O*T), koff (O*T,)), read-only and made once per geometry: wm = w.flat[gather]. Column
+    j of wm is tap t of output channel o, columns ordered by ascending dout offset koff (the flipped
+    kernel's descending reads ran 1.2-1.5x slower, Zen 3)."""
+    O, C, KH, KW = w_shape
     kh, th, kw, tw = (np.array(v) for v in zip(*[(kh, th, kw, tw) for kh, th in rows for kw, tw in cols]))
-    wm = np.ascontiguousarray(w[:, :, kh, kw].transpose(1, 0, 2)).reshape(C, O * kh.size)  # (C, O*T)
     o = np.arange(O)[:, None]
-    koff = ((o * Hd + top + th[None, :]) * Wd + left + tw[None, :]).reshape(-1).astype(np.int64)  # (O*T,)
-    order = np.argsort(koff, kind="stable")  # ascending reads: the flipped kernel's descending
-    return np.ascontiguousarray(wm[:, order]), koff[order]  # ones ran 1.2-1.5x slower (Zen 3)
+    koff = ((o * Hd + top + th[None, :]) * Wd + left + tw[None, :]).reshape(-1).astype(np.int64)  # (O*T,) by (o, t)
+    first = ((o * C) * KH + kh[None, :]) * KW + kw[None, :]        # w.flat index of (o, c = 0, kh_t, kw_t)
+    order = np.argsort(koff, kind="stable")
+    gather = first.reshape(-1)[order][None, :] + (np.arange(C) * KH * KW)[:, None]  # (C, O*T)
+    koff = koff[order]
+    gather.flags.writeable = koff.flags.writeable = False
+    return gather, koff
 
 
 def conv2d_tiles_backward_input(dout, w, x_shape, s, p, d):
@@ -453,10 +467,14 @@ def tap_offsets(chans, kh, kw, s, d, Hq, Wq):
     return (((c * sh + kh * dh % sh) * sw + kw * dw % sw) * Hq + kh * dh // sh) * Wq + kw * dw // sw
 
 
+@functools.lru_cache(maxsize=256)
 def _tap_offsets(C, KH, KW, s, d, Hq, Wq):
-    """koff (C*KH*KW,) int64 of every tap, in (c, kh, kw) order."""
+    """koff (C*KH*KW,) int64 of every tap, in (c, kh, kw) order; read-only, made once per geometry (a
+    training step asks for each layer's in all three passes)."""
     c, kh, kw = np.meshgrid(np.arange(C), np.arange(KH), np.arange(KW), indexing="ij")
-    return tap_offsets(c, kh, kw, s, d, Hq, Wq).reshape(-1)
+    koff = tap_offsets(c, kh, kw, s, d, Hq, Wq).reshape(-1)
+    koff.flags.writeable = False
+    return koff
 
 
 def _phase_split(x, s, p, split_hw=None):
