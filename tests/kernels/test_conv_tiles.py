@@ -1,5 +1,6 @@
 """The float32 "tiles" conv (forward, input and weight gradient) on both tile sets, any channel count."""
 import hashlib
+from unittest import mock
 
 import numba
 import numpy as np
@@ -114,6 +115,15 @@ def test_tile_sets_sum_the_forward_in_the_same_order(C, H, O, stride):
     np.testing.assert_array_equal(got[0][1], got[1][1])
 
 
+def _phases_with_taps(cfg):
+    """Whether every stride phase of dx has a tap: the strided input gradient runs image by image only then."""
+    from tinycomp_kernels.conv_tiles import _phase_taps
+
+    s, p, d, K = cfg["stride"], cfg["padding"], cfg["dilation"], cfg["K"]
+    return all(_phase_taps(a, K, s, p, d) and -(-(cfg["H"] - a) // s) > 0 for a in range(s)) and \
+        all(_phase_taps(b, K, s, p, d) for b in range(s))
+
+
 @pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
 @settings(max_examples=25)
 @given(cfg=tiles_configs(), N=st.integers(1, 5))
@@ -123,28 +133,68 @@ def test_image_by_image_equals_the_batch_split_bitwise(wide, cfg, N):
     from tinycomp_kernels import conv_tiles
 
     x, w, geo = _data(dict(cfg, N=N))
-    y = conv2d_forward(x, w, *geo)
+    y = conv2d_forward(x, w, *geo, algorithm="tiles")
     dout = np.random.default_rng(4).standard_normal(y.shape).astype(np.float32)
+    calls = []
+
+    def counted(name):
+        jit = getattr(conv_tiles, name)
+        return mock.patch.object(conv_tiles, name, lambda *args: (calls.append(name), jit(*args))[1])
+
     got = []
-    with tile_set(wide):
+    with tile_set(wide), counted("conv2d_tiles_by_image_jit"), counted("conv2d_tiles_backward_input_by_image_jit"):
         for by_image in (False, True):
-            saved, conv_tiles.by_image_fit = conv_tiles.by_image_fit, lambda n: by_image
-            try:
-                got.append((conv2d_forward(x, w, *geo), conv2d_backward_input(dout, w, x.shape, *geo)))
-            finally:
-                conv_tiles.by_image_fit = saved
+            calls.clear()
+            with mock.patch.object(conv_tiles, "by_image_fit", lambda n: by_image):
+                got.append((conv2d_forward(x, w, *geo, algorithm="tiles"),
+                            conv2d_backward_input(dout, w, x.shape, *geo, algorithm="tiles")))
     np.testing.assert_array_equal(got[0][0], got[1][0])
     np.testing.assert_array_equal(got[0][1], got[1][1])
+    expected = ["conv2d_tiles_by_image_jit"]                 # the forward; then the input gradient's path:
+    if conv_tiles.tiles_backward_input_fit(x.shape, (cfg["stride"],) * 2, 1, np.float32):
+        if cfg["stride"] == 1:
+            expected.append("conv2d_tiles_by_image_jit")
+        elif _phases_with_taps(cfg):
+            expected.append("conv2d_tiles_backward_input_by_image_jit")
+    assert calls == expected
 
 
 @pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
 def test_weight_gradient_chunks_that_start_inside_an_image(wide):
     """The weight gradient splits each 128-row chunk's images itself: at 48 rows an image, chunk 1
-    starts at row 32 of image 2, whose split both chunks make."""
+    starts at row 32 of image 2, whose split both chunks make. Each chunk's sums equal the same tiles'
+    on the whole batch's split at absolute rows, bit for bit; dw is close to the reference."""
+    from numba import njit
+
+    from tinycomp_kernels.conv_tiles import conv2d_tiles_backward_weight_jit, phase_split_offsets
+    from tinycomp_kernels.fma_tile import dw_tile_4x3_8x2, dw_tile_4x4_16x1
+
+    @njit
+    def chunk_on_the_batch_split(part, dout, xq, koff, m0, m1, taps, wide):
+        N, O, OH, OW = dout.shape
+        plane = xq.shape[1] * xq.shape[2] * xq.shape[3]
+        for o0 in range(0, O, 4):
+            for k0 in range(0, koff.size, taps):
+                if wide:
+                    dw_tile_4x4_16x1(part, o0, k0, dout.reshape(-1), xq.reshape(-1), koff, m0, m1, OH, OW, O * OH * OW,
+                                     OH * OW, plane, xq.shape[3])
+                else:
+                    dw_tile_4x3_8x2(part, o0, k0, dout.reshape(-1), xq.reshape(-1), koff, m0, m1, OH, OW, O * OH * OW,
+                                    OH * OW, plane, xq.shape[3])
+
     rng = np.random.default_rng(9)
     x = rng.standard_normal((3, 8, 48, 16)).astype(np.float32)
-    w = rng.standard_normal((13, 8, 3, 3)).astype(np.float32)
-    dout = rng.standard_normal((3, 13, 48, 16)).astype(np.float32)
+    w = rng.standard_normal((12, 8, 3, 3)).astype(np.float32)
+    dout = rng.standard_normal((3, 12, 48, 16)).astype(np.float32)
+    xq, koff = phase_split_offsets(x, 3, 3, (1, 1), (1, 1), (1, 1))
+    taps = 4 if wide else 3
+    kpad = np.concatenate([koff, np.full(-koff.size % taps, koff[0], np.int64)])
+    parts = np.zeros((2, 12, kpad.size), np.float32)
+    conv2d_tiles_backward_weight_jit(parts, dout, x, kpad, 128, 1, 1, 1, 1, 50, 18, wide)
+    for ch, (m0, m1) in enumerate([(0, 128), (128, 144)]):
+        ref = np.zeros_like(parts[ch])
+        chunk_on_the_batch_split(ref, dout, xq, kpad, m0, m1, taps, wide)
+        np.testing.assert_array_equal(parts[ch], ref)
     with tile_set(wide):
         dw = conv2d_backward_weight(dout, x, w.shape, 1, 1)
     np.testing.assert_allclose(dw, conv2d_grads_ref(dout, x, w, 1, 1, 1)[1], rtol=1e-4, atol=1e-3)
@@ -264,7 +314,7 @@ def test_image_by_image_loops_run_as_plain_python(wide):
     dout = rng.standard_normal(out.shape).astype(np.float32)
     rows = [_phase_taps(a, 3, 2, 1, 1) for a in range(2)]      # as conv2d_tiles_backward_input lays them out
     cols = [_phase_taps(b, 3, 2, 1, 1) for b in range(2)]
-    top, left, Hd, Wd = 1, 1, 4, 10                              # dout padded for shifts -1..1
+    top, left, Hd, Wd = 0, 0, 3, 9                               # as the wrapper pads dout: shifts 0 and 1
     blocks = [_phase_weights(w, rows[a], cols[b], top, left, Hd, Wd) for a in range(2) for b in range(2)]
     phases = np.array([(a, b, 2, 8) for a in range(2) for b in range(2)], np.int64)
     dx = np.full(x.shape, np.nan, np.float32)
