@@ -3,13 +3,13 @@
 Used by ``tinycomp_kernels.conv`` (which chooses it from the shapes) for float32, groups 1, any
 number of channels:
 
-- forward (OW a multiple of 8): the input is zero-padded and split into its stride phases once,
+- forward (OW a multiple of 8): the input is zero-padded and split into its stride phases,
       xq[n, (c*sh + a)*sw + b, i, j] = xpad[n, c, i*sh + a, j*sw + b]      (N, C*sh*sw, Hq, Wq)
   after which tap (c, kh, kw) of output row (n, oh) reads the *contiguous* segment
       xq_flat[n*plane + oh*Wq + koff[(c*KH + kh)*KW + kw] + ow],
       koff = (((c*sh + kh*dh % sh)*sw + kw*dw % sw)*Hq + kh*dh // sh)*Wq + kw*dw // sw.
-  ``fma_tile`` register tiles compute 4, 8 or 16 output channels x 8-32 columns per call, in parallel
-  over (n, oh); no patch matrix is written. Where the tile height does not divide O (thinned layers:
+  ``fma_tile`` register tiles compute 4, 8 or 16 output channels x 8-32 columns per call; no patch
+  matrix is written. Where the tile height does not divide O (thinned layers:
   11, 22, 45 channels), a row's last tile starts at O - height and overlaps the one before it: the
   overlapped outputs are summed again in the same order and rewritten with the same bits, so O costs
   what O rounded up to the tile height costs, with no copy. Under 8 channels the weights get zero
@@ -29,9 +29,10 @@ number of channels:
 
 Where the phase planes are made: for a batch of at least two images per thread (``by_image_fit``)
 the forward and the input gradient run image by image, each thread splitting (or padding) one image
-into a buffer of its own right before that image's tiles read it, so the reads come from L2; smaller
-batches split the whole batch first and run in parallel over output rows. Same sums, same bits. The
-weight gradient's chunks always split their own images.
+into a buffer of its own right before that image's tiles read it, so the reads come from L2. Smaller
+batches, and strided input gradients with a phase of dx that no tap reaches, split the whole batch
+first and run in parallel over (n, oh). Same sums, same bits. The weight gradient's chunks always
+split their own images.
 
 Two tile sets, chosen once from the CPU Numba compiles for (``WIDE_VECTORS``: AVX-512F or not), never
 by timing: 16-lane tiles of 16 accumulators for 32 zmm registers, and on AVX2 (16 ymm registers) 8-lane
@@ -193,11 +194,10 @@ def _conv2d_tiles_by_image_loops(out, x, wm, koff, ph, pw, sh, sw, Hq, Wq, wide)
     """The same outputs as ``_conv2d_tiles_loops(out, phase split of x, ...)``, bit for bit (each
     output is the same tile's same sum), one image at a time: each image's phase planes (C*sh*sw
     planes of Hq x Wq: 20-150 KiB for CIFAR's layers) are made in a buffer of the thread's own just
-    before its rows' tiles read them, so the tiles read them from L2. The batch's split (2.6-9.5 MiB
-    at batch 128) was written to memory and read back by the tiles from L3 or DRAM, at 2-3 GB/s on
-    Zen 3 (prefetchers do not follow reads that jump between 16-64 planes): there this ran 1.1-2.1x
-    faster (ResNet-20's layers at batch 128, 2026-12-03). Parallel over images only: for batches of
-    at least two images per thread (``by_image_fit``)."""
+    before its rows' tiles read them, so the tiles read them from L2 instead of reading the batch's
+    split (2.6-9.5 MiB at batch 128) back from L3 or DRAM: 1.1-2.1x faster on Zen 3 (ResNet-20's
+    layers, batch 128, 2026-12-03). Parallel over images only: for two images per thread or more
+    (``by_image_fit``)."""
     N, O, OH, OW = out.shape
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     image = C * sh * sw * Hq * Wq
@@ -315,7 +315,7 @@ conv2d_tiles_backward_input_by_image_jit = njit(parallel=True, cache=True)(_conv
 
 
 # --- wrappers: arguments as conv2d_forward / conv2d_backward checked them (pairs s, p, d) ----------
-TILE_ROWS = 8  # channels the tallest last tile of a row covers: conv2d_tiles_jit needs that many
+TILE_ROWS = 8  # channels the tallest last tile of a row covers: every forward-type tiles loop needs that many
 
 
 def tiles_fit(x_shape, w_shape, stride, padding, dilation, groups, dtype):
@@ -347,6 +347,7 @@ def _tile_rows(wm):
 
 
 def _first_channels(out, M):
+    """out (N, M', ...) cut to its first M channels (the zero rows of ``_tile_rows`` dropped)."""
     return out if out.shape[1] == M else np.ascontiguousarray(out[:, :M])
 
 
@@ -467,10 +468,14 @@ def tap_offsets(chans, kh, kw, s, d, Hq, Wq):
     return (((c * sh + kh * dh % sh) * sw + kw * dw % sw) * Hq + kh * dh // sh) * Wq + kw * dw // sw
 
 
-@functools.lru_cache(maxsize=256)
 def _tap_offsets(C, KH, KW, s, d, Hq, Wq):
     """koff (C*KH*KW,) int64 of every tap, in (c, kh, kw) order; read-only, made once per geometry (a
-    training step asks for each layer's in all three passes)."""
+    training step asks for each layer's in all three passes). s, d: pairs of any kind (tuple, list)."""
+    return _tap_offsets_once(int(C), int(KH), int(KW), tuple(map(int, s)), tuple(map(int, d)), int(Hq), int(Wq))
+
+
+@functools.lru_cache(maxsize=256)
+def _tap_offsets_once(C, KH, KW, s, d, Hq, Wq):
     c, kh, kw = np.meshgrid(np.arange(C), np.arange(KH), np.arange(KW), indexing="ij")
     koff = tap_offsets(c, kh, kw, s, d, Hq, Wq).reshape(-1)
     koff.flags.writeable = False
