@@ -30,8 +30,8 @@ number of channels:
 Where the phase planes are made: for a batch of at least two images per thread (``by_image_fit``)
 the forward and the input gradient run image by image, each thread splitting (or padding) one image
 into a buffer of its own right before that image's tiles read it, so the reads come from L2. Smaller
-batches, and strided input gradients with a phase of dx that no tap reaches, split the whole batch
-first and run in parallel over (n, oh). Same sums, same bits. The weight gradient's chunks always
+batches, and strided input gradients with a phase of dx that no tap reaches or that has no rows
+(H < stride), split the whole batch first and run in parallel over (n, oh). Same sums, same bits. The weight gradient's chunks always
 split their own images.
 
 Two tile sets, chosen once from the CPU Numba compiles for (``WIDE_VECTORS``: AVX-512F or not), never
@@ -195,8 +195,9 @@ def _conv2d_tiles_by_image_loops(out, x, wm, koff, ph, pw, sh, sw, Hq, Wq, wide)
     output is the same tile's same sum), one image at a time: each image's phase planes (C*sh*sw
     planes of Hq x Wq: 20-150 KiB for CIFAR's layers) are made in a buffer of the thread's own just
     before its rows' tiles read them, so the tiles read them from L2 instead of reading the batch's
-    split (2.6-9.5 MiB at batch 128) back from L3 or DRAM: 1.1-2.1x faster on Zen 3 (ResNet-20's
-    layers, batch 128, 2026-12-03). Parallel over images only: for two images per thread or more
+    split (2.6-9.5 MiB at batch 128) back from L3 or DRAM, at 2-3 GB/s on Zen 3 (the prefetchers do
+    not follow reads that jump between 16-64 planes): 1.1-2.1x faster there (ResNet-20's layers,
+    batch 128, 2026-12-03). Parallel over images only: for two images per thread or more
     (``by_image_fit``)."""
     N, O, OH, OW = out.shape
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
@@ -315,7 +316,7 @@ conv2d_tiles_backward_input_by_image_jit = njit(parallel=True, cache=True)(_conv
 
 
 # --- wrappers: arguments as conv2d_forward / conv2d_backward checked them (pairs s, p, d) ----------
-TILE_ROWS = 8  # channels the tallest last tile of a row covers: every forward-type tiles loop needs that many
+TILE_ROWS = 8  # channels the tallest last tile of a row covers: every loop that calls tile_row needs that many
 
 
 def tiles_fit(x_shape, w_shape, stride, padding, dilation, groups, dtype):
@@ -476,6 +477,8 @@ def _tap_offsets(C, KH, KW, s, d, Hq, Wq):
 
 @functools.lru_cache(maxsize=256)
 def _tap_offsets_once(C, KH, KW, s, d, Hq, Wq):
+    """``_tap_offsets`` on ints and int pairs (hashable, so one cache entry per geometry whatever kind
+    of pair the caller passed); the array is shared by every caller, hence read-only."""
     c, kh, kw = np.meshgrid(np.arange(C), np.arange(KH), np.arange(KW), indexing="ij")
     koff = tap_offsets(c, kh, kw, s, d, Hq, Wq).reshape(-1)
     koff.flags.writeable = False

@@ -116,12 +116,14 @@ def test_tile_sets_sum_the_forward_in_the_same_order(C, H, O, stride):
 
 
 def _phases_with_taps(cfg):
-    """Whether every stride phase of dx has a tap: the strided input gradient runs image by image only then."""
+    """Whether every stride phase of dx has rows and a tap: the strided input gradient runs image by
+    image only then (a phase with no rows, H < stride, or with no tap takes the batch path)."""
     from tinycomp_kernels.conv_tiles import _phase_taps
 
     s, p, d, K = cfg["stride"], cfg["padding"], cfg["dilation"], cfg["K"]
-    return all(_phase_taps(a, K, s, p, d) and -(-(cfg["H"] - a) // s) > 0 for a in range(s)) and \
-        all(_phase_taps(b, K, s, p, d) for b in range(s))
+    rows_ok = all(_phase_taps(a, K, s, p, d) and -(-(cfg["H"] - a) // s) > 0 for a in range(s))
+    cols_ok = all(_phase_taps(b, K, s, p, d) for b in range(s))   # W >= stride: tiles_backward_input_fit
+    return rows_ok and cols_ok
 
 
 @pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
@@ -141,13 +143,14 @@ def test_image_by_image_equals_the_batch_split_bitwise(wide, cfg, N):
         jit = getattr(conv_tiles, name)
         return mock.patch.object(conv_tiles, name, lambda *args: (calls.append(name), jit(*args))[1])
 
-    got = []
+    got, calls_of = [], []
     with tile_set(wide), counted("conv2d_tiles_by_image_jit"), counted("conv2d_tiles_backward_input_by_image_jit"):
         for by_image in (False, True):
             calls.clear()
             with mock.patch.object(conv_tiles, "by_image_fit", lambda n: by_image):
                 got.append((conv2d_forward(x, w, *geo, algorithm="tiles"),
                             conv2d_backward_input(dout, w, x.shape, *geo, algorithm="tiles")))
+            calls_of.append(list(calls))
     np.testing.assert_array_equal(got[0][0], got[1][0])
     np.testing.assert_array_equal(got[0][1], got[1][1])
     expected = ["conv2d_tiles_by_image_jit"]                 # the forward; then the input gradient's path:
@@ -156,14 +159,15 @@ def test_image_by_image_equals_the_batch_split_bitwise(wide, cfg, N):
             expected.append("conv2d_tiles_by_image_jit")
         elif _phases_with_taps(cfg):
             expected.append("conv2d_tiles_backward_input_by_image_jit")
-    assert calls == expected
+    assert calls_of == [[], expected]                       # the batch split first, then image by image
 
 
 @pytest.mark.parametrize("wide", [True, False], ids=["avx512", "avx2"])
 def test_weight_gradient_chunks_that_start_inside_an_image(wide):
     """The weight gradient splits each 128-row chunk's images itself: at 48 rows an image, chunk 1
     starts at row 32 of image 2, whose split both chunks make. Each chunk's sums equal the same tiles'
-    on the whole batch's split at absolute rows, bit for bit; dw is close to the reference."""
+    on the whole batch's split at absolute rows, bit for bit (O = 12, K = 72: neither padded); dw of
+    13 output channels (dout padded to 16) is close to the reference."""
     from numba import njit
 
     from tinycomp_kernels.conv_tiles import conv2d_tiles_backward_weight_jit, phase_split_offsets
@@ -195,9 +199,20 @@ def test_weight_gradient_chunks_that_start_inside_an_image(wide):
         ref = np.zeros_like(parts[ch])
         chunk_on_the_batch_split(ref, dout, xq, kpad, m0, m1, taps, wide)
         np.testing.assert_array_equal(parts[ch], ref)
+    w13 = rng.standard_normal((13, 8, 3, 3)).astype(np.float32)
+    dout13 = rng.standard_normal((3, 13, 48, 16)).astype(np.float32)
     with tile_set(wide):
-        dw = conv2d_backward_weight(dout, x, w.shape, 1, 1)
-    np.testing.assert_allclose(dw, conv2d_grads_ref(dout, x, w, 1, 1, 1)[1], rtol=1e-4, atol=1e-3)
+        dw = conv2d_backward_weight(dout13, x, w13.shape, 1, 1)
+    np.testing.assert_allclose(dw, conv2d_grads_ref(dout13, x, w13, 1, 1, 1)[1], rtol=1e-4, atol=1e-3)
+
+
+def test_tap_offsets_are_cached_once_per_geometry_whatever_the_pairs():
+    from tinycomp_kernels.conv_tiles import _tap_offsets
+
+    a = _tap_offsets(16, 3, 3, (2, 2), (1, 1), 17, 17)
+    b = _tap_offsets(np.int64(16), 3, 3, [2, 2], [1, 1], 17, 17)
+    assert a is b and not a.flags.writeable
+    assert a.dtype == np.int64 and a.shape == (16 * 9,)
 
 
 def test_image_by_image_from_two_images_per_thread():
