@@ -31,8 +31,8 @@ Where the phase planes are made: for a batch of at least two images per thread (
 the forward and the input gradient run image by image, each thread splitting (or padding) one image
 into a buffer of its own right before that image's tiles read it, so the reads come from L2. Smaller
 batches, and strided input gradients with a phase of dx that no tap reaches or that has no rows
-(H < stride), split the whole batch first and run in parallel over (n, oh). Same sums, same bits. The weight gradient's chunks always
-split their own images.
+(H < stride), split the whole batch first and run in parallel over (n, oh). Same sums, same bits.
+The weight gradient's chunks always split their own images.
 
 Two tile sets, chosen once from the CPU Numba compiles for (``WIDE_VECTORS``: AVX-512F or not), never
 by timing: 16-lane tiles of 16 accumulators for 32 zmm registers, and on AVX2 (16 ymm registers) 8-lane

@@ -122,7 +122,7 @@ def _phases_with_taps(cfg):
 
     s, p, d, K = cfg["stride"], cfg["padding"], cfg["dilation"], cfg["K"]
     rows_ok = all(_phase_taps(a, K, s, p, d) and -(-(cfg["H"] - a) // s) > 0 for a in range(s))
-    cols_ok = all(_phase_taps(b, K, s, p, d) for b in range(s))   # W >= stride: tiles_backward_input_fit
+    cols_ok = all(_phase_taps(b, K, s, p, d) for b in range(s))   # columns: W/s >= 8 (tiles_backward_input_fit)
     return rows_ok and cols_ok
 
 
